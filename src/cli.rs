@@ -1,0 +1,91 @@
+//! The command line: `homestead [--data-dir DIR] [--config FILE] [run | init]`, `run` being the default,
+//! like the reference binary's `pubky-homeserver --data-dir DIR`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use homestead_config::{Config, DataDir, Loaded, default_data_dir};
+
+use crate::app::App;
+use crate::server_key;
+
+/// A Pubky homeserver.
+#[derive(Debug, Parser)]
+#[command(name = "homestead", version, about)]
+pub struct Cli {
+    /// Data directory: config.toml, the server key, the embedded database and blobs [default: ~/.homestead]
+    #[arg(short = 'd', long, env = "HOMESTEAD_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+
+    /// Configuration file [default: <data-dir>/config.toml, written with commented defaults if missing]
+    #[arg(short = 'c', long, env = "HOMESTEAD_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server until SIGINT or SIGTERM (the default).
+    Run,
+    /// Write the config file and the server key if missing, print the server's public key, and exit.
+    Init,
+}
+
+/// Parses the command line, runs the command and turns any error into one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("homestead: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let data_dir = DataDir::open(&cli.data_dir.clone().unwrap_or_else(default_data_dir))?;
+    let loaded = match &cli.config {
+        Some(path) => Config::load(path, false)?,
+        None => Config::load(&data_dir.config_file(), true)?,
+    };
+    let keypair = server_key::load_or_create(&data_dir.secret_file())?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Init => {
+            println!("{}", keypair.public_key());
+            Ok(())
+        }
+        Command::Run => serve(data_dir, loaded, keypair),
+    }
+}
+
+fn serve(data_dir: DataDir, loaded: Loaded, keypair: pkarr::Keypair) -> anyhow::Result<()> {
+    crate::logging::init(&loaded.config.logging);
+    for warning in &loaded.warnings {
+        tracing::warn!("config: {warning}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let app = App::start(&data_dir, loaded.config, keypair).await?;
+        app.print_banner();
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        app.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

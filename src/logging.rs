@@ -1,0 +1,24 @@
+//! Log output: human-readable lines on stderr, filtered by `RUST_LOG` when set, else by `[logging]`.
+
+use std::io::IsTerminal;
+
+use homestead_config::Logging;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber. The filter of `[logging]` was validated when the config was loaded;
+/// a bad `RUST_LOG` is reported and the configured filter used instead.
+pub fn init(logging: &Logging) {
+    let configured = || EnvFilter::new(logging.filter());
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => EnvFilter::try_new(&directives).unwrap_or_else(|err| {
+            eprintln!("RUST_LOG={directives} is not a log filter ({err}): using [logging]");
+            configured()
+        }),
+        Err(_) => configured(),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -1,0 +1,5 @@
+//! The `homestead` binary.
+
+fn main() -> std::process::ExitCode {
+    homestead::cli::main()
+}

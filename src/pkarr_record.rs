@@ -1,0 +1,190 @@
+//! The server's own PKARR record (OPERATIONS.md §4): built once at start-up from the bound ports, published
+//! to the DHT and relays, retried with backoff while it fails, then republished every hour. A failed
+//! publish never stops the server: a homeserver on an offline machine still starts and serves locally.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use homestead_config::Pkdns;
+use pkarr::dns::rdata::{SVCB, SVCParam};
+use pkarr::dns::Name;
+use pkarr::{Keypair, SignedPacket};
+use tokio::task::JoinHandle;
+
+/// TTL of every record, in seconds.
+const TTL: u32 = 3600;
+/// The private SvcParam that carries the plain-HTTP port for `localhost` development setups.
+const HTTP_PORT_PARAM: u16 = 65280;
+/// Time between republishing an unchanged packet (DHT nodes forget items after about two hours).
+const REPUBLISH_EVERY: Duration = Duration::from_secs(3600);
+/// First and largest wait between retries of a failed publish.
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// What the record advertises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised {
+    /// Address of the PubkyTLS endpoint (A/AAAA record and address hint).
+    pub ip: IpAddr,
+    /// PubkyTLS port.
+    pub tls_port: u16,
+    /// ICANN fallback domain and its plain-HTTP port (published only for `localhost`).
+    pub icann: Option<(String, u16)>,
+}
+
+impl Advertised {
+    /// Takes the advertised values from `[pkdns]`, falling back to the bound ports.
+    pub fn from_config(pkdns: &Pkdns, bound_tls_port: u16, bound_icann_port: u16) -> Self {
+        Self {
+            ip: pkdns.public_ip,
+            tls_port: pkdns.public_pubky_tls_port.unwrap_or(bound_tls_port),
+            icann: pkdns.icann_domain.as_ref().map(|domain| {
+                let port = pkdns.public_icann_http_port.unwrap_or(bound_icann_port);
+                (domain.to_string(), port)
+            }),
+        }
+    }
+}
+
+/// Signs the packet: HTTPS priority 1 to this key's own address, HTTPS priority 10 to the ICANN domain,
+/// then the A or AAAA record, all at the apex.
+pub fn build_packet(keypair: &Keypair, advertised: &Advertised) -> anyhow::Result<SignedPacket> {
+    let apex = Name::new_unchecked(".");
+    let mut direct = SVCB::new(1, Name::new_unchecked("."));
+    direct.set_port(advertised.tls_port);
+    match advertised.ip {
+        IpAddr::V4(ip) => direct.set_ipv4hint(&[ip.into()]),
+        IpAddr::V6(ip) => direct.set_ipv6hint(&[ip.into()]),
+    }
+    let mut builder = SignedPacket::builder().https(apex.clone(), direct, TTL);
+    if let Some((domain, http_port)) = &advertised.icann {
+        let target = Name::new(domain).with_context(|| format!("icann_domain {domain}"))?;
+        let mut fallback = SVCB::new(10, target);
+        if domain == "localhost" {
+            let port = Cow::Owned(http_port.to_be_bytes().to_vec());
+            fallback.set_param(SVCParam::Unknown(HTTP_PORT_PARAM, port));
+        }
+        builder = builder.https(apex.clone(), fallback, TTL);
+    }
+    builder
+        .address(apex, advertised.ip, TTL)
+        .sign(keypair)
+        .context("cannot sign the server's PKARR packet")
+}
+
+/// Builds the PKARR client from `[pkdns]`: bootstrap nodes and relays as configured (`[]`: no relays).
+pub fn client(pkdns: &Pkdns) -> anyhow::Result<pkarr::Client> {
+    let mut builder = pkarr::Client::builder();
+    if let Some(nodes) = &pkdns.dht_bootstrap_nodes {
+        let nodes: Vec<&str> = nodes.iter().map(|n| n.as_str()).collect();
+        builder.bootstrap(&nodes);
+    }
+    match pkdns.dht_relay_nodes.as_deref() {
+        None | Some([]) => {
+            builder.no_relays();
+        }
+        Some(relays) => {
+            let urls: Vec<url::Url> = relays.iter().map(|r| r.url().clone()).collect();
+            builder.relays(&urls).context("pkdns.dht_relay_nodes")?;
+        }
+    }
+    if let Some(ms) = pkdns.dht_request_timeout_ms {
+        let timeout = Duration::from_millis(ms.get());
+        builder.dht_request_timeout(timeout).relay_request_timeout(timeout);
+    }
+    builder.build().context("cannot build the PKARR client")
+}
+
+/// Publishes `packet` now, retrying with backoff until it succeeds, then every hour.
+pub fn spawn_publisher(client: pkarr::Client, packet: SignedPacket) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut published_once = false;
+        let mut retry = RETRY_FIRST;
+        loop {
+            match client.publish(&packet).await {
+                Ok(stored) => {
+                    if published_once {
+                        tracing::debug!(?stored, "republished the server's PKARR record");
+                    } else {
+                        tracing::info!(?stored, record = %describe(&packet), "published the server's PKARR record");
+                        published_once = true;
+                    }
+                    retry = RETRY_FIRST;
+                    tokio::time::sleep(REPUBLISH_EVERY).await;
+                }
+                Err(err) => {
+                    tracing::warn!(%err, retry_in = ?retry, "publishing the server's PKARR record failed");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    })
+}
+
+/// The records of a packet on one line, for the log.
+fn describe(packet: &SignedPacket) -> String {
+    packet
+        .all_resource_records()
+        .map(|rr| format!("{} {:?}", rr.name, rr.rdata))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zero_key() -> Keypair {
+        Keypair::from_secret_key(&[0; 32])
+    }
+
+    /// OPERATIONS.md §4.2: the default test configuration of the reference, byte for byte.
+    #[test]
+    fn packet_matches_the_reference_test_vector() {
+        let advertised = Advertised {
+            ip: "127.0.0.1".parse().unwrap(),
+            tls_port: 6287,
+            icann: Some(("localhost".into(), 6286)),
+        };
+        let packet = build_packet(&zero_key(), &advertised).unwrap();
+        let expected = concat!(
+            "000080000000000300000000343870696e787867717334316e346169646964656e77356170717031",
+            "7572666d7a647a7472386a74346162726b646e34333565776f000041000100000e10001100010000",
+            "030002188f000400047f000001c00c0041000100000e100013000a096c6f63616c686f737400ff00",
+            "0002188ec00c0001000100000e1000047f000001",
+        );
+        assert_eq!(hex::encode(packet.encoded_packet()), expected);
+    }
+
+    #[test]
+    fn config_overrides_ports_and_non_localhost_domain_has_no_port_param() {
+        let pkdns = Pkdns {
+            public_ip: "2001:db8::1".parse().unwrap(),
+            public_pubky_tls_port: Some(443),
+            icann_domain: Some("example.com".to_string().try_into().unwrap()),
+            ..Pkdns::default()
+        };
+        let advertised = Advertised::from_config(&pkdns, 6287, 6286);
+        assert_eq!(advertised.tls_port, 443);
+        assert_eq!(advertised.icann, Some(("example.com".into(), 6286)));
+        let packet = build_packet(&zero_key(), &advertised).unwrap();
+        let text = describe(&packet);
+        assert!(text.contains("AAAA"), "{text}");
+        assert!(!text.contains("65280"), "{text}");
+        let records = packet.all_resource_records().count();
+        assert_eq!(records, 3);
+    }
+
+    #[test]
+    fn no_domain_means_two_records() {
+        let pkdns = Pkdns {
+            icann_domain: None,
+            ..Pkdns::default()
+        };
+        let packet = build_packet(&zero_key(), &Advertised::from_config(&pkdns, 1, 2)).unwrap();
+        assert_eq!(packet.all_resource_records().count(), 2);
+    }
+}
