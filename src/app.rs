@@ -37,7 +37,11 @@ pub struct App {
 
 impl App {
     /// Opens storage, binds every listener and starts serving and publishing.
-    pub async fn start(data_dir: &DataDir, config: Config, keypair: Keypair) -> anyhow::Result<Self> {
+    pub async fn start(
+        data_dir: &DataDir,
+        config: Config,
+        keypair: Keypair,
+    ) -> anyhow::Result<Self> {
         let database_url = config
             .general
             .database_url
@@ -67,7 +71,8 @@ impl App {
         } else {
             None
         };
-        let icann_listener = listeners::bind("ICANN HTTP", config.drive.icann_listen_socket).await?;
+        let icann_listener =
+            listeners::bind("ICANN HTTP", config.drive.icann_listen_socket).await?;
         let tls_listener = listeners::bind("PubkyTLS", config.drive.pubky_listen_socket).await?;
         let addresses = Addresses {
             icann: icann_listener.local_addr()?,
@@ -123,7 +128,10 @@ impl App {
             format!("homestead {} running", env!("CARGO_PKG_VERSION")),
             format!("  public-key  {}", self.public_key),
             format!("  icann       http://{}", a.icann),
-            format!("  pubky-tls   https://{} (PubkyTLS for https://{})", a.pubky_tls, self.public_key),
+            format!(
+                "  pubky-tls   https://{} (PubkyTLS for https://{})",
+                a.pubky_tls, self.public_key
+            ),
         ];
         if let Some(admin) = a.admin {
             lines.push(format!("  admin       http://{admin}"));

@@ -69,7 +69,9 @@ fn serve(data_dir: DataDir, loaded: Loaded, keypair: pkarr::Keypair) -> anyhow::
     for warning in &loaded.warnings {
         tracing::warn!("config: {warning}");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let app = App::start(&data_dir, loaded.config, keypair).await?;
         app.print_banner();

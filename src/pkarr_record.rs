@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use homestead_config::Pkdns;
-use pkarr::dns::rdata::{SVCB, SVCParam};
 use pkarr::dns::Name;
+use pkarr::dns::rdata::{SVCB, SVCParam};
 use pkarr::{Keypair, SignedPacket};
 use tokio::task::JoinHandle;
 
@@ -92,7 +92,9 @@ pub fn client(pkdns: &Pkdns) -> anyhow::Result<pkarr::Client> {
     }
     if let Some(ms) = pkdns.dht_request_timeout_ms {
         let timeout = Duration::from_millis(ms.get());
-        builder.dht_request_timeout(timeout).relay_request_timeout(timeout);
+        builder
+            .dht_request_timeout(timeout)
+            .relay_request_timeout(timeout);
     }
     builder.build().context("cannot build the PKARR client")
 }

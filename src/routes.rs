@@ -33,7 +33,11 @@ mod tests {
     use super::*;
 
     async fn call(router: Router, method: Method, uri: &str) -> (StatusCode, String, String) {
-        let request = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
         let response = router.oneshot(request).await.unwrap();
         let status = response.status();
         let content_type = response
@@ -42,7 +46,11 @@ mod tests {
             .map(|v| v.to_str().unwrap().to_string())
             .unwrap_or_default();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, content_type, String::from_utf8(body.to_vec()).unwrap())
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
     }
 
     #[tokio::test]
@@ -60,6 +68,9 @@ mod tests {
     #[tokio::test]
     async fn admin_root_needs_no_password() {
         let (status, _, body) = call(admin_router(), Method::GET, "/").await;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, "Homeserver - Admin Endpoint"));
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "Homeserver - Admin Endpoint")
+        );
     }
 }

@@ -15,7 +15,9 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<Keypair> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&text).with_context(|| format!("server key {}", path.display())),
         Err(err) if err.kind() == ErrorKind::NotFound => create(path),
-        Err(err) => Err(err).with_context(|| format!("cannot read the server key {}", path.display())),
+        Err(err) => {
+            Err(err).with_context(|| format!("cannot read the server key {}", path.display()))
+        }
     }
 }
 
@@ -59,7 +61,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.len(), 64);
-        assert!(text.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
+        assert!(
+            text.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        );
         let again = load_or_create(&path).unwrap();
         assert_eq!(again.public_key(), created.public_key());
     }

@@ -20,7 +20,7 @@ pub enum BlobsError {
         /// Which store.
         what: String,
         /// The cause.
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     /// The store was built but a test write, read or delete failed.
     #[error("the {what} blob store is not usable: {step} of {path} failed: {source}")]
@@ -32,7 +32,7 @@ pub enum BlobsError {
         /// The probe object.
         path: String,
         /// The cause.
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 }
 
@@ -70,7 +70,7 @@ impl BlobStore {
         };
         let store = built.map_err(|source| BlobsError::Open {
             what: what.clone(),
-            source,
+            source: Box::new(source),
         })?;
         Ok(Self { store, what })
     }
@@ -83,13 +83,19 @@ impl BlobStore {
             what: self.what.clone(),
             step,
             path: path.to_string(),
-            source,
+            source: Box::new(source),
         };
         let body = PutPayload::from_static(b"homestead probe");
-        self.store.put(&path, body).await.map_err(|e| fail("write", e))?;
+        self.store
+            .put(&path, body)
+            .await
+            .map_err(|e| fail("write", e))?;
         let read = self.store.get(&path).await.map_err(|e| fail("read", e))?;
         read.bytes().await.map_err(|e| fail("read", e))?;
-        self.store.delete(&path).await.map_err(|e| fail("delete", e))
+        self.store
+            .delete(&path)
+            .await
+            .map_err(|e| fail("delete", e))
     }
 
     /// What this store is, for logs.

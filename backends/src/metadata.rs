@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use homestead_config::{DatabaseKind, DatabaseUrl, redact_url};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 /// How long start-up waits for the database before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

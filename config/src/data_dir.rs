@@ -65,5 +65,8 @@ impl DataDir {
 }
 
 fn with_path(path: &Path, err: io::Error) -> io::Error {
-    io::Error::new(err.kind(), format!("data directory {}: {err}", path.display()))
+    io::Error::new(
+        err.kind(),
+        format!("data directory {}: {err}", path.display()),
+    )
 }

@@ -73,7 +73,10 @@ impl EnvOverride {
                 .entry(part.to_string())
                 .or_insert_with(|| Value::Table(Table::new()));
             current = entry.as_table_mut().ok_or_else(|| {
-                format!("environment variable {}: `{part}` is not a section", self.var)
+                format!(
+                    "environment variable {}: `{part}` is not a section",
+                    self.var
+                )
             })?;
         }
         current.insert(last.to_string(), self.value());

@@ -126,7 +126,9 @@ impl Config {
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Loaded, ConfigError> {
         let file_table = match file_text {
-            Some(text) => text.parse::<Table>().map_err(|err| syntax_error(file_name, text, &err))?,
+            Some(text) => text
+                .parse::<Table>()
+                .map_err(|err| syntax_error(file_name, text, &err))?,
             None => Table::new(),
         };
         let mut overrides = EnvOverride::collect(vars).map_err(ConfigError::Env)?;
@@ -140,7 +142,13 @@ impl Config {
                 Err(err) => {
                     let key = err.path().to_string();
                     // toml appends "in `key`" on a second line: the key is already in our message.
-                    let message = err.inner().to_string().lines().next().unwrap_or_default().to_string();
+                    let message = err
+                        .inner()
+                        .to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
                     let env = overrides.iter_mut().find(|o| key_matches(&key, &o.key));
                     match env {
                         // A value such as `1234` for a string key: take it as the string it was.
@@ -184,11 +192,18 @@ impl Config {
                 );
             }
             StorageType::S3 => match &storage.bucket_name {
-                None => return fail("storage.bucket_name", "required when storage.type = \"s3\"".into()),
+                None => {
+                    return fail(
+                        "storage.bucket_name",
+                        "required when storage.type = \"s3\"".into(),
+                    );
+                }
                 Some(name) if !valid_bucket_name(name) => {
                     return fail(
                         "storage.bucket_name",
-                        format!("`{name}` is not an S3 bucket name: 3 to 63 lower-case letters, digits, `.` and `-`"),
+                        format!(
+                            "`{name}` is not an S3 bucket name: 3 to 63 lower-case letters, digits, `.` and `-`"
+                        ),
                     );
                 }
                 Some(_) => {}
@@ -197,8 +212,14 @@ impl Config {
                 let s3_keys = [
                     ("storage.bucket_name", storage.bucket_name.is_some()),
                     ("storage.s3_endpoint", storage.s3_endpoint.is_some()),
-                    ("storage.s3_access_key_id", storage.s3_access_key_id.is_some()),
-                    ("storage.s3_secret_access_key", storage.s3_secret_access_key.is_some()),
+                    (
+                        "storage.s3_access_key_id",
+                        storage.s3_access_key_id.is_some(),
+                    ),
+                    (
+                        "storage.s3_secret_access_key",
+                        storage.s3_secret_access_key.is_some(),
+                    ),
                 ];
                 if let Some((key, _)) = s3_keys.iter().find(|(_, set)| *set) {
                     return fail(key, "only used with storage.type = \"s3\"".into());
@@ -212,7 +233,8 @@ impl Config {
             );
         }
         if let Some(endpoint) = &storage.s3_endpoint {
-            let ok = url::Url::parse(endpoint).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            let ok =
+                url::Url::parse(endpoint).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
             if !ok {
                 return fail(
                     "storage.s3_endpoint",
@@ -237,7 +259,9 @@ impl Config {
             warnings.push(format!("default_quotas {not_yet}"));
         }
         if self.metrics.enabled {
-            warnings.push(format!("metrics.enabled = true {not_yet}: no metrics listener is started"));
+            warnings.push(format!(
+                "metrics.enabled = true {not_yet}: no metrics listener is started"
+            ));
         }
         Ok(warnings)
     }
@@ -277,9 +301,9 @@ fn invalid(origin: &str, key: &str, message: String) -> ConfigError {
 }
 
 fn syntax_error(origin: &str, text: &str, err: &toml::de::Error) -> ConfigError {
-    let line = err
-        .span()
-        .map_or(1, |span| text[..span.start.min(text.len())].lines().count().max(1));
+    let line = err.span().map_or(1, |span| {
+        text[..span.start.min(text.len())].lines().count().max(1)
+    });
     ConfigError::Syntax {
         origin: origin.to_string(),
         line,

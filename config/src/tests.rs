@@ -44,7 +44,10 @@ fn written_sample_runs_on_the_defaults() {
 fn uncommented_sample_is_valid_and_sets_every_documented_key() {
     let loaded = load(SAMPLE).unwrap();
     let c = loaded.config;
-    assert_eq!(c.general.database_url.unwrap().kind(), DatabaseKind::Postgres);
+    assert_eq!(
+        c.general.database_url.unwrap().kind(),
+        DatabaseKind::Postgres
+    );
     assert_eq!(c.drive.rate_limits.len(), 2);
     assert_eq!(c.drive.rate_limits[0].whitelist, ["127.0.0.1"]);
     assert_eq!(String::from(c.default_quotas.rate_write.unwrap()), "5mb/s");
@@ -52,8 +55,18 @@ fn uncommented_sample_is_valid_and_sets_every_documented_key() {
     assert_eq!(c.pkdns.public_icann_http_port, Some(80));
     assert_eq!(c.pkdns.dht_bootstrap_nodes.unwrap().len(), 4);
     // Accepted but not acted on yet: said at start-up.
-    assert!(loaded.warnings.iter().any(|w| w.starts_with("drive.rate_limits")));
-    assert!(loaded.warnings.iter().any(|w| w.starts_with("metrics.enabled")));
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("drive.rate_limits"))
+    );
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("metrics.enabled"))
+    );
 }
 
 #[test]
@@ -96,42 +109,138 @@ module_levels = ["pubky_homeserver=debug"]
 #[test]
 fn unknown_keys_and_sections_are_named() {
     let err = error("[general]\nsignup = \"open\"\n");
-    assert!(err.starts_with("config.toml: `general.signup`: unknown field `signup`"), "{err}");
+    assert!(
+        err.starts_with("config.toml: `general.signup`: unknown field `signup`"),
+        "{err}"
+    );
     let err = error("[webdav]\nenabled = true\n");
     assert!(err.contains("`webdav`: unknown field `webdav`"), "{err}");
-    let err = error("[[drive.rate_limits]]\npath = \"/x\"\nmethod = \"GET\"\nquota = \"1r/s\"\nkey = \"ip\"\nbrust = 3\n");
+    let err = error(
+        "[[drive.rate_limits]]\npath = \"/x\"\nmethod = \"GET\"\nquota = \"1r/s\"\nkey = \"ip\"\nbrust = 3\n",
+    );
     assert!(err.contains("`drive.rate_limits[0].brust`"), "{err}");
 }
 
 #[test]
 fn invalid_values_name_key_value_and_what_is_allowed() {
     let cases = [
-        ("[general]\nsignup_mode = \"closed\"", "general.signup_mode", "`closed`, expected `open` or `token_required`"),
-        ("[general]\ndatabase_url = \"mysql://h/db\"", "general.database_url", "`mysql://h/db` is not a database URL"),
-        ("[drive]\nicann_listen_socket = \"localhost\"", "drive.icann_listen_socket", "invalid socket address"),
-        ("[admin]\nenabled = \"yes\"", "admin.enabled", "expected a boolean"),
-        ("[pkdns]\npublic_ip = \"example.com\"", "pkdns.public_ip", "invalid IP address"),
-        ("[pkdns]\nicann_domain = \"bad_domain!\"", "pkdns.icann_domain", "`bad_domain!` is not a host name"),
-        ("[pkdns]\ndht_bootstrap_nodes = [\"[::1]:6881\"]", "pkdns.dht_bootstrap_nodes[0]", "not a DHT node address"),
-        ("[pkdns]\ndht_relay_nodes = [\"ftp://relay\"]", "pkdns.dht_relay_nodes[0]", "not a relay URL"),
-        ("[pkdns]\ndht_request_timeout_ms = 0", "pkdns.dht_request_timeout_ms", "nonzero"),
-        ("[pkdns]\npublic_pubky_tls_port = 70000", "pkdns.public_pubky_tls_port", "70000"),
-        ("[default_quotas]\nrate_read = \"10r/s\"", "default_quotas.rate_read", "`10r/s` is not a bandwidth"),
-        ("[logging]\nlevel = \"loud\"", "logging.level", "`loud` is not a log level"),
-        ("[logging]\nmodule_levels = [\"homestead\"]", "logging.module_levels[0]", "expected target=level"),
-        ("[storage]\ntype = \"tape\"", "storage.type", "unknown variant `tape`"),
-        ("[[drive.rate_limits]]\npath = \"/x\"\nmethod = \"FETCH\"\nquota = \"1r/s\"\nkey = \"ip\"", "drive.rate_limits[0].method", "`FETCH` is not an HTTP method"),
-        ("[[drive.rate_limits]]\npath = \"/x\"\nmethod = \"GET\"\nquota = \"1mb/s\"\nkey = \"ip\"", "drive.rate_limits[0].quota", "not a request quota"),
-        ("[[drive.rate_limits]]\npath = \"/x\"\nmethod = \"GET\"\nquota = \"1r/s\"\nkey = \"device\"", "drive.rate_limits[0].key", "expected `ip` or `user`"),
-        ("[[drive.rate_limits]]\npath = \"x\"\nmethod = \"GET\"\nquota = \"1r/s\"\nkey = \"ip\"", "drive.rate_limits[0].path", "must start with `/`"),
-        ("[storage]\ntype = \"s3\"\nbucket_name = \"A\"", "storage.bucket_name", "is not an S3 bucket name"),
-        ("[storage]\ntype = \"s3\"", "storage.bucket_name", "required when storage.type = \"s3\""),
-        ("[storage]\ns3_endpoint = \"http://127.0.0.1:9000\"", "storage.s3_endpoint", "only used with storage.type = \"s3\""),
-        ("[storage]\ntype = \"s3\"\nbucket_name = \"abc\"\ns3_endpoint = \"localhost:9000\"", "storage.s3_endpoint", "not an endpoint URL"),
+        (
+            "[general]\nsignup_mode = \"closed\"",
+            "general.signup_mode",
+            "`closed`, expected `open` or `token_required`",
+        ),
+        (
+            "[general]\ndatabase_url = \"mysql://h/db\"",
+            "general.database_url",
+            "`mysql://h/db` is not a database URL",
+        ),
+        (
+            "[drive]\nicann_listen_socket = \"localhost\"",
+            "drive.icann_listen_socket",
+            "invalid socket address",
+        ),
+        (
+            "[admin]\nenabled = \"yes\"",
+            "admin.enabled",
+            "expected a boolean",
+        ),
+        (
+            "[pkdns]\npublic_ip = \"example.com\"",
+            "pkdns.public_ip",
+            "invalid IP address",
+        ),
+        (
+            "[pkdns]\nicann_domain = \"bad_domain!\"",
+            "pkdns.icann_domain",
+            "`bad_domain!` is not a host name",
+        ),
+        (
+            "[pkdns]\ndht_bootstrap_nodes = [\"[::1]:6881\"]",
+            "pkdns.dht_bootstrap_nodes[0]",
+            "not a DHT node address",
+        ),
+        (
+            "[pkdns]\ndht_relay_nodes = [\"ftp://relay\"]",
+            "pkdns.dht_relay_nodes[0]",
+            "not a relay URL",
+        ),
+        (
+            "[pkdns]\ndht_request_timeout_ms = 0",
+            "pkdns.dht_request_timeout_ms",
+            "nonzero",
+        ),
+        (
+            "[pkdns]\npublic_pubky_tls_port = 70000",
+            "pkdns.public_pubky_tls_port",
+            "70000",
+        ),
+        (
+            "[default_quotas]\nrate_read = \"10r/s\"",
+            "default_quotas.rate_read",
+            "`10r/s` is not a bandwidth",
+        ),
+        (
+            "[logging]\nlevel = \"loud\"",
+            "logging.level",
+            "`loud` is not a log level",
+        ),
+        (
+            "[logging]\nmodule_levels = [\"homestead\"]",
+            "logging.module_levels[0]",
+            "expected target=level",
+        ),
+        (
+            "[storage]\ntype = \"tape\"",
+            "storage.type",
+            "unknown variant `tape`",
+        ),
+        (
+            "[[drive.rate_limits]]\npath = \"/x\"\nmethod = \"FETCH\"\nquota = \"1r/s\"\nkey = \"ip\"",
+            "drive.rate_limits[0].method",
+            "`FETCH` is not an HTTP method",
+        ),
+        (
+            "[[drive.rate_limits]]\npath = \"/x\"\nmethod = \"GET\"\nquota = \"1mb/s\"\nkey = \"ip\"",
+            "drive.rate_limits[0].quota",
+            "not a request quota",
+        ),
+        (
+            "[[drive.rate_limits]]\npath = \"/x\"\nmethod = \"GET\"\nquota = \"1r/s\"\nkey = \"device\"",
+            "drive.rate_limits[0].key",
+            "expected `ip` or `user`",
+        ),
+        (
+            "[[drive.rate_limits]]\npath = \"x\"\nmethod = \"GET\"\nquota = \"1r/s\"\nkey = \"ip\"",
+            "drive.rate_limits[0].path",
+            "must start with `/`",
+        ),
+        (
+            "[storage]\ntype = \"s3\"\nbucket_name = \"A\"",
+            "storage.bucket_name",
+            "is not an S3 bucket name",
+        ),
+        (
+            "[storage]\ntype = \"s3\"",
+            "storage.bucket_name",
+            "required when storage.type = \"s3\"",
+        ),
+        (
+            "[storage]\ns3_endpoint = \"http://127.0.0.1:9000\"",
+            "storage.s3_endpoint",
+            "only used with storage.type = \"s3\"",
+        ),
+        (
+            "[storage]\ntype = \"s3\"\nbucket_name = \"abc\"\ns3_endpoint = \"localhost:9000\"",
+            "storage.s3_endpoint",
+            "not an endpoint URL",
+        ),
     ];
     for (text, key, needle) in cases {
         let err = error(text);
-        assert!(err.starts_with(&format!("config.toml: `{key}`: ")), "{text}: {err}");
+        assert!(
+            err.starts_with(&format!("config.toml: `{key}`: ")),
+            "{text}: {err}"
+        );
         assert!(err.contains(needle), "{text}: {err}");
         assert!(!err.contains('\n'), "one line: {err}");
     }
@@ -140,7 +249,12 @@ fn invalid_values_name_key_value_and_what_is_allowed() {
 #[test]
 fn reference_settings_homestead_does_not_support_are_named_as_such() {
     let err = error("[storage]\ntype = \"google_bucket\"\nbucket_name = \"b\"");
-    assert!(err.contains("`storage.type`: \"google_bucket\" is a reference setting Homestead does not support"), "{err}");
+    assert!(
+        err.contains(
+            "`storage.type`: \"google_bucket\" is a reference setting Homestead does not support"
+        ),
+        "{err}"
+    );
     let err = error("[storage]\ncredential = \"/etc/gcs.json\"");
     assert!(err.contains("`storage.credential`"), "{err}");
     assert!(err.contains("not supported by Homestead"), "{err}");
@@ -171,7 +285,9 @@ fn legacy_quota_is_folded_into_the_storage_default() {
     let loaded = load("[general]\nuser_storage_quota_mb = 50").unwrap();
     assert_eq!(loaded.config.storage.default_quota_mb, Some(50));
     assert!(loaded.warnings[0].contains("deprecated"));
-    let c = load("[general]\nuser_storage_quota_mb = 50\n[storage]\ndefault_quota_mb = 7").unwrap().config;
+    let c = load("[general]\nuser_storage_quota_mb = 50\n[storage]\ndefault_quota_mb = 7")
+        .unwrap()
+        .config;
     assert_eq!(c.storage.default_quota_mb, Some(7));
 }
 
@@ -180,7 +296,9 @@ fn short_republisher_interval_is_raised() {
     let loaded = load("[pkdns]\nuser_keys_republisher_interval = 60").unwrap();
     assert_eq!(loaded.config.pkdns.user_keys_republisher_interval, 1800);
     assert!(loaded.warnings[0].contains("raised to 1800"));
-    let c = load("[pkdns]\nuser_keys_republisher_interval = 0").unwrap().config;
+    let c = load("[pkdns]\nuser_keys_republisher_interval = 0")
+        .unwrap()
+        .config;
     assert_eq!(c.pkdns.user_keys_republisher_interval, 0);
 }
 
@@ -192,7 +310,10 @@ fn environment_overrides_the_file_with_typed_values() {
             ("HOMESTEAD_ADMIN__ENABLED", "false"),
             ("HOMESTEAD_ADMIN__ADMIN_PASSWORD", "1234"),
             ("HOMESTEAD_GENERAL__DATABASE_URL", "postgres://localhost/h"),
-            ("HOMESTEAD_PKDNS__DHT_BOOTSTRAP_NODES", "[\"127.0.0.1:6881\"]"),
+            (
+                "HOMESTEAD_PKDNS__DHT_BOOTSTRAP_NODES",
+                "[\"127.0.0.1:6881\"]",
+            ),
             ("HOMESTEAD_DRIVE__ICANN_LISTEN_SOCKET", "127.0.0.1:0"),
             ("HOMESTEAD_DATA_DIR", "/ignored/here"),
             ("OTHER", "x"),
@@ -202,21 +323,47 @@ fn environment_overrides_the_file_with_typed_values() {
     let c = loaded.config;
     assert!(!c.admin.enabled);
     assert_eq!(c.admin.admin_password, "1234");
-    assert_eq!(c.general.database_url.unwrap().as_str(), "postgres://localhost/h");
-    assert_eq!(c.pkdns.dht_bootstrap_nodes.unwrap()[0].as_str(), "127.0.0.1:6881");
+    assert_eq!(
+        c.general.database_url.unwrap().as_str(),
+        "postgres://localhost/h"
+    );
+    assert_eq!(
+        c.pkdns.dht_bootstrap_nodes.unwrap()[0].as_str(),
+        "127.0.0.1:6881"
+    );
     assert_eq!(c.drive.icann_listen_socket.port(), 0);
 }
 
 #[test]
 fn environment_errors_name_the_variable() {
-    let err = load_env("", &[("HOMESTEAD_GENERAL__SIGNUP_MODE", "closed")]).unwrap_err().to_string();
-    assert!(err.starts_with("HOMESTEAD_GENERAL__SIGNUP_MODE: `general.signup_mode`:"), "{err}");
-    let err = load_env("", &[("HOMESTEAD_GENERAL__NOPE", "1")]).unwrap_err().to_string();
-    assert!(err.starts_with("HOMESTEAD_GENERAL__NOPE: `general.nope`: unknown field"), "{err}");
-    let err = load_env("", &[("HOMESTEAD_SIGNUP_MODE", "open")]).unwrap_err().to_string();
-    assert!(err.contains("HOMESTEAD_SIGNUP_MODE: not a config key"), "{err}");
-    let err = load_env("", &[("HOMESTEAD_STORAGE__TYPE", "google_bucket")]).unwrap_err().to_string();
-    assert!(err.starts_with("HOMESTEAD_STORAGE__TYPE: `storage.type`"), "{err}");
+    let err = load_env("", &[("HOMESTEAD_GENERAL__SIGNUP_MODE", "closed")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("HOMESTEAD_GENERAL__SIGNUP_MODE: `general.signup_mode`:"),
+        "{err}"
+    );
+    let err = load_env("", &[("HOMESTEAD_GENERAL__NOPE", "1")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("HOMESTEAD_GENERAL__NOPE: `general.nope`: unknown field"),
+        "{err}"
+    );
+    let err = load_env("", &[("HOMESTEAD_SIGNUP_MODE", "open")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("HOMESTEAD_SIGNUP_MODE: not a config key"),
+        "{err}"
+    );
+    let err = load_env("", &[("HOMESTEAD_STORAGE__TYPE", "google_bucket")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("HOMESTEAD_STORAGE__TYPE: `storage.type`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -226,10 +373,16 @@ fn load_writes_the_commented_sample_once_and_keeps_a_broken_file() {
     Config::load(&path, true).unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), commented_sample());
     std::fs::write(&path, "[general\n").unwrap();
-    assert!(matches!(Config::load(&path, true), Err(ConfigError::Syntax { .. })));
+    assert!(matches!(
+        Config::load(&path, true),
+        Err(ConfigError::Syntax { .. })
+    ));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "[general\n");
     let missing = dir.path().join("elsewhere.toml");
-    assert!(matches!(Config::load(&missing, false), Err(ConfigError::Io { .. })));
+    assert!(matches!(
+        Config::load(&missing, false),
+        Err(ConfigError::Io { .. })
+    ));
 }
 
 #[test]

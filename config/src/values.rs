@@ -171,7 +171,11 @@ impl TryFrom<String> for Bandwidth {
             "gb" => 1 << 30,
             _ => return Err(err()),
         };
-        let amount = digits.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(err)?;
+        let amount = digits
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(err)?;
         Ok(Self {
             amount,
             unit_bytes,
@@ -205,7 +209,8 @@ impl TryFrom<String> for RequestQuota {
     type Error = String;
 
     fn try_from(value: String) -> Result<Self, String> {
-        let err = || format!("`{value}` is not a request quota: expected <n>r/<s|m|h|d>, e.g. \"10r/m\"");
+        let err =
+            || format!("`{value}` is not a request quota: expected <n>r/<s|m|h|d>, e.g. \"10r/m\"");
         let (count, per) = value.split_once("r/").ok_or_else(err)?;
         let per = Per::parse(per).ok_or_else(err)?;
         let requests = count.parse::<NonZeroU32>().map_err(|_| err())?;
@@ -252,7 +257,10 @@ impl TryFrom<String> for Method {
         if KNOWN.contains(&upper.as_str()) {
             Ok(Self(upper))
         } else {
-            Err(format!("`{value}` is not an HTTP method: expected one of {}", KNOWN.join(", ")))
+            Err(format!(
+                "`{value}` is not an HTTP method: expected one of {}",
+                KNOWN.join(", ")
+            ))
         }
     }
 }
@@ -282,7 +290,9 @@ impl TryFrom<String> for PathGlob {
         if value.starts_with('/') {
             Ok(Self(value))
         } else {
-            Err(format!("`{value}` is not a path glob: it must start with `/`, e.g. \"/session\""))
+            Err(format!(
+                "`{value}` is not a path glob: it must start with `/`, e.g. \"/session\""
+            ))
         }
     }
 }
@@ -366,7 +376,9 @@ impl TryFrom<String> for HostPort {
         if valid {
             Ok(Self(value))
         } else {
-            Err(format!("`{value}` is not a DHT node address: expected host:port, e.g. \"router.bittorrent.com:6881\""))
+            Err(format!(
+                "`{value}` is not a DHT node address: expected host:port, e.g. \"router.bittorrent.com:6881\""
+            ))
         }
     }
 }
@@ -397,7 +409,9 @@ impl TryFrom<String> for RelayUrl {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
                 Ok(Self(url))
             }
-            _ => Err(format!("`{value}` is not a relay URL: expected http(s)://host[:port][/path]")),
+            _ => Err(format!(
+                "`{value}` is not a relay URL: expected http(s)://host[:port][/path]"
+            )),
         }
     }
 }
@@ -508,7 +522,9 @@ mod tests {
         assert_eq!(bw.amount, 10);
         assert_eq!(bw.unit_bytes, 1 << 20);
         assert_eq!(String::from(bw), "10mb/s");
-        for bad in ["10r/s", "10mb/S", "0kb/s", "mb/s", "10mb", "10tb/s", "-1kb/s"] {
+        for bad in [
+            "10r/s", "10mb/S", "0kb/s", "mb/s", "10mb", "10tb/s", "-1kb/s",
+        ] {
             assert!(Bandwidth::try_from(bad.to_string()).is_err(), "{bad}");
         }
     }
@@ -526,7 +542,14 @@ mod tests {
     fn host_port_follows_reference_rules() {
         assert!(HostPort::try_from("router.bittorrent.com:6881".to_string()).is_ok());
         assert!(HostPort::try_from("127.0.0.1:6881".to_string()).is_ok());
-        for bad in ["[::1]:6881", "host", "host:port", "a:b:1", "-bad-:1", "host:70000"] {
+        for bad in [
+            "[::1]:6881",
+            "host",
+            "host:port",
+            "a:b:1",
+            "-bad-:1",
+            "host:70000",
+        ] {
             assert!(HostPort::try_from(bad.to_string()).is_err(), "{bad}");
         }
     }

@@ -1,0 +1,48 @@
+//! Test harness for Homestead's black-box tests: a local Mainline DHT testnet that servers and SDK
+//! clients share, and a [`TestServer`] builder that starts the `homestead` binary on a chosen pair of
+//! metadata and blob backends, each with a fresh PostgreSQL database or S3 bucket of its own.
+//!
+//! ```no_run
+//! # async fn story() {
+//! use homestead_integration_tests::{Blobs, Metadata, TestNet};
+//!
+//! let net = TestNet::new();
+//! let server = net.server().metadata(Metadata::Postgres).blobs(Blobs::S3).start().await;
+//! let client = net.sdk_client();
+//! let url = format!("https://{}/", server.public_key().z32());
+//! # }
+//! ```
+//!
+//! Environment (set by `scripts/test`): `TEST_HOMESTEAD_BIN` (the binary), `TEST_PG_ADMIN_URL` (a
+//! PostgreSQL connection allowed to create databases), `TEST_S3_ENDPOINT` (an S3-compatible server).
+
+mod resources;
+mod server;
+mod testnet;
+
+pub use resources::{TestBucket, TestDatabase};
+pub use server::{Blobs, Metadata, TestServer, TestServerBuilder, binary};
+pub use testnet::TestNet;
+
+use std::time::Duration;
+
+/// Calls `attempt` until it returns `Ok`, at most until `deadline` has passed; panics with `what` and
+/// the last error otherwise. For conditions that settle over time (DHT propagation), never a blind sleep.
+pub async fn eventually<T, E, F, Fut>(what: &str, deadline: Duration, mut attempt: F) -> T
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        let error = match attempt().await {
+            Ok(value) => return value,
+            Err(error) => error,
+        };
+        if start.elapsed() > deadline {
+            panic!("{what}: not within {deadline:?}; last error: {error:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

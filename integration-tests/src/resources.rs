@@ -1,0 +1,94 @@
+//! Per-server backing resources: a fresh PostgreSQL database, a fresh S3 bucket.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test of this run (or a concurrent run) uses.
+fn unique_name(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}{}x{n}x{nanos}", std::process::id())
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
+}
+
+/// A PostgreSQL database created for one server and dropped with this value.
+pub struct TestDatabase {
+    name: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    /// Creates `homestead_test_<unique>` through `TEST_PG_ADMIN_URL`.
+    pub fn create() -> Self {
+        let admin_url = env("TEST_PG_ADMIN_URL");
+        let name = unique_name("homestead_test_");
+        psql(&admin_url, &format!("CREATE DATABASE {name}"));
+        Self { name, admin_url }
+    }
+
+    /// The URL a server connects with.
+    pub fn url(&self) -> String {
+        let (base, _) = self
+            .admin_url
+            .rsplit_once('/')
+            .expect("URL with a database");
+        format!("{base}/{}", self.name)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        psql(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A bucket on the S3-compatible test server, created for one server.
+pub struct TestBucket {
+    /// The bucket name.
+    pub name: String,
+    /// The S3 endpoint URL.
+    pub endpoint: String,
+}
+
+impl TestBucket {
+    /// Creates a bucket on `TEST_S3_ENDPOINT` (the test server accepts unsigned requests).
+    pub async fn create() -> Self {
+        let endpoint = env("TEST_S3_ENDPOINT");
+        let name = unique_name("hs-");
+        let response = reqwest::Client::new()
+            .put(format!("{endpoint}/{name}"))
+            .send()
+            .await
+            .expect("reach the S3 test server");
+        assert!(
+            response.status().is_success(),
+            "create bucket {name}: {}",
+            response.status()
+        );
+        Self { name, endpoint }
+    }
+}

@@ -1,0 +1,243 @@
+//! [`TestServer`]: the `homestead` binary as a child process, configured through its `config.toml` the
+//! way an operator would, on loopback ports chosen by the OS.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use pubky::PublicKey;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::resources::{TestBucket, TestDatabase};
+
+/// Where a test server keeps metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metadata {
+    /// The embedded default: SQLite in the data directory.
+    Sqlite,
+    /// A fresh PostgreSQL database, dropped afterwards.
+    Postgres,
+}
+
+/// Where a test server keeps file contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blobs {
+    /// Files under the data directory.
+    Fs,
+    /// Process memory.
+    Memory,
+    /// A fresh bucket on the S3-compatible test server.
+    S3,
+}
+
+/// Configures and starts a [`TestServer`].
+pub struct TestServerBuilder {
+    bootstrap: Vec<String>,
+    metadata: Metadata,
+    blobs: Blobs,
+    extra_config: String,
+}
+
+impl TestServerBuilder {
+    pub(crate) fn new(bootstrap: Vec<String>) -> Self {
+        Self {
+            bootstrap,
+            metadata: Metadata::Sqlite,
+            blobs: Blobs::Fs,
+            extra_config: String::new(),
+        }
+    }
+
+    /// Chooses the metadata backend (default SQLite).
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Chooses the blob backend (default filesystem).
+    pub fn blobs(mut self, blobs: Blobs) -> Self {
+        self.blobs = blobs;
+        self
+    }
+
+    /// Appends TOML to the generated `config.toml` (sections not written by the builder).
+    pub fn config(mut self, toml: &str) -> Self {
+        self.extra_config.push_str(toml);
+        self.extra_config.push('\n');
+        self
+    }
+
+    /// Writes the config, spawns the binary and waits until it reports that it is ready.
+    pub async fn start(self) -> TestServer {
+        let data_dir = tempfile::Builder::new()
+            .prefix("homestead-test-")
+            .tempdir()
+            .expect("create a data directory");
+        let database = (self.metadata == Metadata::Postgres).then(TestDatabase::create);
+        let bucket = match self.blobs {
+            Blobs::S3 => Some(TestBucket::create().await),
+            _ => None,
+        };
+        let config = self.config_toml(database.as_ref(), bucket.as_ref());
+        std::fs::write(data_dir.path().join("config.toml"), config).expect("write config.toml");
+        TestServer::spawn(data_dir, database, bucket).await
+    }
+
+    fn config_toml(&self, database: Option<&TestDatabase>, bucket: Option<&TestBucket>) -> String {
+        let quoted: Vec<String> = self.bootstrap.iter().map(|b| format!("{b:?}")).collect();
+        let mut general = "[general]\nsignup_mode = \"open\"\n".to_string();
+        if let Some(db) = database {
+            general.push_str(&format!("database_url = {:?}\n", db.url()));
+        }
+        let storage = match (self.blobs, bucket) {
+            (Blobs::S3, Some(b)) => format!(
+                "[storage]\ntype = \"s3\"\nbucket_name = {:?}\ns3_endpoint = {:?}\ns3_path_style = true\n\
+                 s3_access_key_id = \"test\"\ns3_secret_access_key = \"test\"\n",
+                b.name, b.endpoint
+            ),
+            (Blobs::Memory, _) => "[storage]\ntype = \"in_memory\"\n".into(),
+            _ => "[storage]\ntype = \"file_system\"\n".into(),
+        };
+        format!(
+            "{general}\n[drive]\nicann_listen_socket = \"127.0.0.1:0\"\npubky_listen_socket = \"127.0.0.1:0\"\n\n\
+             [admin]\nlisten_socket = \"127.0.0.1:0\"\n\n{storage}\n\
+             [pkdns]\ndht_bootstrap_nodes = [{}]\ndht_relay_nodes = []\ndht_request_timeout_ms = 500\n\n{}",
+            quoted.join(", "),
+            self.extra_config
+        )
+    }
+}
+
+/// A running `homestead` process. Killed (and its database dropped) when this value is dropped.
+pub struct TestServer {
+    child: Child,
+    public_key: String,
+    icann: SocketAddr,
+    pubky_tls: SocketAddr,
+    admin: Option<SocketAddr>,
+    // Dropped after the child: the database and directory outlive the process.
+    _database: Option<TestDatabase>,
+    _bucket: Option<TestBucket>,
+    data_dir: TempDir,
+}
+
+/// The binary under test: `TEST_HOMESTEAD_BIN`, else the root workspace's debug build.
+pub fn binary() -> PathBuf {
+    std::env::var_os("TEST_HOMESTEAD_BIN").map_or_else(
+        || {
+            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+                || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+                PathBuf::from,
+            );
+            target.join("debug/homestead")
+        },
+        PathBuf::from,
+    )
+}
+
+impl TestServer {
+    async fn spawn(
+        data_dir: TempDir,
+        database: Option<TestDatabase>,
+        bucket: Option<TestBucket>,
+    ) -> Self {
+        let log =
+            std::fs::File::create(data_dir.path().join("server.log")).expect("create the log");
+        let mut child = Command::new(binary())
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|err| panic!("spawn {}: {err}", binary().display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if line == "ready" {
+                    return true;
+                }
+                banner.push(line);
+            }
+            false
+        })
+        .await;
+        if read != Ok(true) {
+            let _ = child.start_kill();
+            let log =
+                std::fs::read_to_string(data_dir.path().join("server.log")).unwrap_or_default();
+            panic!("homestead did not get ready ({read:?}); stdout: {banner:?}\nlog:\n{log}");
+        }
+        let field = |name: &str| {
+            banner.iter().find_map(|line| {
+                line.trim()
+                    .strip_prefix(name)
+                    .map(|rest| rest.trim().to_string())
+            })
+        };
+        let addr = |name: &str| {
+            field(name).map(|value| {
+                let value = value.split_whitespace().next().unwrap_or_default();
+                let host_port = value.split_once("://").map_or(value, |(_, rest)| rest);
+                host_port.parse::<SocketAddr>().expect("socket address")
+            })
+        };
+        TestServer {
+            public_key: field("public-key").expect("public key in the banner"),
+            icann: addr("icann").expect("icann address"),
+            pubky_tls: addr("pubky-tls").expect("pubky-tls address"),
+            admin: addr("admin"),
+            child,
+            _database: database,
+            _bucket: bucket,
+            data_dir,
+        }
+    }
+
+    /// The server's public key (z32).
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey::try_from_z32(&self.public_key).expect("valid key")
+    }
+
+    /// `http://127.0.0.1:<port>` of the ICANN listener.
+    pub fn icann_url(&self) -> String {
+        format!("http://{}", self.icann)
+    }
+
+    /// The PubkyTLS listener.
+    pub fn pubky_tls_addr(&self) -> SocketAddr {
+        self.pubky_tls
+    }
+
+    /// `http://127.0.0.1:<port>` of the admin listener, when enabled.
+    pub fn admin_url(&self) -> Option<String> {
+        self.admin.map(|a| format!("http://{a}"))
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("server.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub async fn stop(mut self) -> ExitStatus {
+        let pid = self.child.id().expect("running") as libc::pid_t;
+        // SAFETY: plain kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exit within 30 s of SIGTERM")
+            .expect("wait for the child")
+    }
+}

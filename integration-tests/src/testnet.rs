@@ -1,0 +1,56 @@
+//! A local Mainline DHT (the `mainline` crate's testnet, in the version the SDK uses) and SDK clients that
+//! know only that network: never the public bootstrap nodes or relays.
+
+use std::time::Duration;
+
+use pubky::pkarr::mainline::Testnet;
+use pubky::{Pubky, PubkyHttpClient};
+
+use crate::server::TestServerBuilder;
+
+/// A DHT of a few nodes on 127.0.0.1, alive as long as this value.
+pub struct TestNet {
+    dht: Testnet,
+}
+
+impl Default for TestNet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestNet {
+    /// Starts three seeded DHT nodes on loopback.
+    pub fn new() -> Self {
+        let dht = Testnet::builder(3).build().expect("start the DHT testnet");
+        Self { dht }
+    }
+
+    /// `host:port` of the bootstrap nodes.
+    pub fn bootstrap(&self) -> &[String] {
+        &self.dht.bootstrap
+    }
+
+    /// A builder for a Homestead server on this network.
+    pub fn server(&self) -> TestServerBuilder {
+        TestServerBuilder::new(self.bootstrap().to_vec())
+    }
+
+    /// An SDK HTTP client that resolves PKARR through this network only.
+    pub fn sdk_client(&self) -> PubkyHttpClient {
+        let bootstrap = self.bootstrap().to_vec();
+        PubkyHttpClient::builder()
+            .pkarr(|p| {
+                p.bootstrap(&bootstrap)
+                    .no_relays()
+                    .request_timeout(Duration::from_millis(500))
+            })
+            .build()
+            .expect("build the SDK client")
+    }
+
+    /// The SDK's high-level facade on [`Self::sdk_client`].
+    pub fn pubky(&self) -> Pubky {
+        Pubky::with_client(self.sdk_client())
+    }
+}
