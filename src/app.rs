@@ -4,7 +4,11 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use homestead_backends::{BlobStore, MetadataDb};
+use std::sync::Arc;
+use std::time::Duration;
+
+use homestead_backends::metadata::{self, Quota};
+use homestead_backends::{BlobStore, Store};
 use homestead_config::{Config, DataDir, DatabaseUrl, redact_url};
 use pkarr::Keypair;
 use tokio::sync::watch;
@@ -31,9 +35,14 @@ pub struct App {
     addresses: Addresses,
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
-    publisher: JoinHandle<()>,
-    metadata: MetadataDb,
+    background: Vec<JoinHandle<()>>,
+    store: Store,
 }
+
+/// Time between sweeps for orphaned blobs.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// Blobs younger than this are never swept: an upload may have written its blob but not yet committed.
+const SWEEP_GRACE: Duration = Duration::from_secs(15 * 60);
 
 impl App {
     /// Opens storage, binds every listener and starts serving and publishing.
@@ -47,11 +56,19 @@ impl App {
             .database_url
             .clone()
             .unwrap_or_else(|| DatabaseUrl::sqlite_file(&data_dir.sqlite_file()));
-        let metadata = MetadataDb::open(&database_url).await?;
+        let metadata = metadata::open(&database_url).await?;
         tracing::info!(database = %redact_url(database_url.as_str()), "metadata database ready");
         let blobs = BlobStore::open(&config.storage, &data_dir.blobs_dir())?;
         blobs.probe().await?;
         tracing::info!(blobs = blobs.describe(), "blob store ready");
+        let default_quota = config
+            .storage
+            .default_quota_mb
+            .map_or(Quota::Unlimited, |mb| {
+                Quota::Bytes(mb.saturating_mul(1 << 20))
+            });
+        let store = Store::new(Arc::from(metadata), &blobs, default_quota);
+        let sweeper = spawn_sweeper(store.clone());
 
         let pkarr_client = pkarr_record::client(&config.pkdns)?;
 
@@ -110,8 +127,8 @@ impl App {
             addresses,
             shutdown,
             listeners,
-            publisher,
-            metadata,
+            background: vec![publisher, sweeper],
+            store,
         })
     }
 
@@ -150,8 +167,30 @@ impl App {
         for listener in self.listeners {
             let _ = listener.await;
         }
-        self.publisher.abort();
-        self.metadata.close().await;
+        for task in self.background {
+            task.abort();
+        }
+        self.store.metadata().close().await;
         tracing::info!("stopped");
     }
+}
+
+/// Removes orphaned blobs at start-up (leftovers of a crash) and then every [`SWEEP_EVERY`].
+fn spawn_sweeper(store: Store) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match store.sweep(SWEEP_GRACE).await {
+                Ok(report) if report.deleted > 0 => {
+                    tracing::info!(
+                        examined = report.examined,
+                        deleted = report.deleted,
+                        "swept orphaned blobs"
+                    );
+                }
+                Ok(report) => tracing::debug!(examined = report.examined, "no orphaned blobs"),
+                Err(err) => tracing::warn!(%err, "sweeping orphaned blobs failed"),
+            }
+            tokio::time::sleep(SWEEP_EVERY).await;
+        }
+    })
 }

@@ -11,6 +11,9 @@ use object_store::memory::InMemory;
 use object_store::path::Path as BlobPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
+/// Name prefix of the start-up probe objects (never user data: user blobs start with a z32 key).
+pub const PROBE_PREFIX: &str = "homestead-probe-";
+
 /// Why the blob store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobsError {
@@ -78,7 +81,7 @@ impl BlobStore {
     /// Writes, reads back and deletes a small object, so that a wrong bucket, missing credentials or a
     /// read-only directory stop the start instead of the first upload.
     pub async fn probe(&self) -> Result<(), BlobsError> {
-        let path = BlobPath::from(format!("homestead-probe-{:016x}", rand_suffix()));
+        let path = BlobPath::from(format!("{PROBE_PREFIX}{:032x}", rand::random::<u128>()));
         let fail = |step, source| BlobsError::Probe {
             what: self.what.clone(),
             step,
@@ -96,6 +99,11 @@ impl BlobStore {
             .delete(&path)
             .await
             .map_err(|e| fail("delete", e))
+    }
+
+    /// The underlying object store.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
     }
 
     /// What this store is, for logs.
@@ -129,12 +137,6 @@ fn s3(storage: &Storage) -> object_store::Result<object_store::aws::AmazonS3> {
         builder = builder.with_secret_access_key(secret);
     }
     builder.build()
-}
-
-/// A value that differs between processes and calls, to keep concurrent probes apart.
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
 #[cfg(test)]

@@ -1,8 +1,14 @@
 //! Homestead's storage: metadata in PostgreSQL or embedded SQLite (sqlx), file contents in a blob store
-//! (object_store: local filesystem, memory or S3).
+//! (object_store: local filesystem, memory or S3), and the [`Store`] that keeps the two consistent.
 
 pub mod blobs;
+pub mod content_type;
+mod listing;
 pub mod metadata;
+pub mod path;
+pub mod store;
 
 pub use blobs::{BlobStore, BlobsError};
-pub use metadata::{MetadataDb, MetadataError};
+pub use metadata::{Metadata, MetadataError};
+pub use path::{DirPath, EntryPath, NormalizedPath, PathError};
+pub use store::{Store, StoreError};

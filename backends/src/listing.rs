@@ -1,0 +1,195 @@
+//! Directory listings (PROTOCOL.md §9) on top of [`Metadata::scan_paths`]: deep listings are one range
+//! scan; shallow listings collapse each sub-directory into one `name/` line and jump past its files, so a
+//! directory with a huge sub-tree costs one query per sub-directory, not one row per file.
+
+use crate::metadata::{Metadata, PathScan, Result};
+use crate::store::ListRequest;
+
+/// The smallest string greater than `path` that a stored path can equal: control characters are never
+/// stored, so nothing lies between `path` and `path + "\u{1}"`.
+fn after(path: &str) -> String {
+    format!("{path}\u{1}")
+}
+
+/// The exclusive upper bound of everything under a directory `d/`: `d0` (`0` follows `/`).
+fn dir_end(dir: &str) -> String {
+    format!("{}0", &dir[..dir.len() - 1])
+}
+
+/// `dir + first segment`, with a `/` when `path` continues below it.
+fn shallow_name(dir: &str, path: &str) -> String {
+    let rest = &path[dir.len()..];
+    match rest.find('/') {
+        Some(i) => format!("{dir}{}", &rest[..=i]),
+        None => path.to_string(),
+    }
+}
+
+pub(crate) async fn list(
+    metadata: &dyn Metadata,
+    owner: &str,
+    request: &ListRequest,
+) -> Result<Option<Vec<String>>> {
+    let dir = request.dir.as_str();
+    let end = dir_end(dir);
+    let probe = PathScan {
+        from: dir.to_string(),
+        until: end.clone(),
+        reverse: false,
+        limit: 1,
+    };
+    if metadata.scan_paths(owner, &probe).await?.is_empty() {
+        return Ok(None);
+    }
+    let cursor = request.cursor.as_ref().map(|c| c.as_str());
+    let limit = request.limit as usize;
+    let paths = match (request.shallow, request.reverse) {
+        (false, false) => {
+            let from = cursor.map_or(dir.to_string(), |c| after(c).max(dir.to_string()));
+            scan(metadata, owner, from, end, false, limit).await?
+        }
+        (false, true) => {
+            let until = cursor.map_or(end.clone(), |c| c.to_string().min(end.clone()));
+            scan(metadata, owner, dir.to_string(), until, true, limit).await?
+        }
+        (true, false) => shallow_forward(metadata, owner, dir, cursor, limit).await?,
+        (true, true) => shallow_reverse(metadata, owner, dir, cursor, limit).await?,
+    };
+    Ok(Some(paths))
+}
+
+async fn scan(
+    metadata: &dyn Metadata,
+    owner: &str,
+    from: String,
+    until: String,
+    reverse: bool,
+    limit: usize,
+) -> Result<Vec<String>> {
+    if limit == 0 || from >= until {
+        return Ok(Vec::new());
+    }
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+    metadata
+        .scan_paths(
+            owner,
+            &PathScan {
+                from,
+                until,
+                reverse,
+                limit,
+            },
+        )
+        .await
+}
+
+async fn shallow_forward(
+    metadata: &dyn Metadata,
+    owner: &str,
+    dir: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>> {
+    let end = dir_end(dir);
+    let mut out: Vec<String> = Vec::new();
+    let mut from = cursor.map_or(dir.to_string(), |c| after(c).max(dir.to_string()));
+    while out.len() < limit {
+        let rows = scan(
+            metadata,
+            owner,
+            from.clone(),
+            end.clone(),
+            false,
+            limit - out.len(),
+        )
+        .await?;
+        let Some(last) = rows.last().cloned() else {
+            break;
+        };
+        from = after(&last);
+        for path in rows {
+            let name = shallow_name(dir, &path);
+            let is_group = name.ends_with('/');
+            // Cursor comparison is on the listed name, so a cursor inside a sub-directory skips it.
+            if cursor.is_none_or(|c| name.as_str() > c) && out.last() != Some(&name) {
+                out.push(name.clone());
+            }
+            if is_group {
+                from = dir_end(&name);
+                break;
+            }
+            if out.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn shallow_reverse(
+    metadata: &dyn Metadata,
+    owner: &str,
+    dir: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    let mut until = cursor.map_or(dir_end(dir), |c| c.to_string().min(dir_end(dir)));
+    // A cursor inside a sub-directory: that sub-directory's line sorts just below the cursor.
+    if let Some(c) = cursor.filter(|c| c.starts_with(dir)) {
+        let group = shallow_name(dir, c);
+        if group.ends_with('/') && group.as_str() < c && limit > 0 {
+            if !scan(metadata, owner, group.clone(), dir_end(&group), false, 1)
+                .await?
+                .is_empty()
+            {
+                out.push(group.clone());
+            }
+            until = until.min(group);
+        }
+    }
+    while out.len() < limit {
+        let rows = scan(
+            metadata,
+            owner,
+            dir.to_string(),
+            until.clone(),
+            true,
+            limit - out.len(),
+        )
+        .await?;
+        let Some(last) = rows.last().cloned() else {
+            break;
+        };
+        until = last;
+        for path in rows {
+            let name = shallow_name(dir, &path);
+            if out.last() != Some(&name) {
+                out.push(name.clone());
+            }
+            if name.ends_with('/') {
+                // Everything under `name` sorts above it: continue below.
+                until = name;
+                break;
+            }
+            if out.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_bounds() {
+        assert_eq!(shallow_name("/pub/", "/pub/a/b/c"), "/pub/a/");
+        assert_eq!(shallow_name("/pub/", "/pub/file"), "/pub/file");
+        assert_eq!(dir_end("/pub/a/"), "/pub/a0");
+        assert!(after("/pub/a").as_str() > "/pub/a");
+        assert!(after("/pub/a").as_str() < "/pub/a ");
+    }
+}

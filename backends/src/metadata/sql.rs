@@ -1,0 +1,493 @@
+//! The SQL both engines share, as one `impl Metadata` written once and instantiated for each engine's
+//! concrete sqlx types (a macro, because code generic over `sqlx::Database` drowns in trait bounds).
+//!
+//! The engine module provides: fields `read` (a pool for reads) and `write` (a pool whose transactions
+//! write), and constants `LOCK_USER` (select a user's row for the rest of the transaction) and
+//! `EVENT_ORDER_LOCK` (a statement that makes event ids visible in increasing order, or `None`).
+
+macro_rules! impl_metadata {
+    ($engine:ty, $db:ty, $kind:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::metadata::Metadata for $engine {
+            fn kind(&self) -> homestead_config::DatabaseKind {
+                $kind
+            }
+
+            async fn create_user(
+                &self,
+                public_key: &str,
+                token: Option<&str>,
+                now: $crate::metadata::Micros,
+            ) -> $crate::metadata::Result<$crate::metadata::SignupOutcome> {
+                use $crate::metadata::{SignupOutcome, query};
+                let mut tx = self.write.begin().await.map_err(query("begin sign-up"))?;
+                let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE public_key = $1")
+                    .bind(public_key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(query("look up user"))?;
+                if exists.is_some() {
+                    return Ok(SignupOutcome::UserExists);
+                }
+                if let Some(token) = token {
+                    let used_by: Option<Option<String>> =
+                        sqlx::query_scalar("SELECT used_by FROM signup_tokens WHERE token = $1")
+                            .bind(token)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(query("look up signup token"))?;
+                    match used_by {
+                        None => return Ok(SignupOutcome::TokenUnknown),
+                        Some(Some(_)) => return Ok(SignupOutcome::TokenUsed),
+                        Some(None) => {}
+                    }
+                    // The `used_by IS NULL` guard makes the token single-use even if two sign-ups race.
+                    let claimed = sqlx::query(
+                        "UPDATE signup_tokens SET used_by = $1, used_at = $2 WHERE token = $3 AND used_by IS NULL",
+                    )
+                    .bind(public_key)
+                    .bind(now)
+                    .bind(token)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query("redeem signup token"))?;
+                    if claimed.rows_affected() != 1 {
+                        return Ok(SignupOutcome::TokenUsed);
+                    }
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO users (public_key, created_at) VALUES ($1, $2) ON CONFLICT (public_key) DO NOTHING",
+                )
+                .bind(public_key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(query("create user"))?;
+                if inserted.rows_affected() != 1 {
+                    return Ok(SignupOutcome::UserExists);
+                }
+                tx.commit().await.map_err(query("commit sign-up"))?;
+                Ok(SignupOutcome::Created)
+            }
+
+            async fn user(&self, public_key: &str) -> $crate::metadata::Result<Option<$crate::metadata::User>> {
+                use $crate::metadata::{Quota, User, query};
+                let row: Option<(bool, i64, Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT disabled, used_bytes, quota_bytes, created_at FROM users WHERE public_key = $1",
+                )
+                .bind(public_key)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(query("read user"))?;
+                Ok(row.map(|(disabled, used_bytes, quota, created_at)| User {
+                    public_key: public_key.to_string(),
+                    disabled,
+                    used_bytes,
+                    quota: Quota::from_column(quota),
+                    created_at,
+                }))
+            }
+
+            async fn set_disabled(&self, public_key: &str, disabled: bool) -> $crate::metadata::Result<bool> {
+                let done = sqlx::query("UPDATE users SET disabled = $1 WHERE public_key = $2")
+                    .bind(disabled)
+                    .bind(public_key)
+                    .execute(&self.write)
+                    .await
+                    .map_err($crate::metadata::query("disable user"))?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn set_quota(
+                &self,
+                public_key: &str,
+                quota: Option<$crate::metadata::Quota>,
+            ) -> $crate::metadata::Result<bool> {
+                let done = sqlx::query("UPDATE users SET quota_bytes = $1 WHERE public_key = $2")
+                    .bind(quota.map($crate::metadata::Quota::to_column))
+                    .bind(public_key)
+                    .execute(&self.write)
+                    .await
+                    .map_err($crate::metadata::query("set quota"))?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn create_signup_token(&self, token: &str, now: $crate::metadata::Micros) -> $crate::metadata::Result<()> {
+                sqlx::query("INSERT INTO signup_tokens (token, created_at) VALUES ($1, $2)")
+                    .bind(token)
+                    .bind(now)
+                    .execute(&self.write)
+                    .await
+                    .map_err($crate::metadata::query("create signup token"))?;
+                Ok(())
+            }
+
+            async fn signup_token(
+                &self,
+                token: &str,
+            ) -> $crate::metadata::Result<Option<$crate::metadata::SignupTokenRecord>> {
+                let row: Option<(i64, Option<String>)> =
+                    sqlx::query_as("SELECT created_at, used_by FROM signup_tokens WHERE token = $1")
+                        .bind(token)
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err($crate::metadata::query("read signup token"))?;
+                Ok(row.map(|(created_at, used_by)| $crate::metadata::SignupTokenRecord {
+                    token: token.to_string(),
+                    created_at,
+                    used_by,
+                }))
+            }
+
+            async fn create_session(
+                &self,
+                secret_hash: &[u8; 32],
+                public_key: &str,
+                capabilities: &str,
+                now: $crate::metadata::Micros,
+            ) -> $crate::metadata::Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO sessions (secret_hash, user_id, capabilities, created_at) \
+                     SELECT $1, id, $2, $3 FROM users WHERE public_key = $4",
+                )
+                .bind(&secret_hash[..])
+                .bind(capabilities)
+                .bind(now)
+                .bind(public_key)
+                .execute(&self.write)
+                .await
+                .map_err($crate::metadata::query("create session"))?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn session(
+                &self,
+                secret_hash: &[u8; 32],
+            ) -> $crate::metadata::Result<Option<$crate::metadata::SessionRecord>> {
+                let row: Option<(String, String, i64)> = sqlx::query_as(
+                    "SELECT u.public_key, s.capabilities, s.created_at FROM sessions s \
+                     JOIN users u ON u.id = s.user_id WHERE s.secret_hash = $1",
+                )
+                .bind(&secret_hash[..])
+                .fetch_optional(&self.read)
+                .await
+                .map_err($crate::metadata::query("read session"))?;
+                Ok(row.map(|(public_key, capabilities, created_at)| $crate::metadata::SessionRecord {
+                    public_key,
+                    capabilities,
+                    created_at,
+                }))
+            }
+
+            async fn delete_session(&self, secret_hash: &[u8; 32]) -> $crate::metadata::Result<bool> {
+                let done = sqlx::query("DELETE FROM sessions WHERE secret_hash = $1")
+                    .bind(&secret_hash[..])
+                    .execute(&self.write)
+                    .await
+                    .map_err($crate::metadata::query("delete session"))?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn use_auth_token(
+                &self,
+                token_id: &[u8],
+                expires_at: $crate::metadata::Micros,
+                now: $crate::metadata::Micros,
+            ) -> $crate::metadata::Result<bool> {
+                use $crate::metadata::query;
+                let mut tx = self.write.begin().await.map_err(query("begin token use"))?;
+                sqlx::query("DELETE FROM used_auth_tokens WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query("purge used tokens"))?;
+                let done = sqlx::query(
+                    "INSERT INTO used_auth_tokens (token_id, expires_at) VALUES ($1, $2) ON CONFLICT (token_id) DO NOTHING",
+                )
+                .bind(token_id)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(query("record token use"))?;
+                tx.commit().await.map_err(query("commit token use"))?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn entry(
+                &self,
+                public_key: &str,
+                path: &$crate::path::EntryPath,
+            ) -> $crate::metadata::Result<Option<$crate::metadata::Entry>> {
+                let row: Option<(Vec<u8>, i64, String, String, i64, i64)> = sqlx::query_as(
+                    "SELECT e.content_hash, e.content_length, e.content_type, e.blob_key, e.created_at, e.modified_at \
+                     FROM entries e JOIN users u ON u.id = e.user_id WHERE u.public_key = $1 AND e.path = $2",
+                )
+                .bind(public_key)
+                .bind(path.as_str())
+                .fetch_optional(&self.read)
+                .await
+                .map_err($crate::metadata::query("read entry"))?;
+                Ok(row.map(|(hash, length, content_type, blob_key, created_at, modified_at)| {
+                    $crate::metadata::Entry {
+                        path: path.clone(),
+                        content_hash: $crate::metadata::hash32(hash),
+                        content_length: length as u64,
+                        content_type,
+                        blob_key,
+                        created_at,
+                        modified_at,
+                    }
+                }))
+            }
+
+            async fn commit_put(
+                &self,
+                public_key: &str,
+                entry: &$crate::metadata::NewEntry,
+                default_quota: $crate::metadata::Quota,
+            ) -> $crate::metadata::Result<$crate::metadata::PutOutcome> {
+                use $crate::metadata::{FILE_OVERHEAD_BYTES, PutOutcome, Quota, query};
+                let mut tx = self.write.begin().await.map_err(query("begin write"))?;
+                let user: Option<(i64, i64, Option<i64>)> = sqlx::query_as(Self::LOCK_USER)
+                    .bind(public_key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(query("lock user"))?;
+                let Some((user_id, used, quota)) = user else {
+                    return Ok(PutOutcome::NoSuchUser);
+                };
+                let old: Option<(i64, String)> =
+                    sqlx::query_as("SELECT content_length, blob_key FROM entries WHERE user_id = $1 AND path = $2")
+                        .bind(user_id)
+                        .bind(entry.path.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(query("read replaced entry"))?;
+                let new_length = entry.content_length as i64;
+                let delta = match &old {
+                    Some((old_length, _)) => new_length - old_length,
+                    None => new_length + FILE_OVERHEAD_BYTES,
+                };
+                let limit = Quota::from_column(quota).unwrap_or(default_quota);
+                if !limit.allows(used, delta) {
+                    return Ok(PutOutcome::QuotaExceeded);
+                }
+                sqlx::query(
+                    "INSERT INTO entries (user_id, path, content_hash, content_length, content_type, blob_key, created_at, modified_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (user_id, path) DO UPDATE SET content_hash = excluded.content_hash, \
+                     content_length = excluded.content_length, content_type = excluded.content_type, \
+                     blob_key = excluded.blob_key, modified_at = excluded.modified_at",
+                )
+                .bind(user_id)
+                .bind(entry.path.as_str())
+                .bind(&entry.content_hash[..])
+                .bind(new_length)
+                .bind(&entry.content_type)
+                .bind(&entry.blob_key)
+                .bind(entry.now)
+                .bind(entry.now)
+                .execute(&mut *tx)
+                .await
+                .map_err(query("write entry"))?;
+                sqlx::query("UPDATE users SET used_bytes = $1 WHERE id = $2")
+                    .bind((used + delta).max(0))
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query("update used bytes"))?;
+                let event_id = Self::append_event(&mut tx, "PUT", user_id, entry.path.as_str(), Some(&entry.content_hash[..]), entry.now).await?;
+                tx.commit().await.map_err(query("commit write"))?;
+                Ok(PutOutcome::Committed {
+                    replaced_blob: old.map(|(_, key)| key),
+                    event_id,
+                })
+            }
+
+            async fn commit_delete(
+                &self,
+                public_key: &str,
+                path: &$crate::path::EntryPath,
+                now: $crate::metadata::Micros,
+            ) -> $crate::metadata::Result<Option<$crate::metadata::Deleted>> {
+                use $crate::metadata::{Deleted, FILE_OVERHEAD_BYTES, query};
+                let mut tx = self.write.begin().await.map_err(query("begin delete"))?;
+                let user: Option<(i64, i64, Option<i64>)> = sqlx::query_as(Self::LOCK_USER)
+                    .bind(public_key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(query("lock user"))?;
+                let Some((user_id, used, _)) = user else {
+                    return Ok(None);
+                };
+                let old: Option<(i64, String)> = sqlx::query_as(
+                    "DELETE FROM entries WHERE user_id = $1 AND path = $2 RETURNING content_length, blob_key",
+                )
+                .bind(user_id)
+                .bind(path.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(query("delete entry"))?;
+                let Some((length, blob_key)) = old else {
+                    return Ok(None);
+                };
+                sqlx::query("UPDATE users SET used_bytes = $1 WHERE id = $2")
+                    .bind((used - length - FILE_OVERHEAD_BYTES).max(0))
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query("update used bytes"))?;
+                let event_id = Self::append_event(&mut tx, "DEL", user_id, path.as_str(), None, now).await?;
+                tx.commit().await.map_err(query("commit delete"))?;
+                Ok(Some(Deleted { blob_key, event_id }))
+            }
+
+            async fn scan_paths(
+                &self,
+                public_key: &str,
+                scan: &$crate::metadata::PathScan,
+            ) -> $crate::metadata::Result<Vec<String>> {
+                let sql = if scan.reverse {
+                    "SELECT e.path FROM entries e JOIN users u ON u.id = e.user_id \
+                     WHERE u.public_key = $1 AND e.path >= $2 AND e.path < $3 ORDER BY e.path DESC LIMIT $4"
+                } else {
+                    "SELECT e.path FROM entries e JOIN users u ON u.id = e.user_id \
+                     WHERE u.public_key = $1 AND e.path >= $2 AND e.path < $3 ORDER BY e.path ASC LIMIT $4"
+                };
+                sqlx::query_scalar(sql)
+                    .bind(public_key)
+                    .bind(&scan.from)
+                    .bind(&scan.until)
+                    .bind(i64::from(scan.limit))
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err($crate::metadata::query("list entries"))
+            }
+
+            async fn events(
+                &self,
+                cursor: u64,
+                limit: u32,
+                filter: &$crate::metadata::EventFilter,
+            ) -> $crate::metadata::Result<Vec<$crate::metadata::Event>> {
+                use $crate::metadata::{Event, EventOp, hash32, query};
+                let mut sql = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT e.id, e.op, u.public_key, e.path, e.content_hash, e.created_at \
+                     FROM events e JOIN users u ON u.id = e.user_id WHERE ",
+                );
+                let after = if filter.reverse { " AND e.id < " } else { " AND e.id > " };
+                match &filter.users {
+                    Some(users) => {
+                        sql.push("(");
+                        for (i, (user, user_cursor)) in users.iter().enumerate() {
+                            if i > 0 {
+                                sql.push(" OR ");
+                            }
+                            sql.push("(u.public_key = ").push_bind(user.clone());
+                            // A reversed scan from cursor 0 means "from the newest".
+                            let bound = if filter.reverse && *user_cursor == 0 { i64::MAX } else { *user_cursor as i64 };
+                            sql.push(after).push_bind(bound).push(")");
+                        }
+                        if users.is_empty() {
+                            sql.push("FALSE");
+                        }
+                        sql.push(")");
+                    }
+                    None => {
+                        let bound = if filter.reverse && cursor == 0 { i64::MAX } else { cursor as i64 };
+                        sql.push("TRUE").push(after).push_bind(bound);
+                    }
+                }
+                if let Some(prefix) = &filter.path_prefix {
+                    sql.push(" AND substr(e.path, 1, ")
+                        .push_bind(i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX))
+                        .push(") = ")
+                        .push_bind(prefix.clone());
+                }
+                sql.push(if filter.reverse { " ORDER BY e.id DESC" } else { " ORDER BY e.id ASC" });
+                sql.push(" LIMIT ").push_bind(i64::from(limit));
+                let rows: Vec<(i64, String, String, String, Option<Vec<u8>>, i64)> = sql
+                    .build_query_as()
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err(query("read events"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, op, user, path, hash, created_at)| Event {
+                        id: id as u64,
+                        op: if op == "DEL" { EventOp::Del } else { EventOp::Put },
+                        user,
+                        path,
+                        content_hash: hash.map(hash32),
+                        created_at,
+                    })
+                    .collect())
+            }
+
+            async fn event_id_at(&self, created_at: $crate::metadata::Micros) -> $crate::metadata::Result<Option<u64>> {
+                let id: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM events WHERE created_at = $1")
+                    .bind(created_at)
+                    .fetch_one(&self.read)
+                    .await
+                    .map_err($crate::metadata::query("find event by time"))?;
+                Ok(id.map(|id| id as u64))
+            }
+
+            async fn unreferenced_blobs(&self, keys: &[String]) -> $crate::metadata::Result<Vec<String>> {
+                if keys.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut sql = sqlx::QueryBuilder::<$db>::new("SELECT blob_key FROM entries WHERE blob_key IN (");
+                let mut list = sql.separated(", ");
+                for key in keys {
+                    list.push_bind(key.clone());
+                }
+                sql.push(")");
+                let referenced: std::collections::HashSet<String> = sql
+                    .build_query_scalar()
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err($crate::metadata::query("find referenced blobs"))?
+                    .into_iter()
+                    .collect();
+                Ok(keys.iter().filter(|k| !referenced.contains(*k)).cloned().collect())
+            }
+
+            async fn close(&self) {
+                self.read.close().await;
+                self.write.close().await;
+            }
+        }
+
+        impl $engine {
+            /// Appends an event inside the caller's transaction and returns its id.
+            async fn append_event(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                op: &str,
+                user_id: i64,
+                path: &str,
+                content_hash: Option<&[u8]>,
+                now: $crate::metadata::Micros,
+            ) -> $crate::metadata::Result<u64> {
+                use $crate::metadata::query;
+                if let Some(lock) = Self::EVENT_ORDER_LOCK {
+                    sqlx::query(lock).execute(&mut **tx).await.map_err(query("lock event order"))?;
+                }
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO events (op, user_id, path, content_hash, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                )
+                .bind(op)
+                .bind(user_id)
+                .bind(path)
+                .bind(content_hash)
+                .bind(now)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(query("append event"))?;
+                Ok(id as u64)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_metadata;

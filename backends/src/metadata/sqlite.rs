@@ -1,0 +1,63 @@
+//! SQLite: the embedded default. Reads use a pool; writes go through a single connection, since SQLite
+//! allows one writer at a time anyway, which also serializes quota checks and event ids.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use homestead_config::DatabaseKind;
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+
+use super::{MetadataError, Result, sql::impl_metadata};
+
+/// Metadata in a SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteMetadata {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+impl SqliteMetadata {
+    const LOCK_USER: &'static str =
+        "SELECT id, used_bytes, quota_bytes FROM users WHERE public_key = $1";
+    const EVENT_ORDER_LOCK: Option<&'static str> = None;
+
+    /// Opens (creating if needed) and migrates; `shown` is the URL for errors.
+    pub async fn open(url: &str, shown: &str) -> Result<Self> {
+        let connect = |source| MetadataError::Connect {
+            url: shown.to_string(),
+            source,
+        };
+        // WAL lets reads run beside the writer; FULL sync makes a commit survive a power cut.
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(connect)?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(connect)?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&write)
+            .await
+            .map_err(|source| MetadataError::Migrate {
+                url: shown.to_string(),
+                source,
+            })?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(connect)?;
+        Ok(Self { read, write })
+    }
+}
+
+impl_metadata!(SqliteMetadata, Sqlite, DatabaseKind::Sqlite);

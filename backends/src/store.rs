@@ -1,0 +1,763 @@
+//! The [`Store`]: the only thing handlers call. It combines the metadata database and the blob store so
+//! that every write is atomic: the body streams into a blob under a fresh key while its BLAKE3 hash,
+//! length and content type are computed; one metadata transaction then writes the entry, appends the
+//! event and moves the user's used bytes (refusing if the quota would be exceeded); only then is the
+//! replaced blob deleted. A failed, refused or interrupted upload leaves the previous version in place,
+//! and the sweeper removes blobs that no entry references.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::path::Path as BlobPath;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+
+use crate::blobs::BlobStore;
+use crate::content_type;
+use crate::listing;
+use crate::metadata::{
+    Deleted, Entry, Event, EventFilter, Metadata, MetadataError, Micros, NewEntry, PutOutcome,
+    Quota, SessionRecord, SignupOutcome, SignupTokenRecord, User,
+};
+use crate::path::{DirPath, EntryPath, NormalizedPath};
+
+/// Bodies up to this size go up in one request; larger ones as multipart uploads in parts of this size.
+pub const PART_BYTES: usize = 5 * 1024 * 1024;
+/// Parts uploaded at once; with [`PART_BYTES`] this bounds the memory one upload holds.
+const PARTS_IN_FLIGHT: usize = 2;
+/// Blob keys examined per metadata query by the sweeper.
+const SWEEP_BATCH: usize = 500;
+
+/// A body error raised by the client's stream.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a Store operation failed. Each variant names the path it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The user does not exist.
+    #[error("{path}: no such user")]
+    NoSuchUser {
+        /// The path written.
+        path: String,
+    },
+    /// The write would exceed the user's storage quota; nothing was stored.
+    #[error("{path}: storage quota exceeded")]
+    QuotaExceeded {
+        /// The path written.
+        path: String,
+    },
+    /// The body is larger than the allowed maximum; nothing was stored.
+    #[error("{path}: body larger than {limit} bytes")]
+    TooLarge {
+        /// The path written.
+        path: String,
+        /// The maximum.
+        limit: u64,
+    },
+    /// The client's body stream failed (disconnect, timeout); nothing was stored.
+    #[error("{path}: reading the body failed: {source}")]
+    Body {
+        /// The path written.
+        path: String,
+        /// The cause.
+        source: BodyError,
+    },
+    /// An entry exists but its blob does not: the store was tampered with or lost data.
+    #[error("{path}: the blob {key} behind this entry is missing")]
+    BlobMissing {
+        /// The path read.
+        path: String,
+        /// The missing blob.
+        key: String,
+    },
+    /// The blob store failed.
+    #[error("{path}: blob store: {source}")]
+    Blob {
+        /// The path concerned.
+        path: String,
+        /// The cause.
+        source: Box<object_store::Error>,
+    },
+    /// The metadata database failed.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+}
+
+/// Shorthand for results of this module.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Limits of one write beyond the user's quota.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteLimits {
+    /// Refuse bodies longer than this.
+    pub max_bytes: Option<u64>,
+}
+
+/// A committed write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The PUT event.
+    pub event_id: u64,
+    /// BLAKE3 of the content.
+    pub content_hash: [u8; 32],
+    /// Length in bytes.
+    pub content_length: u64,
+    /// Inferred content type.
+    pub content_type: String,
+}
+
+/// A byte range of a read, as in an HTTP `Range: bytes=` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `start-end`, both inclusive.
+    Bounded(u64, u64),
+    /// `start-`.
+    From(u64),
+    /// `-n`: the last n bytes.
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// The inclusive `(first, last)` byte positions within a file of `length` bytes, or None when the
+    /// range is unsatisfiable.
+    pub fn resolve(self, length: u64) -> Option<(u64, u64)> {
+        let (first, last) = match self {
+            Self::Bounded(first, last) if first <= last => {
+                (first, last.min(length.checked_sub(1)?))
+            }
+            Self::Bounded(..) => return None,
+            Self::From(first) => (first, length.checked_sub(1)?),
+            Self::Suffix(0) => return None,
+            Self::Suffix(n) => (length.saturating_sub(n), length.checked_sub(1)?),
+        };
+        (first <= last).then_some((first, last))
+    }
+}
+
+/// Conditions and range of a read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// The `If-None-Match` header.
+    pub if_none_match: Option<String>,
+    /// The `If-Modified-Since` header, as Unix seconds.
+    pub if_modified_since: Option<i64>,
+    /// The requested range.
+    pub range: Option<ByteRange>,
+}
+
+/// The bytes of a read, streamed from the blob store.
+pub type Body = BoxStream<'static, Result<Bytes>>;
+
+/// How a read ended.
+pub enum Read {
+    /// No such file (or user).
+    NotFound,
+    /// The client's copy is current.
+    NotModified(Entry),
+    /// The whole file.
+    Full(Entry, Body),
+    /// Bytes `first..=last` of the file.
+    Partial {
+        /// The file.
+        entry: Entry,
+        /// First byte sent.
+        first: u64,
+        /// Last byte sent.
+        last: u64,
+        /// The bytes.
+        body: Body,
+    },
+    /// The range lies outside the file.
+    Unsatisfiable(Entry),
+}
+
+impl Entry {
+    /// The strong ETag: the quoted base64 of the BLAKE3 hash.
+    pub fn etag(&self) -> String {
+        use base64::Engine;
+        format!(
+            "\"{}\"",
+            base64::engine::general_purpose::STANDARD.encode(self.content_hash)
+        )
+    }
+
+    /// Last modification, in Unix seconds.
+    pub fn modified_secs(&self) -> i64 {
+        self.modified_at.div_euclid(1_000_000)
+    }
+
+    /// Whether a conditional GET may answer 304 (PROTOCOL.md §8.7): `If-None-Match` names the current
+    /// ETag exactly; or, without `If-None-Match`, `If-Modified-Since` is at or after the last write.
+    pub fn not_modified(&self, options: &ReadOptions) -> bool {
+        match (&options.if_none_match, options.if_modified_since) {
+            (Some(tags), _) => {
+                let etag = self.etag();
+                tags.split(',').any(|tag| tag.trim() == etag)
+            }
+            (None, Some(since)) => since >= self.modified_secs(),
+            (None, None) => false,
+        }
+    }
+}
+
+/// What a listing asks for (PROTOCOL.md §9).
+#[derive(Debug, Clone)]
+pub struct ListRequest {
+    /// The directory.
+    pub dir: DirPath,
+    /// Exclusive start (a normalized path; it need not exist).
+    pub cursor: Option<NormalizedPath>,
+    /// At most this many entries.
+    pub limit: u32,
+    /// Descending order.
+    pub reverse: bool,
+    /// Direct children only, sub-directories once each with a trailing `/`.
+    pub shallow: bool,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Blobs older than the grace period that were checked.
+    pub examined: usize,
+    /// Unreferenced blobs deleted.
+    pub deleted: usize,
+}
+
+/// Metadata and blobs, kept consistent.
+#[derive(Debug, Clone)]
+pub struct Store {
+    metadata: Arc<dyn Metadata>,
+    blobs: Arc<dyn ObjectStore>,
+    default_quota: Quota,
+}
+
+fn now_micros() -> Micros {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// A store over a metadata database and a blob store, with the server's default quota.
+    pub fn new(metadata: Arc<dyn Metadata>, blobs: &BlobStore, default_quota: Quota) -> Self {
+        Self {
+            metadata,
+            blobs: blobs.object_store(),
+            default_quota,
+        }
+    }
+
+    /// The metadata database (for shutdown and the engine name).
+    pub fn metadata(&self) -> &dyn Metadata {
+        self.metadata.as_ref()
+    }
+
+    /// Streams `body` into a fresh blob, then commits it as the new version of `path` (see the module
+    /// documentation). On any error nothing changes and the new blob is removed.
+    pub async fn put_stream<S, E>(
+        &self,
+        owner: &str,
+        path: &EntryPath,
+        body: S,
+        limits: WriteLimits,
+    ) -> Result<Written>
+    where
+        S: futures_util::Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+        E: Into<BodyError>,
+    {
+        let path_text = || path.to_string();
+        let user = self
+            .metadata
+            .user(owner)
+            .await?
+            .ok_or_else(|| StoreError::NoSuchUser { path: path_text() })?;
+        // Stop streaming as soon as the body cannot fit; the commit checks again, exactly, under a lock.
+        let old_length = self
+            .metadata
+            .entry(owner, path)
+            .await?
+            .map(|e| e.content_length);
+        let quota_cap = quota_cap(
+            user.quota.unwrap_or(self.default_quota),
+            user.used_bytes,
+            old_length,
+        );
+        let key = BlobPath::from(format!("{owner}/{:032x}", rand::random::<u128>()));
+        let blob = BlobWrite::new(self.blobs.clone(), key.clone());
+        let streamed = blob.stream(body, path, limits.max_bytes, quota_cap).await?;
+        let entry = NewEntry {
+            path: path.clone(),
+            content_hash: streamed.hash,
+            content_length: streamed.length,
+            content_type: content_type::infer(&streamed.head, path.file_name()),
+            blob_key: key.to_string(),
+            now: now_micros(),
+        };
+        let outcome = self
+            .metadata
+            .commit_put(owner, &entry, self.default_quota)
+            .await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                self.delete_blob_quietly(&key).await;
+                return Err(err.into());
+            }
+        };
+        match outcome {
+            PutOutcome::Committed {
+                replaced_blob,
+                event_id,
+            } => {
+                if let Some(old) = replaced_blob {
+                    self.delete_blob_quietly(&BlobPath::from(old)).await;
+                }
+                Ok(Written {
+                    event_id,
+                    content_hash: entry.content_hash,
+                    content_length: entry.content_length,
+                    content_type: entry.content_type,
+                })
+            }
+            PutOutcome::QuotaExceeded => {
+                self.delete_blob_quietly(&key).await;
+                Err(StoreError::QuotaExceeded { path: path_text() })
+            }
+            PutOutcome::NoSuchUser => {
+                self.delete_blob_quietly(&key).await;
+                Err(StoreError::NoSuchUser { path: path_text() })
+            }
+        }
+    }
+
+    /// A file's metadata, without its bytes.
+    pub async fn head(&self, owner: &str, path: &EntryPath) -> Result<Option<Entry>> {
+        Ok(self.metadata.entry(owner, path).await?)
+    }
+
+    /// Reads a file, honouring conditions and a byte range.
+    pub async fn get(&self, owner: &str, path: &EntryPath, options: &ReadOptions) -> Result<Read> {
+        let Some(entry) = self.metadata.entry(owner, path).await? else {
+            return Ok(Read::NotFound);
+        };
+        if entry.not_modified(options) {
+            return Ok(Read::NotModified(entry));
+        }
+        let range = match options.range {
+            None => None,
+            Some(range) => match range.resolve(entry.content_length) {
+                Some(bounds) => Some(bounds),
+                None => return Ok(Read::Unsatisfiable(entry)),
+            },
+        };
+        if entry.content_length == 0 {
+            return Ok(Read::Full(entry, futures_util::stream::empty().boxed()));
+        }
+        let get = GetOptions {
+            range: range.map(|(first, last)| GetRange::Bounded(first..last + 1)),
+            ..GetOptions::default()
+        };
+        let key = BlobPath::from(entry.blob_key.as_str());
+        let result = self
+            .blobs
+            .get_opts(&key, get)
+            .await
+            .map_err(|source| match source {
+                object_store::Error::NotFound { .. } => StoreError::BlobMissing {
+                    path: path.to_string(),
+                    key: entry.blob_key.clone(),
+                },
+                source => StoreError::Blob {
+                    path: path.to_string(),
+                    source: Box::new(source),
+                },
+            })?;
+        let shown = path.to_string();
+        let body = result
+            .into_stream()
+            .map_err(move |source| StoreError::Blob {
+                path: shown.clone(),
+                source: Box::new(source),
+            })
+            .boxed();
+        Ok(match range {
+            None => Read::Full(entry, body),
+            Some((first, last)) => Read::Partial {
+                entry,
+                first,
+                last,
+                body,
+            },
+        })
+    }
+
+    /// Deletes a file; None when there was no such file.
+    pub async fn delete(&self, owner: &str, path: &EntryPath) -> Result<Option<u64>> {
+        let Some(Deleted { blob_key, event_id }) = self
+            .metadata
+            .commit_delete(owner, path, now_micros())
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.delete_blob_quietly(&BlobPath::from(blob_key)).await;
+        Ok(Some(event_id))
+    }
+
+    /// Lists a directory as normalized paths; None when no file lies under it.
+    pub async fn list(&self, owner: &str, request: &ListRequest) -> Result<Option<Vec<String>>> {
+        Ok(listing::list(self.metadata.as_ref(), owner, request).await?)
+    }
+
+    /// A page of the event log after `cursor` (see [`EventFilter`]).
+    pub async fn events(
+        &self,
+        cursor: u64,
+        limit: u32,
+        filter: &EventFilter,
+    ) -> Result<Vec<Event>> {
+        Ok(self.metadata.events(cursor, limit, filter).await?)
+    }
+
+    /// The id of the event committed at exactly `created_at` (legacy timestamp cursors).
+    pub async fn event_id_at(&self, created_at: Micros) -> Result<Option<u64>> {
+        Ok(self.metadata.event_id_at(created_at).await?)
+    }
+
+    /// Creates a user, consuming `token` if given.
+    pub async fn create_user(
+        &self,
+        public_key: &str,
+        token: Option<&str>,
+    ) -> Result<SignupOutcome> {
+        Ok(self
+            .metadata
+            .create_user(public_key, token, now_micros())
+            .await?)
+    }
+
+    /// A user by key.
+    pub async fn user(&self, public_key: &str) -> Result<Option<User>> {
+        Ok(self.metadata.user(public_key).await?)
+    }
+
+    /// Disables or enables a user; false when there is no such user.
+    pub async fn set_disabled(&self, public_key: &str, disabled: bool) -> Result<bool> {
+        Ok(self.metadata.set_disabled(public_key, disabled).await?)
+    }
+
+    /// Sets or clears a user's own quota; false when there is no such user.
+    pub async fn set_quota(&self, public_key: &str, quota: Option<Quota>) -> Result<bool> {
+        Ok(self.metadata.set_quota(public_key, quota).await?)
+    }
+
+    /// Stores a new signup token.
+    pub async fn create_signup_token(&self, token: &str) -> Result<()> {
+        Ok(self
+            .metadata
+            .create_signup_token(token, now_micros())
+            .await?)
+    }
+
+    /// A signup token by text.
+    pub async fn signup_token(&self, token: &str) -> Result<Option<SignupTokenRecord>> {
+        Ok(self.metadata.signup_token(token).await?)
+    }
+
+    /// Stores a session under the hash of its secret; false when there is no such user.
+    pub async fn create_session(
+        &self,
+        secret_hash: &[u8; 32],
+        public_key: &str,
+        capabilities: &str,
+    ) -> Result<bool> {
+        Ok(self
+            .metadata
+            .create_session(secret_hash, public_key, capabilities, now_micros())
+            .await?)
+    }
+
+    /// A session by the hash of its secret.
+    pub async fn session(&self, secret_hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
+        Ok(self.metadata.session(secret_hash).await?)
+    }
+
+    /// Deletes a session; false when there was none.
+    pub async fn delete_session(&self, secret_hash: &[u8; 32]) -> Result<bool> {
+        Ok(self.metadata.delete_session(secret_hash).await?)
+    }
+
+    /// Records an AuthToken id as used until `expires_at`; false on a replay.
+    pub async fn use_auth_token(&self, token_id: &[u8], expires_at: Micros) -> Result<bool> {
+        Ok(self
+            .metadata
+            .use_auth_token(token_id, expires_at, now_micros())
+            .await?)
+    }
+
+    /// Deletes blobs older than `grace` that no entry references: leftovers of crashed or refused
+    /// uploads, and replaced blobs whose deletion failed. The grace period protects uploads that have
+    /// written their blob but not yet committed.
+    pub async fn sweep(&self, grace: Duration) -> Result<SweepReport> {
+        let blob_error = |source| StoreError::Blob {
+            path: "(sweep)".into(),
+            source: Box::new(source),
+        };
+        let cutoff = cutoff_micros(grace);
+        let mut report = SweepReport::default();
+        let mut listing = self.blobs.list(None);
+        let mut batch = Vec::with_capacity(SWEEP_BATCH);
+        loop {
+            let next = listing.next().await.transpose().map_err(blob_error)?;
+            if let Some(meta) = &next
+                && meta.last_modified.timestamp_micros() <= cutoff
+                && !meta
+                    .location
+                    .as_ref()
+                    .starts_with(crate::blobs::PROBE_PREFIX)
+            {
+                batch.push(meta.location.to_string());
+            }
+            if batch.len() >= SWEEP_BATCH || (next.is_none() && !batch.is_empty()) {
+                report.examined += batch.len();
+                for key in self.metadata.unreferenced_blobs(&batch).await? {
+                    match self.blobs.delete(&BlobPath::from(key.as_str())).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => report.deleted += 1,
+                        Err(err) => {
+                            tracing::warn!(%key, %err, "sweep: cannot delete an orphaned blob")
+                        }
+                    }
+                }
+                batch.clear();
+            }
+            if next.is_none() {
+                return Ok(report);
+            }
+        }
+    }
+
+    async fn delete_blob_quietly(&self, key: &BlobPath) {
+        match self.blobs.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            // Not fatal: the sweeper removes it later.
+            Err(err) => tracing::warn!(%key, %err, "cannot delete an unreferenced blob"),
+        }
+    }
+}
+
+fn cutoff_micros(grace: Duration) -> Micros {
+    now_micros() - i64::try_from(grace.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// The largest body that can still fit the quota, given the version it replaces.
+fn quota_cap(quota: Quota, used: i64, old_length: Option<u64>) -> Option<u64> {
+    match quota {
+        Quota::Unlimited => None,
+        Quota::Bytes(limit) => {
+            let free = limit as i64 - used;
+            let cap = match old_length {
+                // An overwrite no larger than the old version only frees space.
+                Some(old) => (free + old as i64).max(old as i64),
+                None => free - crate::metadata::FILE_OVERHEAD_BYTES,
+            };
+            Some(cap.max(0) as u64)
+        }
+    }
+}
+
+/// One blob being written: a single PUT while the body fits one part, a multipart upload beyond.
+struct BlobWrite {
+    blobs: Arc<dyn ObjectStore>,
+    key: BlobPath,
+}
+
+/// What streaming a body produced.
+struct Streamed {
+    hash: [u8; 32],
+    length: u64,
+    head: Vec<u8>,
+}
+
+impl BlobWrite {
+    fn new(blobs: Arc<dyn ObjectStore>, key: BlobPath) -> Self {
+        Self { blobs, key }
+    }
+
+    async fn stream<S, E>(
+        &self,
+        mut body: S,
+        path: &EntryPath,
+        max_bytes: Option<u64>,
+        quota_cap: Option<u64>,
+    ) -> Result<Streamed>
+    where
+        S: futures_util::Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+        E: Into<BodyError>,
+    {
+        let blob_error = |source| StoreError::Blob {
+            path: path.to_string(),
+            source: Box::new(source),
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut length: u64 = 0;
+        let mut head = Vec::new();
+        let mut buffer: Vec<Bytes> = Vec::new();
+        let mut buffered = 0usize;
+        let mut upload: Option<WriteMultipart> = None;
+        let failure = loop {
+            let chunk = match body.next().await {
+                None => break None,
+                Some(Err(err)) => {
+                    break Some(StoreError::Body {
+                        path: path.to_string(),
+                        source: err.into(),
+                    });
+                }
+                Some(Ok(chunk)) => chunk,
+            };
+            length += chunk.len() as u64;
+            if let Some(limit) = max_bytes.filter(|limit| length > *limit) {
+                break Some(StoreError::TooLarge {
+                    path: path.to_string(),
+                    limit,
+                });
+            }
+            if quota_cap.is_some_and(|cap| length > cap) {
+                break Some(StoreError::QuotaExceeded {
+                    path: path.to_string(),
+                });
+            }
+            hasher.update(&chunk);
+            if head.len() < content_type::SNIFF_BYTES {
+                let take = (content_type::SNIFF_BYTES - head.len()).min(chunk.len());
+                head.extend_from_slice(&chunk[..take]);
+            }
+            match &mut upload {
+                Some(writer) => {
+                    if let Err(err) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                        break Some(blob_error(err));
+                    }
+                    writer.put(chunk);
+                }
+                None => {
+                    buffered += chunk.len();
+                    buffer.push(chunk);
+                    if buffered > PART_BYTES {
+                        match self.blobs.put_multipart(&self.key).await {
+                            Ok(multipart) => {
+                                let mut writer =
+                                    WriteMultipart::new_with_chunk_size(multipart, PART_BYTES);
+                                for part in buffer.drain(..) {
+                                    writer.put(part);
+                                }
+                                upload = Some(writer);
+                            }
+                            Err(err) => break Some(blob_error(err)),
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(err) = failure {
+            if let Some(writer) = upload {
+                let _ = writer.abort().await;
+            }
+            return Err(err);
+        }
+        match upload {
+            Some(writer) => {
+                writer.finish().await.map_err(blob_error)?;
+            }
+            None => {
+                let payload = PutPayload::from_iter(buffer);
+                self.blobs
+                    .put(&self.key, payload)
+                    .await
+                    .map_err(blob_error)?;
+            }
+        }
+        Ok(Streamed {
+            hash: *hasher.finalize().as_bytes(),
+            length,
+            head,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_resolve_like_http() {
+        assert_eq!(ByteRange::Bounded(0, 4).resolve(10), Some((0, 4)));
+        assert_eq!(ByteRange::Bounded(5, 100).resolve(10), Some((5, 9)));
+        assert_eq!(ByteRange::Bounded(10, 12).resolve(10), None);
+        assert_eq!(ByteRange::Bounded(4, 2).resolve(10), None);
+        assert_eq!(ByteRange::From(7).resolve(10), Some((7, 9)));
+        assert_eq!(ByteRange::From(10).resolve(10), None);
+        assert_eq!(ByteRange::Suffix(3).resolve(10), Some((7, 9)));
+        assert_eq!(ByteRange::Suffix(30).resolve(10), Some((0, 9)));
+        assert_eq!(ByteRange::Suffix(0).resolve(10), None);
+        assert_eq!(ByteRange::From(0).resolve(0), None);
+    }
+
+    #[test]
+    fn quota_cap_counts_the_overhead_of_new_files_only() {
+        assert_eq!(quota_cap(Quota::Unlimited, 5, None), None);
+        assert_eq!(quota_cap(Quota::Bytes(1_048_576), 0, None), Some(1_048_320));
+        assert_eq!(quota_cap(Quota::Bytes(1000), 856, Some(600)), Some(744));
+        assert_eq!(quota_cap(Quota::Bytes(100), 500, None), Some(0));
+        assert_eq!(quota_cap(Quota::Bytes(100), 500, Some(400)), Some(400));
+    }
+
+    fn entry(hash: u8, modified_at: Micros) -> Entry {
+        Entry {
+            path: EntryPath::parse("/pub/a").unwrap(),
+            content_hash: [hash; 32],
+            content_length: 1,
+            content_type: "text/plain".into(),
+            blob_key: "k".into(),
+            created_at: modified_at,
+            modified_at,
+        }
+    }
+
+    #[test]
+    fn conditional_reads_follow_the_reference() {
+        let e = entry(0, 1_700_000_000_500_000);
+        let etag = e.etag();
+        assert_eq!(etag.len(), 46);
+        let with = |inm: Option<&str>, ims: Option<i64>| ReadOptions {
+            if_none_match: inm.map(str::to_string),
+            if_modified_since: ims,
+            range: None,
+        };
+        assert!(e.not_modified(&with(Some(&format!("\"x\", {etag}")), None)));
+        assert!(!e.not_modified(&with(Some("*"), None)));
+        assert!(!e.not_modified(&with(Some(&format!("W/{etag}")), None)));
+        assert!(e.not_modified(&with(None, Some(1_700_000_000))));
+        assert!(!e.not_modified(&with(None, Some(1_699_999_999))));
+        // If-None-Match present and not matching: If-Modified-Since is ignored.
+        assert!(!e.not_modified(&with(Some("\"other\""), Some(1_800_000_000))));
+    }
+
+    #[test]
+    fn etag_matches_the_spec_vectors() {
+        let hash = |bytes: &[u8]| Entry {
+            content_hash: *blake3::hash(bytes).as_bytes(),
+            ..entry(0, 0)
+        };
+        assert_eq!(
+            hash(b"").etag(),
+            "\"rxNJufX5oaagQE3qNtzJSZvLJcmtwRK3zJqTyuQfMmI=\""
+        );
+        assert_eq!(
+            hash(b"hello").etag(),
+            "\"6o8WPbOGgpJeRJHF5Y1Ls1Bu+MFOt4qG6QjFYkpnIA8=\""
+        );
+    }
+}

@@ -1,0 +1,844 @@
+//! One conformance suite for the Store, run against every metadata x blobs pair: sqlite+fs,
+//! sqlite+memory, postgres+fs, postgres+memory and postgres+s3. PostgreSQL and the S3-compatible server
+//! are real (`TEST_PG_ADMIN_URL`, `TEST_S3_ENDPOINT`, set by scripts/test); each test gets a fresh
+//! database, bucket or directory.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{TryStreamExt, stream};
+use homestead_backends::metadata::{self, EventFilter, EventOp, Quota, SignupOutcome};
+use homestead_backends::store::{ByteRange, ListRequest, Read, ReadOptions, WriteLimits};
+use homestead_backends::{BlobStore, DirPath, EntryPath, NormalizedPath, Store, StoreError};
+use homestead_config::{DatabaseUrl, Storage, StorageType};
+use object_store::ObjectStore;
+
+const ALICE: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
+const BOB: &str = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qy";
+
+#[derive(Clone, Copy, Debug)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Blobs {
+    Fs,
+    Memory,
+    S3,
+}
+
+/// A Store on fresh resources, removed again when dropped.
+struct Fixture {
+    store: Store,
+    blobs: Arc<dyn ObjectStore>,
+    database: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
+}
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}{}x{}x{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Fixture {
+    async fn new(db: Db, blobs: Blobs, default_quota: Quota) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, database) = match db {
+            Db::Sqlite => (DatabaseUrl::sqlite_file(&dir.path().join("meta.db")), None),
+            Db::Postgres => {
+                let admin = env("TEST_PG_ADMIN_URL");
+                let name = unique("homestead_conf_");
+                psql(&admin, &format!("CREATE DATABASE {name}"));
+                let (base, _) = admin.rsplit_once('/').unwrap();
+                let url = DatabaseUrl::try_from(format!("{base}/{name}")).unwrap();
+                (url, Some((admin, name)))
+            }
+        };
+        let storage = match blobs {
+            Blobs::Fs => Storage::default(),
+            Blobs::Memory => Storage {
+                kind: StorageType::InMemory,
+                ..Storage::default()
+            },
+            Blobs::S3 => {
+                let endpoint = env("TEST_S3_ENDPOINT");
+                let bucket = unique("conf-");
+                let created = reqwest::Client::new()
+                    .put(format!("{endpoint}/{bucket}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    created.status().is_success(),
+                    "create bucket: {}",
+                    created.status()
+                );
+                Storage {
+                    kind: StorageType::S3,
+                    bucket_name: Some(bucket),
+                    s3_endpoint: Some(endpoint),
+                    s3_path_style: true,
+                    s3_access_key_id: Some("test".into()),
+                    s3_secret_access_key: Some("test".into()),
+                    ..Storage::default()
+                }
+            }
+        };
+        let blob_store = BlobStore::open(&storage, &dir.path().join("blobs")).unwrap();
+        let metadata: Arc<dyn metadata::Metadata> = Arc::from(metadata::open(&url).await.unwrap());
+        let store = Store::new(metadata, &blob_store, default_quota);
+        for user in [ALICE, BOB] {
+            assert_eq!(
+                store.create_user(user, None).await.unwrap(),
+                SignupOutcome::Created
+            );
+        }
+        Fixture {
+            store,
+            blobs: blob_store.object_store(),
+            database,
+            _dir: dir,
+        }
+    }
+
+    async fn put(&self, owner: &str, path: &str, data: &[u8]) -> Result<u64, StoreError> {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = data
+            .chunks(64 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let written = self
+            .store
+            .put_stream(
+                owner,
+                &p(path),
+                stream::iter(chunks),
+                WriteLimits::default(),
+            )
+            .await?;
+        Ok(written.event_id)
+    }
+
+    async fn read(&self, owner: &str, path: &str) -> Option<Vec<u8>> {
+        match self
+            .store
+            .get(owner, &p(path), &ReadOptions::default())
+            .await
+            .unwrap()
+        {
+            Read::Full(_, body) => Some(collect(body).await),
+            Read::NotFound => None,
+            _ => panic!("unexpected read outcome"),
+        }
+    }
+
+    async fn used(&self, owner: &str) -> i64 {
+        self.store.user(owner).await.unwrap().unwrap().used_bytes
+    }
+
+    async fn blob_count(&self) -> usize {
+        self.blobs
+            .list(None)
+            .try_filter(|m| {
+                std::future::ready(!m.location.as_ref().starts_with("homestead-probe-"))
+            })
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .len()
+    }
+
+    async fn list(
+        &self,
+        dir: &str,
+        cursor: Option<&str>,
+        limit: u32,
+        reverse: bool,
+        shallow: bool,
+    ) -> Vec<String> {
+        let request = ListRequest {
+            dir: DirPath::parse(dir).unwrap(),
+            cursor: cursor.map(|c| NormalizedPath::parse(c).unwrap()),
+            limit,
+            reverse,
+            shallow,
+        };
+        self.store
+            .list(ALICE, &request)
+            .await
+            .unwrap()
+            .expect("directory exists")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = &self.database {
+            psql(
+                admin,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
+        }
+    }
+}
+
+async fn collect(body: homestead_backends::store::Body) -> Vec<u8> {
+    body.try_fold(Vec::new(), |mut all, chunk| async move {
+        all.extend_from_slice(&chunk);
+        Ok(all)
+    })
+    .await
+    .unwrap()
+}
+
+fn p(path: &str) -> EntryPath {
+    EntryPath::parse(path).unwrap()
+}
+
+/// Pseudo-random but reproducible bytes.
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .rotate_left(seed as u32 % 31) as u8
+                ^ seed
+        })
+        .collect()
+}
+
+async fn write_overwrite_read_delete(f: Fixture) {
+    assert_eq!(f.read(ALICE, "/pub/a.txt").await, None);
+    f.put(ALICE, "/pub/a.txt", b"hello").await.unwrap();
+    assert_eq!(f.read(ALICE, "/pub/a.txt").await.unwrap(), b"hello");
+    let entry = f
+        .store
+        .head(ALICE, &p("/pub/a.txt"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.content_type, "text/plain");
+    assert_eq!(
+        entry.etag(),
+        "\"6o8WPbOGgpJeRJHF5Y1Ls1Bu+MFOt4qG6QjFYkpnIA8=\""
+    );
+    // Zero bytes, and a body of several parts (multipart upload), byte-exact.
+    f.put(ALICE, "/pub/empty", b"").await.unwrap();
+    assert_eq!(f.read(ALICE, "/pub/empty").await.unwrap(), b"");
+    let big = data(12 * 1024 * 1024 + 7, 3);
+    f.put(ALICE, "/pub/big.bin", &big).await.unwrap();
+    assert!(
+        f.read(ALICE, "/pub/big.bin").await.unwrap() == big,
+        "multi-MiB round trip"
+    );
+    assert_eq!(f.used(ALICE).await, 5 + 256 + 256 + big.len() as i64 + 256);
+    // Overwrite replaces content, keeps one blob per file, and counts only the difference.
+    f.put(ALICE, "/pub/a.txt", b"hello, world").await.unwrap();
+    assert_eq!(f.read(ALICE, "/pub/a.txt").await.unwrap(), b"hello, world");
+    assert_eq!(f.blob_count().await, 3);
+    assert_eq!(f.used(ALICE).await, 12 + 256 + 256 + big.len() as i64 + 256);
+    // A file and a directory of the same name coexist; users are separate.
+    f.put(ALICE, "/pub/a.txt/inner", b"x").await.unwrap();
+    f.put(BOB, "/pub/a.txt", b"bob").await.unwrap();
+    assert_eq!(f.read(ALICE, "/pub/a.txt").await.unwrap(), b"hello, world");
+    assert_eq!(f.read(BOB, "/pub/a.txt").await.unwrap(), b"bob");
+    // Delete.
+    assert!(
+        f.store
+            .delete(ALICE, &p("/pub/big.bin"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        f.store
+            .delete(ALICE, &p("/pub/big.bin"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(f.read(ALICE, "/pub/big.bin").await, None);
+    assert_eq!(f.used(ALICE).await, 12 + 256 + 256 + 1 + 256);
+    assert_eq!(f.blob_count().await, 4);
+    // Unknown user: nothing written.
+    let err = f
+        .put(
+            "ybndrfg8ejkmcpqxot1uwisza345h769ybndrfg8ejkmcpqxot1u",
+            "/pub/x",
+            b"x",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NoSuchUser { .. }), "{err}");
+    assert_eq!(f.blob_count().await, 4);
+}
+
+async fn ranges_and_conditions(f: Fixture) {
+    f.put(ALICE, "/pub/r", b"0123456789").await.unwrap();
+    let read = |range| {
+        let options = ReadOptions {
+            range: Some(range),
+            ..ReadOptions::default()
+        };
+        let store = f.store.clone();
+        async move { store.get(ALICE, &p("/pub/r"), &options).await.unwrap() }
+    };
+    match read(ByteRange::Bounded(2, 4)).await {
+        Read::Partial {
+            first, last, body, ..
+        } => {
+            assert_eq!((first, last), (2, 4));
+            assert_eq!(collect(body).await, b"234");
+        }
+        _ => panic!("expected a partial read"),
+    }
+    match read(ByteRange::Suffix(3)).await {
+        Read::Partial { body, .. } => assert_eq!(collect(body).await, b"789"),
+        _ => panic!("expected a partial read"),
+    }
+    assert!(matches!(
+        read(ByteRange::From(10)).await,
+        Read::Unsatisfiable(_)
+    ));
+    let etag = f
+        .store
+        .head(ALICE, &p("/pub/r"))
+        .await
+        .unwrap()
+        .unwrap()
+        .etag();
+    let options = ReadOptions {
+        if_none_match: Some(etag),
+        ..ReadOptions::default()
+    };
+    assert!(matches!(
+        f.store.get(ALICE, &p("/pub/r"), &options).await.unwrap(),
+        Read::NotModified(_)
+    ));
+}
+
+async fn listing_order_and_cursors(f: Fixture) {
+    let files = [
+        "/pub/a.wrong/a.txt",
+        "/pub/example.com/a.txt",
+        "/pub/example.com/b.txt",
+        "/pub/example.com/c.txt",
+        "/pub/example.com/d.txt",
+        "/pub/example.com/cc-nested/z.txt",
+        "/pub/example.wrong/a.txt",
+        "/pub/z.wrong/a.txt",
+        "/pub/example.con",
+        "/pub/example.con/d.txt",
+        "/pub/file",
+        "/pub/file2",
+        "/pub/a.com/a.txt",
+        "/pub/z.com/a.txt",
+        "/pub/sp ace/ünï/%25/x",
+        "/pub/a/b/c/d/e/f/g/deep",
+        "/pub/a.b",
+        "/pub/a_b",
+        "/pub/a%b",
+    ];
+    for file in files {
+        f.put(ALICE, file, b"x").await.unwrap();
+    }
+    f.put(BOB, "/pub/example.com/bob.txt", b"x").await.unwrap();
+    let all = f.list("/pub/example.com/", None, 100, false, false).await;
+    let expected: Vec<String> = ["a.txt", "b.txt", "c.txt", "cc-nested/z.txt", "d.txt"]
+        .iter()
+        .map(|n| format!("/pub/example.com/{n}"))
+        .collect();
+    assert_eq!(all, expected);
+    let page = f
+        .list(
+            "/pub/example.com/",
+            Some("/pub/example.com/a.txt"),
+            2,
+            false,
+            false,
+        )
+        .await;
+    assert_eq!(page, ["/pub/example.com/b.txt", "/pub/example.com/c.txt"]);
+    let reversed = f
+        .list(
+            "/pub/example.com/",
+            Some("/pub/example.com/c.txt"),
+            10,
+            true,
+            false,
+        )
+        .await;
+    assert_eq!(
+        reversed,
+        ["/pub/example.com/b.txt", "/pub/example.com/a.txt"]
+    );
+    // Byte order over the whole tree, deep.
+    let deep = f.list("/pub/", None, 1000, false, false).await;
+    let mut sorted: Vec<String> = files.iter().map(|s| s.to_string()).collect();
+    sorted.sort();
+    assert_eq!(deep, sorted);
+    assert_eq!(
+        f.list("/pub/", None, 1000, true, false).await,
+        sorted.iter().rev().cloned().collect::<Vec<_>>()
+    );
+    // `_` and `%` are literal, not wildcards; a prefix that is not a directory matches nothing.
+    assert!(
+        f.store
+            .list(
+                ALICE,
+                &ListRequest {
+                    dir: DirPath::parse("/pub/a_/").unwrap(),
+                    cursor: None,
+                    limit: 10,
+                    reverse: false,
+                    shallow: false,
+                }
+            )
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        f.list("/pub/sp ace/", None, 10, false, false).await,
+        ["/pub/sp ace/ünï/%25/x"]
+    );
+    // Shallow (PROTOCOL.md §9.4).
+    let shallow = f.list("/pub/", None, 100, false, true).await;
+    assert_eq!(
+        shallow,
+        [
+            "/pub/a%b",
+            "/pub/a.b",
+            "/pub/a.com/",
+            "/pub/a.wrong/",
+            "/pub/a/",
+            "/pub/a_b",
+            "/pub/example.com/",
+            "/pub/example.con",
+            "/pub/example.con/",
+            "/pub/example.wrong/",
+            "/pub/file",
+            "/pub/file2",
+            "/pub/sp ace/",
+            "/pub/z.com/",
+            "/pub/z.wrong/",
+        ]
+    );
+    for cursor in ["/pub/example.com/", "/pub/example.com/a.txt"] {
+        let page = f.list("/pub/", Some(cursor), 2, false, true).await;
+        assert_eq!(
+            page,
+            ["/pub/example.con", "/pub/example.con/"],
+            "cursor {cursor}"
+        );
+    }
+    let back = f.list("/pub/", Some("/pub/file2"), 3, true, true).await;
+    assert_eq!(
+        back,
+        ["/pub/file", "/pub/example.wrong/", "/pub/example.con/"]
+    );
+    let inside = f
+        .list("/pub/", Some("/pub/example.com/b.txt"), 2, true, true)
+        .await;
+    assert_eq!(inside, ["/pub/example.com/", "/pub/a_b"]);
+    assert!(f.list("/pub/", None, 0, false, true).await.is_empty());
+}
+
+async fn events_and_cursors(f: Fixture) {
+    let first = f.put(ALICE, "/pub/app/one", b"1").await.unwrap();
+    f.put(BOB, "/pub/app/two", b"2").await.unwrap();
+    f.put(ALICE, "/pub/other/three", b"3").await.unwrap();
+    f.store.delete(ALICE, &p("/pub/app/one")).await.unwrap();
+    let all = f
+        .store
+        .events(0, 100, &EventFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ids increase");
+    assert_eq!(all[0].id, first);
+    assert_eq!(
+        (all[0].op, all[0].user.as_str(), all[0].path.as_str()),
+        (EventOp::Put, ALICE, "/pub/app/one")
+    );
+    assert_eq!(all[0].content_hash, Some(*blake3::hash(b"1").as_bytes()));
+    assert_eq!((all[3].op, all[3].content_hash), (EventOp::Del, None));
+    let page = f
+        .store
+        .events(all[1].id, 2, &EventFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [all[2].id, all[3].id]
+    );
+    let alice_app = EventFilter {
+        users: Some(vec![(ALICE.to_string(), 0)]),
+        path_prefix: Some("/pub/app/".into()),
+        reverse: false,
+    };
+    let mine = f.store.events(0, 100, &alice_app).await.unwrap();
+    assert_eq!(
+        mine.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [all[0].id, all[3].id]
+    );
+    let newest_first = EventFilter {
+        reverse: true,
+        ..EventFilter::default()
+    };
+    let rev = f.store.events(0, 2, &newest_first).await.unwrap();
+    assert_eq!(
+        rev.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [all[3].id, all[2].id]
+    );
+    assert_eq!(
+        f.store.event_id_at(all[1].created_at).await.unwrap(),
+        Some(all[1].id)
+    );
+    assert_eq!(f.store.event_id_at(1).await.unwrap(), None);
+}
+
+async fn quota_accounting(f: Fixture) {
+    // PROTOCOL.md §8.8 with a 1 MB quota.
+    f.store
+        .set_quota(ALICE, Some(Quota::Bytes(1_048_576)))
+        .await
+        .unwrap();
+    f.put(ALICE, "/pub/fits", &vec![0; 1_048_320])
+        .await
+        .unwrap();
+    f.store.delete(ALICE, &p("/pub/fits")).await.unwrap();
+    let err = f
+        .put(ALICE, "/pub/too-big", &vec![0; 1_049_344])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::QuotaExceeded { .. }), "{err}");
+    f.put(ALICE, "/pub/first", &vec![1; 600_000]).await.unwrap();
+    let err = f
+        .put(ALICE, "/pub/second", &vec![2; 600_000])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::QuotaExceeded { .. }), "{err}");
+    f.put(ALICE, "/pub/first", &vec![3; 600_000]).await.unwrap();
+    let err = f
+        .put(ALICE, "/pub/first", &vec![4; 1_100_000])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::QuotaExceeded { .. }), "{err}");
+    assert_eq!(
+        f.read(ALICE, "/pub/first").await.unwrap(),
+        vec![3; 600_000],
+        "refused write left the old version"
+    );
+    assert_eq!(f.used(ALICE).await, 600_256);
+    assert_eq!(f.blob_count().await, 1, "refused uploads leave no blob");
+    // The server default applies to users without their own quota; the override wins.
+    assert_eq!(f.used(BOB).await, 0);
+    f.store
+        .set_quota(ALICE, Some(Quota::Unlimited))
+        .await
+        .unwrap();
+    f.put(ALICE, "/pub/second", &vec![2; 600_000])
+        .await
+        .unwrap();
+}
+
+async fn default_quota_applies(f: Fixture) {
+    // This fixture's server default is 1000 bytes.
+    f.put(BOB, "/pub/small", &[0; 744]).await.unwrap();
+    let err = f.put(BOB, "/pub/more", &[0; 1]).await.unwrap_err();
+    assert!(matches!(err, StoreError::QuotaExceeded { .. }), "{err}");
+    let limited = WriteLimits {
+        max_bytes: Some(10),
+    };
+    let body = stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"01234567890"))]);
+    let err = f
+        .store
+        .put_stream(ALICE, &p("/pub/x"), body, limited)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::TooLarge { limit: 10, .. }),
+        "{err}"
+    );
+}
+
+async fn concurrent_writers_one_path(f: Fixture) {
+    let f = Arc::new(f);
+    let writers = (0..64u8).map(|i| {
+        let f = f.clone();
+        tokio::spawn(async move {
+            f.put(ALICE, "/pub/contended", &data(1000 + i as usize, i))
+                .await
+                .unwrap()
+        })
+    });
+    let ids: Vec<u64> = futures_util::future::join_all(writers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let last = *ids.iter().max().unwrap();
+    let winner = ids.iter().position(|id| *id == last).unwrap() as u8;
+    let content = f.read(ALICE, "/pub/contended").await.unwrap();
+    assert_eq!(
+        content,
+        data(1000 + winner as usize, winner),
+        "the last commit wins"
+    );
+    assert_eq!(f.used(ALICE).await, content.len() as i64 + 256);
+    assert_eq!(f.blob_count().await, 1, "no replaced blob leaks");
+}
+
+async fn concurrent_writers_many_paths(f: Fixture) {
+    let f = Arc::new(f);
+    let writers = (0..64u8).map(|i| {
+        let f = f.clone();
+        tokio::spawn(async move {
+            f.put(ALICE, &format!("/pub/many/{i}"), &data(i as usize * 10, i))
+                .await
+                .unwrap()
+        })
+    });
+    futures_util::future::join_all(writers)
+        .await
+        .into_iter()
+        .for_each(|r| {
+            r.unwrap();
+        });
+    let expected: i64 = (0..64).map(|i| i * 10 + 256).sum();
+    assert_eq!(f.used(ALICE).await, expected);
+    assert_eq!(
+        f.list("/pub/many/", None, 1000, false, false).await.len(),
+        64
+    );
+    let events = f
+        .store
+        .events(0, 1000, &EventFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 64);
+}
+
+async fn quota_holds_under_concurrent_writes(f: Fixture) {
+    // Room for exactly 10 files of 744 bytes (1000 bytes each with overhead).
+    f.store
+        .set_quota(ALICE, Some(Quota::Bytes(10_000)))
+        .await
+        .unwrap();
+    let f = Arc::new(f);
+    let writers = (0..64u8).map(|i| {
+        let f = f.clone();
+        tokio::spawn(async move { f.put(ALICE, &format!("/pub/q/{i}"), &[i; 744]).await })
+    });
+    let results = futures_util::future::join_all(writers).await;
+    let ok = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().is_ok())
+        .count();
+    assert_eq!(ok, 10);
+    assert_eq!(f.used(ALICE).await, 10_000);
+    assert_eq!(f.blob_count().await, 10);
+}
+
+async fn failed_upload_leaves_nothing(f: Fixture) {
+    f.put(ALICE, "/pub/doc", b"version 1").await.unwrap();
+    // The client disconnects after 7 MiB: past the first multipart part.
+    let chunks = (0..7)
+        .map(|_| Ok(Bytes::from(vec![7; 1024 * 1024])))
+        .chain([Err(std::io::Error::other("client went away"))]);
+    let err = f
+        .store
+        .put_stream(
+            ALICE,
+            &p("/pub/doc"),
+            stream::iter(chunks),
+            WriteLimits::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Body { .. }), "{err}");
+    assert_eq!(f.read(ALICE, "/pub/doc").await.unwrap(), b"version 1");
+    assert_eq!(f.used(ALICE).await, 9 + 256);
+    // A blob written but never committed (as after a crash) is swept once older than the grace period.
+    let orphan = object_store::path::Path::from(format!("{ALICE}/orphan"));
+    use object_store::ObjectStoreExt;
+    f.blobs
+        .put(&orphan, Bytes::from_static(b"orphan").into())
+        .await
+        .unwrap();
+    let report = f.store.sweep(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(report.deleted, 0, "young blobs are kept");
+    let report = f.store.sweep(Duration::ZERO).await.unwrap();
+    assert_eq!(report.deleted, 1);
+    assert_eq!(f.blob_count().await, 1);
+    assert_eq!(f.read(ALICE, "/pub/doc").await.unwrap(), b"version 1");
+}
+
+async fn missing_blob_is_a_clear_error(f: Fixture) {
+    f.put(ALICE, "/pub/gone", b"data").await.unwrap();
+    let key = f
+        .store
+        .head(ALICE, &p("/pub/gone"))
+        .await
+        .unwrap()
+        .unwrap()
+        .blob_key;
+    use object_store::ObjectStoreExt;
+    f.blobs
+        .delete(&object_store::path::Path::from(key.as_str()))
+        .await
+        .unwrap();
+    let read = tokio::time::timeout(
+        Duration::from_secs(30),
+        f.store.get(ALICE, &p("/pub/gone"), &ReadOptions::default()),
+    )
+    .await
+    .expect("no hang");
+    match read {
+        Err(StoreError::BlobMissing { path, key: missing }) => {
+            assert_eq!((path.as_str(), missing), ("/pub/gone", key));
+        }
+        Err(err) => panic!("unexpected error {err}"),
+        Ok(_) => panic!("a read of a missing blob succeeded"),
+    }
+}
+
+async fn users_sessions_and_tokens(f: Fixture) {
+    assert_eq!(
+        f.store.create_user(ALICE, None).await.unwrap(),
+        SignupOutcome::UserExists
+    );
+    f.store.create_signup_token("AAAA-BBBB-CCCC").await.unwrap();
+    let carol = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewy";
+    let dave = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qo";
+    assert_eq!(
+        f.store
+            .create_user(carol, Some("NOPE-NOPE-NOPE"))
+            .await
+            .unwrap(),
+        SignupOutcome::TokenUnknown
+    );
+    // Two sign-ups race for one token: exactly one wins.
+    let (a, b) = tokio::join!(
+        f.store.create_user(carol, Some("AAAA-BBBB-CCCC")),
+        f.store.create_user(dave, Some("AAAA-BBBB-CCCC")),
+    );
+    let outcomes = [a.unwrap(), b.unwrap()];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == SignupOutcome::Created)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(outcomes.contains(&SignupOutcome::TokenUsed));
+    let token = f
+        .store
+        .signup_token("AAAA-BBBB-CCCC")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(token.used_by.is_some());
+    // Sessions are found by the hash of their secret only.
+    let hash = [9u8; 32];
+    assert!(f.store.create_session(&hash, ALICE, "/:rw").await.unwrap());
+    let session = f.store.session(&hash).await.unwrap().unwrap();
+    assert_eq!(
+        (session.public_key.as_str(), session.capabilities.as_str()),
+        (ALICE, "/:rw")
+    );
+    assert!(f.store.delete_session(&hash).await.unwrap());
+    assert!(f.store.session(&hash).await.unwrap().is_none());
+    // Replayed AuthToken ids are refused.
+    let far = i64::MAX;
+    assert!(f.store.use_auth_token(b"token-1", far).await.unwrap());
+    assert!(!f.store.use_auth_token(b"token-1", far).await.unwrap());
+    assert!(f.store.set_disabled(ALICE, true).await.unwrap());
+    assert!(f.store.user(ALICE).await.unwrap().unwrap().disabled);
+    let stranger = "ybndrfg8ejkmcpqxot1uwisza345h769ybndrfg8ejkmcpqxot1u";
+    assert!(!f.store.set_disabled(stranger, true).await.unwrap());
+    assert!(
+        !f.store
+            .create_session(&[1; 32], stranger, "/:rw")
+            .await
+            .unwrap()
+    );
+}
+
+macro_rules! conformance {
+    ($($pair:ident: $db:ident + $blobs:ident;)*) => {$(
+        mod $pair {
+            use super::*;
+
+            async fn fixture() -> Fixture {
+                Fixture::new(Db::$db, Blobs::$blobs, Quota::Unlimited).await
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn write_overwrite_read_delete() { super::write_overwrite_read_delete(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn ranges_and_conditions() { super::ranges_and_conditions(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn listing_order_and_cursors() { super::listing_order_and_cursors(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn events_and_cursors() { super::events_and_cursors(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn quota_accounting() { super::quota_accounting(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn default_quota_applies() {
+                super::default_quota_applies(Fixture::new(Db::$db, Blobs::$blobs, Quota::Bytes(1000)).await).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn concurrent_writers_one_path() { super::concurrent_writers_one_path(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn concurrent_writers_many_paths() { super::concurrent_writers_many_paths(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn quota_holds_under_concurrent_writes() { super::quota_holds_under_concurrent_writes(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn failed_upload_leaves_nothing() { super::failed_upload_leaves_nothing(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn missing_blob_is_a_clear_error() { super::missing_blob_is_a_clear_error(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn users_sessions_and_tokens() { super::users_sessions_and_tokens(fixture().await).await }
+        }
+    )*};
+}
+
+conformance! {
+    sqlite_fs: Sqlite + Fs;
+    sqlite_memory: Sqlite + Memory;
+    postgres_fs: Postgres + Fs;
+    postgres_memory: Postgres + Memory;
+    postgres_s3: Postgres + S3;
+}
