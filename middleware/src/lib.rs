@@ -2,5 +2,9 @@
 //! small traits, never on a database, and is unit-tested through `tower::ServiceExt::oneshot`.
 
 pub mod peer;
+pub mod session;
+pub mod tenant;
 
 pub use peer::{Peer, PeerLayer, PeerService, Transport};
+pub use session::{Session, SessionLayer, SessionLookup, SessionService, SessionState};
+pub use tenant::{Tenant, TenantLayer, TenantService};

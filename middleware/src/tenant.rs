@@ -1,0 +1,171 @@
+//! Which user a request is about (PROTOCOL.md §3): a valid `pubky-host` header, else a valid `Host`
+//! header, else the first valid `pubky-host` query parameter. Keys are parsed leniently (pkarr's parser:
+//! `<z32>`, `_pubky.<z32>`, `https://<z32>/x`, ...); the SDK's display form `pubky<z32>` is ignored at
+//! every step. The result is stored as a [`Tenant`] request extension; none is stored when no key is
+//! found.
+//!
+//! ```
+//! use homestead_middleware::{Tenant, TenantLayer};
+//! use tower::ServiceBuilder;
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(TenantLayer)
+//!     .service_fn(|req: http::Request<()>| async move {
+//!         Ok::<_, std::convert::Infallible>(req.extensions().get::<Tenant>().cloned())
+//!     });
+//! ```
+
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, HeaderName, Request, header::HOST};
+use pkarr::PublicKey;
+use tower::{Layer, Service};
+
+/// The header browsers and ICANN-side SDK requests name the user with.
+pub static PUBKY_HOST: HeaderName = HeaderName::from_static("pubky-host");
+
+/// The user a request addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant(pub PublicKey);
+
+/// Whether `value` is the SDK's display form: `pubky` followed by 52 characters.
+pub fn is_pubky_prefixed(value: &str) -> bool {
+    value.len() == 57 && value.starts_with("pubky")
+}
+
+/// Parses a key as the reference does where it accepts host-like strings; `pubky<z32>` is refused.
+pub fn parse_key(value: &str) -> Option<PublicKey> {
+    if is_pubky_prefixed(value) {
+        return None;
+    }
+    PublicKey::try_from(value).ok()
+}
+
+fn header_key(headers: &HeaderMap, name: &HeaderName) -> Option<PublicKey> {
+    headers.get(name)?.to_str().ok().and_then(parse_key)
+}
+
+/// Resolves the tenant from a request's headers and raw query string.
+pub fn resolve(headers: &HeaderMap, query: Option<&str>) -> Option<PublicKey> {
+    header_key(headers, &PUBKY_HOST)
+        .or_else(|| header_key(headers, &HOST))
+        .or_else(|| {
+            query?
+                .split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .filter(|(name, _)| *name == "pubky-host")
+                .find_map(|(_, value)| parse_key(value))
+        })
+}
+
+/// Adds the [`Tenant`] extension.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TenantLayer;
+
+impl<S> Layer<S> for TenantLayer {
+    type Service = TenantService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TenantService { inner }
+    }
+}
+
+/// The service of [`TenantLayer`].
+#[derive(Debug, Clone)]
+pub struct TenantService<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for TenantService<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let tenant = resolve(request.headers(), request.uri().query());
+        // Never trust an extension a previous layer or client could have planted.
+        request.extensions_mut().remove::<Tenant>();
+        if let Some(key) = tenant {
+            request.extensions_mut().insert(Tenant(key));
+        }
+        self.inner.call(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tower::{ServiceBuilder, ServiceExt};
+
+    use super::*;
+
+    const A: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
+    const B: &str = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qy";
+
+    async fn tenant(uri: &str, headers: &[(&str, &str)]) -> Option<String> {
+        let mut request = Request::builder().uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        ServiceBuilder::new()
+            .layer(TenantLayer)
+            .service_fn(|req: Request<()>| async move {
+                Ok::<_, Infallible>(req.extensions().get::<Tenant>().map(|t| t.0.to_string()))
+            })
+            .oneshot(request.body(()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn precedence_is_header_then_host_then_query() {
+        let query = format!("/pub/x?pubky-host={B}");
+        assert_eq!(tenant(&query, &[("host", A)]).await.as_deref(), Some(A));
+        assert_eq!(
+            tenant("/", &[("host", A), ("pubky-host", B)])
+                .await
+                .as_deref(),
+            Some(B)
+        );
+        assert_eq!(
+            tenant(&query, &[("host", "localhost:6286")])
+                .await
+                .as_deref(),
+            Some(B)
+        );
+        let pubky_host = format!("_pubky.{A}");
+        assert_eq!(
+            tenant("/", &[("host", &pubky_host)]).await.as_deref(),
+            Some(A)
+        );
+        // An invalid pubky-host header keeps the Host key.
+        assert_eq!(
+            tenant("/", &[("host", A), ("pubky-host", "nope")])
+                .await
+                .as_deref(),
+            Some(A)
+        );
+    }
+
+    #[tokio::test]
+    async fn display_form_and_non_keys_are_ignored() {
+        let display = format!("pubky{A}");
+        assert_eq!(tenant("/", &[("pubky-host", &display)]).await, None);
+        assert_eq!(tenant(&format!("/?pubky-host={display}"), &[]).await, None);
+        let skip_then_take = format!("/?pubky-host={display}&pubky-host={B}");
+        assert_eq!(tenant(&skip_then_take, &[]).await.as_deref(), Some(B));
+        let with_port = format!("{A}:6287");
+        assert_eq!(tenant("/", &[("host", &with_port)]).await, None);
+        assert_eq!(tenant("/", &[("host", &A.to_uppercase())]).await, None);
+        assert_eq!(tenant("/", &[("host", "example.com")]).await, None);
+        assert_eq!(tenant("/?pubky-host", &[]).await, None);
+    }
+}
