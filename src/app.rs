@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::listeners::{self, Protocol};
 use crate::pkarr_record::{self, Advertised};
-use crate::routes;
+use crate::routes::{self, AppState};
 
 /// The addresses the listeners are bound to.
 #[derive(Debug, Clone)]
@@ -69,6 +69,12 @@ impl App {
             });
         let store = Store::new(Arc::from(metadata), &blobs, default_quota);
         let sweeper = spawn_sweeper(store.clone());
+        let state = AppState {
+            store: store.clone(),
+            signup_mode: config.general.signup_mode,
+            max_body_bytes: Some(config.drive.max_body_bytes).filter(|max| *max > 0),
+            admin_password: config.admin.admin_password.clone(),
+        };
 
         let pkarr_client = pkarr_record::client(&config.pkdns)?;
 
@@ -81,7 +87,7 @@ impl App {
                 "admin",
                 listener,
                 Protocol::Http,
-                routes::admin_router(),
+                routes::admin_router(state.clone()),
                 watch_shutdown.clone(),
             ));
             Some(addr)
@@ -96,7 +102,7 @@ impl App {
             pubky_tls: tls_listener.local_addr()?,
             admin,
         };
-        let client_router = routes::client_router();
+        let client_router = routes::client_router(state);
         listeners.push(listeners::spawn(
             "icann",
             icann_listener,

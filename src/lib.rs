@@ -2,9 +2,14 @@
 //! storage, and the PKARR tasks.
 
 pub mod app;
+pub mod auth_token;
+pub mod authorization;
 pub mod cli;
+pub mod http_error;
 pub mod listeners;
 pub mod logging;
+pub mod lookups;
 pub mod pkarr_record;
 pub mod routes;
 pub mod server_key;
+pub mod session_cookie;

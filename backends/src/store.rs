@@ -333,6 +333,25 @@ impl Store {
         }
     }
 
+    /// The most bytes a new version of `path` may have within the owner's quota; None when unlimited or
+    /// when there is no such user (the write itself will say so). Used to refuse a declared
+    /// `Content-Length` before reading the body; the commit checks again, exactly.
+    pub async fn room_for(&self, owner: &str, path: &EntryPath) -> Result<Option<u64>> {
+        let Some(user) = self.metadata.user(owner).await? else {
+            return Ok(None);
+        };
+        let old_length = self
+            .metadata
+            .entry(owner, path)
+            .await?
+            .map(|e| e.content_length);
+        Ok(quota_cap(
+            user.quota.unwrap_or(self.default_quota),
+            user.used_bytes,
+            old_length,
+        ))
+    }
+
     /// A file's metadata, without its bytes.
     pub async fn head(&self, owner: &str, path: &EntryPath) -> Result<Option<Entry>> {
         Ok(self.metadata.entry(owner, path).await?)

@@ -43,6 +43,8 @@ pub struct Drive {
     pub icann_listen_socket: SocketAddr,
     /// Request-count limits; a list in the file replaces the default list.
     pub rate_limits: Vec<RateLimit>,
+    /// Homestead: largest accepted upload in bytes (0 = no limit beyond the user's quota).
+    pub max_body_bytes: u64,
 }
 
 impl Default for Drive {
@@ -58,6 +60,7 @@ impl Default for Drive {
                 burst: None,
                 whitelist: Vec::new(),
             }],
+            max_body_bytes: 100 << 20,
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct TestServerBuilder {
     bootstrap: Vec<String>,
     metadata: Metadata,
     blobs: Blobs,
+    signup_mode: &'static str,
+    default_quota_mb: Option<u64>,
     extra_config: String,
 }
 
@@ -47,6 +49,8 @@ impl TestServerBuilder {
             bootstrap,
             metadata: Metadata::Sqlite,
             blobs: Blobs::Fs,
+            signup_mode: "open",
+            default_quota_mb: None,
             extra_config: String::new(),
         }
     }
@@ -60,6 +64,18 @@ impl TestServerBuilder {
     /// Chooses the blob backend (default filesystem).
     pub fn blobs(mut self, blobs: Blobs) -> Self {
         self.blobs = blobs;
+        self
+    }
+
+    /// Requires signup tokens (`token_required`) instead of open sign-up.
+    pub fn token_required(mut self) -> Self {
+        self.signup_mode = "token_required";
+        self
+    }
+
+    /// Sets `storage.default_quota_mb`.
+    pub fn default_quota_mb(mut self, mb: u64) -> Self {
+        self.default_quota_mb = Some(mb);
         self
     }
 
@@ -88,11 +104,11 @@ impl TestServerBuilder {
 
     fn config_toml(&self, database: Option<&TestDatabase>, bucket: Option<&TestBucket>) -> String {
         let quoted: Vec<String> = self.bootstrap.iter().map(|b| format!("{b:?}")).collect();
-        let mut general = "[general]\nsignup_mode = \"open\"\n".to_string();
+        let mut general = format!("[general]\nsignup_mode = {:?}\n", self.signup_mode);
         if let Some(db) = database {
             general.push_str(&format!("database_url = {:?}\n", db.url()));
         }
-        let storage = match (self.blobs, bucket) {
+        let mut storage = match (self.blobs, bucket) {
             (Blobs::S3, Some(b)) => format!(
                 "[storage]\ntype = \"s3\"\nbucket_name = {:?}\ns3_endpoint = {:?}\ns3_path_style = true\n\
                  s3_access_key_id = \"test\"\ns3_secret_access_key = \"test\"\n",
@@ -101,6 +117,9 @@ impl TestServerBuilder {
             (Blobs::Memory, _) => "[storage]\ntype = \"in_memory\"\n".into(),
             _ => "[storage]\ntype = \"file_system\"\n".into(),
         };
+        if let Some(mb) = self.default_quota_mb {
+            storage.push_str(&format!("default_quota_mb = {mb}\n"));
+        }
         format!(
             "{general}\n[drive]\nicann_listen_socket = \"127.0.0.1:0\"\npubky_listen_socket = \"127.0.0.1:0\"\n\n\
              [admin]\nlisten_socket = \"127.0.0.1:0\"\n\n{storage}\n\
@@ -218,6 +237,31 @@ impl TestServer {
     /// `http://127.0.0.1:<port>` of the admin listener, when enabled.
     pub fn admin_url(&self) -> Option<String> {
         self.admin.map(|a| format!("http://{a}"))
+    }
+
+    /// Calls an admin route with the default test password; returns the status and body.
+    pub async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, String) {
+        let url = format!(
+            "{}{path}",
+            self.admin_url().expect("admin listener enabled")
+        );
+        let response = reqwest::Client::new()
+            .request(method, url)
+            .header("x-admin-password", "admin")
+            .send()
+            .await
+            .expect("admin request");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("admin response body"))
+    }
+
+    /// Mints a signup token through the admin API.
+    pub async fn signup_token(&self) -> String {
+        let (status, token) = self
+            .admin(reqwest::Method::GET, "/generate_signup_token")
+            .await;
+        assert_eq!(status, 200, "{token}");
+        token
     }
 
     /// The data directory.

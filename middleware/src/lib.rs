@@ -2,9 +2,13 @@
 //! small traits, never on a database, and is unit-tested through `tower::ServiceExt::oneshot`.
 
 pub mod peer;
+pub mod quota;
 pub mod session;
+pub mod signup;
 pub mod tenant;
 
 pub use peer::{Peer, PeerLayer, PeerService, Transport};
+pub use quota::{QuotaLayer, QuotaLedger, QuotaService};
 pub use session::{Session, SessionLayer, SessionLookup, SessionService, SessionState};
+pub use signup::{SignupGate, SignupLayer, SignupService, SignupTokens, TokenStatus};
 pub use tenant::{Tenant, TenantLayer, TenantService};

@@ -2,7 +2,8 @@
 //! header, else the first valid `pubky-host` query parameter. Keys are parsed leniently (pkarr's parser:
 //! `<z32>`, `_pubky.<z32>`, `https://<z32>/x`, ...); the SDK's display form `pubky<z32>` is ignored at
 //! every step. The result is stored as a [`Tenant`] request extension; none is stored when no key is
-//! found.
+//! found. A path-addressed URL, `/storage/<z32>/...`, names its owner itself: that key (exactly 52 z32
+//! characters) is the tenant whatever the headers say.
 //!
 //! ```
 //! use homestead_middleware::{Tenant, TenantLayer};
@@ -58,6 +59,13 @@ pub fn resolve(headers: &HeaderMap, query: Option<&str>) -> Option<PublicKey> {
         })
 }
 
+/// The owner of a path-addressed URL `/storage/<owner>/...` (given the part after `/storage/`): the URL
+/// is authoritative, so headers and query are not consulted, and an invalid owner means no tenant.
+fn path_owner(rest: &str) -> Option<PublicKey> {
+    let owner = rest.split('/').next()?;
+    (owner.len() == 52).then(|| parse_key(owner)).flatten()
+}
+
 /// Adds the [`Tenant`] extension.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TenantLayer;
@@ -89,7 +97,10 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let tenant = resolve(request.headers(), request.uri().query());
+        let tenant = match request.uri().path().strip_prefix("/storage/") {
+            Some(rest) => path_owner(rest),
+            None => resolve(request.headers(), request.uri().query()),
+        };
         // Never trust an extension a previous layer or client could have planted.
         request.extensions_mut().remove::<Tenant>();
         if let Some(key) = tenant {
@@ -152,6 +163,22 @@ mod tests {
                 .await
                 .as_deref(),
             Some(A)
+        );
+    }
+
+    #[tokio::test]
+    async fn path_addressed_urls_name_their_owner() {
+        let url = format!("/storage/{A}/pub/x");
+        assert_eq!(tenant(&url, &[("pubky-host", B)]).await.as_deref(), Some(A));
+        let url = format!("/storage/{A}/pub/x?pubky-host={B}");
+        assert_eq!(tenant(&url, &[("host", B)]).await.as_deref(), Some(A));
+        let display = format!("/storage/pubky{A}/pub/x");
+        assert_eq!(tenant(&display, &[("pubky-host", B)]).await, None);
+        let host_form = format!("/storage/_pubky.{A}/pub/x");
+        assert_eq!(tenant(&host_form, &[]).await, None);
+        assert_eq!(
+            tenant("/storage/nope/pub/x", &[("pubky-host", B)]).await,
+            None
         );
     }
 

@@ -1,0 +1,81 @@
+//! Error responses: a status and a one-line plain-text reason (PROTOCOL.md §4.2). Storage failures become
+//! 503 with their reason, logged in full; a client never causes a 500.
+
+use axum::response::{IntoResponse, Response};
+use homestead_backends::StoreError;
+use http::{HeaderValue, StatusCode, header};
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    /// The status code.
+    pub status: StatusCode,
+    /// The plain-text body.
+    pub message: String,
+}
+
+impl HttpError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400 with a reason.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404 `Not Found`.
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "Not Found")
+    }
+
+    /// 404 `Pubky Host is missing`: a tenant route without a tenant.
+    pub fn no_tenant() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "Pubky Host is missing")
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NoSuchUser { .. } => Self::not_found(),
+            StoreError::QuotaExceeded { .. } => Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "Disk space quota exceeded",
+            ),
+            StoreError::TooLarge { limit, .. } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Request body is larger than the limit of {limit} bytes"),
+            ),
+            StoreError::Body { source, .. } => {
+                Self::bad_request(format!("Request body could not be read: {source}"))
+            }
+            other => {
+                tracing::error!(err = %other, "storage failure");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("Storage unavailable: {}", first_line(&other.to_string())),
+                )
+            }
+        }
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.message).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}

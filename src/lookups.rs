@@ -1,0 +1,73 @@
+//! The Store behind the middleware's lookup traits: sessions by the hash of their secret, signup tokens
+//! by their text, quota room by user and path.
+
+use homestead_backends::{EntryPath, Store, StoreError};
+use homestead_middleware::{QuotaLedger, Session, SessionLookup, SignupTokens, TokenStatus};
+
+use crate::routes::storage::{decode_path, storage_path};
+use crate::session_cookie::secret_hash;
+
+/// Sessions from the Store.
+#[derive(Debug, Clone)]
+pub struct StoreSessions(pub Store);
+
+impl SessionLookup for StoreSessions {
+    type Error = StoreError;
+
+    async fn lookup(&self, secret: &str) -> Result<Option<Session>, Self::Error> {
+        // Looked up by SHA-256: the database never sees the secret, and comparing hashes leaks nothing
+        // useful about it.
+        let Some(record) = self.0.session(&secret_hash(secret)).await? else {
+            return Ok(None);
+        };
+        let Ok(public_key) = pkarr::PublicKey::try_from(record.public_key.as_str()) else {
+            tracing::error!(key = %record.public_key, "a stored session names an invalid key");
+            return Ok(None);
+        };
+        Ok(Some(Session {
+            public_key,
+            capabilities: record.capabilities,
+            created_at: record.created_at,
+        }))
+    }
+}
+
+/// Signup tokens from the Store.
+#[derive(Debug, Clone)]
+pub struct StoreSignupTokens(pub Store);
+
+impl SignupTokens for StoreSignupTokens {
+    type Error = StoreError;
+
+    async fn status(&self, token: &str) -> Result<TokenStatus, Self::Error> {
+        Ok(match self.0.signup_token(token).await? {
+            None => TokenStatus::Unknown,
+            Some(record) if record.used_by.is_some() => TokenStatus::Used,
+            Some(_) => TokenStatus::Unused,
+        })
+    }
+}
+
+/// Quota room from the Store.
+#[derive(Debug, Clone)]
+pub struct StoreQuotas(pub Store);
+
+impl QuotaLedger for StoreQuotas {
+    type Error = StoreError;
+
+    async fn admits(
+        &self,
+        user: &pkarr::PublicKey,
+        path: &str,
+        length: u64,
+    ) -> Result<bool, Self::Error> {
+        let Some(path) = decode_path(storage_path(path))
+            .ok()
+            .and_then(|p| EntryPath::try_from(p).ok())
+        else {
+            return Ok(true);
+        };
+        let room = self.0.room_for(&user.to_string(), &path).await?;
+        Ok(room.is_none_or(|room| length <= room))
+    }
+}

@@ -1,0 +1,96 @@
+//! The admin listener's routes (OPERATIONS.md §5): liveness, signup tokens, disabling users. Every route
+//! but `/` needs the `X-Admin-Password` header, compared in constant time.
+
+use axum::extract::{Path, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::StatusCode;
+use rand::RngCore;
+
+use crate::http_error::HttpError;
+use crate::routes::AppState;
+
+/// The header that carries the admin password.
+const PASSWORD_HEADER: &str = "x-admin-password";
+
+/// Liveness text of the admin listener; needs no password.
+pub async fn root() -> &'static str {
+    "Homeserver - Admin Endpoint"
+}
+
+/// Refuses requests without the right password (401 `Missing admin password` / `Invalid admin
+/// password`).
+pub async fn require_password(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, HttpError> {
+    let unauthorized = |message| HttpError::new(StatusCode::UNAUTHORIZED, message);
+    let Some(given) = request.headers().get(PASSWORD_HEADER) else {
+        return Err(unauthorized("Missing admin password"));
+    };
+    if !constant_time_eq(given.as_bytes(), app.admin_password.as_bytes()) {
+        return Err(unauthorized("Invalid admin password"));
+    }
+    Ok(next.run(request).await)
+}
+
+/// Byte equality whose time depends only on the lengths, not on where the bytes differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let differing = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    a.len() == b.len() && differing == 0
+}
+
+/// `GET /generate_signup_token`: mints a single-use token `XXXX-XXXX-XXXX` (7 random bytes in Crockford
+/// base32).
+pub async fn generate_signup_token(State(app): State<AppState>) -> Result<String, HttpError> {
+    let mut bytes = [0u8; 7];
+    rand::rng().fill_bytes(&mut bytes);
+    let code = base32::encode(base32::Alphabet::Crockford, &bytes);
+    let token = format!("{}-{}-{}", &code[0..4], &code[4..8], &code[8..12]);
+    app.store.create_signup_token(&token).await?;
+    Ok(token)
+}
+
+/// `POST /users/{user}/disable`: the user may still read, delete and sign in, but not write.
+pub async fn disable_user(
+    State(app): State<AppState>,
+    Path(user): Path<String>,
+) -> Result<&'static str, HttpError> {
+    set_disabled(&app, &user, true).await
+}
+
+/// `POST /users/{user}/enable`: undoes a disable.
+pub async fn enable_user(
+    State(app): State<AppState>,
+    Path(user): Path<String>,
+) -> Result<&'static str, HttpError> {
+    set_disabled(&app, &user, false).await
+}
+
+async fn set_disabled(
+    app: &AppState,
+    user: &str,
+    disabled: bool,
+) -> Result<&'static str, HttpError> {
+    let key = homestead_middleware::tenant::parse_key(user)
+        .ok_or_else(|| HttpError::bad_request(format!("Invalid public key: {user}")))?;
+    if app.store.set_disabled(&key.to_string(), disabled).await? {
+        Ok("Ok")
+    } else {
+        Err(HttpError::new(StatusCode::NOT_FOUND, "User not found"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn password_comparison_is_exact() {
+        assert!(constant_time_eq(b"admin", b"admin"));
+        assert!(!constant_time_eq(b"admin", b"admim"));
+        assert!(!constant_time_eq(b"admin", b"admin2"));
+        assert!(!constant_time_eq(b"", b"admin"));
+    }
+}

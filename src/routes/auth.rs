@@ -1,0 +1,188 @@
+//! Sign-up, sign-in and the session routes (PROTOCOL.md §6.6–§6.9).
+
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use homestead_backends::metadata::SignupOutcome;
+use homestead_middleware::{SessionState, SignupGate, Tenant};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use pubky_common::capabilities::Capabilities;
+use pubky_common::crypto::PublicKey;
+use pubky_common::session::CookieSessionRecord;
+
+use crate::auth_token::verify_once;
+use crate::http_error::HttpError;
+use crate::routes::AppState;
+use crate::session_cookie::{
+    is_secure_host, new_secret, removal_cookie, request_host, secret_hash, set_cookie,
+};
+
+/// `POST /signup`: creates the user of the AuthToken (redeeming the signup token the gate admitted) and
+/// a first session.
+pub async fn signup(
+    State(app): State<AppState>,
+    Extension(gate): Extension<SignupGate>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let token = verify_once(&app.store, &body).await?;
+    let user = token.public_key().z32();
+    let exists = || HttpError::new(StatusCode::CONFLICT, "User already exists");
+    if app.store.user(&user).await?.is_some() {
+        return Err(exists());
+    }
+    let signup_token = match gate {
+        SignupGate::Open => None,
+        SignupGate::Admit(signup_token) => Some(signup_token),
+        SignupGate::Refuse { status, message } => return Err(HttpError::new(status, message)),
+    };
+    match app
+        .store
+        .create_user(&user, signup_token.as_deref())
+        .await?
+    {
+        SignupOutcome::Created => {}
+        SignupOutcome::UserExists => return Err(exists()),
+        SignupOutcome::TokenUnknown => {
+            return Err(HttpError::new(StatusCode::UNAUTHORIZED, "Invalid token"));
+        }
+        SignupOutcome::TokenUsed => {
+            return Err(HttpError::new(
+                StatusCode::UNAUTHORIZED,
+                "Token already used",
+            ));
+        }
+    }
+    tracing::info!(user, "signed up");
+    new_session(
+        &app,
+        token.public_key(),
+        token.capabilities(),
+        &headers,
+        &uri,
+    )
+    .await
+}
+
+/// `POST /session`: a new session for the AuthToken's user (disabled users may sign in).
+pub async fn signin(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let token = verify_once(&app.store, &body).await?;
+    if app.store.user(&token.public_key().z32()).await?.is_none() {
+        return Err(HttpError::not_found());
+    }
+    new_session(
+        &app,
+        token.public_key(),
+        token.capabilities(),
+        &headers,
+        &uri,
+    )
+    .await
+}
+
+/// Stores a session with a fresh secret and answers with its SessionInfo (creation time in
+/// microseconds) and the cookie.
+async fn new_session(
+    app: &AppState,
+    user: &PublicKey,
+    capabilities: &Capabilities,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Response, HttpError> {
+    let secret = new_secret();
+    let z32 = user.z32();
+    let stored = app
+        .store
+        .create_session(&secret_hash(&secret), &z32, &capabilities.to_string())
+        .await?;
+    if !stored {
+        // The user was deleted between the check and the insert.
+        return Err(HttpError::not_found());
+    }
+    let info = CookieSessionRecord::new(user, capabilities.clone(), None);
+    let secure = request_host(headers, uri).is_some_and(|host| is_secure_host(&host));
+    let cookie = set_cookie(&z32, &secret, secure, SystemTime::now());
+    Ok(session_info_response(info, Some(cookie)))
+}
+
+fn session_info_response(info: CookieSessionRecord, cookie: Option<String>) -> Response {
+    let mut response = info.serialize().into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(cookie) = cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
+        headers.insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// `GET /session`: the SessionInfo of the tenant's session cookie, creation time in seconds. 404 when
+/// there is no such session, or it belongs to another user than the tenant.
+pub async fn session(
+    State(app): State<AppState>,
+    tenant: Option<Extension<Tenant>>,
+    Extension(state): Extension<SessionState>,
+) -> Result<Response, HttpError> {
+    let Some(Extension(Tenant(tenant))) = tenant else {
+        return Err(HttpError::no_tenant());
+    };
+    if app.store.user(&tenant.to_string()).await?.is_none() {
+        return Err(HttpError::not_found());
+    }
+    let SessionState::Found { session, .. } = state else {
+        return Err(HttpError::not_found());
+    };
+    if session.public_key != tenant {
+        return Err(HttpError::not_found());
+    }
+    let capabilities = Capabilities::from_str(&session.capabilities).unwrap_or_default();
+    let mut info = CookieSessionRecord::new(&PublicKey::from(tenant), capabilities, None);
+    info.set_created_at(u64::try_from(session.created_at / 1_000_000).unwrap_or(0));
+    let mut response = session_info_response(info, None);
+    let headers = response.headers_mut();
+    headers.insert(header::VARY, HeaderValue::from_static("cookie, pubky-host"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, must-revalidate"),
+    );
+    Ok(response)
+}
+
+/// `DELETE /session`: ends the tenant's session named by the cookie, if any; always 200 with a cookie
+/// that makes the client forget it.
+pub async fn signout(
+    State(app): State<AppState>,
+    tenant: Option<Extension<Tenant>>,
+    Extension(state): Extension<SessionState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, HttpError> {
+    let Some(Extension(Tenant(tenant))) = tenant else {
+        return Err(HttpError::no_tenant());
+    };
+    match state {
+        SessionState::Found { secret, .. } | SessionState::Unknown(secret) => {
+            app.store.delete_session(&secret_hash(&secret)).await?;
+        }
+        SessionState::NoCookie => {}
+    }
+    let secure = request_host(&headers, &uri).is_some_and(|host| is_secure_host(&host));
+    let cookie = removal_cookie(&tenant.to_string(), secure, SystemTime::now());
+    let mut response = StatusCode::OK.into_response();
+    if let Ok(cookie) = HeaderValue::try_from(cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}

@@ -1,0 +1,386 @@
+//! The HTTP routes: thin handlers that answer from request facts and the Store, behind the tenant,
+//! session and signup layers.
+
+mod admin;
+mod auth;
+mod listing;
+mod signup_tokens;
+pub(crate) mod storage;
+
+use axum::Router;
+use axum::response::IntoResponse;
+use axum::routing::{any, get, post};
+use homestead_backends::Store;
+use homestead_config::SignupMode;
+use homestead_middleware::{QuotaLayer, SessionLayer, SignupLayer, TenantLayer};
+use http::{HeaderValue, header};
+use tower_http::cors::CorsLayer;
+
+use crate::lookups::{StoreQuotas, StoreSessions, StoreSignupTokens};
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Metadata and blobs.
+    pub store: Store,
+    /// Who may sign up.
+    pub signup_mode: SignupMode,
+    /// Largest accepted upload, if limited.
+    pub max_body_bytes: Option<u64>,
+    /// The admin password.
+    pub admin_password: String,
+}
+
+/// The client API, served identically on the ICANN and PubkyTLS listeners.
+pub fn client_router(app: AppState) -> Router {
+    let signup = match app.signup_mode {
+        SignupMode::Open => SignupLayer::open(),
+        SignupMode::TokenRequired => {
+            SignupLayer::token_required(StoreSignupTokens(app.store.clone()))
+        }
+    };
+    Router::new()
+        .route("/", get(root))
+        .route("/info", get(info))
+        .route("/signup", post(auth::signup))
+        .route(
+            "/session",
+            post(auth::signin).get(auth::session).delete(auth::signout),
+        )
+        .route("/signup_tokens/{token}", get(signup_tokens::status))
+        .route("/storage/{*rest}", any(storage::path_addressed))
+        .fallback(storage::tenant_route)
+        .with_state(app.clone())
+        .layer(QuotaLayer::new(
+            StoreQuotas(app.store.clone()),
+            app.max_body_bytes,
+        ))
+        .layer(signup)
+        .layer(SessionLayer::new(StoreSessions(app.store)))
+        .layer(TenantLayer)
+        .layer(cors())
+}
+
+/// Maximally permissive CORS with credentials, mirroring the request (PROTOCOL.md §4.4), so browser apps
+/// on any origin can use the ICANN endpoint.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::mirror_request())
+        .allow_methods(tower_http::cors::AllowMethods::mirror_request())
+        .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
+        .allow_credentials(true)
+}
+
+/// The operator's API on the admin listener.
+pub fn admin_router(app: AppState) -> Router {
+    let protected = Router::new()
+        .route("/generate_signup_token", get(admin::generate_signup_token))
+        .route("/users/{user}/disable", post(admin::disable_user))
+        .route("/users/{user}/enable", post(admin::enable_user))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            admin::require_password,
+        ));
+    Router::new()
+        .route("/", get(admin::root))
+        .merge(protected)
+        .with_state(app)
+        .layer(cors())
+}
+
+/// Liveness text (PROTOCOL.md §13.6), whatever the tenant.
+async fn root() -> &'static str {
+    "Pubky Homeserver"
+}
+
+/// What this server offers beyond the 0.9.3 protocol; SDKs since 0.11 look for path-addressed storage.
+async fn info() -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        r#"{"features":["path-addressed-storage"]}"#,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use homestead_backends::BlobStore;
+    use homestead_backends::metadata::{self, Quota};
+    use homestead_config::{DatabaseUrl, Storage, StorageType};
+    use http::{Method, Request, StatusCode, header};
+    use http_body_util::BodyExt;
+    use pubky_common::auth::AuthToken;
+    use pubky_common::capabilities::Capabilities;
+    use pubky_common::crypto::Keypair;
+    use tempfile::TempDir;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A server state on a temporary SQLite file and in-memory blobs.
+    async fn app(signup_mode: SignupMode) -> (AppState, TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::sqlite_file(&dir.path().join("test.db"));
+        let metadata = metadata::open(&url).await.unwrap();
+        let storage = Storage {
+            kind: StorageType::InMemory,
+            ..Storage::default()
+        };
+        let blobs = BlobStore::open(&storage, &dir.path().join("blobs")).unwrap();
+        let store = Store::new(Arc::from(metadata), &blobs, Quota::Unlimited);
+        let state = AppState {
+            store,
+            signup_mode,
+            max_body_bytes: Some(1024),
+            admin_password: "secret".into(),
+        };
+        (state, dir)
+    }
+
+    struct Answer {
+        status: StatusCode,
+        headers: http::HeaderMap,
+        body: Vec<u8>,
+    }
+
+    impl Answer {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+
+        fn header(&self, name: header::HeaderName) -> &str {
+            self.headers.get(name).map_or("", |v| v.to_str().unwrap())
+        }
+    }
+
+    async fn call(router: &Router, request: Request<Body>) -> Answer {
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            headers,
+            body: body.to_vec(),
+        }
+    }
+
+    fn request(method: Method, uri: &str) -> http::request::Builder {
+        Request::builder().method(method).uri(uri)
+    }
+
+    fn token(keypair: &Keypair, capabilities: &str) -> Vec<u8> {
+        let capabilities: Capabilities = capabilities.parse().unwrap();
+        AuthToken::sign(keypair, capabilities).serialize()
+    }
+
+    #[tokio::test]
+    async fn root_and_info() {
+        let (state, _dir) = app(SignupMode::Open).await;
+        let router = client_router(state);
+        let root = call(
+            &router,
+            request(Method::GET, "/").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(root.status, StatusCode::OK);
+        assert_eq!(
+            root.header(header::CONTENT_TYPE),
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(root.text(), "Pubky Homeserver");
+        let head = call(
+            &router,
+            request(Method::HEAD, "/").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!((head.status, head.body.len()), (StatusCode::OK, 0));
+        let post = call(
+            &router,
+            request(Method::POST, "/").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+        let info = call(
+            &router,
+            request(Method::GET, "/info").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(info.text(), r#"{"features":["path-addressed-storage"]}"#);
+        assert_eq!(info.header(header::CACHE_CONTROL), "no-store");
+    }
+
+    #[tokio::test]
+    async fn admin_routes_need_the_password() {
+        let (state, _dir) = app(SignupMode::TokenRequired).await;
+        let router = admin_router(state);
+        let root = call(
+            &router,
+            request(Method::GET, "/").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(root.text(), "Homeserver - Admin Endpoint");
+        let missing = request(Method::GET, "/generate_signup_token")
+            .body(Body::empty())
+            .unwrap();
+        let missing = call(&router, missing).await;
+        assert_eq!(
+            (missing.status, missing.text().as_str()),
+            (StatusCode::UNAUTHORIZED, "Missing admin password")
+        );
+        let wrong = request(Method::GET, "/generate_signup_token")
+            .header("x-admin-password", "guess")
+            .body(Body::empty())
+            .unwrap();
+        let wrong = call(&router, wrong).await;
+        assert_eq!(
+            (wrong.status, wrong.text().as_str()),
+            (StatusCode::UNAUTHORIZED, "Invalid admin password")
+        );
+        let good = request(Method::GET, "/generate_signup_token")
+            .header("x-admin-password", "secret")
+            .body(Body::empty())
+            .unwrap();
+        let good = call(&router, good).await;
+        assert_eq!(good.status, StatusCode::OK);
+        assert!(
+            homestead_middleware::signup::is_well_formed(&good.text()),
+            "{}",
+            good.text()
+        );
+    }
+
+    #[tokio::test]
+    async fn signup_session_write_and_signout() {
+        let (state, _dir) = app(SignupMode::Open).await;
+        let router = client_router(state);
+        let keypair = Keypair::random();
+        let user = keypair.public_key().z32();
+
+        let signup = request(Method::POST, "/signup")
+            .header("host", "localhost:6286")
+            .body(Body::from(token(&keypair, "/pub/app/:rw")))
+            .unwrap();
+        let signup = call(&router, signup).await;
+        assert_eq!(signup.status, StatusCode::OK, "{}", signup.text());
+        assert_eq!(
+            signup.header(header::CONTENT_TYPE),
+            "application/octet-stream"
+        );
+        let info = pubky_common::session::CookieSessionRecord::deserialize(&signup.body).unwrap();
+        assert_eq!(info.public_key().z32(), user);
+        let cookie = signup.header(header::SET_COOKIE).to_string();
+        assert!(cookie.starts_with(&format!("{user}=")), "{cookie}");
+        assert!(
+            cookie.contains("; HttpOnly; Path=/; Max-Age=31536000; Expires="),
+            "{cookie}"
+        );
+        let pair = cookie.split(';').next().unwrap().to_string();
+
+        // A second signup of the same key is a conflict.
+        let again = request(Method::POST, "/signup")
+            .body(Body::from(token(&keypair, "/:rw")))
+            .unwrap();
+        let again = call(&router, again).await;
+        assert_eq!(
+            (again.status, again.text().as_str()),
+            (StatusCode::CONFLICT, "User already exists")
+        );
+
+        let session = request(Method::GET, "/session")
+            .header("pubky-host", &user)
+            .header("cookie", &pair)
+            .body(Body::empty())
+            .unwrap();
+        let session = call(&router, session).await;
+        assert_eq!(session.status, StatusCode::OK);
+        assert_eq!(session.header(header::VARY), "cookie, pubky-host");
+        let info = pubky_common::session::CookieSessionRecord::deserialize(&session.body).unwrap();
+        assert_eq!(info.capabilities().len(), 1);
+        assert!(
+            info.created_at() < 10_000_000_000,
+            "seconds, not microseconds"
+        );
+
+        let put = |path: &str, body: &'static str| {
+            request(Method::PUT, path)
+                .header("pubky-host", &user)
+                .header("cookie", &pair)
+                .body(Body::from(body))
+                .unwrap()
+        };
+        assert_eq!(
+            call(&router, put("/pub/app/a.txt", "hello")).await.status,
+            StatusCode::CREATED
+        );
+        let outside = call(&router, put("/pub/app.evil/x", "x")).await;
+        assert_eq!(outside.status, StatusCode::FORBIDDEN);
+        assert_eq!(outside.text(), "Session does not have write access to path");
+        let too_big = call(
+            &router,
+            put(
+                "/pub/app/big",
+                include_str!("../../deploy/config.sample.toml"),
+            ),
+        )
+        .await;
+        assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+        let get = request(Method::GET, &format!("/pub/app/a.txt?pubky-host={user}"))
+            .body(Body::empty())
+            .unwrap();
+        let get = call(&router, get).await;
+        assert_eq!((get.status, get.text().as_str()), (StatusCode::OK, "hello"));
+        assert_eq!(
+            get.header(header::ETAG),
+            "\"6o8WPbOGgpJeRJHF5Y1Ls1Bu+MFOt4qG6QjFYkpnIA8=\""
+        );
+
+        let signout = request(Method::DELETE, "/session")
+            .header("pubky-host", &user)
+            .header("cookie", &pair)
+            .body(Body::empty())
+            .unwrap();
+        let signout = call(&router, signout).await;
+        assert_eq!(signout.status, StatusCode::OK);
+        assert!(signout.header(header::SET_COOKIE).contains("Max-Age=0"));
+        let after = call(&router, put("/pub/app/a.txt", "again")).await;
+        assert_eq!(
+            (after.status, after.text().as_str()),
+            (
+                StatusCode::UNAUTHORIZED,
+                "No session found for session secret"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn token_mode_ranks_token_errors_below_auth_errors() {
+        let (state, _dir) = app(SignupMode::TokenRequired).await;
+        let router = client_router(state);
+        // A bad AuthToken is reported before the missing signup token.
+        let bad = request(Method::POST, "/signup")
+            .body(Body::from(vec![0u8; 10]))
+            .unwrap();
+        let bad = call(&router, bad).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert_eq!(bad.text(), "Hit the end of buffer, expected more data");
+        let keypair = Keypair::random();
+        let missing = request(Method::POST, "/signup")
+            .body(Body::from(token(&keypair, "/:rw")))
+            .unwrap();
+        let missing = call(&router, missing).await;
+        assert_eq!(
+            (missing.status, missing.text().as_str()),
+            (StatusCode::BAD_REQUEST, "Token required")
+        );
+    }
+}

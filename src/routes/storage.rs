@@ -1,0 +1,335 @@
+//! Files under `/pub/` (PROTOCOL.md §7, §8): every path that no fixed route claims lands here, addressed
+//! to the tenant, or to the owner named in a path-addressed `/storage/<owner>/...` URL. Authorization
+//! first, then the path, then the Store.
+
+use std::time::{Duration, SystemTime};
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt;
+use homestead_backends::metadata::Entry;
+use homestead_backends::store::{ByteRange, Read, ReadOptions, WriteLimits};
+use homestead_backends::{DirPath, EntryPath, NormalizedPath, PathError};
+use homestead_middleware::{SessionState, Tenant};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use percent_encoding::percent_decode_str;
+
+use crate::authorization::{authorize, check_write};
+use crate::http_error::HttpError;
+use crate::routes::{AppState, listing};
+
+/// The methods a storage path supports.
+const ALLOW: &str = "GET, HEAD, PUT, DELETE";
+
+/// Owner-relative storage: the tenant comes from the `pubky-host` header, `Host` or the query.
+pub async fn tenant_route(
+    State(app): State<AppState>,
+    tenant: Option<Extension<Tenant>>,
+    Extension(state): Extension<SessionState>,
+    request: Request,
+) -> Response {
+    let raw_path = request.uri().path().to_string();
+    let tenant = tenant.map(|Extension(Tenant(key))| key);
+    serve(&app, tenant, &state, &raw_path, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Path-addressed storage, `/storage/<owner>/<path>`: the owner in the URL is the tenant whatever the
+/// headers say (the tenant layer resolves it from the path).
+pub async fn path_addressed(
+    State(app): State<AppState>,
+    tenant: Option<Extension<Tenant>>,
+    Extension(state): Extension<SessionState>,
+    request: Request,
+) -> Response {
+    let path = request.uri().path();
+    let rest = path.strip_prefix("/storage/").unwrap_or_default();
+    let raw_path = rest
+        .find('/')
+        .map_or("/", |slash| &rest[slash..])
+        .to_string();
+    let Some(Extension(Tenant(owner))) = tenant else {
+        let owner = rest.split('/').next().unwrap_or_default();
+        return HttpError::bad_request(format!("Invalid URL: invalid public key {owner:?}"))
+            .into_response();
+    };
+    serve(&app, Some(owner), &state, &raw_path, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The storage path of a request path: itself, or for `/storage/<owner>/<path>` the `/<path>` part.
+pub fn storage_path(uri_path: &str) -> &str {
+    match uri_path.strip_prefix("/storage/") {
+        Some(rest) => rest.find('/').map_or("/", |slash| &rest[slash..]),
+        None => uri_path,
+    }
+}
+
+async fn serve(
+    app: &AppState,
+    tenant: Option<pkarr::PublicKey>,
+    state: &SessionState,
+    raw_path: &str,
+    request: Request,
+) -> Result<Response, HttpError> {
+    let method = request.method().clone();
+    let session = authorize(&method, raw_path, tenant.as_ref(), state)?;
+    let owner = tenant.map(|key| key.to_string()).unwrap_or_default();
+    let path = decode_path(raw_path)?;
+    match method {
+        Method::GET if path.is_dir() => {
+            let query = listing::parse_query(request.uri().query())?;
+            listing::list(&app.store, &owner, dir_path(path)?, query).await
+        }
+        Method::GET => {
+            listing::parse_query(request.uri().query())?;
+            get(app, &owner, entry_path(path)?, request.headers()).await
+        }
+        Method::HEAD => head(app, &owner, path).await,
+        Method::PUT => {
+            let path = entry_path(path)?;
+            check_write(session, &path)?;
+            put(app, &owner, path, request).await
+        }
+        Method::DELETE => {
+            let path = entry_path(path)?;
+            check_write(session, &path)?;
+            delete(app, &owner, path).await
+        }
+        _ => {
+            let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+            Ok(response)
+        }
+    }
+}
+
+fn invalid_url(err: impl std::fmt::Display) -> HttpError {
+    HttpError::bad_request(format!("Invalid URL: {err}"))
+}
+
+/// Percent-decodes (UTF-8 required) and normalizes a raw request path.
+pub fn decode_path(raw: &str) -> Result<NormalizedPath, HttpError> {
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| invalid_url("Path is not valid UTF-8"))?;
+    NormalizedPath::parse(&decoded).map_err(invalid_url)
+}
+
+fn entry_path(path: NormalizedPath) -> Result<EntryPath, HttpError> {
+    EntryPath::try_from(path).map_err(invalid_url)
+}
+
+fn dir_path(path: NormalizedPath) -> Result<DirPath, HttpError> {
+    DirPath::try_from(path).map_err(invalid_url)
+}
+
+/// The headers every answer about a file carries.
+fn file_headers(headers: &mut HeaderMap, entry: &Entry) {
+    let modified = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(entry.modified_secs()).unwrap_or(0));
+    let pairs = [
+        (header::ETAG, entry.etag()),
+        (header::LAST_MODIFIED, httpdate::fmt_http_date(modified)),
+        (header::VARY, "pubky-host".to_string()),
+        (
+            header::CACHE_CONTROL,
+            "private, must-revalidate".to_string(),
+        ),
+    ];
+    for (name, value) in pairs {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// Headers of a 200 or 206: the file headers plus type, length and range support.
+fn content_headers(headers: &mut HeaderMap, entry: &Entry, length: u64) {
+    file_headers(headers, entry);
+    if let Ok(value) = HeaderValue::try_from(entry.content_type.as_str()) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+}
+
+/// A single `bytes=` range; anything else (several ranges, other units, bad syntax) is ignored and the
+/// whole file served.
+fn parse_range(value: &str) -> Option<ByteRange> {
+    let spec = value.trim().strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let number = |s: &str| s.trim().parse::<u64>().ok();
+    match (first.trim().is_empty(), last.trim().is_empty()) {
+        (true, false) => Some(ByteRange::Suffix(number(last)?)),
+        (false, true) => Some(ByteRange::From(number(first)?)),
+        (false, false) => Some(ByteRange::Bounded(number(first)?, number(last)?)),
+        (true, true) => None,
+    }
+}
+
+fn read_options(headers: &HeaderMap) -> ReadOptions {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    ReadOptions {
+        if_none_match: text(header::IF_NONE_MATCH).map(str::to_string),
+        if_modified_since: text(header::IF_MODIFIED_SINCE)
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_secs()).ok()),
+        range: text(header::RANGE).and_then(parse_range),
+    }
+}
+
+async fn get(
+    app: &AppState,
+    owner: &str,
+    path: EntryPath,
+    headers: &HeaderMap,
+) -> Result<Response, HttpError> {
+    let stream = |body: homestead_backends::store::Body| {
+        Body::from_stream(body.map_err(|err| {
+            tracing::warn!(%err, "reading a blob failed mid-response");
+            err
+        }))
+    };
+    Ok(
+        match app.store.get(owner, &path, &read_options(headers)).await? {
+            Read::NotFound => return Err(HttpError::not_found()),
+            Read::NotModified(entry) => {
+                let mut response = StatusCode::NOT_MODIFIED.into_response();
+                file_headers(response.headers_mut(), &entry);
+                response
+            }
+            Read::Full(entry, body) => {
+                let mut response = stream(body).into_response();
+                content_headers(response.headers_mut(), &entry, entry.content_length);
+                response
+            }
+            Read::Partial {
+                entry,
+                first,
+                last,
+                body,
+            } => {
+                let mut response = (StatusCode::PARTIAL_CONTENT, stream(body)).into_response();
+                let headers = response.headers_mut();
+                content_headers(headers, &entry, last - first + 1);
+                let range = format!("bytes {first}-{last}/{}", entry.content_length);
+                if let Ok(value) = HeaderValue::try_from(range) {
+                    headers.insert(header::CONTENT_RANGE, value);
+                }
+                response
+            }
+            Read::Unsatisfiable(entry) => {
+                let mut response = HttpError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "Requested range is outside the file",
+                )
+                .into_response();
+                let range = format!("bytes */{}", entry.content_length);
+                if let Ok(value) = HeaderValue::try_from(range) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, value);
+                }
+                response
+            }
+        },
+    )
+}
+
+async fn head(app: &AppState, owner: &str, path: NormalizedPath) -> Result<Response, HttpError> {
+    // HEAD never lists: a directory path names no file.
+    let Ok(path) = EntryPath::try_from(path.clone()) else {
+        return match path.as_str().starts_with("/pub/") {
+            true => Err(HttpError::not_found()),
+            false => Err(invalid_url(PathError::NotPublic)),
+        };
+    };
+    let entry = app
+        .store
+        .head(owner, &path)
+        .await?
+        .ok_or_else(HttpError::not_found)?;
+    let mut response = StatusCode::OK.into_response();
+    content_headers(response.headers_mut(), &entry, entry.content_length);
+    Ok(response)
+}
+
+async fn put(
+    app: &AppState,
+    owner: &str,
+    path: EntryPath,
+    request: Request,
+) -> Result<Response, HttpError> {
+    let user = app
+        .store
+        .user(owner)
+        .await?
+        .ok_or_else(HttpError::not_found)?;
+    if user.disabled {
+        return Err(HttpError::new(StatusCode::FORBIDDEN, "User is disabled"));
+    }
+    let limits = WriteLimits {
+        max_bytes: app.max_body_bytes,
+    };
+    let body = request.into_body().into_data_stream();
+    app.store.put_stream(owner, &path, body, limits).await?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+async fn delete(app: &AppState, owner: &str, path: EntryPath) -> Result<Response, HttpError> {
+    if app.store.user(owner).await?.is_none() {
+        return Err(HttpError::not_found());
+    }
+    match app.store.delete(owner, &path).await? {
+        Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+        None => Err(HttpError::not_found()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_like_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-1"), Some(ByteRange::Bounded(0, 1)));
+        assert_eq!(parse_range("bytes=5-"), Some(ByteRange::From(5)));
+        assert_eq!(parse_range("bytes=-3"), Some(ByteRange::Suffix(3)));
+        for ignored in [
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=-",
+            "bytes=a-b",
+            "bytes=1",
+        ] {
+            assert_eq!(parse_range(ignored), None, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn paths_are_decoded_before_normalizing() {
+        let ok = |raw: &str| decode_path(raw).unwrap().as_str().to_string();
+        assert_eq!(ok("/pub/a%2Fb"), "/pub/a/b");
+        assert_eq!(ok("/pub/a/./b//c"), "/pub/a/b/c");
+        assert_eq!(ok("/pub/%2e%2e/x"), "/x");
+        let err = |raw: &str| decode_path(raw).unwrap_err().message;
+        assert_eq!(err("/pub/%FF"), "Invalid URL: Path is not valid UTF-8");
+        assert_eq!(
+            err("/pub/a%00b"),
+            "Invalid URL: Path contains a control character"
+        );
+    }
+}
