@@ -6,7 +6,8 @@ use std::time::Duration;
 use pubky::pkarr::mainline::Testnet;
 use pubky::{Pubky, PubkyHttpClient};
 
-use crate::server::TestServerBuilder;
+use crate::eventually;
+use crate::server::{TestServer, TestServerBuilder};
 
 /// A DHT of a few nodes on 127.0.0.1, alive as long as this value.
 pub struct TestNet {
@@ -47,6 +48,23 @@ impl TestNet {
             })
             .build()
             .expect("build the SDK client")
+    }
+
+    /// Waits until `server`'s PKARR record resolves on this network, so that the SDK can find it. A
+    /// freshly started server publishes within moments, but not before it reports ready.
+    pub async fn wait_until_resolvable(&self, server: &TestServer) -> pubky::pkarr::SignedPacket {
+        let client = self.sdk_client();
+        let key = server.public_key();
+        eventually(
+            "server record resolvable on the DHT",
+            Duration::from_secs(30),
+            || {
+                let client = client.clone();
+                let key = key.clone();
+                async move { client.pkarr().resolve(&key).await.ok_or("not found") }
+            },
+        )
+        .await
     }
 
     /// The SDK's high-level facade on [`Self::sdk_client`].

@@ -717,6 +717,7 @@ fn varint(bytes: &[u8]) -> (u64, usize) {
 async fn auth_suite(metadata: Metadata, blobs: Blobs) {
     let net = TestNet::new();
     let server = net.server().metadata(metadata).blobs(blobs).start().await;
+    net.wait_until_resolvable(&server).await;
     sdk_sessions(&net, &server).await;
     strangers_cannot_write(&net, &server).await;
     bad_tokens_get_400(&server).await;
@@ -729,6 +730,7 @@ async fn auth_suite(metadata: Metadata, blobs: Blobs) {
         .token_required()
         .start()
         .await;
+    net.wait_until_resolvable(&gated).await;
     signup_tokens(&net, &gated).await;
     one_token_one_user(&gated).await;
     for server in [server, gated] {

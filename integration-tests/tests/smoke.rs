@@ -22,18 +22,8 @@ async fn icann_root_answers(server: &TestServer) {
 
 async fn sdk_reaches_server_over_pubky_tls(net: &TestNet, server: &TestServer) {
     let key = server.public_key();
-    // The record reaches the DHT some time after start-up: poll until it resolves.
     let client = net.sdk_client();
-    let packet = eventually(
-        "server record resolvable on the DHT",
-        Duration::from_secs(30),
-        || {
-            let client = client.clone();
-            let key = key.clone();
-            async move { client.pkarr().resolve(&key).await.ok_or("not found") }
-        },
-    )
-    .await;
+    let packet = net.wait_until_resolvable(server).await;
     // HTTPS to itself, HTTPS to the ICANN domain, and the A record.
     assert_eq!(packet.all_resource_records().count(), 3);
 
