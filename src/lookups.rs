@@ -4,6 +4,7 @@
 use homestead_backends::{EntryPath, Store, StoreError};
 use homestead_middleware::{QuotaLedger, Session, SessionLookup, SignupTokens, TokenStatus};
 
+use crate::authorization::check_write;
 use crate::routes::storage::{decode_path, storage_path};
 use crate::session_cookie::secret_hash;
 
@@ -57,7 +58,7 @@ impl QuotaLedger for StoreQuotas {
 
     async fn admits(
         &self,
-        user: &pkarr::PublicKey,
+        session: &Session,
         path: &str,
         length: u64,
     ) -> Result<bool, Self::Error> {
@@ -67,7 +68,13 @@ impl QuotaLedger for StoreQuotas {
         else {
             return Ok(true);
         };
-        let room = self.0.room_for(&user.to_string(), &path).await?;
+        if check_write(Some(session), &path).is_err() {
+            return Ok(true);
+        }
+        let room = self
+            .0
+            .room_for(&session.public_key.to_string(), &path)
+            .await?;
         Ok(room.is_none_or(|room| length <= room))
     }
 }

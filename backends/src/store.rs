@@ -333,11 +333,11 @@ impl Store {
         }
     }
 
-    /// The most bytes a new version of `path` may have within the owner's quota; None when unlimited or
-    /// when there is no such user (the write itself will say so). Used to refuse a declared
+    /// The most bytes a new version of `path` may have within the owner's quota; None when unlimited, or
+    /// when the user is missing or disabled (the write itself will say so). Used to refuse a declared
     /// `Content-Length` before reading the body; the commit checks again, exactly.
     pub async fn room_for(&self, owner: &str, path: &EntryPath) -> Result<Option<u64>> {
-        let Some(user) = self.metadata.user(owner).await? else {
+        let Some(user) = self.metadata.user(owner).await?.filter(|u| !u.disabled) else {
             return Ok(None);
         };
         let old_length = self

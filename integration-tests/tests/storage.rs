@@ -674,6 +674,12 @@ async fn quotas(server: &TestServer) {
     assert!(answer.starts_with("HTTP/1.1 507"), "{answer}");
     let answer = declared_only(server, &a, "/pub/huge", 200 << 20).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // Errors the handler would give first keep their precedence over 507.
+    let scoped = User::signup(server, "/pub/app/:rw").await;
+    let answer = declared_only(server, &scoped, "/pub/elsewhere", 2 << 20).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let answer = declared_only(server, &scoped, "/pub/app/%FF", 2 << 20).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     // A chunked body without Content-Length is stopped by the streamed count.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..20).map(|_| Ok(vec![5u8; 100_000])).collect();

@@ -15,7 +15,7 @@
 //!     type Error = std::convert::Infallible;
 //!     async fn admits(
 //!         &self,
-//!         _user: &pkarr::PublicKey,
+//!         _session: &homestead_middleware::Session,
 //!         _path: &str,
 //!         _length: u64,
 //!     ) -> Result<bool, Self::Error> {
@@ -32,10 +32,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{Method, Request, Response, StatusCode, header};
-use pkarr::PublicKey;
 use tower::{Layer, Service};
 
-use crate::session::SessionState;
+use crate::session::{Session, SessionState};
 use crate::tenant::Tenant;
 
 /// Tells whether a write fits a user's storage quota; the app implements it with the Store.
@@ -43,11 +42,12 @@ pub trait QuotaLedger: Clone + Send + Sync + 'static {
     /// Why the ledger could not answer.
     type Error: Display + Send;
 
-    /// Whether `user` may write `length` bytes at the raw request path `path` (which may be invalid:
-    /// then admit, and let the handler refuse the path).
+    /// Whether the owner of `session` may write `length` bytes at the raw request path `path`. Admit
+    /// whatever the handler will refuse for another reason (invalid path, missing capability, disabled
+    /// user), so that its error keeps precedence over 507.
     fn admits(
         &self,
-        user: &PublicKey,
+        session: &Session,
         path: &str,
         length: u64,
     ) -> impl Future<Output = Result<bool, Self::Error>> + Send;
@@ -100,12 +100,12 @@ fn plain<B: From<String>>(status: StatusCode, message: String) -> Response<B> {
     response
 }
 
-/// The key of the tenant when the request carries the tenant's own session.
-fn owner_writing<B>(request: &Request<B>) -> Option<PublicKey> {
+/// The session of the request when it is the tenant's own.
+fn owner_session<B>(request: &Request<B>) -> Option<Session> {
     let Tenant(tenant) = request.extensions().get::<Tenant>()?;
     match request.extensions().get::<SessionState>()? {
         SessionState::Found { session, .. } if session.public_key == *tenant => {
-            Some(tenant.clone())
+            Some(session.as_ref().clone())
         }
         _ => None,
     }
@@ -146,8 +146,8 @@ where
                     format!("Request body is larger than the limit of {max} bytes"),
                 ));
             }
-            if let Some(owner) = owner_writing(&request) {
-                match ledger.admits(&owner, request.uri().path(), length).await {
+            if let Some(session) = owner_session(&request) {
+                match ledger.admits(&session, request.uri().path(), length).await {
                     Ok(true) => {}
                     Ok(false) => {
                         return Ok(plain(
@@ -172,10 +172,10 @@ where
 mod tests {
     use std::convert::Infallible;
 
+    use pkarr::PublicKey;
     use tower::{ServiceBuilder, ServiceExt};
 
     use super::*;
-    use crate::session::Session;
 
     const A: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
     const B: &str = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qy";
@@ -189,7 +189,7 @@ mod tests {
 
         async fn admits(
             &self,
-            _user: &PublicKey,
+            _session: &Session,
             path: &str,
             length: u64,
         ) -> Result<bool, Self::Error> {

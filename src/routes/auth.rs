@@ -109,14 +109,22 @@ async fn new_session(
         // The user was deleted between the check and the insert.
         return Err(HttpError::not_found());
     }
-    let info = CookieSessionRecord::new(user, capabilities.clone(), None);
+    let created_at = pubky_common::timestamp::Timestamp::now().as_u64();
+    let info = session_info(user, capabilities.clone(), created_at);
     let secure = request_host(headers, uri).is_some_and(|host| is_secure_host(&host));
     let cookie = set_cookie(&z32, &secret, secure, SystemTime::now());
     Ok(session_info_response(info, Some(cookie)))
 }
 
-fn session_info_response(info: CookieSessionRecord, cookie: Option<String>) -> Response {
-    let mut response = info.serialize().into_response();
+/// The SessionInfo bytes of §6.4: version 0, key, creation time, empty name and user agent, capabilities.
+fn session_info(user: &PublicKey, capabilities: Capabilities, created_at: u64) -> Vec<u8> {
+    let mut info = CookieSessionRecord::new(user, capabilities, None);
+    info.set_created_at(created_at);
+    info.serialize()
+}
+
+fn session_info_response(info: Vec<u8>, cookie: Option<String>) -> Response {
+    let mut response = info.into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -148,8 +156,8 @@ pub async fn session(
         return Err(HttpError::not_found());
     }
     let capabilities = Capabilities::from_str(&session.capabilities).unwrap_or_default();
-    let mut info = CookieSessionRecord::new(&PublicKey::from(tenant), capabilities, None);
-    info.set_created_at(u64::try_from(session.created_at / 1_000_000).unwrap_or(0));
+    let created_secs = u64::try_from(session.created_at / 1_000_000).unwrap_or(0);
+    let info = session_info(&PublicKey::from(tenant), capabilities, created_secs);
     let mut response = session_info_response(info, None);
     let headers = response.headers_mut();
     headers.insert(header::VARY, HeaderValue::from_static("cookie, pubky-host"));
@@ -185,4 +193,42 @@ pub async fn signout(
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use pubky_common::crypto::Keypair;
+
+    use super::*;
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn session_info_matches_the_spec_vectors() {
+        let user = Keypair::from_secret(&[0; 32]).public_key();
+        let root = Capabilities::from_str("/:rw").unwrap();
+        assert_eq!(
+            session_info(&user, root, 1_700_000_000_000_000),
+            unhex(
+                "003b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29\
+                 8080f9c0c1c482030000" /* created_at, name, user agent */
+            )
+            .into_iter()
+            .chain(unhex("01042f3a7277"))
+            .collect::<Vec<_>>()
+        );
+        let scoped = Capabilities::from_str("/pub/example.com/:rw,/pub/foo.txt:r").unwrap();
+        assert_eq!(
+            session_info(&user, scoped, 1_700_000_000),
+            unhex(
+                "003b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da2980e2cfaa06000002\
+                 142f7075622f6578616d706c652e636f6d2f3a72770e2f7075622f666f6f2e7478743a72"
+            )
+        );
+    }
 }
