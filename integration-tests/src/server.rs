@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pubky::PublicKey;
@@ -33,6 +34,9 @@ pub enum Blobs {
     S3,
 }
 
+/// The database and bucket behind a server, shared by the instances of one deployment.
+type Backing = (Option<Arc<TestDatabase>>, Option<Arc<TestBucket>>);
+
 /// Configures and starts a [`TestServer`].
 pub struct TestServerBuilder {
     bootstrap: Vec<String>,
@@ -40,6 +44,7 @@ pub struct TestServerBuilder {
     blobs: Blobs,
     signup_mode: &'static str,
     default_quota_mb: Option<u64>,
+    shared: Option<Backing>,
     extra_config: String,
 }
 
@@ -51,6 +56,7 @@ impl TestServerBuilder {
             blobs: Blobs::Fs,
             signup_mode: "open",
             default_quota_mb: None,
+            shared: None,
             extra_config: String::new(),
         }
     }
@@ -73,6 +79,14 @@ impl TestServerBuilder {
         self
     }
 
+    /// Uses the database and bucket of `other` (same backends), as a second instance of one deployment.
+    pub fn sharing(mut self, other: &TestServer) -> Self {
+        self.metadata = other.metadata;
+        self.blobs = other.blobs;
+        self.shared = Some((other.database.clone(), other.bucket.clone()));
+        self
+    }
+
     /// Sets `storage.default_quota_mb`.
     pub fn default_quota_mb(mut self, mb: u64) -> Self {
         self.default_quota_mb = Some(mb);
@@ -92,14 +106,21 @@ impl TestServerBuilder {
             .prefix("homestead-test-")
             .tempdir()
             .expect("create a data directory");
-        let database = (self.metadata == Metadata::Postgres).then(TestDatabase::create);
-        let bucket = match self.blobs {
-            Blobs::S3 => Some(TestBucket::create().await),
-            _ => None,
+        let (database, bucket) = match self.shared.clone() {
+            Some(shared) => shared,
+            None => {
+                let database =
+                    (self.metadata == Metadata::Postgres).then(|| Arc::new(TestDatabase::create()));
+                let bucket = match self.blobs {
+                    Blobs::S3 => Some(Arc::new(TestBucket::create().await)),
+                    _ => None,
+                };
+                (database, bucket)
+            }
         };
-        let config = self.config_toml(database.as_ref(), bucket.as_ref());
+        let config = self.config_toml(database.as_deref(), bucket.as_deref());
         std::fs::write(data_dir.path().join("config.toml"), config).expect("write config.toml");
-        TestServer::spawn(data_dir, database, bucket).await
+        TestServer::spawn(data_dir, (self.metadata, self.blobs), database, bucket).await
     }
 
     fn config_toml(&self, database: Option<&TestDatabase>, bucket: Option<&TestBucket>) -> String {
@@ -137,9 +158,11 @@ pub struct TestServer {
     icann: SocketAddr,
     pubky_tls: SocketAddr,
     admin: Option<SocketAddr>,
-    // Dropped after the child: the database and directory outlive the process.
-    _database: Option<TestDatabase>,
-    _bucket: Option<TestBucket>,
+    metadata: Metadata,
+    blobs: Blobs,
+    // Dropped after the child: the database, bucket and directory outlive the process.
+    database: Option<Arc<TestDatabase>>,
+    bucket: Option<Arc<TestBucket>>,
     data_dir: TempDir,
 }
 
@@ -160,8 +183,9 @@ pub fn binary() -> PathBuf {
 impl TestServer {
     async fn spawn(
         data_dir: TempDir,
-        database: Option<TestDatabase>,
-        bucket: Option<TestBucket>,
+        (metadata, blobs): (Metadata, Blobs),
+        database: Option<Arc<TestDatabase>>,
+        bucket: Option<Arc<TestBucket>>,
     ) -> Self {
         let log =
             std::fs::File::create(data_dir.path().join("server.log")).expect("create the log");
@@ -213,8 +237,10 @@ impl TestServer {
             pubky_tls: addr("pubky-tls").expect("pubky-tls address"),
             admin: addr("admin"),
             child,
-            _database: database,
-            _bucket: bucket,
+            metadata,
+            blobs,
+            database,
+            bucket,
             data_dir,
         }
     }

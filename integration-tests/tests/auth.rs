@@ -703,6 +703,37 @@ async fn disabled_users(net: &TestNet, server: &TestServer) {
         .expect("enabled again");
 }
 
+/// Two instances on one PostgreSQL database and bucket: a token used at one is a replay at the other,
+/// and a session made by one is good at the other.
+async fn shared_instances(net: &TestNet, first: &TestServer) {
+    let second = net.server().sharing(first).start().await;
+    let keypair = Keypair::random();
+    let token = root_token(&keypair);
+    let signup = raw(first, Method::POST, "/signup", &[], token.clone()).await;
+    assert_eq!(signup.status, 200);
+    let replay = raw(&second, Method::POST, "/session", &[], token).await;
+    assert_eq!(
+        (replay.status, replay.text().as_str()),
+        (400, "AuthToken already used")
+    );
+    let pair = signup.cookie().split_once("; ").unwrap().0.to_string();
+    let z32 = keypair.public_key().z32();
+    let headers = [("pubky-host", z32.as_str()), ("cookie", pair.as_str())];
+    let put = raw(
+        &second,
+        Method::PUT,
+        "/pub/app/shared",
+        &headers,
+        b"via two".to_vec(),
+    )
+    .await;
+    assert_eq!(put.status, 201, "{}", put.text());
+    let get = raw(first, Method::GET, "/pub/app/shared", &headers[..1], vec![]).await;
+    assert_eq!(get.text(), "via two");
+    let log = second.log();
+    assert!(second.stop().await.success(), "{log}");
+}
+
 fn varint(bytes: &[u8]) -> (u64, usize) {
     let mut value = 0u64;
     for (i, byte) in bytes.iter().enumerate() {
@@ -723,6 +754,9 @@ async fn auth_suite(metadata: Metadata, blobs: Blobs) {
     bad_tokens_get_400(&server).await;
     session_bytes_and_cookies(&server).await;
     disabled_users(&net, &server).await;
+    if metadata == Metadata::Postgres {
+        shared_instances(&net, &server).await;
+    }
     let gated = net
         .server()
         .metadata(metadata)

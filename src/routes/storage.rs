@@ -6,12 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use axum::Extension;
 use axum::body::Body;
+use axum::body::BodyDataStream;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use homestead_backends::metadata::Entry;
 use homestead_backends::store::{ByteRange, Read, ReadOptions, WriteLimits};
-use homestead_backends::{DirPath, EntryPath, NormalizedPath, PathError};
+use homestead_backends::{DirPath, EntryPath, NormalizedPath, PathError, StoreError};
 use homestead_middleware::{SessionState, Tenant};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use percent_encoding::percent_decode_str;
@@ -284,9 +285,32 @@ async fn put(
     let limits = WriteLimits {
         max_bytes: app.max_body_bytes,
     };
-    let body = request.into_body().into_data_stream();
-    app.store.put_stream(owner, &path, body, limits).await?;
-    Ok(StatusCode::CREATED.into_response())
+    let mut body = request.into_body().into_data_stream();
+    match app.store.put_stream(owner, &path, &mut body, limits).await {
+        Ok(_) => Ok(StatusCode::CREATED.into_response()),
+        Err(err @ (StoreError::QuotaExceeded { .. } | StoreError::TooLarge { .. })) => {
+            drain(body).await;
+            Err(err.into())
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Reads and discards what is left of a refused upload, within bounds, so that the client has finished
+/// sending and reads the refusal instead of a reset connection.
+async fn drain(mut body: BodyDataStream) {
+    const MAX_BYTES: usize = 8 << 20;
+    const MAX_TIME: Duration = Duration::from_secs(2);
+    let _ = tokio::time::timeout(MAX_TIME, async {
+        let mut drained = 0;
+        while let Some(Ok(chunk)) = body.next().await {
+            drained += chunk.len();
+            if drained > MAX_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn delete(app: &AppState, owner: &str, path: EntryPath) -> Result<Response, HttpError> {
