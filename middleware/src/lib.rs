@@ -2,6 +2,7 @@
 //! small traits, never on a database, and is unit-tested through `tower::ServiceExt::oneshot`.
 
 pub mod peer;
+mod plain_text;
 pub mod quota;
 pub mod session;
 pub mod signup;

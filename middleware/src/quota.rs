@@ -34,6 +34,7 @@ use std::task::{Context, Poll};
 use http::{Method, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
+use crate::plain_text::plain_text;
 use crate::session::{Session, SessionState};
 use crate::tenant::Tenant;
 
@@ -90,16 +91,6 @@ pub struct QuotaService<S, Q> {
     max_body_bytes: Option<u64>,
 }
 
-fn plain<B: From<String>>(status: StatusCode, message: String) -> Response<B> {
-    let mut response = Response::new(B::from(message));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
 /// The session of the request when it is the tenant's own.
 fn owner_session<B>(request: &Request<B>) -> Option<Session> {
     let Tenant(tenant) = request.extensions().get::<Tenant>()?;
@@ -141,7 +132,7 @@ where
                 return inner.call(request).await;
             };
             if let Some(max) = max_body_bytes.filter(|max| length > *max) {
-                return Ok(plain(
+                return Ok(plain_text(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("Request body is larger than the limit of {max} bytes"),
                 ));
@@ -150,13 +141,13 @@ where
                 match ledger.admits(&session, request.uri().path(), length).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        return Ok(plain(
+                        return Ok(plain_text(
                             StatusCode::INSUFFICIENT_STORAGE,
                             "Disk space quota exceeded".into(),
                         ));
                     }
                     Err(err) => {
-                        return Ok(plain(
+                        return Ok(plain_text(
                             StatusCode::SERVICE_UNAVAILABLE,
                             format!("Quota store unavailable: {err}"),
                         ));

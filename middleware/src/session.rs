@@ -28,6 +28,7 @@ use percent_encoding::percent_decode_str;
 use pkarr::PublicKey;
 use tower::{Layer, Service};
 
+use crate::plain_text::plain_text;
 use crate::tenant::Tenant;
 
 /// Length of a session secret: 16 bytes in Crockford base32.
@@ -162,15 +163,10 @@ where
                     },
                     Ok(None) => SessionState::Unknown(secret),
                     Err(err) => {
-                        let mut response = Response::new(ResBody::from(format!(
-                            "Session store unavailable: {err}"
-                        )));
-                        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                        response.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            http::HeaderValue::from_static("text/plain; charset=utf-8"),
-                        );
-                        return Ok(response);
+                        return Ok(plain_text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("Session store unavailable: {err}"),
+                        ));
                     }
                 },
             };

@@ -26,8 +26,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use tower::{Layer, Service};
+
+use crate::plain_text::plain_text;
 
 /// What a signup token looks up to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,15 +170,10 @@ where
                 Some(tokens) => match judge(&tokens, token_param(request.uri().query())).await {
                     Ok(gate) => gate,
                     Err(err) => {
-                        let mut response = Response::new(ResBody::from(format!(
-                            "Signup token store unavailable: {err}"
-                        )));
-                        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                        response.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            http::HeaderValue::from_static("text/plain; charset=utf-8"),
-                        );
-                        return Ok(response);
+                        return Ok(plain_text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("Signup token store unavailable: {err}"),
+                        ));
                     }
                 },
             };

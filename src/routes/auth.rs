@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use homestead_backends::metadata::SignupOutcome;
 use homestead_middleware::{SessionState, SignupGate, Tenant};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use pubky_common::auth::AuthToken;
 use pubky_common::capabilities::Capabilities;
 use pubky_common::crypto::PublicKey;
 use pubky_common::session::CookieSessionRecord;
@@ -59,14 +60,7 @@ pub async fn signup(
         }
     }
     tracing::info!(user, "signed up");
-    new_session(
-        &app,
-        token.public_key(),
-        token.capabilities(),
-        &headers,
-        &uri,
-    )
-    .await
+    new_session(&app, &token, &headers, &uri).await
 }
 
 /// `POST /session`: a new session for the AuthToken's user (disabled users may sign in).
@@ -80,25 +74,18 @@ pub async fn signin(
     if app.store.user(&token.public_key().z32()).await?.is_none() {
         return Err(HttpError::not_found());
     }
-    new_session(
-        &app,
-        token.public_key(),
-        token.capabilities(),
-        &headers,
-        &uri,
-    )
-    .await
+    new_session(&app, &token, &headers, &uri).await
 }
 
 /// Stores a session with a fresh secret and answers with its SessionInfo (creation time in
 /// microseconds) and the cookie.
 async fn new_session(
     app: &AppState,
-    user: &PublicKey,
-    capabilities: &Capabilities,
+    token: &AuthToken,
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<Response, HttpError> {
+    let (user, capabilities) = (token.public_key(), token.capabilities());
     let secret = new_secret();
     let z32 = user.z32();
     let stored = app
