@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use homestead_backends::metadata::{self, Quota};
-use homestead_backends::{BlobStore, Store};
+use homestead_backends::{BlobStore, EventBus, Store};
 use homestead_config::{Config, DataDir, DatabaseUrl, redact_url};
 use pkarr::Keypair;
 use tokio::sync::watch;
@@ -69,8 +69,10 @@ impl App {
             });
         let store = Store::new(Arc::from(metadata), &blobs, default_quota);
         let sweeper = spawn_sweeper(store.clone());
+        let (bus, pump) = EventBus::start(store.clone()).await?;
         let state = AppState {
             store: store.clone(),
+            bus,
             signup_mode: config.general.signup_mode,
             max_body_bytes: Some(config.drive.max_body_bytes).filter(|max| *max > 0),
             admin_password: config.admin.admin_password.clone(),
@@ -133,7 +135,7 @@ impl App {
             addresses,
             shutdown,
             listeners,
-            background: vec![publisher, sweeper],
+            background: vec![publisher, sweeper, pump],
             store,
         })
     }

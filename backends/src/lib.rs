@@ -3,12 +3,14 @@
 
 pub mod blobs;
 pub mod content_type;
+pub mod event_bus;
 mod listing;
 pub mod metadata;
 pub mod path;
 pub mod store;
 
 pub use blobs::{BlobStore, BlobsError};
+pub use event_bus::EventBus;
 pub use metadata::{Metadata, MetadataError};
 pub use path::{DirPath, EntryPath, NormalizedPath, PathError};
 pub use store::{Store, StoreError};

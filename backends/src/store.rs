@@ -231,6 +231,8 @@ pub struct Store {
     metadata: Arc<dyn Metadata>,
     blobs: Arc<dyn ObjectStore>,
     default_quota: Quota,
+    /// Woken after every commit that appended an event, for the [`crate::EventBus`].
+    pub(crate) events_committed: Arc<tokio::sync::Notify>,
 }
 
 fn now_micros() -> Micros {
@@ -247,7 +249,14 @@ impl Store {
             metadata,
             blobs: blobs.object_store(),
             default_quota,
+            events_committed: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Wakes this process's event bus and tells other instances.
+    async fn announce_event(&self) {
+        self.events_committed.notify_one();
+        self.metadata.announce_events().await;
     }
 
     /// The metadata database (for shutdown and the engine name).
@@ -312,6 +321,7 @@ impl Store {
                 replaced_blob,
                 event_id,
             } => {
+                self.announce_event().await;
                 if let Some(old) = replaced_blob {
                     self.delete_blob_quietly(&BlobPath::from(old)).await;
                 }
@@ -422,6 +432,7 @@ impl Store {
         else {
             return Ok(None);
         };
+        self.announce_event().await;
         self.delete_blob_quietly(&BlobPath::from(blob_key)).await;
         Ok(Some(event_id))
     }

@@ -503,7 +503,7 @@ async fn events_and_cursors(f: Fixture) {
     );
     let alice_app = EventFilter {
         users: Some(vec![(ALICE.to_string(), 0)]),
-        path_prefix: Some("/pub/app/".into()),
+        path_prefixes: vec!["/pub/app/".into()],
         reverse: false,
     };
     let mine = f.store.events(0, 100, &alice_app).await.unwrap();
@@ -525,6 +525,33 @@ async fn events_and_cursors(f: Fixture) {
         Some(all[1].id)
     );
     assert_eq!(f.store.event_id_at(1).await.unwrap(), None);
+}
+
+async fn event_bus_broadcasts_commits_in_order(f: Fixture) {
+    f.put(ALICE, "/pub/before", b"0").await.unwrap();
+    let (bus, task) = homestead_backends::EventBus::start(f.store.clone())
+        .await
+        .unwrap();
+    let mut live = bus.subscribe();
+    let mut expected = Vec::new();
+    for i in 0..5u8 {
+        expected.push(f.put(ALICE, &format!("/pub/live/{i}"), &[i]).await.unwrap());
+    }
+    f.store.delete(ALICE, &p("/pub/live/0")).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(5), live.recv())
+            .await
+            .expect("delivered within 5 s")
+            .unwrap();
+        got.push((event.id, event.op));
+    }
+    let ids: Vec<u64> = got.iter().map(|(id, _)| *id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert_eq!(&ids[..5], &expected[..]);
+    assert_eq!(got[5].1, EventOp::Del);
+    assert_eq!(bus.subscribers(), 1);
+    task.abort();
 }
 
 async fn quota_accounting(f: Fixture) {
@@ -813,6 +840,8 @@ macro_rules! conformance {
             async fn listing_order_and_cursors() { super::listing_order_and_cursors(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn events_and_cursors() { super::events_and_cursors(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn event_bus_broadcasts_commits_in_order() { super::event_bus_broadcasts_commits_in_order(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn quota_accounting() { super::quota_accounting(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]

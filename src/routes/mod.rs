@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod events;
 mod listing;
 mod signup_tokens;
 pub(crate) mod storage;
@@ -10,7 +11,7 @@ pub(crate) mod storage;
 use axum::Router;
 use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
-use homestead_backends::Store;
+use homestead_backends::{EventBus, Store};
 use homestead_config::SignupMode;
 use homestead_middleware::{QuotaLayer, SessionLayer, SignupLayer, TenantLayer};
 use http::{HeaderValue, header};
@@ -23,6 +24,8 @@ use crate::lookups::{StoreQuotas, StoreSessions, StoreSignupTokens};
 pub struct AppState {
     /// Metadata and blobs.
     pub store: Store,
+    /// Committed events, for live streams.
+    pub bus: EventBus,
     /// Who may sign up.
     pub signup_mode: SignupMode,
     /// Largest accepted upload, if limited.
@@ -48,6 +51,8 @@ pub fn client_router(app: AppState) -> Router {
             post(auth::signin).get(auth::session).delete(auth::signout),
         )
         .route("/signup_tokens/{token}", get(signup_tokens::status))
+        .route("/events/", get(events::feed))
+        .route("/events-stream", get(events::stream))
         .route("/storage/{*rest}", any(storage::path_addressed))
         .fallback(storage::tenant_route)
         .with_state(app.clone())
@@ -126,7 +131,7 @@ mod tests {
     use super::*;
 
     /// A server state on a temporary SQLite file and in-memory blobs.
-    async fn app(signup_mode: SignupMode) -> (AppState, TempDir) {
+    pub(super) async fn app(signup_mode: SignupMode) -> (AppState, TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = DatabaseUrl::sqlite_file(&dir.path().join("test.db"));
         let metadata = metadata::open(&url).await.unwrap();
@@ -136,8 +141,10 @@ mod tests {
         };
         let blobs = BlobStore::open(&storage, &dir.path().join("blobs")).unwrap();
         let store = Store::new(Arc::from(metadata), &blobs, Quota::Unlimited);
+        let (bus, _pump) = EventBus::start(store.clone()).await.unwrap();
         let state = AppState {
             store,
+            bus,
             signup_mode,
             max_body_bytes: Some(1024),
             admin_password: "secret".into(),
@@ -381,6 +388,52 @@ mod tests {
         assert_eq!(
             (missing.status, missing.text().as_str()),
             (StatusCode::BAD_REQUEST, "Token required")
+        );
+    }
+
+    #[tokio::test]
+    async fn feed_accepts_legacy_timestamp_cursors() {
+        let (state, _dir) = app(SignupMode::Open).await;
+        let store = state.store.clone();
+        let router = client_router(state);
+        let user = Keypair::random().public_key().z32();
+        store.create_user(&user, None).await.unwrap();
+        for name in ["first", "second"] {
+            let path = homestead_backends::EntryPath::parse(&format!("/pub/{name}")).unwrap();
+            let body =
+                futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("x"))]);
+            store
+                .put_stream(&user, &path, body, Default::default())
+                .await
+                .unwrap();
+        }
+        let events = store.events(0, 10, &Default::default()).await.unwrap();
+        let legacy = base32::encode(
+            base32::Alphabet::Crockford,
+            &(events[0].created_at as u64).to_be_bytes(),
+        );
+        assert_eq!(legacy.len(), 13);
+        let page = call(
+            &router,
+            request(Method::GET, &format!("/events/?cursor={legacy}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            page.text(),
+            format!("PUT pubky://{user}/pub/second\ncursor: {}", events[1].id)
+        );
+        let unknown = call(
+            &router,
+            request(Method::GET, "/events/?cursor=0030M90R3S000")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (unknown.status, unknown.text().as_str()),
+            (StatusCode::BAD_REQUEST, "Invalid cursor")
         );
     }
 }

@@ -258,8 +258,8 @@ pub struct EventFilter {
     /// Only these users, each after (before, when `reverse`) its own cursor; `None` = everyone after the
     /// page's cursor.
     pub users: Option<Vec<(String, u64)>>,
-    /// Only paths starting with this string.
-    pub path_prefix: Option<String>,
+    /// Only paths starting with one of these strings; empty = every path.
+    pub path_prefixes: Vec<String>,
     /// Newest first.
     pub reverse: bool,
 }
@@ -336,6 +336,12 @@ pub trait Metadata: Send + Sync + Debug {
     async fn events(&self, cursor: u64, limit: u32, filter: &EventFilter) -> Result<Vec<Event>>;
     /// The id of the event committed at exactly this time (legacy timestamp cursors).
     async fn event_id_at(&self, created_at: Micros) -> Result<Option<u64>>;
+
+    /// Wakes when another instance may have committed events (PostgreSQL `LISTEN events`); None when
+    /// only this process writes the database.
+    fn event_hints(&self) -> Option<std::sync::Arc<tokio::sync::Notify>>;
+    /// Tells other instances that events were committed (PostgreSQL `NOTIFY events`; best effort).
+    async fn announce_events(&self);
 
     /// Which of these blob keys no entry references.
     async fn unreferenced_blobs(&self, keys: &[String]) -> Result<Vec<String>>;

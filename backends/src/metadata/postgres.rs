@@ -3,10 +3,13 @@
 //! increasing order (OPERATIONS.md §12.3).
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use homestead_config::DatabaseKind;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, Postgres};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 
 use super::{MetadataError, Result, sql::impl_metadata};
 
@@ -15,7 +18,12 @@ use super::{MetadataError, Result, sql::impl_metadata};
 pub struct PostgresMetadata {
     read: PgPool,
     write: PgPool,
+    hints: Arc<Notify>,
+    listener: AbortHandle,
 }
+
+/// The channel instances announce committed events on (the reference's).
+const EVENTS_CHANNEL: &str = "events";
 
 impl PostgresMetadata {
     const LOCK_USER: &'static str =
@@ -23,6 +31,15 @@ impl PostgresMetadata {
     /// The reference's lock key: "events" in ASCII.
     const EVENT_ORDER_LOCK: Option<&'static str> =
         Some("SELECT pg_advisory_xact_lock(7311142570157080576)");
+    const ANNOUNCE_EVENTS: Option<&'static str> = Some("SELECT pg_notify('events', '')");
+
+    fn hints(&self) -> Option<Arc<Notify>> {
+        Some(self.hints.clone())
+    }
+
+    fn stop_listening(&self) {
+        self.listener.abort();
+    }
 
     /// Connects and migrates; `shown` is the URL with its password hidden, for errors.
     pub async fn open(url: &str, shown: &str) -> Result<Self> {
@@ -44,10 +61,42 @@ impl PostgresMetadata {
                 url: shown.to_string(),
                 source,
             })?;
+        let hints = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(pool.clone(), hints.clone())).abort_handle();
         Ok(Self {
             read: pool.clone(),
             write: pool,
+            hints,
+            listener,
         })
+    }
+}
+
+/// Keeps a `LISTEN events` connection open and turns each notification into a wake-up. After a lost
+/// connection it wakes once (events may have been missed), waits a second and listens again.
+async fn listen(pool: PgPool, hints: Arc<Notify>) {
+    loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(EVENTS_CHANNEL).await {
+                Ok(()) => {
+                    hints.notify_one();
+                    // `Ok(None)`: the connection was lost and is re-established by the next call;
+                    // notifications may have been missed meanwhile, so wake anyway.
+                    while let Ok(notification) = listener.try_recv().await {
+                        if notification.is_none() {
+                            tracing::warn!(
+                                "the LISTEN connection for events was lost; reconnecting"
+                            );
+                        }
+                        hints.notify_one();
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "LISTEN events failed"),
+            },
+            Err(err) => tracing::warn!(%err, "cannot open the LISTEN connection for events"),
+        }
+        hints.notify_one();
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

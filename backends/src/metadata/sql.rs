@@ -3,7 +3,9 @@
 //!
 //! The engine module provides: fields `read` (a pool for reads) and `write` (a pool whose transactions
 //! write), and constants `LOCK_USER` (select a user's row for the rest of the transaction) and
-//! `EVENT_ORDER_LOCK` (a statement that makes event ids visible in increasing order, or `None`).
+//! `EVENT_ORDER_LOCK` (a statement that makes event ids visible in increasing order, or `None`),
+//! `ANNOUNCE_EVENTS` (a statement that wakes other instances after a commit, or `None`), and methods
+//! `hints()` and `stop_listening()` for the wake-ups other instances send.
 
 macro_rules! impl_metadata {
     ($engine:ty, $db:ty, $kind:expr) => {
@@ -398,11 +400,18 @@ macro_rules! impl_metadata {
                         sql.push("TRUE").push(after).push_bind(bound);
                     }
                 }
-                if let Some(prefix) = &filter.path_prefix {
-                    sql.push(" AND substr(e.path, 1, ")
-                        .push_bind(i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX))
-                        .push(") = ")
-                        .push_bind(prefix.clone());
+                if !filter.path_prefixes.is_empty() {
+                    sql.push(" AND (");
+                    for (i, prefix) in filter.path_prefixes.iter().enumerate() {
+                        if i > 0 {
+                            sql.push(" OR ");
+                        }
+                        sql.push("substr(e.path, 1, ")
+                            .push_bind(i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX))
+                            .push(") = ")
+                            .push_bind(prefix.clone());
+                    }
+                    sql.push(")");
                 }
                 sql.push(if filter.reverse { " ORDER BY e.id DESC" } else { " ORDER BY e.id ASC" });
                 sql.push(" LIMIT ").push_bind(i64::from(limit));
@@ -433,6 +442,18 @@ macro_rules! impl_metadata {
                 Ok(id.map(|id| id as u64))
             }
 
+            fn event_hints(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+                self.hints()
+            }
+
+            async fn announce_events(&self) {
+                if let Some(announce) = Self::ANNOUNCE_EVENTS {
+                    if let Err(err) = sqlx::query(announce).execute(&self.write).await {
+                        tracing::debug!(%err, "announcing events failed");
+                    }
+                }
+            }
+
             async fn unreferenced_blobs(&self, keys: &[String]) -> $crate::metadata::Result<Vec<String>> {
                 if keys.is_empty() {
                     return Ok(Vec::new());
@@ -454,6 +475,7 @@ macro_rules! impl_metadata {
             }
 
             async fn close(&self) {
+                self.stop_listening();
                 self.read.close().await;
                 self.write.close().await;
             }

@@ -23,6 +23,14 @@ impl SqliteMetadata {
     const LOCK_USER: &'static str =
         "SELECT id, used_bytes, quota_bytes FROM users WHERE public_key = $1";
     const EVENT_ORDER_LOCK: Option<&'static str> = None;
+    /// One process owns the file, so there is nobody to wake.
+    const ANNOUNCE_EVENTS: Option<&'static str> = None;
+
+    fn hints(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+
+    fn stop_listening(&self) {}
 
     /// Opens (creating if needed) and migrates; `shown` is the URL for errors.
     pub async fn open(url: &str, shown: &str) -> Result<Self> {

@@ -1,0 +1,406 @@
+//! The event feed `GET /events/` (PROTOCOL.md §10) and the live stream `GET /events-stream` (§11).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use homestead_backends::metadata::{Event, EventFilter, EventOp};
+use homestead_backends::{NormalizedPath, Store};
+use homestead_middleware::tenant::parse_key;
+use http::{HeaderValue, StatusCode, header};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::http_error::HttpError;
+use crate::routes::AppState;
+
+/// Events per feed page unless asked otherwise, and per history batch of a stream.
+const PAGE: u32 = 100;
+/// Most events per feed page.
+const MAX_PAGE: u32 = 1000;
+/// Most users one stream follows.
+const MAX_USERS: usize = 50;
+/// Silence after which a stream sends a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+fn params(query: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn last<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A cursor: a decimal id, or a legacy Crockford base32 timestamp resolved to the event committed at
+/// exactly that time.
+async fn parse_cursor(store: &Store, text: &str) -> Result<Option<u64>, HttpError> {
+    if text.is_empty() {
+        return Ok(Some(0));
+    }
+    if let Ok(id) = text.parse::<u64>() {
+        return Ok(Some(id));
+    }
+    let Some(bytes) = base32::decode(base32::Alphabet::Crockford, text) else {
+        return Ok(None);
+    };
+    let Ok(bytes) = <[u8; 8]>::try_from(bytes) else {
+        return Ok(None);
+    };
+    let Ok(micros) = i64::try_from(u64::from_be_bytes(bytes)) else {
+        return Ok(None);
+    };
+    Ok(store.event_id_at(micros).await?)
+}
+
+/// `GET /events/`: a page of every user's events after `cursor`, then `cursor: <last id>`.
+pub async fn feed(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    let params = params(query.as_deref());
+    for flag in ["reverse", "shallow"] {
+        if let Some(value) = last(&params, flag) {
+            let valid = ["", "true", "yes", "1", "false", "no", "0"];
+            if !valid.contains(&value.to_ascii_lowercase().as_str()) {
+                return Err(HttpError::bad_request("Invalid boolean parameter"));
+            }
+        }
+    }
+    let limit = last(&params, "limit")
+        .and_then(|l| l.parse::<u16>().ok())
+        .map_or(PAGE, |l| u32::from(l).min(MAX_PAGE));
+    let cursor = parse_cursor(&app.store, last(&params, "cursor").unwrap_or_default())
+        .await?
+        .ok_or_else(|| HttpError::bad_request("Invalid cursor"))?;
+    let events = if limit == 0 {
+        Vec::new()
+    } else {
+        app.store
+            .events(cursor, limit, &EventFilter::default())
+            .await?
+    };
+    let mut lines: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} pubky://{}{}", e.op.as_str(), e.user, e.path))
+        .collect();
+    if let Some(newest) = events.last() {
+        lines.push(format!("cursor: {}", newest.id));
+    }
+    let mut response = lines.join("\n").into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Ok(response)
+}
+
+/// What a stream was asked for, validated.
+struct StreamRequest {
+    /// Users in the order given, each with its cursor.
+    users: Vec<(String, u64)>,
+    limit: Option<u16>,
+    live: bool,
+    reverse: bool,
+    paths: Vec<String>,
+}
+
+/// Validates the query in the order of §11.2.
+async fn stream_request(store: &Store, query: Option<&str>) -> Result<StreamRequest, HttpError> {
+    let params = params(query);
+    let limit = match last(&params, "limit") {
+        None => None,
+        Some(text) => Some(
+            text.parse::<u16>()
+                .map_err(|_| HttpError::bad_request(format!("Invalid limit: {text}")))?,
+        ),
+    };
+    let flag = |name| last(&params, name).is_some_and(|v| v == "true" || v == "1");
+    let (live, reverse) = (flag("live"), flag("reverse"));
+    if live && reverse {
+        return Err(HttpError::bad_request(
+            "Cannot use live mode with reverse ordering",
+        ));
+    }
+    let mut users: Vec<(String, Option<String>)> = Vec::new();
+    let mut given = 0;
+    for (_, value) in params.iter().filter(|(k, _)| k == "user") {
+        if value.is_empty() {
+            continue;
+        }
+        given += 1;
+        let (key, cursor) = match value.split_once(':') {
+            Some((key, cursor)) => (key, Some(cursor.to_string())),
+            None => (value.as_str(), None),
+        };
+        let key = parse_key(key)
+            .ok_or_else(|| HttpError::bad_request(format!("Invalid public key: {key}")))?
+            .to_string();
+        match users.iter_mut().find(|(k, _)| *k == key) {
+            Some(existing) => existing.1 = cursor,
+            None => users.push((key, cursor)),
+        }
+    }
+    if users.is_empty() {
+        return Err(HttpError::bad_request("user parameter is required"));
+    }
+    if given > MAX_USERS {
+        return Err(HttpError::bad_request(format!(
+            "Too many users. Maximum allowed: {MAX_USERS}"
+        )));
+    }
+    let mut paths = Vec::new();
+    for (_, path) in params.iter().filter(|(k, _)| k == "path") {
+        if path.is_empty() {
+            continue;
+        }
+        let absolute = if path.starts_with('/') {
+            path.clone()
+        } else {
+            format!("/{path}")
+        };
+        let normalized = NormalizedPath::parse(&absolute)
+            .map_err(|_| HttpError::bad_request(format!("Invalid path: {absolute}")))?;
+        paths.push(normalized.as_str().to_string());
+    }
+    let mut resolved = Vec::with_capacity(users.len());
+    for (key, cursor) in users {
+        if store.user(&key).await?.is_none() {
+            return Err(HttpError::not_found());
+        }
+        let id = match &cursor {
+            None => 0,
+            Some(text) => parse_cursor(store, text)
+                .await?
+                .ok_or_else(|| HttpError::bad_request(format!("Invalid cursor: {text}")))?,
+        };
+        resolved.push((key, id));
+    }
+    Ok(StreamRequest {
+        users: resolved,
+        limit,
+        live,
+        reverse,
+        paths,
+    })
+}
+
+/// One SSE frame (§11.3).
+fn frame(event: &Event) -> Bytes {
+    let mut text = format!(
+        "event: {}\ndata: pubky://{}{}\ndata: cursor: {}\n",
+        event.op.as_str(),
+        event.user,
+        event.path,
+        event.id
+    );
+    if let (EventOp::Put, Some(hash)) = (event.op, event.content_hash) {
+        let hash = base64::engine::general_purpose::STANDARD.encode(hash);
+        text.push_str(&format!("data: content_hash: {hash}\n"));
+    }
+    text.push('\n');
+    Bytes::from(text)
+}
+
+/// `GET /events-stream`: the requested users' history, then (with `live`) their new events as they
+/// commit, as Server-Sent Events.
+pub async fn stream(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    let request = stream_request(&app.store, query.as_deref()).await?;
+    // Subscribe before reading history: every event committed from here on reaches the receiver, and
+    // those the history also returns are skipped by their id.
+    let live = request.live.then(|| app.bus.subscribe());
+    let (sender, receiver) = mpsc::channel::<Bytes>(16);
+    tokio::spawn(run_stream(app.store.clone(), request, live, sender));
+    let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let chunk = receiver.recv().await?;
+        Some((Ok::<_, Infallible>(chunk), receiver))
+    });
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    *response.status_mut() = StatusCode::OK;
+    Ok(response)
+}
+
+/// Writes the stream into `out` until done, the limit is reached, the client leaves or falls behind.
+async fn run_stream(
+    store: Store,
+    request: StreamRequest,
+    live: Option<broadcast::Receiver<Arc<Event>>>,
+    out: mpsc::Sender<Bytes>,
+) {
+    let mut cursors: HashMap<String, u64> = request.users.iter().cloned().collect();
+    let limit = request.limit.map(|l| usize::from(l).max(1));
+    let mut sent = 0usize;
+    let done = |sent: usize| limit.is_some_and(|limit| sent >= limit);
+    // History, in batches across all users.
+    loop {
+        let filter = EventFilter {
+            users: Some(
+                request
+                    .users
+                    .iter()
+                    .map(|(u, _)| (u.clone(), cursors[u]))
+                    .collect(),
+            ),
+            path_prefixes: request.paths.clone(),
+            reverse: request.reverse,
+        };
+        let batch = match store.events(0, PAGE, &filter).await {
+            Ok(batch) => batch,
+            Err(err) => {
+                tracing::warn!(%err, "reading stream history failed");
+                let _ = out
+                    .send(Bytes::from(
+                        ": storage unavailable, reconnect with your cursors\n\n",
+                    ))
+                    .await;
+                return;
+            }
+        };
+        if batch.is_empty() {
+            break;
+        }
+        for event in batch {
+            cursors.insert(event.user.clone(), event.id);
+            if out.send(frame(&event)).await.is_err() {
+                return;
+            }
+            sent += 1;
+            if done(sent) {
+                return;
+            }
+        }
+    }
+    let Some(mut live) = live else {
+        return;
+    };
+    loop {
+        let next = tokio::time::timeout(KEEP_ALIVE, live.recv()).await;
+        let event = match next {
+            Err(_) => {
+                if out.send(Bytes::from_static(b":\n\n")).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok(Ok(event)) => event,
+            Ok(Err(broadcast::error::RecvError::Lagged(missed))) => {
+                tracing::debug!(missed, "closing a live stream that fell behind");
+                let _ = out
+                    .send(Bytes::from(format!(
+                        ": fell behind by {missed} events; reconnect with your cursors\n\n"
+                    )))
+                    .await;
+                return;
+            }
+            Ok(Err(broadcast::error::RecvError::Closed)) => return,
+        };
+        let wanted = cursors.get(&event.user).is_some_and(|c| event.id > *c)
+            && (request.paths.is_empty()
+                || request.paths.iter().any(|p| event.path.starts_with(p)));
+        if !wanted {
+            continue;
+        }
+        cursors.insert(event.user.clone(), event.id);
+        if out.send(frame(&event)).await.is_err() {
+            return;
+        }
+        sent += 1;
+        if done(sent) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use homestead_backends::metadata::EventOp;
+
+    use super::*;
+
+    #[test]
+    fn frames_follow_the_spec() {
+        let put = Event {
+            id: 7,
+            op: EventOp::Put,
+            user: "u".into(),
+            path: "/pub/a".into(),
+            content_hash: Some(*blake3::hash(b"hello").as_bytes()),
+            created_at: 0,
+        };
+        assert_eq!(
+            frame(&put),
+            "event: PUT\ndata: pubky://u/pub/a\ndata: cursor: 7\n\
+             data: content_hash: 6o8WPbOGgpJeRJHF5Y1Ls1Bu+MFOt4qG6QjFYkpnIA8=\n\n"
+        );
+        let del = Event {
+            op: EventOp::Del,
+            content_hash: None,
+            ..put
+        };
+        assert_eq!(
+            frame(&del),
+            "event: DEL\ndata: pubky://u/pub/a\ndata: cursor: 7\n\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
+        let (state, _dir) = crate::routes::tests::app(homestead_config::SignupMode::Open).await;
+        let user = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".to_string();
+        state.store.create_user(&user, None).await.unwrap();
+        let request = StreamRequest {
+            users: vec![(user.clone(), 0)],
+            limit: None,
+            live: true,
+            reverse: false,
+            paths: Vec::new(),
+        };
+        // A client that reads nothing: the stream can hand over one frame, then waits.
+        let (out, mut client) = mpsc::channel(1);
+        let task = tokio::spawn(run_stream(
+            state.store.clone(),
+            request,
+            Some(state.bus.subscribe()),
+            out,
+        ));
+        let writes = homestead_backends::event_bus::BUS_CAPACITY + 50;
+        for i in 0..writes {
+            let path = homestead_backends::EntryPath::parse(&format!("/pub/{i}")).unwrap();
+            let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from("x"))]);
+            state
+                .store
+                .put_stream(&user, &path, body, Default::default())
+                .await
+                .unwrap();
+        }
+        let mut frames = Vec::new();
+        while let Some(frame) = client.recv().await {
+            frames.push(frame);
+        }
+        task.await.unwrap();
+        let last = String::from_utf8_lossy(frames.last().unwrap()).into_owned();
+        assert!(last.starts_with(": fell behind by "), "{last}");
+        assert!(
+            frames.len() < 10,
+            "dropped, not buffered: {} frames",
+            frames.len()
+        );
+    }
+}
