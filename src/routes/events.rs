@@ -221,7 +221,13 @@ pub async fn stream(
     // those the history also returns are skipped by their id.
     let live = request.live.then(|| app.bus.subscribe());
     let (sender, receiver) = mpsc::channel::<Bytes>(16);
-    tokio::spawn(run_stream(app.store.clone(), request, live, sender));
+    tokio::spawn(run_stream(
+        app.store.clone(),
+        request,
+        live,
+        sender,
+        KEEP_ALIVE,
+    ));
     let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
         let chunk = receiver.recv().await?;
         Some((Ok::<_, Infallible>(chunk), receiver))
@@ -237,12 +243,14 @@ pub async fn stream(
     Ok(response)
 }
 
-/// Writes the stream into `out` until done, the limit is reached, the client leaves or falls behind.
+/// Writes the stream into `out` until done, the limit is reached, the client leaves or falls behind;
+/// a live stream silent for `keep_alive` gets a comment frame.
 async fn run_stream(
     store: Store,
     request: StreamRequest,
     live: Option<broadcast::Receiver<Arc<Event>>>,
     out: mpsc::Sender<Bytes>,
+    keep_alive: Duration,
 ) {
     let mut cursors: HashMap<String, u64> = request.users.iter().cloned().collect();
     let limit = request.limit.map(|l| usize::from(l).max(1));
@@ -291,7 +299,7 @@ async fn run_stream(
         return;
     };
     loop {
-        let next = tokio::time::timeout(KEEP_ALIVE, live.recv()).await;
+        let next = tokio::time::timeout(keep_alive, live.recv()).await;
         let event = match next {
             Err(_) => {
                 if out.send(Bytes::from_static(b":\n\n")).await.is_err() {
@@ -379,6 +387,7 @@ mod tests {
             request,
             Some(state.bus.subscribe()),
             out,
+            KEEP_ALIVE,
         ));
         let writes = homestead_backends::event_bus::BUS_CAPACITY + 50;
         for i in 0..writes {
@@ -402,5 +411,40 @@ mod tests {
             "dropped, not buffered: {} frames",
             frames.len()
         );
+    }
+
+    #[tokio::test]
+    async fn an_idle_live_stream_gets_keep_alive_comments() {
+        let (state, _dir) = crate::routes::tests::app(homestead_config::SignupMode::Open).await;
+        let user = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".to_string();
+        state.store.create_user(&user, None).await.unwrap();
+        let request = StreamRequest {
+            users: vec![(user, 0)],
+            limit: None,
+            live: true,
+            reverse: false,
+            paths: Vec::new(),
+        };
+        let (out, mut client) = mpsc::channel(4);
+        let live = Some(state.bus.subscribe());
+        let task = tokio::spawn(run_stream(
+            state.store.clone(),
+            request,
+            live,
+            out,
+            Duration::from_millis(50),
+        ));
+        for _ in 0..2 {
+            let frame = tokio::time::timeout(Duration::from_secs(5), client.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(frame, ":\n\n");
+        }
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the stream ends when the client leaves")
+            .unwrap();
     }
 }
