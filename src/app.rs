@@ -15,8 +15,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::listeners::{self, Protocol};
-use crate::pkarr_record::{self, Advertised};
+use crate::pkarr_record::{self, Advertised, SharedPublishStatus};
+use crate::routes::admin::AdminFacts;
 use crate::routes::{self, AppState};
+use crate::user_republisher::{self, LastRun};
 
 /// The addresses the listeners are bound to.
 #[derive(Debug, Clone)]
@@ -70,9 +72,31 @@ impl App {
         let store = Store::new(Arc::from(metadata), &blobs, default_quota);
         let sweeper = spawn_sweeper(store.clone());
         let (bus, pump) = EventBus::start(store.clone()).await?;
+        let publish_status = SharedPublishStatus::default();
+        let last_republish = LastRun::default();
+        let admin_facts = AdminFacts {
+            public_key: keypair.public_key().to_string(),
+            pubky_address: advertised_address(
+                &config.pkdns.public_ip.to_string(),
+                config
+                    .pkdns
+                    .public_pubky_tls_port
+                    .unwrap_or(config.drive.pubky_listen_socket.port()),
+            ),
+            icann_domain: config.pkdns.icann_domain.as_ref().and_then(|domain| {
+                let port = config
+                    .pkdns
+                    .public_icann_http_port
+                    .unwrap_or(config.drive.icann_listen_socket.port());
+                advertised_address(&domain.to_string(), port)
+            }),
+            publish: publish_status.clone(),
+            republisher: last_republish.clone(),
+        };
         let state = AppState {
             store: store.clone(),
             bus,
+            admin: admin_facts,
             signup_mode: config.general.signup_mode,
             max_body_bytes: Some(config.drive.max_body_bytes).filter(|max| *max > 0),
             admin_password: config.admin.admin_password.clone(),
@@ -128,14 +152,26 @@ impl App {
         );
         let packet = pkarr_record::build_packet(&keypair, &advertised)
             .context("cannot build the server's PKARR record")?;
-        let publisher = pkarr_record::spawn_publisher(pkarr_client, packet);
+        let publisher = pkarr_record::spawn_publisher(pkarr_client, packet, publish_status);
+        let mut background = vec![publisher, sweeper, pump];
+        let interval = config.pkdns.user_keys_republisher_interval;
+        if interval > 0 {
+            background.push(user_republisher::spawn(
+                store.clone(),
+                pkarr_record::dht_client(&config.pkdns)?,
+                keypair.public_key(),
+                Duration::from_secs(config.pkdns.user_keys_republisher_delay_secs),
+                Duration::from_secs(interval),
+                last_republish,
+            ));
+        }
 
         Ok(Self {
             public_key: keypair.public_key(),
             addresses,
             shutdown,
             listeners,
-            background: vec![publisher, sweeper, pump],
+            background,
             store,
         })
     }
@@ -181,6 +217,11 @@ impl App {
         self.store.metadata().close().await;
         tracing::info!("stopped");
     }
+}
+
+/// `host:port` as the admin info shows an advertised endpoint; None for port 0.
+fn advertised_address(host: &str, port: u16) -> Option<String> {
+    (port != 0).then(|| format!("{host}:{port}"))
 }
 
 /// Removes orphaned blobs at start-up (leftovers of a crash) and then every [`SWEEP_EVERY`].

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -76,12 +77,21 @@ pub fn build_packet(keypair: &Keypair, advertised: &Advertised) -> anyhow::Resul
 
 /// Builds the PKARR client from `[pkdns]`: bootstrap nodes and relays as configured (`[]`: no relays).
 pub fn client(pkdns: &Pkdns) -> anyhow::Result<pkarr::Client> {
+    build_client(pkdns, true)
+}
+
+/// A PKARR client on the DHT only (the user keys republisher's: relays would only echo the DHT).
+pub fn dht_client(pkdns: &Pkdns) -> anyhow::Result<pkarr::Client> {
+    build_client(pkdns, false)
+}
+
+fn build_client(pkdns: &Pkdns, relays: bool) -> anyhow::Result<pkarr::Client> {
     let mut builder = pkarr::Client::builder();
     if let Some(nodes) = &pkdns.dht_bootstrap_nodes {
         let nodes: Vec<&str> = nodes.iter().map(|n| n.as_str()).collect();
         builder.bootstrap(&nodes);
     }
-    match pkdns.dht_relay_nodes.as_deref() {
+    match pkdns.dht_relay_nodes.as_deref().filter(|_| relays) {
         None | Some([]) => {
             builder.no_relays();
         }
@@ -99,13 +109,46 @@ pub fn client(pkdns: &Pkdns) -> anyhow::Result<pkarr::Client> {
     builder.build().context("cannot build the PKARR client")
 }
 
+/// How publishing the server's record has gone, for the admin info.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishStatus {
+    /// Successful publishes.
+    pub published: u64,
+    /// Failed attempts.
+    pub failed: u64,
+    /// The reason of the last failure, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// [`PublishStatus`] shared between the publisher and the admin API.
+pub type SharedPublishStatus = Arc<Mutex<PublishStatus>>;
+
 /// Publishes `packet` now, retrying with backoff until it succeeds, then every hour.
-pub fn spawn_publisher(client: pkarr::Client, packet: SignedPacket) -> JoinHandle<()> {
+pub fn spawn_publisher(
+    client: pkarr::Client,
+    packet: SignedPacket,
+    status: SharedPublishStatus,
+) -> JoinHandle<()> {
+    let update = move |result: Result<(), String>| {
+        let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => {
+                status.published += 1;
+                status.last_error = None;
+            }
+            Err(err) => {
+                status.failed += 1;
+                status.last_error = Some(err);
+            }
+        }
+    };
     tokio::spawn(async move {
         let mut published_once = false;
         let mut retry = RETRY_FIRST;
         loop {
-            match client.publish(&packet).await {
+            let result = client.publish(&packet).await;
+            update(result.as_ref().map(|_| ()).map_err(ToString::to_string));
+            match result {
                 Ok(stored) => {
                     if published_once {
                         tracing::debug!(?stored, "republished the server's PKARR record");

@@ -528,6 +528,21 @@ impl Store {
             .await?)
     }
 
+    /// Every enabled user with the PKARR packet last stored for them.
+    pub async fn active_users_with_packets(&self) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+        Ok(self.metadata.active_users_with_packets().await?)
+    }
+
+    /// Stores a user's latest signed PKARR packet.
+    pub async fn store_pkarr_packet(&self, public_key: &str, packet: &[u8]) -> Result<()> {
+        Ok(self.metadata.store_pkarr_packet(public_key, packet).await?)
+    }
+
+    /// Server-wide totals.
+    pub async fn counts(&self) -> Result<crate::metadata::Counts> {
+        Ok(self.metadata.counts().await?)
+    }
+
     /// Deletes blobs older than `grace` that no entry references: leftovers of crashed or refused
     /// uploads, and replaced blobs whose deletion failed. The grace period protects uploads that have
     /// written their blob but not yet committed.

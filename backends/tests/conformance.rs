@@ -760,6 +760,25 @@ async fn missing_blob_is_a_clear_error(f: Fixture) {
     }
 }
 
+async fn pkarr_packets_and_counts(f: Fixture) {
+    let before = f.store.counts().await.unwrap();
+    f.put(ALICE, "/pub/a", b"12345").await.unwrap();
+    f.store.create_signup_token("AAAA-BBBB-CCCC").await.unwrap();
+    f.store.set_disabled(BOB, true).await.unwrap();
+    let counts = f.store.counts().await.unwrap();
+    assert_eq!(counts.users, before.users);
+    assert_eq!(counts.disabled_users, 1);
+    assert_eq!(counts.used_bytes, before.used_bytes + 5 + 256);
+    assert_eq!((counts.signup_tokens, counts.unused_signup_tokens), (1, 1));
+    f.store.store_pkarr_packet(ALICE, b"packet").await.unwrap();
+    let active = f.store.active_users_with_packets().await.unwrap();
+    assert!(active.contains(&(ALICE.to_string(), Some(b"packet".to_vec()))));
+    assert!(
+        !active.iter().any(|(key, _)| key == BOB),
+        "disabled users are not republished"
+    );
+}
+
 async fn users_sessions_and_tokens(f: Fixture) {
     assert_eq!(
         f.store.create_user(ALICE, None).await.unwrap(),
@@ -860,6 +879,8 @@ macro_rules! conformance {
             async fn missing_blob_is_a_clear_error() { super::missing_blob_is_a_clear_error(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn users_sessions_and_tokens() { super::users_sessions_and_tokens(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn pkarr_packets_and_counts() { super::pkarr_packets_and_counts(fixture().await).await }
         }
     )*};
 }

@@ -202,8 +202,10 @@ pub struct Pkdns {
     pub public_icann_http_port: Option<u16>,
     /// ICANN domain advertised as the fallback endpoint.
     pub icann_domain: Option<Hostname>,
-    /// Seconds between runs of the user keys republisher; 0 disables it.
+    /// Seconds between runs of the user keys republisher (at least 1800); 0 disables it.
     pub user_keys_republisher_interval: u64,
+    /// Homestead: seconds from start-up to the republisher's first run.
+    pub user_keys_republisher_delay_secs: u64,
     /// DHT bootstrap nodes; absent = mainline's defaults. Setting it disables relays unless
     /// `dht_relay_nodes` is set too.
     pub dht_bootstrap_nodes: Option<Vec<HostPort>>,
@@ -221,6 +223,7 @@ impl Default for Pkdns {
             public_icann_http_port: None,
             icann_domain: Some(Hostname::try_from("localhost".to_string()).expect("valid host")),
             user_keys_republisher_interval: 14_400,
+            user_keys_republisher_delay_secs: 60,
             dht_bootstrap_nodes: None,
             dht_relay_nodes: Some(
                 ["https://pkarr.pubky.app", "https://pkarr.pubky.org"]

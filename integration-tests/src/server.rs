@@ -34,6 +34,12 @@ pub enum Blobs {
     S3,
 }
 
+/// The `dht_bootstrap_nodes` line of a config naming `bootstrap`.
+fn bootstrap_line(bootstrap: &[String]) -> String {
+    let quoted: Vec<String> = bootstrap.iter().map(|b| format!("{b:?}")).collect();
+    format!("dht_bootstrap_nodes = [{}]", quoted.join(", "))
+}
+
 /// The database and bucket behind a server, shared by the instances of one deployment.
 type Backing = (Option<Arc<TestDatabase>>, Option<Arc<TestBucket>>);
 
@@ -45,6 +51,7 @@ pub struct TestServerBuilder {
     signup_mode: &'static str,
     default_quota_mb: Option<u64>,
     shared: Option<Backing>,
+    pkdns_config: String,
     extra_config: String,
 }
 
@@ -57,6 +64,7 @@ impl TestServerBuilder {
             signup_mode: "open",
             default_quota_mb: None,
             shared: None,
+            pkdns_config: String::new(),
             extra_config: String::new(),
         }
     }
@@ -93,6 +101,13 @@ impl TestServerBuilder {
         self
     }
 
+    /// Adds `key = value` lines to the `[pkdns]` section.
+    pub fn pkdns_config(mut self, lines: &str) -> Self {
+        self.pkdns_config.push_str(lines);
+        self.pkdns_config.push('\n');
+        self
+    }
+
     /// Appends TOML to the generated `config.toml` (sections not written by the builder).
     pub fn config(mut self, toml: &str) -> Self {
         self.extra_config.push_str(toml);
@@ -124,7 +139,6 @@ impl TestServerBuilder {
     }
 
     fn config_toml(&self, database: Option<&TestDatabase>, bucket: Option<&TestBucket>) -> String {
-        let quoted: Vec<String> = self.bootstrap.iter().map(|b| format!("{b:?}")).collect();
         let mut general = format!("[general]\nsignup_mode = {:?}\n", self.signup_mode);
         if let Some(db) = database {
             general.push_str(&format!("database_url = {:?}\n", db.url()));
@@ -144,8 +158,9 @@ impl TestServerBuilder {
         format!(
             "{general}\n[drive]\nicann_listen_socket = \"127.0.0.1:0\"\npubky_listen_socket = \"127.0.0.1:0\"\n\n\
              [admin]\nlisten_socket = \"127.0.0.1:0\"\n\n{storage}\n\
-             [pkdns]\ndht_bootstrap_nodes = [{}]\ndht_relay_nodes = []\ndht_request_timeout_ms = 500\n\n{}",
-            quoted.join(", "),
+             [pkdns]\n{}\ndht_relay_nodes = []\ndht_request_timeout_ms = 500\n{}\n{}",
+            bootstrap_line(&self.bootstrap),
+            self.pkdns_config,
             self.extra_config
         )
     }
@@ -307,6 +322,39 @@ impl TestServer {
 
     /// Sends SIGTERM and waits for the process to exit.
     pub async fn stop(mut self) -> ExitStatus {
+        self.terminate().await
+    }
+
+    /// Stops the process and starts it again on the same data directory, database and bucket, with
+    /// `bootstrap` as its DHT (e.g. a fresh network that has forgotten every record).
+    pub async fn restart_with_bootstrap(mut self, bootstrap: &[String]) -> TestServer {
+        let status = self.terminate().await;
+        assert!(status.success(), "{}", self.log());
+        let config_path = self.data_dir.path().join("config.toml");
+        let config = std::fs::read_to_string(&config_path).expect("read config.toml");
+        let config: Vec<String> = config
+            .lines()
+            .map(|line| {
+                if line.starts_with("dht_bootstrap_nodes") {
+                    bootstrap_line(bootstrap)
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(&config_path, config.join("\n")).expect("write config.toml");
+        let TestServer {
+            metadata,
+            blobs,
+            database,
+            bucket,
+            data_dir,
+            ..
+        } = self;
+        TestServer::spawn(data_dir, (metadata, blobs), database, bucket).await
+    }
+
+    async fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().expect("running") as libc::pid_t;
         // SAFETY: plain kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);

@@ -8,7 +8,24 @@ use http::StatusCode;
 use rand::RngCore;
 
 use crate::http_error::HttpError;
+use crate::pkarr_record::SharedPublishStatus;
 use crate::routes::AppState;
+use crate::user_republisher::LastRun;
+
+/// What the admin info reports beside the database totals.
+#[derive(Debug, Clone, Default)]
+pub struct AdminFacts {
+    /// The server's z32 key.
+    pub public_key: String,
+    /// `<ip>:<port>` of the advertised PubkyTLS endpoint, if any.
+    pub pubky_address: Option<String>,
+    /// `<domain>:<port>` of the advertised ICANN endpoint, if any.
+    pub icann_domain: Option<String>,
+    /// How publishing the server's record goes.
+    pub publish: SharedPublishStatus,
+    /// The user keys republisher's last run.
+    pub republisher: LastRun,
+}
 
 /// The header that carries the admin password.
 const PASSWORD_HEADER: &str = "x-admin-password";
@@ -50,6 +67,47 @@ pub async fn generate_signup_token(State(app): State<AppState>) -> Result<String
     let token = format!("{}-{}-{}", &code[0..4], &code[4..8], &code[8..12]);
     app.store.create_signup_token(&token).await?;
     Ok(token)
+}
+
+/// `GET /info`: the reference's totals and addresses, then how the PKARR upkeep goes.
+pub async fn info(State(app): State<AppState>) -> Result<axum::response::Response, HttpError> {
+    use axum::response::IntoResponse;
+    let counts = app.store.counts().await?;
+    let facts = &app.admin;
+    let publish = facts
+        .publish
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let republisher = *facts.republisher.lock().unwrap_or_else(|p| p.into_inner());
+    let body = serde_json::json!({
+        "num_users": counts.users,
+        "num_disabled_users": counts.disabled_users,
+        "total_disk_used_mb": (counts.used_bytes as f64 / 1_048_576.0).round() as u64,
+        "num_signup_codes": counts.signup_tokens,
+        "num_unused_signup_codes": counts.unused_signup_tokens,
+        "public_key": facts.public_key,
+        "pkarr_pubky_address": facts.pubky_address,
+        "pkarr_icann_domain": facts.icann_domain,
+        "version": env!("CARGO_PKG_VERSION"),
+        "pkarr_publish": {
+            "published": publish.published,
+            "failed": publish.failed,
+            "last_error": publish.last_error,
+        },
+        "user_keys_republisher": republisher.map(|run| serde_json::json!({
+            "republished": run.republished,
+            "restored": run.restored,
+            "elsewhere": run.elsewhere,
+            "missing": run.missing,
+            "failed": run.failed,
+        })),
+    });
+    Ok((
+        [(http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response())
 }
 
 /// `POST /users/{user}/disable`: the user may still read, delete and sign in, but not write.

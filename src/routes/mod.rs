@@ -1,7 +1,7 @@
 //! The HTTP routes: thin handlers that answer from request facts and the Store, behind the tenant,
 //! session and signup layers.
 
-mod admin;
+pub mod admin;
 mod auth;
 mod events;
 mod listing;
@@ -32,6 +32,8 @@ pub struct AppState {
     pub max_body_bytes: Option<u64>,
     /// The admin password.
     pub admin_password: String,
+    /// What the admin info reports beside the database.
+    pub admin: admin::AdminFacts,
 }
 
 /// The client API, served identically on the ICANN and PubkyTLS listeners.
@@ -80,6 +82,7 @@ fn cors() -> CorsLayer {
 pub fn admin_router(app: AppState) -> Router {
     let protected = Router::new()
         .route("/generate_signup_token", get(admin::generate_signup_token))
+        .route("/info", get(admin::info))
         .route("/users/{user}/disable", post(admin::disable_user))
         .route("/users/{user}/enable", post(admin::enable_user))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -148,6 +151,7 @@ mod tests {
             signup_mode,
             max_body_bytes: Some(1024),
             admin_password: "secret".into(),
+            admin: admin::AdminFacts::default(),
         };
         (state, dir)
     }

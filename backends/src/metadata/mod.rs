@@ -264,6 +264,21 @@ pub struct EventFilter {
     pub reverse: bool,
 }
 
+/// Totals over the whole server, for operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Registered users.
+    pub users: u64,
+    /// Disabled users.
+    pub disabled_users: u64,
+    /// Sum of the users' used bytes.
+    pub used_bytes: u64,
+    /// Signup tokens ever minted.
+    pub signup_tokens: u64,
+    /// Signup tokens not yet redeemed.
+    pub unused_signup_tokens: u64,
+}
+
 /// The metadata database. Handlers never see it: the Store is its only caller.
 #[async_trait]
 pub trait Metadata: Send + Sync + Debug {
@@ -336,6 +351,13 @@ pub trait Metadata: Send + Sync + Debug {
     async fn events(&self, cursor: u64, limit: u32, filter: &EventFilter) -> Result<Vec<Event>>;
     /// The id of the event committed at exactly this time (legacy timestamp cursors).
     async fn event_id_at(&self, created_at: Micros) -> Result<Option<u64>>;
+
+    /// Every enabled user with the PKARR packet last stored for them (for the user keys republisher).
+    async fn active_users_with_packets(&self) -> Result<Vec<(String, Option<Vec<u8>>)>>;
+    /// Stores a user's latest signed PKARR packet.
+    async fn store_pkarr_packet(&self, public_key: &str, packet: &[u8]) -> Result<()>;
+    /// Counts for the admin info.
+    async fn counts(&self) -> Result<Counts>;
 
     /// Wakes when another instance may have committed events (PostgreSQL `LISTEN events`); None when
     /// only this process writes the database.

@@ -442,6 +442,48 @@ macro_rules! impl_metadata {
                 Ok(id.map(|id| id as u64))
             }
 
+            async fn active_users_with_packets(&self) -> $crate::metadata::Result<Vec<(String, Option<Vec<u8>>)>> {
+                sqlx::query_as("SELECT public_key, pkarr_packet FROM users WHERE NOT disabled ORDER BY id")
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err($crate::metadata::query("list users for republishing"))
+            }
+
+            async fn store_pkarr_packet(&self, public_key: &str, packet: &[u8]) -> $crate::metadata::Result<()> {
+                sqlx::query("UPDATE users SET pkarr_packet = $1 WHERE public_key = $2")
+                    .bind(packet)
+                    .bind(public_key)
+                    .execute(&self.write)
+                    .await
+                    .map_err($crate::metadata::query("store a user's PKARR packet"))?;
+                Ok(())
+            }
+
+            async fn counts(&self) -> $crate::metadata::Result<$crate::metadata::Counts> {
+                let (users, disabled_users, used_bytes): (i64, i64, i64) = sqlx::query_as(
+                    "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN disabled THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                     CAST(COALESCE(SUM(used_bytes), 0) AS BIGINT) FROM users",
+                )
+                .fetch_one(&self.read)
+                .await
+                .map_err($crate::metadata::query("count users"))?;
+                let (tokens, unused): (i64, i64) = sqlx::query_as(
+                    "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN used_by IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) \
+                     FROM signup_tokens",
+                )
+                .fetch_one(&self.read)
+                .await
+                .map_err($crate::metadata::query("count signup tokens"))?;
+                let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                Ok($crate::metadata::Counts {
+                    users: count(users),
+                    disabled_users: count(disabled_users),
+                    used_bytes: count(used_bytes),
+                    signup_tokens: count(tokens),
+                    unused_signup_tokens: count(unused),
+                })
+            }
+
             fn event_hints(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
                 self.hints()
             }
