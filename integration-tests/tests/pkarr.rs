@@ -264,6 +264,15 @@ async fn lost_user_records_are_restored() {
     first.wait_until_resolvable(&server).await;
     let user = first.pubky().signer(Keypair::random());
     user.signup(&server.public_key(), None).await.unwrap();
+    // A user who moved to another homeserver is not this server's to keep alive.
+    let moved = first.pubky().signer(Keypair::random());
+    moved.signup(&server.public_key(), None).await.unwrap();
+    let elsewhere = Keypair::random().public_key();
+    moved
+        .pkdns()
+        .publish_homeserver_force(Some(&elsewhere))
+        .await
+        .unwrap();
     let run = eventually(
         "a republisher run that stored the user's packet",
         Duration::from_secs(60),
@@ -272,15 +281,16 @@ async fn lost_user_records_are_restored() {
             async move {
                 let (_, info) = server.admin(reqwest::Method::GET, "/info").await;
                 let info: serde_json::Value = serde_json::from_str(&info).unwrap();
-                match info["user_keys_republisher"]["republished"].as_u64() {
-                    Some(1) => Ok(info),
+                let run = &info["user_keys_republisher"];
+                match (run["republished"].as_u64(), run["elsewhere"].as_u64()) {
+                    (Some(1), Some(1)) => Ok(info),
                     _ => Err(info.to_string()),
                 }
             }
         },
     )
     .await;
-    assert_eq!(run["num_users"], 1);
+    assert_eq!(run["num_users"], 2);
 
     let second = TestNet::new();
     let fresh = second.pubky();
