@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::listeners::{self, Protocol};
+use crate::metrics::{self, Metrics};
 use crate::pkarr_record::{self, Advertised, SharedPublishStatus};
 use crate::routes::admin::AdminFacts;
 use crate::routes::{self, AppState};
@@ -29,6 +30,8 @@ pub struct Addresses {
     pub pubky_tls: SocketAddr,
     /// Admin listener, when enabled.
     pub admin: Option<SocketAddr>,
+    /// Metrics listener, when enabled.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A running server.
@@ -72,6 +75,7 @@ impl App {
         let store = Store::new(Arc::from(metadata), &blobs, default_quota);
         let sweeper = spawn_sweeper(store.clone());
         let (bus, pump) = EventBus::start(store.clone()).await?;
+        let metrics = Arc::new(Metrics::new()?);
         let publish_status = SharedPublishStatus::default();
         let last_republish = LastRun::default();
         let admin_facts = AdminFacts {
@@ -97,6 +101,7 @@ impl App {
             store: store.clone(),
             bus,
             admin: admin_facts,
+            metrics: metrics.clone(),
             signup_mode: config.general.signup_mode,
             max_body_bytes: Some(config.drive.max_body_bytes).filter(|max| *max > 0),
             admin_password: config.admin.admin_password.clone(),
@@ -120,6 +125,20 @@ impl App {
         } else {
             None
         };
+        let metrics_addr = if config.metrics.enabled {
+            let listener = listeners::bind("metrics", config.metrics.listen_socket).await?;
+            let addr = listener.local_addr()?;
+            listeners.push(listeners::spawn(
+                "metrics",
+                listener,
+                Protocol::Http,
+                metrics::router(metrics.clone()),
+                watch_shutdown.clone(),
+            ));
+            Some(addr)
+        } else {
+            None
+        };
         let icann_listener =
             listeners::bind("ICANN HTTP", config.drive.icann_listen_socket).await?;
         let tls_listener = listeners::bind("PubkyTLS", config.drive.pubky_listen_socket).await?;
@@ -127,6 +146,7 @@ impl App {
             icann: icann_listener.local_addr()?,
             pubky_tls: tls_listener.local_addr()?,
             admin,
+            metrics: metrics_addr,
         };
         let client_router = routes::client_router(state);
         listeners.push(listeners::spawn(
@@ -152,7 +172,8 @@ impl App {
         );
         let packet = pkarr_record::build_packet(&keypair, &advertised)
             .context("cannot build the server's PKARR record")?;
-        let publisher = pkarr_record::spawn_publisher(pkarr_client, packet, publish_status);
+        let publisher =
+            pkarr_record::spawn_publisher(pkarr_client, packet, publish_status, metrics.clone());
         let mut background = vec![publisher, sweeper, pump];
         let interval = config.pkdns.user_keys_republisher_interval;
         if interval > 0 {
@@ -163,6 +184,7 @@ impl App {
                 Duration::from_secs(config.pkdns.user_keys_republisher_delay_secs),
                 Duration::from_secs(interval),
                 last_republish,
+                metrics.clone(),
             ));
         }
 
@@ -196,6 +218,9 @@ impl App {
         ];
         if let Some(admin) = a.admin {
             lines.push(format!("  admin       http://{admin}"));
+        }
+        if let Some(metrics) = a.metrics {
+            lines.push(format!("  metrics     http://{metrics}"));
         }
         lines.push("ready".to_string());
         let mut out = std::io::stdout().lock();

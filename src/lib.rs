@@ -9,6 +9,7 @@ pub mod http_error;
 pub mod listeners;
 pub mod logging;
 pub mod lookups;
+pub mod metrics;
 pub mod pkarr_record;
 pub mod routes;
 pub mod server_key;

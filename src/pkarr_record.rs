@@ -12,6 +12,8 @@ use homestead_config::Pkdns;
 use pkarr::dns::Name;
 use pkarr::dns::rdata::{SVCB, SVCParam};
 use pkarr::{Keypair, SignedPacket};
+
+use crate::metrics::Metrics;
 use tokio::task::JoinHandle;
 
 /// TTL of every record, in seconds.
@@ -128,8 +130,13 @@ pub fn spawn_publisher(
     client: pkarr::Client,
     packet: SignedPacket,
     status: SharedPublishStatus,
+    metrics: Arc<Metrics>,
 ) -> JoinHandle<()> {
     let update = move |result: Result<(), String>| {
+        let label = if result.is_ok() { "ok" } else { "failed" };
+        metrics
+            .pkarr_publishes
+            .add(1, &[opentelemetry::KeyValue::new("result", label)]);
         let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(()) => {

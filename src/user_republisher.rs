@@ -13,6 +13,8 @@ use pkarr::dns::rdata::RData;
 use pkarr::{PublicKey, ResolvePolicy, SignedPacket};
 use tokio::task::JoinHandle;
 
+use crate::metrics::Metrics;
+
 /// Users handled at once.
 const CONCURRENCY: usize = 8;
 /// Publish attempts per user; the waits between them double from [`FIRST_RETRY`].
@@ -47,6 +49,19 @@ pub struct RunSummary {
     pub missing: usize,
     /// Users whose record could not be published.
     pub failed: usize,
+}
+
+impl Outcome {
+    /// The metric label.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Republished => "republished",
+            Self::Restored => "restored",
+            Self::Elsewhere => "elsewhere",
+            Self::Missing => "missing",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 impl RunSummary {
@@ -84,11 +99,12 @@ pub fn spawn(
     delay: Duration,
     interval: Duration,
     last_run: LastRun,
+    metrics: Arc<Metrics>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         loop {
-            match run(&store, &client, &server).await {
+            match run(&store, &client, &server, &metrics).await {
                 Ok(summary) => {
                     if summary.missing + summary.failed > 0 {
                         tracing::warn!(?summary, "republished user records, with failures");
@@ -111,6 +127,7 @@ pub async fn run(
     store: &Store,
     client: &pkarr::Client,
     server: &PublicKey,
+    metrics: &Metrics,
 ) -> Result<RunSummary, homestead_backends::StoreError> {
     let users = store.active_users_with_packets().await?;
     let server = server.to_string();
@@ -124,6 +141,10 @@ pub async fn run(
         .await;
     let mut summary = RunSummary::default();
     for outcome in outcomes {
+        metrics.user_republishes.add(
+            1,
+            &[opentelemetry::KeyValue::new("outcome", outcome.label())],
+        );
         summary.add(outcome);
     }
     Ok(summary)

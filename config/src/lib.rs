@@ -258,11 +258,6 @@ impl Config {
         if self.default_quotas.is_set() {
             warnings.push(format!("default_quotas {not_yet}"));
         }
-        if self.metrics.enabled {
-            warnings.push(format!(
-                "metrics.enabled = true {not_yet}: no metrics listener is started"
-            ));
-        }
         Ok(warnings)
     }
 }

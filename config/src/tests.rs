@@ -62,10 +62,11 @@ fn uncommented_sample_is_valid_and_sets_every_documented_key() {
             .any(|w| w.starts_with("drive.rate_limits"))
     );
     assert!(
-        loaded
+        !loaded
             .warnings
             .iter()
-            .any(|w| w.starts_with("metrics.enabled"))
+            .any(|w| w.starts_with("metrics.enabled")),
+        "metrics are served"
     );
 }
 

@@ -173,6 +173,7 @@ pub struct TestServer {
     icann: SocketAddr,
     pubky_tls: SocketAddr,
     admin: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
     metadata: Metadata,
     blobs: Blobs,
     // Dropped after the child: the database, bucket and directory outlive the process.
@@ -251,6 +252,7 @@ impl TestServer {
             icann: addr("icann").expect("icann address"),
             pubky_tls: addr("pubky-tls").expect("pubky-tls address"),
             admin: addr("admin"),
+            metrics: addr("metrics"),
             child,
             metadata,
             blobs,
@@ -278,6 +280,17 @@ impl TestServer {
     /// `http://127.0.0.1:<port>` of the admin listener, when enabled.
     pub fn admin_url(&self) -> Option<String> {
         self.admin.map(|a| format!("http://{a}"))
+    }
+
+    /// `GET /metrics` on the metrics listener (enable it with `[metrics]` in [`TestServerBuilder::config`]).
+    pub async fn metrics(&self) -> String {
+        let addr = self.metrics.expect("metrics listener enabled");
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .expect("metrics body")
     }
 
     /// Calls an admin route with the default test password; returns the status and body.

@@ -259,6 +259,7 @@ async fn lost_user_records_are_restored() {
     let server = first
         .server()
         .pkdns_config("user_keys_republisher_delay_secs = 8")
+        .config("[metrics]\nenabled = true\nlisten_socket = \"127.0.0.1:0\"")
         .start()
         .await;
     first.wait_until_resolvable(&server).await;
@@ -320,5 +321,14 @@ async fn lost_user_records_are_restored() {
         info["pkarr_publish"]["published"].as_u64().unwrap() >= 1,
         "{info}"
     );
+    let metrics = server.metrics().await;
+    let scope = "otel_scope_name=\"pubky_homeserver\"";
+    for line in [
+        format!("pkarr_user_record_republishes_total{{outcome=\"restored\",{scope}}} 1"),
+        format!("pkarr_user_record_republishes_total{{outcome=\"elsewhere\",{scope}}} 1"),
+        format!("pkarr_server_record_publishes_total{{result=\"ok\",{scope}}}"),
+    ] {
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
     assert!(server.stop().await.success());
 }

@@ -1497,13 +1497,45 @@ async fn hostile_table(server: &TestServer) {
     );
 }
 
+/// The metrics listener reports what the suite did: sign-ups, request durations by route and status,
+/// bytes written and read.
+async fn served_metrics(server: &TestServer) {
+    let metrics = server.metrics().await;
+    let scope = "otel_scope_name=\"pubky_homeserver\"";
+    assert!(
+        metrics.contains(&format!("signup_count_total{{{scope}}} ")),
+        "{metrics}"
+    );
+    let put = format!(
+        "http_request_duration_seconds_count{{method=\"PUT\",route=\"/pub/{{path}}\",status=\"201\",{scope}}}"
+    );
+    assert!(metrics.contains(&put), "{put} in\n{metrics}");
+    let refused = format!(
+        "http_request_duration_seconds_count{{method=\"PUT\",route=\"/pub/{{path}}\",status=\"401\",{scope}}}"
+    );
+    assert!(metrics.contains(&refused), "{metrics}");
+    for counter in ["storage_bytes_written_total", "storage_bytes_read_total"] {
+        assert!(
+            metrics.contains(&format!("{counter}{{{scope}}} ")),
+            "{counter}"
+        );
+    }
+}
+
 async fn storage_suite(metadata: Metadata, blobs: Blobs) {
     let net = TestNet::new();
-    let server = net.server().metadata(metadata).blobs(blobs).start().await;
+    let server = net
+        .server()
+        .metadata(metadata)
+        .blobs(blobs)
+        .config("[metrics]\nenabled = true\nlisten_socket = \"127.0.0.1:0\"")
+        .start()
+        .await;
     net.wait_until_resolvable(&server).await;
     sdk_verbs(&net, &server).await;
     http_semantics(&server).await;
     hostile_table(&server).await;
+    served_metrics(&server).await;
     let limited = net
         .server()
         .metadata(metadata)

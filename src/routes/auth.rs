@@ -60,6 +60,7 @@ pub async fn signup(
         }
     }
     tracing::info!(user, "signed up");
+    app.metrics.signups.add(1, &[]);
     new_session(&app, &token, &headers, &uri).await
 }
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
@@ -16,6 +16,7 @@ use http::{HeaderValue, StatusCode, header};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::http_error::HttpError;
+use crate::metrics::{Metrics, millis};
 use crate::routes::AppState;
 
 /// Events per feed page unless asked otherwise, and per history batch of a stream.
@@ -85,9 +86,15 @@ pub async fn feed(
     let events = if limit == 0 {
         Vec::new()
     } else {
-        app.store
+        let started = Instant::now();
+        let events = app
+            .store
             .events(cursor, limit, &EventFilter::default())
-            .await?
+            .await?;
+        app.metrics
+            .events_query_ms
+            .record(millis(started.elapsed()), &[]);
+        events
     };
     let mut lines: Vec<String> = events
         .iter()
@@ -221,13 +228,12 @@ pub async fn stream(
     // those the history also returns are skipped by their id.
     let live = request.live.then(|| app.bus.subscribe());
     let (sender, receiver) = mpsc::channel::<Bytes>(16);
-    tokio::spawn(run_stream(
-        app.store.clone(),
-        request,
-        live,
-        sender,
-        KEEP_ALIVE,
-    ));
+    let stream = Stream {
+        store: app.store.clone(),
+        metrics: app.metrics.clone(),
+        keep_alive: KEEP_ALIVE,
+    };
+    tokio::spawn(run_stream(stream, request, live, sender));
     let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
         let chunk = receiver.recv().await?;
         Some((Ok::<_, Infallible>(chunk), receiver))
@@ -243,15 +249,52 @@ pub async fn stream(
     Ok(response)
 }
 
-/// Writes the stream into `out` until done, the limit is reached, the client leaves or falls behind;
-/// a live stream silent for `keep_alive` gets a comment frame.
-async fn run_stream(
+/// What a running stream needs besides its request.
+struct Stream {
     store: Store,
+    metrics: Arc<Metrics>,
+    /// Silence after which a live stream gets a comment frame.
+    keep_alive: Duration,
+}
+
+/// Counts a stream as open until dropped, then records how long it was.
+struct OpenStream {
+    metrics: Arc<Metrics>,
+    opened: Instant,
+}
+
+impl OpenStream {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.event_streams.add(1, &[]);
+        Self {
+            metrics,
+            opened: Instant::now(),
+        }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.metrics.event_streams.add(-1, &[]);
+        self.metrics
+            .stream_duration_ms
+            .record(millis(self.opened.elapsed()), &[]);
+    }
+}
+
+/// Writes the stream into `out` until done, the limit is reached, the client leaves or falls behind.
+async fn run_stream(
+    stream: Stream,
     request: StreamRequest,
     live: Option<broadcast::Receiver<Arc<Event>>>,
     out: mpsc::Sender<Bytes>,
-    keep_alive: Duration,
 ) {
+    let Stream {
+        store,
+        metrics,
+        keep_alive,
+    } = stream;
+    let _open = OpenStream::new(metrics.clone());
     let mut cursors: HashMap<String, u64> = request.users.iter().cloned().collect();
     let limit = request.limit.map(|l| usize::from(l).max(1));
     let mut sent = 0usize;
@@ -269,8 +312,14 @@ async fn run_stream(
             path_prefixes: request.paths.clone(),
             reverse: request.reverse,
         };
+        let started = Instant::now();
         let batch = match store.events(0, PAGE, &filter).await {
-            Ok(batch) => batch,
+            Ok(batch) => {
+                metrics
+                    .stream_query_ms
+                    .record(millis(started.elapsed()), &[]);
+                batch
+            }
             Err(err) => {
                 tracing::warn!(%err, "reading stream history failed");
                 let _ = out
@@ -309,6 +358,7 @@ async fn run_stream(
             }
             Ok(Ok(event)) => event,
             Ok(Err(broadcast::error::RecvError::Lagged(missed))) => {
+                metrics.stream_lagged.add(1, &[]);
                 tracing::debug!(missed, "closing a live stream that fell behind");
                 let _ = out
                     .send(Bytes::from(format!(
@@ -382,12 +432,16 @@ mod tests {
         };
         // A client that reads nothing: the stream can hand over one frame, then waits.
         let (out, mut client) = mpsc::channel(1);
+        let stream = Stream {
+            store: state.store.clone(),
+            metrics: state.metrics.clone(),
+            keep_alive: KEEP_ALIVE,
+        };
         let task = tokio::spawn(run_stream(
-            state.store.clone(),
+            stream,
             request,
             Some(state.bus.subscribe()),
             out,
-            KEEP_ALIVE,
         ));
         let writes = homestead_backends::event_bus::BUS_CAPACITY + 50;
         for i in 0..writes {
@@ -427,13 +481,12 @@ mod tests {
         };
         let (out, mut client) = mpsc::channel(4);
         let live = Some(state.bus.subscribe());
-        let task = tokio::spawn(run_stream(
-            state.store.clone(),
-            request,
-            live,
-            out,
-            Duration::from_millis(50),
-        ));
+        let stream = Stream {
+            store: state.store.clone(),
+            metrics: state.metrics.clone(),
+            keep_alive: Duration::from_millis(50),
+        };
+        let task = tokio::spawn(run_stream(stream, request, live, out));
         for _ in 0..2 {
             let frame = tokio::time::timeout(Duration::from_secs(5), client.recv())
                 .await

@@ -17,7 +17,10 @@ use homestead_middleware::{QuotaLayer, SessionLayer, SignupLayer, TenantLayer};
 use http::{HeaderValue, header};
 use tower_http::cors::CorsLayer;
 
+use std::sync::Arc;
+
 use crate::lookups::{StoreQuotas, StoreSessions, StoreSignupTokens};
+use crate::metrics::Metrics;
 
 /// What handlers share.
 #[derive(Debug, Clone)]
@@ -34,6 +37,8 @@ pub struct AppState {
     pub admin_password: String,
     /// What the admin info reports beside the database.
     pub admin: admin::AdminFacts,
+    /// Instruments.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The client API, served identically on the ICANN and PubkyTLS listeners.
@@ -63,9 +68,13 @@ pub fn client_router(app: AppState) -> Router {
             app.max_body_bytes,
         ))
         .layer(signup)
-        .layer(SessionLayer::new(StoreSessions(app.store)))
+        .layer(SessionLayer::new(StoreSessions(app.store.clone())))
         .layer(TenantLayer)
         .layer(cors())
+        .layer(axum::middleware::from_fn_with_state(
+            app.metrics,
+            crate::metrics::record_request,
+        ))
 }
 
 /// Maximally permissive CORS with credentials, mirroring the request (PROTOCOL.md §4.4), so browser apps
@@ -152,6 +161,7 @@ mod tests {
             max_body_bytes: Some(1024),
             admin_password: "secret".into(),
             admin: admin::AdminFacts::default(),
+            metrics: Arc::new(crate::metrics::Metrics::new().unwrap()),
         };
         (state, dir)
     }

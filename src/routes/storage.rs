@@ -215,6 +215,7 @@ async fn get(
                 response
             }
             Read::Full(entry, body) => {
+                app.metrics.bytes_read.add(entry.content_length, &[]);
                 let mut response = stream(body).into_response();
                 content_headers(response.headers_mut(), &entry, entry.content_length);
                 response
@@ -225,6 +226,7 @@ async fn get(
                 last,
                 body,
             } => {
+                app.metrics.bytes_read.add(last - first + 1, &[]);
                 let mut response = (StatusCode::PARTIAL_CONTENT, stream(body)).into_response();
                 let headers = response.headers_mut();
                 content_headers(headers, &entry, last - first + 1);
@@ -287,7 +289,10 @@ async fn put(
     };
     let mut body = request.into_body().into_data_stream();
     match app.store.put_stream(owner, &path, &mut body, limits).await {
-        Ok(_) => Ok(StatusCode::CREATED.into_response()),
+        Ok(written) => {
+            app.metrics.bytes_written.add(written.content_length, &[]);
+            Ok(StatusCode::CREATED.into_response())
+        }
         Err(err @ (StoreError::QuotaExceeded { .. } | StoreError::TooLarge { .. })) => {
             drain(body).await;
             Err(err.into())

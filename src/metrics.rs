@@ -1,0 +1,222 @@
+//! Metrics (OPERATIONS.md §7): OpenTelemetry instruments under the reference's meter name and metric
+//! names, exported in the Prometheus text format by `GET /metrics` on the metrics listener; plus ours: HTTP
+//! request durations by route and status, bytes written and read, PKARR publishing and republishing.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, MeterProvider, UpDownCounter};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use prometheus::{Encoder, TextEncoder};
+use std::sync::Arc;
+
+/// The reference's meter name, so that dashboards built for it keep working.
+const METER: &str = "pubky_homeserver";
+
+/// Every instrument the server records.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: prometheus::Registry,
+    _provider: SdkMeterProvider,
+    /// Successful sign-ups.
+    pub signups: Counter<u64>,
+    /// Open `/events-stream` responses.
+    pub event_streams: UpDownCounter<i64>,
+    /// Live streams closed for falling behind.
+    pub stream_lagged: Counter<u64>,
+    /// How long event streams stayed open, in ms.
+    pub stream_duration_ms: Histogram<u64>,
+    /// `/events/` query time, in ms.
+    pub events_query_ms: Histogram<u64>,
+    /// `/events-stream` history batch query time, in ms.
+    pub stream_query_ms: Histogram<u64>,
+    /// HTTP requests by route, method and status, in seconds.
+    pub http_requests: Histogram<f64>,
+    /// File bytes committed by PUTs.
+    pub bytes_written: Counter<u64>,
+    /// File bytes served by GETs.
+    pub bytes_read: Counter<u64>,
+    /// Publishes of the server's PKARR record, by result.
+    pub pkarr_publishes: Counter<u64>,
+    /// User records handled by the republisher, by outcome.
+    pub user_republishes: Counter<u64>,
+}
+
+impl Metrics {
+    /// Creates the instruments and their Prometheus registry.
+    pub fn new() -> anyhow::Result<Self> {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .build()?;
+        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let meter = provider.meter(METER);
+        let ms_buckets = vec![
+            0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0,
+            7500.0, 10000.0,
+        ];
+        Ok(Self {
+            signups: meter
+                .u64_counter("signup_count")
+                .with_description("Total number of successful signups")
+                .build(),
+            event_streams: meter
+                .i64_up_down_counter("event_stream_active_connections")
+                .with_description("Number of active event stream connections")
+                .build(),
+            stream_lagged: meter
+                .u64_counter("event_stream_broadcast_lagged_count")
+                .with_description("Number of times event stream broadcast channel lagged")
+                .build(),
+            stream_duration_ms: meter
+                .u64_histogram("event_stream_connection_duration_ms")
+                .with_description("Duration of event stream connections in milliseconds")
+                .with_boundaries(vec![10.0, 100.0, 1000.0, 10000.0, 100000.0])
+                .build(),
+            events_query_ms: meter
+                .u64_histogram("events_db_query_duration_ms")
+                .with_description("Duration of /events database queries in milliseconds")
+                .with_boundaries(ms_buckets.clone())
+                .build(),
+            stream_query_ms: meter
+                .u64_histogram("event_stream_db_query_duration_ms")
+                .with_description("Duration of /events-stream database queries in milliseconds")
+                .with_boundaries(ms_buckets)
+                .build(),
+            http_requests: meter
+                .f64_histogram("http_request_duration_seconds")
+                .with_description("Duration of HTTP requests by route, method and status")
+                .with_boundaries(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+                .build(),
+            bytes_written: meter
+                .u64_counter("storage_bytes_written")
+                .with_description("File bytes committed by PUT requests")
+                .build(),
+            bytes_read: meter
+                .u64_counter("storage_bytes_read")
+                .with_description("File bytes served by GET requests")
+                .build(),
+            pkarr_publishes: meter
+                .u64_counter("pkarr_server_record_publishes")
+                .with_description("Publishes of the server's PKARR record, by result")
+                .build(),
+            user_republishes: meter
+                .u64_counter("pkarr_user_record_republishes")
+                .with_description("User PKARR records handled by the republisher, by outcome")
+                .build(),
+            registry,
+            _provider: provider,
+        })
+    }
+
+    /// Everything recorded so far, in the Prometheus text format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+/// The metrics listener's router: `GET /metrics`.
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(metrics)
+}
+
+async fn render(State(metrics): State<Arc<Metrics>>) -> Response {
+    match metrics.render() {
+        Ok(text) => (
+            [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(err) => (
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("# Failed to render metrics: {err}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// The route template of a client request path, as the duration histogram labels it.
+pub fn route_of(path: &str) -> &'static str {
+    match path {
+        "/" => "/",
+        "/signup" => "/signup",
+        "/session" => "/session",
+        "/info" => "/info",
+        "/events/" => "/events/",
+        "/events-stream" => "/events-stream",
+        _ if path.starts_with("/signup_tokens/") => "/signup_tokens/{token}",
+        _ if path.starts_with("/storage/") => "/storage/{user}/{path}",
+        _ if path.starts_with("/pub/") && path.ends_with('/') => "/pub/{dir}/",
+        _ if path.starts_with("/pub/") => "/pub/{path}",
+        _ => "other",
+    }
+}
+
+/// Records each request's duration with its route template, method and status.
+pub async fn record_request(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = route_of(request.uri().path());
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    metrics.http_requests.record(
+        started.elapsed().as_secs_f64(),
+        &[
+            KeyValue::new("route", route),
+            KeyValue::new("method", method),
+            KeyValue::new("status", i64::from(response.status().as_u16())),
+        ],
+    );
+    response
+}
+
+/// Milliseconds of a duration, for the millisecond histograms.
+pub fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_names_appear_with_the_reference_scope() {
+        let metrics = Metrics::new().unwrap();
+        metrics.signups.add(2, &[]);
+        metrics.stream_duration_ms.record(50, &[]);
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains("signup_count_total{otel_scope_name=\"pubky_homeserver\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "event_stream_connection_duration_ms_bucket{otel_scope_name=\"pubky_homeserver\",le=\"100\"} 1"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn routes_are_templates() {
+        assert_eq!(route_of("/pub/a/b.txt"), "/pub/{path}");
+        assert_eq!(route_of("/pub/a/"), "/pub/{dir}/");
+        assert_eq!(route_of("/storage/x/pub/a"), "/storage/{user}/{path}");
+        assert_eq!(route_of("/signup_tokens/AAAA"), "/signup_tokens/{token}");
+        assert_eq!(route_of("/priv/x"), "other");
+    }
+}
