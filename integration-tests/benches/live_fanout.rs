@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use homestead_integration_tests::TestNet;
-use pubky::{AuthToken, Capabilities, Capability, Keypair};
+use homestead_integration_tests::{Account, TestNet};
 use tokio::sync::Mutex;
 
 fn setting(name: &str, default: usize) -> usize {
@@ -51,26 +50,10 @@ async fn main() {
     let server = net.server().start().await;
     let pid = server.pid();
     let base = server.icann_url();
-    let keypair = Keypair::random();
     let client = reqwest::Client::new();
-    let token = AuthToken::sign(
-        &keypair,
-        Capabilities::builder().cap(Capability::root()).finish(),
-    );
-    let signup = client
-        .post(format!("{base}/signup"))
-        .body(token.serialize())
-        .send()
-        .await
-        .unwrap();
-    let cookie = signup.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let user = keypair.public_key().z32();
+    let account = Account::signup(&server).await;
+    let cookie = account.cookie.clone();
+    let user = account.z32.clone();
     let (idle_rss, _) = memory(pid);
 
     // Write start times by index, shared with the subscribers.

@@ -16,10 +16,12 @@
 //! Environment (set by `scripts/test`): `TEST_HOMESTEAD_BIN` (the binary), `TEST_PG_ADMIN_URL` (a
 //! PostgreSQL connection allowed to create databases), `TEST_S3_ENDPOINT` (an S3-compatible server).
 
+mod accounts;
 mod resources;
 mod server;
 mod testnet;
 
+pub use accounts::Account;
 pub use resources::{TestBucket, TestDatabase};
 pub use server::{Blobs, Metadata, TestServer, TestServerBuilder, binary};
 pub use testnet::TestNet;
@@ -45,4 +47,27 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Declares one test per backend pair that matters most (the embedded default, sqlite+fs, and the
+/// production pair, postgres+s3), each running `suite(Metadata, Blobs)` within four minutes.
+#[macro_export]
+macro_rules! on_main_backend_pairs {
+    ($suite:ident: $sqlite:ident, $postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $sqlite() {
+            let run = $suite($crate::Metadata::Sqlite, $crate::Blobs::Fs);
+            tokio::time::timeout(std::time::Duration::from_secs(240), run)
+                .await
+                .expect("within 240 s");
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $postgres() {
+            let run = $suite($crate::Metadata::Postgres, $crate::Blobs::S3);
+            tokio::time::timeout(std::time::Duration::from_secs(240), run)
+                .await
+                .expect("within 240 s");
+        }
+    };
 }

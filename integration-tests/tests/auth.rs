@@ -1,7 +1,7 @@
 //! Sign-up, sign-in and sessions: the official SDK against the server on sqlite+fs and postgres+s3, and
 //! raw HTTP for what the SDK never sends (malformed and replayed AuthTokens, the spec's byte layouts).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use homestead_integration_tests::{Blobs, Metadata, TestNet, TestServer};
 use pubky::errors::RequestError;
@@ -773,22 +773,4 @@ async fn auth_suite(metadata: Metadata, blobs: Blobs) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn auth_on_sqlite_fs() {
-    tokio::time::timeout(
-        Duration::from_secs(240),
-        auth_suite(Metadata::Sqlite, Blobs::Fs),
-    )
-    .await
-    .unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn auth_on_postgres_s3() {
-    tokio::time::timeout(
-        Duration::from_secs(240),
-        auth_suite(Metadata::Postgres, Blobs::S3),
-    )
-    .await
-    .unwrap();
-}
+homestead_integration_tests::on_main_backend_pairs!(auth_suite: auth_on_sqlite_fs, auth_on_postgres_s3);

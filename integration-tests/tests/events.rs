@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use homestead_integration_tests::{Blobs, Metadata, TestNet, TestServer};
-use pubky::{AuthToken, Capabilities, Capability, EventType, Keypair, Method, PubkySession};
+use homestead_integration_tests::{Account, Blobs, Metadata, TestNet, TestServer};
+use pubky::{EventType, Keypair, Method, PubkySession};
 
 async fn get(server: &TestServer, path: &str) -> (u16, String) {
     let response = reqwest::get(format!("{}{path}", server.icann_url()))
@@ -25,28 +25,12 @@ struct Writer {
 
 impl Writer {
     async fn signup(server: &TestServer) -> Self {
-        let keypair = Keypair::random();
-        let caps = Capabilities::builder().cap(Capability::root()).finish();
-        let client = reqwest::Client::new();
-        let response = client
-            .post(format!("{}/signup", server.icann_url()))
-            .body(AuthToken::sign(&keypair, caps).serialize())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let cookie = response.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let account = Account::signup(server).await;
         Self {
-            z32: keypair.public_key().z32(),
-            cookie,
+            z32: account.z32,
+            cookie: account.cookie,
             url: server.icann_url(),
-            client,
+            client: reqwest::Client::new(),
         }
     }
 
@@ -477,25 +461,7 @@ async fn events_suite(metadata: Metadata, blobs: Blobs) {
     assert!(server.stop().await.success(), "{log}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn events_on_sqlite_fs() {
-    tokio::time::timeout(
-        Duration::from_secs(240),
-        events_suite(Metadata::Sqlite, Blobs::Fs),
-    )
-    .await
-    .unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn events_on_postgres_s3() {
-    tokio::time::timeout(
-        Duration::from_secs(240),
-        events_suite(Metadata::Postgres, Blobs::S3),
-    )
-    .await
-    .unwrap();
-}
+homestead_integration_tests::on_main_backend_pairs!(events_suite: events_on_sqlite_fs, events_on_postgres_s3);
 
 /// Two instances on one PostgreSQL database and bucket: a live stream on one delivers writes made
 /// through the other within a second.

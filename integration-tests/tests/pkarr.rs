@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use homestead_integration_tests::{TestNet, TestServer, eventually};
+use homestead_integration_tests::{Account, TestNet, TestServer, eventually};
 use pubky::Keypair;
 use pubky::pkarr::dns::rdata::{RData, SVCParam};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -172,18 +172,8 @@ async fn sdk_falls_back_to_the_icann_endpoint() {
     let packet = net.wait_until_resolvable(&server).await;
 
     // A user of this server, signed up over the ICANN listener, whose record points at the server.
-    let keypair = Keypair::random();
-    let caps = pubky::Capabilities::builder()
-        .cap(pubky::Capability::root())
-        .finish();
-    let signup = reqwest::Client::new()
-        .post(format!("{}/signup", server.icann_url()))
-        .body(pubky::AuthToken::sign(&keypair, caps).serialize())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signup.status(), 200);
-    let signer = net.pubky().signer(keypair);
+    let account = Account::signup(&server).await;
+    let signer = net.pubky().signer(account.keypair);
     signer
         .pkdns()
         .publish_homeserver_force(Some(&server.public_key()))

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use homestead_integration_tests::{Blobs, Metadata, TestNet, TestServer};
-use pubky::{AuthToken, Capabilities, Capability, Keypair, Method};
+use homestead_integration_tests::{Account, Blobs, Metadata, TestNet, TestServer};
+use pubky::{Capabilities, Keypair, Method};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const HELLO_ETAG: &str = "\"6o8WPbOGgpJeRJHF5Y1Ls1Bu+MFOt4qG6QjFYkpnIA8=\"";
@@ -126,24 +126,14 @@ struct User {
 
 impl User {
     async fn signup(server: &TestServer, caps: &str) -> Self {
-        let keypair = Keypair::random();
-        let caps: Capabilities = if caps == "/:rw" {
-            Capabilities::builder().cap(Capability::root()).finish()
+        let account = if caps == "/:rw" {
+            Account::signup(server).await
         } else {
-            Capabilities::try_from(caps).unwrap()
+            Account::signup_with(server, Capabilities::try_from(caps).unwrap()).await
         };
-        let token = AuthToken::sign(&keypair, caps).serialize();
-        let response = raw(server, "POST", "/signup", &[], token).await;
-        assert_eq!(response.status, 200, "{}", response.text);
-        let cookie = response
-            .header("set-cookie")
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
         Self {
-            z32: keypair.public_key().z32(),
-            cookie,
+            z32: account.z32,
+            cookie: account.cookie,
         }
     }
 
@@ -1550,22 +1540,4 @@ async fn storage_suite(metadata: Metadata, blobs: Blobs) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn storage_on_sqlite_fs() {
-    tokio::time::timeout(
-        Duration::from_secs(240),
-        storage_suite(Metadata::Sqlite, Blobs::Fs),
-    )
-    .await
-    .unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn storage_on_postgres_s3() {
-    tokio::time::timeout(
-        Duration::from_secs(240),
-        storage_suite(Metadata::Postgres, Blobs::S3),
-    )
-    .await
-    .unwrap();
-}
+homestead_integration_tests::on_main_backend_pairs!(storage_suite: storage_on_sqlite_fs, storage_on_postgres_s3);
