@@ -10,6 +10,7 @@ use std::time::Duration;
 use homestead_backends::metadata::{self, Quota};
 use homestead_backends::{BlobStore, EventBus, Store};
 use homestead_config::{Config, DataDir, DatabaseUrl, redact_url};
+use homestead_middleware::RateLimitLayer;
 use pkarr::Keypair;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -102,6 +103,10 @@ impl App {
             bus,
             admin: admin_facts,
             metrics: metrics.clone(),
+            rate_limits: RateLimitLayer::new(
+                config.drive.rate_limits.clone(),
+                config.drive.trusted_proxies.clone(),
+            ),
             signup_mode: config.general.signup_mode,
             max_body_bytes: Some(config.drive.max_body_bytes).filter(|max| *max > 0),
             admin_password: config.admin.admin_password.clone(),

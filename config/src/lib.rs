@@ -28,7 +28,7 @@ pub use sections::{
     Admin, DefaultQuotas, Drive, General, Logging, Metrics, Pkdns, RateLimit, Storage,
 };
 pub use values::{
-    Bandwidth, DatabaseKind, DatabaseUrl, HostPort, Hostname, LimitKey, LogLevel, Method,
+    Bandwidth, DatabaseKind, DatabaseUrl, HostPort, Hostname, IpRange, LimitKey, LogLevel, Method,
     ModuleLevel, PathGlob, Per, RelayUrl, RequestQuota, SignupMode, StorageType, redact_url,
 };
 
@@ -252,9 +252,6 @@ impl Config {
         }
 
         let not_yet = "is accepted but not enforced by this version of Homestead yet";
-        if self.drive.rate_limits != Drive::default().rate_limits {
-            warnings.push(format!("drive.rate_limits {not_yet}"));
-        }
         if self.default_quotas.is_set() {
             warnings.push(format!("default_quotas {not_yet}"));
         }

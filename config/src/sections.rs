@@ -7,8 +7,8 @@ use std::num::{NonZeroU32, NonZeroU64};
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    Bandwidth, DatabaseUrl, HostPort, Hostname, LimitKey, LogLevel, Method, ModuleLevel, PathGlob,
-    RelayUrl, RequestQuota, SignupMode, StorageType,
+    Bandwidth, DatabaseUrl, HostPort, Hostname, IpRange, LimitKey, LogLevel, Method, ModuleLevel,
+    PathGlob, RelayUrl, RequestQuota, SignupMode, StorageType,
 };
 
 /// `[general]`: database and sign-up policy.
@@ -45,6 +45,9 @@ pub struct Drive {
     pub rate_limits: Vec<RateLimit>,
     /// Homestead: largest accepted upload in bytes (0 = no limit beyond the user's quota).
     pub max_body_bytes: u64,
+    /// Homestead: reverse proxies whose `X-Forwarded-For`/`X-Real-IP` name the client; the headers of
+    /// anyone else are ignored.
+    pub trusted_proxies: Vec<IpRange>,
 }
 
 impl Default for Drive {
@@ -61,6 +64,7 @@ impl Default for Drive {
                 whitelist: Vec::new(),
             }],
             max_body_bytes: 100 << 20,
+            trusted_proxies: Vec::new(),
         }
     }
 }

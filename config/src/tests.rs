@@ -56,10 +56,11 @@ fn uncommented_sample_is_valid_and_sets_every_documented_key() {
     assert_eq!(c.pkdns.dht_bootstrap_nodes.unwrap().len(), 4);
     // Accepted but not acted on yet: said at start-up.
     assert!(
-        loaded
+        !loaded
             .warnings
             .iter()
-            .any(|w| w.starts_with("drive.rate_limits"))
+            .any(|w| w.starts_with("drive.rate_limits")),
+        "rate limits are enforced"
     );
     assert!(
         !loaded
@@ -396,4 +397,53 @@ fn data_dir_is_created_and_a_file_is_refused() {
     std::fs::write(&file, "x").unwrap();
     let err = DataDir::open(&file).unwrap_err();
     assert!(err.to_string().contains("is a file"), "{err}");
+}
+
+#[test]
+fn globs_match_like_the_reference() {
+    let glob = |g: &str| PathGlob::try_from(g.to_string()).unwrap();
+    assert!(glob("/session").matches("/session"));
+    assert!(!glob("/session").matches("/session/"));
+    assert!(glob("/signup_tokens/*").matches("/signup_tokens/AAAA-BBBB-CCCC"));
+    assert!(!glob("/signup_tokens/*").matches("/signup_tokens/a/b"));
+    assert!(glob("/pub/**").matches("/pub/a/b/c"));
+    assert!(glob("/pub/**/x").matches("/pub/a/b/x"));
+    assert!(glob("/pub/?.txt").matches("/pub/a.txt"));
+    assert!(!glob("/pub/?.txt").matches("/pub/ab.txt"));
+    assert!(glob("/pub/[a-c].txt").matches("/pub/b.txt"));
+    assert!(!glob("/pub/[a-c].txt").matches("/pub/d.txt"));
+    assert!(glob("/{session,signup}").matches("/signup"));
+    assert!(!glob("/{session,signup}").matches("/events/"));
+}
+
+#[test]
+fn trusted_proxies_are_addresses_or_ranges() {
+    let range = |r: &str| IpRange::try_from(r.to_string());
+    let local = range("127.0.0.1").unwrap();
+    assert!(local.contains("127.0.0.1".parse().unwrap()));
+    assert!(!local.contains("127.0.0.2".parse().unwrap()));
+    assert!(local.contains("::ffff:127.0.0.1".parse().unwrap()));
+    let private = range("10.0.0.0/8").unwrap();
+    assert!(private.contains("10.200.3.4".parse().unwrap()));
+    assert!(!private.contains("11.0.0.1".parse().unwrap()));
+    let v6 = range("fd00::/8").unwrap();
+    assert!(v6.contains("fd12::1".parse().unwrap()));
+    assert!(
+        range("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap())
+    );
+    for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x"] {
+        let err = range(bad).unwrap_err();
+        assert!(err.contains(bad), "{err}");
+    }
+    let config = load("[drive]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]").unwrap();
+    assert_eq!(config.config.drive.trusted_proxies.len(), 2);
+    let err = load("[drive]\ntrusted_proxies = [\"10.0.0.0/40\"]")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("drive.trusted_proxies") || err.contains("trusted_proxies"),
+        "{err}"
+    );
 }

@@ -281,6 +281,128 @@ impl PathGlob {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether `path` matches: `*` within one segment, `**` across segments, `?` one character,
+    /// `[abc]`/`[a-z]` a class, `{a,b}` alternatives; everything else literally.
+    pub fn matches(&self, path: &str) -> bool {
+        let path: Vec<char> = path.chars().collect();
+        expand_braces(&self.0)
+            .iter()
+            .any(|glob| glob_match(&glob.chars().collect::<Vec<_>>(), &path))
+    }
+}
+
+/// Every brace-free pattern a `{a,b}` glob stands for.
+fn expand_braces(glob: &str) -> Vec<String> {
+    let Some(open) = glob.find('{') else {
+        return vec![glob.to_string()];
+    };
+    let Some(close) = glob[open..].find('}').map(|i| open + i) else {
+        return vec![glob.to_string()];
+    };
+    let (head, tail) = (&glob[..open], &glob[close + 1..]);
+    glob[open + 1..close]
+        .split(',')
+        .flat_map(|choice| expand_braces(&format!("{head}{choice}{tail}")))
+        .collect()
+}
+
+fn glob_match(glob: &[char], path: &[char]) -> bool {
+    match glob.split_first() {
+        None => path.is_empty(),
+        Some(('*', rest)) if rest.first() == Some(&'*') => {
+            let rest = &rest[1..];
+            (0..=path.len()).any(|skip| glob_match(rest, &path[skip..]))
+        }
+        Some(('*', rest)) => {
+            let segment = path.iter().position(|c| *c == '/').unwrap_or(path.len());
+            (0..=segment).any(|skip| glob_match(rest, &path[skip..]))
+        }
+        Some(('?', rest)) => {
+            path.first().is_some_and(|c| *c != '/') && glob_match(rest, &path[1..])
+        }
+        Some(('[', rest)) => {
+            let Some(end) = rest.iter().position(|c| *c == ']') else {
+                return path.first() == Some(&'[') && glob_match(rest, &path[1..]);
+            };
+            let (class, rest) = (&rest[..end], &rest[end + 1..]);
+            let Some(c) = path.first() else {
+                return false;
+            };
+            let mut i = 0;
+            let mut hit = false;
+            while i < class.len() {
+                if i + 2 < class.len() && class[i + 1] == '-' {
+                    hit |= (class[i]..=class[i + 2]).contains(c);
+                    i += 3;
+                } else {
+                    hit |= class[i] == *c;
+                    i += 1;
+                }
+            }
+            hit && glob_match(rest, &path[1..])
+        }
+        Some((literal, rest)) => path.first() == Some(literal) && glob_match(rest, &path[1..]),
+    }
+}
+
+/// A trusted reverse proxy: one address or a CIDR range, e.g. `127.0.0.1`, `10.0.0.0/8`, `fd00::/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IpRange {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// Whether `ip` lies in the range.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl TryFrom<String> for IpRange {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        let err = || format!("`{value}` is not an IP address or CIDR range, e.g. \"10.0.0.0/8\"");
+        let (address, prefix) = match value.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (value.as_str(), None),
+        };
+        let network: std::net::IpAddr = address.parse().map_err(|_| err())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(err)?,
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+impl From<IpRange> for String {
+    fn from(value: IpRange) -> Self {
+        format!("{}/{}", value.network, value.prefix)
+    }
 }
 
 impl TryFrom<String> for PathGlob {

@@ -4,12 +4,14 @@
 pub mod peer;
 mod plain_text;
 pub mod quota;
+pub mod rate_limit;
 pub mod session;
 pub mod signup;
 pub mod tenant;
 
 pub use peer::{Peer, PeerLayer, PeerService, Transport};
 pub use quota::{QuotaLayer, QuotaLedger, QuotaService};
+pub use rate_limit::{RateLimitLayer, RateLimitService};
 pub use session::{Session, SessionLayer, SessionLookup, SessionService, SessionState};
 pub use signup::{SignupGate, SignupLayer, SignupService, SignupTokens, TokenStatus};
 pub use tenant::{Tenant, TenantLayer, TenantService};

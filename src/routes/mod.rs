@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use homestead_backends::{EventBus, Store};
 use homestead_config::SignupMode;
-use homestead_middleware::{QuotaLayer, SessionLayer, SignupLayer, TenantLayer};
+use homestead_middleware::{QuotaLayer, RateLimitLayer, SessionLayer, SignupLayer, TenantLayer};
 use http::{HeaderValue, header};
 use tower_http::cors::CorsLayer;
 
@@ -39,6 +39,8 @@ pub struct AppState {
     pub admin: admin::AdminFacts,
     /// Instruments.
     pub metrics: Arc<Metrics>,
+    /// Request-count limits.
+    pub rate_limits: RateLimitLayer,
 }
 
 /// The client API, served identically on the ICANN and PubkyTLS listeners.
@@ -69,6 +71,7 @@ pub fn client_router(app: AppState) -> Router {
         ))
         .layer(signup)
         .layer(SessionLayer::new(StoreSessions(app.store.clone())))
+        .layer(app.rate_limits.clone())
         .layer(TenantLayer)
         .layer(cors())
         .layer(axum::middleware::from_fn_with_state(
@@ -162,6 +165,7 @@ mod tests {
             admin_password: "secret".into(),
             admin: admin::AdminFacts::default(),
             metrics: Arc::new(crate::metrics::Metrics::new().unwrap()),
+            rate_limits: RateLimitLayer::new(Vec::new(), Vec::new()),
         };
         (state, dir)
     }
