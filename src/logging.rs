@@ -1,8 +1,9 @@
-//! Log output: human-readable lines on stderr, filtered by `RUST_LOG` when set, else by `[logging]`.
+//! Log output on stderr, as human-readable lines or JSON objects (`logging.format`), filtered by
+//! `RUST_LOG` when set, else by `[logging]`.
 
 use std::io::IsTerminal;
 
-use homestead_config::Logging;
+use homestead_config::{LogFormat, Logging};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. The filter of `[logging]` was validated when the config was loaded;
@@ -16,9 +17,11 @@ pub fn init(logging: &Logging) {
         }),
         Err(_) => configured(),
     };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match logging.format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }

@@ -538,6 +538,20 @@ impl Store {
         Ok(self.metadata.store_pkarr_packet(public_key, packet).await?)
     }
 
+    /// Users ordered by key, after `after`, at most `limit`.
+    pub async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>> {
+        Ok(self.metadata.list_users(after, limit).await?)
+    }
+
+    /// Signup tokens ordered by text, after `after`, at most `limit`.
+    pub async fn list_signup_tokens(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SignupTokenRecord>> {
+        Ok(self.metadata.list_signup_tokens(after, limit).await?)
+    }
+
     /// Server-wide totals.
     pub async fn counts(&self) -> Result<crate::metadata::Counts> {
         Ok(self.metadata.counts().await?)

@@ -770,6 +770,26 @@ async fn pkarr_packets_and_counts(f: Fixture) {
     assert_eq!(counts.disabled_users, 1);
     assert_eq!(counts.used_bytes, before.used_bytes + 5 + 256);
     assert_eq!((counts.signup_tokens, counts.unused_signup_tokens), (1, 1));
+    let users = f.store.list_users(None, 10).await.unwrap();
+    assert_eq!(
+        users
+            .iter()
+            .map(|u| u.public_key.as_str())
+            .collect::<Vec<_>>(),
+        [ALICE, BOB]
+    );
+    let after_alice = f.store.list_users(Some(ALICE), 10).await.unwrap();
+    assert_eq!(after_alice.len(), 1);
+    assert_eq!(f.store.list_users(None, 1).await.unwrap().len(), 1);
+    let tokens = f.store.list_signup_tokens(None, 10).await.unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert!(
+        f.store
+            .list_signup_tokens(Some("AAAA-BBBB-CCCC"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     f.store.store_pkarr_packet(ALICE, b"packet").await.unwrap();
     let active = f.store.active_users_with_packets().await.unwrap();
     assert!(active.contains(&(ALICE.to_string(), Some(b"packet".to_vec()))));

@@ -25,7 +25,7 @@ use toml::Table;
 pub use data_dir::{DataDir, default_data_dir};
 pub use env::{FLAG_VARS, PREFIX as ENV_PREFIX};
 pub use sections::{
-    Admin, DefaultQuotas, Drive, General, Logging, Metrics, Pkdns, RateLimit, Storage,
+    Admin, DefaultQuotas, Drive, General, LogFormat, Logging, Metrics, Pkdns, RateLimit, Storage,
 };
 pub use values::{
     Bandwidth, DatabaseKind, DatabaseUrl, HostPort, Hostname, IpRange, LimitKey, LogLevel, Method,
@@ -241,6 +241,21 @@ impl Config {
                     format!("`{endpoint}` is not an endpoint URL: expected http(s)://host[:port]"),
                 );
             }
+        }
+
+        let admin = &self.admin;
+        if admin.enabled
+            && admin.admin_password == Admin::default().admin_password
+            && !admin.listen_socket.ip().is_loopback()
+        {
+            return fail(
+                "admin.admin_password",
+                format!(
+                    "the default password is only allowed while admin.listen_socket is a loopback \
+                     address, not {}: set a password of your own",
+                    admin.listen_socket
+                ),
+            );
         }
 
         let interval = self.pkdns.user_keys_republisher_interval;

@@ -248,6 +248,19 @@ pub struct Logging {
     pub level: LogLevel,
     /// Per-target overrides, `target=level`.
     pub module_levels: Vec<ModuleLevel>,
+    /// Homestead: `text` lines for people, or `json` objects (one per line) for log collectors.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for Logging {
@@ -258,6 +271,7 @@ impl Default for Logging {
                 .into_iter()
                 .map(|m| ModuleLevel::try_from(m.to_string()).expect("valid directive"))
                 .collect(),
+            format: LogFormat::Text,
         }
     }
 }

@@ -447,3 +447,38 @@ fn trusted_proxies_are_addresses_or_ranges() {
         "{err}"
     );
 }
+
+#[test]
+fn the_default_admin_password_is_refused_off_loopback() {
+    assert!(load("[admin]\nlisten_socket = \"127.0.0.1:6288\"").is_ok());
+    let err = load("[admin]\nlisten_socket = \"0.0.0.0:6288\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("admin.admin_password") && err.contains("0.0.0.0:6288"),
+        "{err}"
+    );
+    assert!(
+        load("[admin]\nlisten_socket = \"0.0.0.0:6288\"\nadmin_password = \"s3cret-enough\"")
+            .is_ok()
+    );
+    assert!(load("[admin]\nenabled = false\nlisten_socket = \"0.0.0.0:6288\"").is_ok());
+}
+
+#[test]
+fn log_format_is_text_or_json() {
+    assert_eq!(load("").unwrap().config.logging.format, LogFormat::Text);
+    assert_eq!(
+        load("[logging]\nformat = \"json\"")
+            .unwrap()
+            .config
+            .logging
+            .format,
+        LogFormat::Json
+    );
+    let err = load("[logging]\nformat = \"xml\"").unwrap_err().to_string();
+    assert!(
+        err.contains("logging.format") && err.contains("xml"),
+        "{err}"
+    );
+}

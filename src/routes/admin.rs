@@ -110,6 +110,95 @@ pub async fn info(State(app): State<AppState>) -> Result<axum::response::Respons
         .into_response())
 }
 
+/// Page size of the admin listings unless asked otherwise, and its maximum.
+const PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+/// `cursor` and `limit` of an admin listing.
+#[derive(Debug, serde::Deserialize)]
+pub struct Page {
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+impl Page {
+    fn limit(&self) -> u32 {
+        self.limit.unwrap_or(PAGE).min(MAX_PAGE)
+    }
+}
+
+/// Microseconds as RFC 3339.
+fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+/// `GET /users?cursor=&limit=`: users by key, with `next_cursor` while more remain.
+pub async fn users(
+    State(app): State<AppState>,
+    axum::extract::Query(page): axum::extract::Query<Page>,
+) -> Result<axum::Json<serde_json::Value>, HttpError> {
+    let limit = page.limit();
+    let users = app.store.list_users(page.cursor.as_deref(), limit).await?;
+    let next = (users.len() == limit as usize).then(|| users.last().map(|u| u.public_key.clone()));
+    let users: Vec<_> = users
+        .iter()
+        .map(|u| {
+            serde_json::json!({
+                "public_key": u.public_key,
+                "disabled": u.disabled,
+                "used_bytes": u.used_bytes,
+                "created_at": rfc3339(u.created_at),
+            })
+        })
+        .collect();
+    Ok(axum::Json(
+        serde_json::json!({ "users": users, "next_cursor": next.flatten() }),
+    ))
+}
+
+/// `GET /signup_tokens?cursor=&limit=`: signup tokens by text, with who redeemed them.
+pub async fn signup_tokens(
+    State(app): State<AppState>,
+    axum::extract::Query(page): axum::extract::Query<Page>,
+) -> Result<axum::Json<serde_json::Value>, HttpError> {
+    let limit = page.limit();
+    let tokens = app
+        .store
+        .list_signup_tokens(page.cursor.as_deref(), limit)
+        .await?;
+    let next = (tokens.len() == limit as usize).then(|| tokens.last().map(|t| t.token.clone()));
+    let tokens: Vec<_> = tokens
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "token": t.token,
+                "created_at": rfc3339(t.created_at),
+                "used_by": t.used_by,
+            })
+        })
+        .collect();
+    Ok(axum::Json(
+        serde_json::json!({ "signup_tokens": tokens, "next_cursor": next.flatten() }),
+    ))
+}
+
+/// `DELETE /webdav/{user}/pub/{path}`: deletes a file as the operator (quota credited, `DEL` event).
+pub async fn delete_entry(
+    State(app): State<AppState>,
+    Path((user, path)): Path<(String, String)>,
+) -> Result<http::StatusCode, HttpError> {
+    let key = homestead_middleware::tenant::parse_key(&user)
+        .ok_or_else(|| HttpError::bad_request(format!("Invalid public key: {user}")))?;
+    let path = homestead_backends::EntryPath::parse(&format!("/pub/{path}"))
+        .map_err(|err| HttpError::bad_request(format!("Invalid URL: {err}")))?;
+    match app.store.delete(&key.to_string(), &path).await? {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(HttpError::not_found()),
+    }
+}
+
 /// `POST /users/{user}/disable`: the user may still read, delete and sign in, but not write.
 pub async fn disable_user(
     State(app): State<AppState>,

@@ -95,6 +95,12 @@ pub fn admin_router(app: AppState) -> Router {
     let protected = Router::new()
         .route("/generate_signup_token", get(admin::generate_signup_token))
         .route("/info", get(admin::info))
+        .route("/users", get(admin::users))
+        .route("/signup_tokens", get(admin::signup_tokens))
+        .route(
+            "/webdav/{user}/pub/{*path}",
+            axum::routing::delete(admin::delete_entry),
+        )
         .route("/users/{user}/disable", post(admin::disable_user))
         .route("/users/{user}/enable", post(admin::enable_user))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -453,5 +459,81 @@ mod tests {
             (unknown.status, unknown.text().as_str()),
             (StatusCode::BAD_REQUEST, "Invalid cursor")
         );
+    }
+
+    #[tokio::test]
+    async fn admin_lists_users_and_tokens_and_deletes_entries() {
+        let (state, _dir) = app(SignupMode::TokenRequired).await;
+        let store = state.store.clone();
+        let router = admin_router(state);
+        let admin = |method: Method, uri: &str| {
+            request(method, uri)
+                .header("x-admin-password", "secret")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let mut keys: Vec<String> = (0..3)
+            .map(|_| Keypair::random().public_key().z32())
+            .collect();
+        keys.sort();
+        for key in &keys {
+            store.create_user(key, None).await.unwrap();
+        }
+        let first = call(&router, admin(Method::GET, "/users?limit=2")).await;
+        let first: serde_json::Value = serde_json::from_slice(&first.body).unwrap();
+        assert_eq!(first["users"].as_array().unwrap().len(), 2);
+        assert_eq!(first["next_cursor"], keys[1].as_str());
+        let rest = call(
+            &router,
+            admin(Method::GET, &format!("/users?limit=2&cursor={}", keys[1])),
+        )
+        .await;
+        let rest: serde_json::Value = serde_json::from_slice(&rest.body).unwrap();
+        assert_eq!(rest["users"][0]["public_key"], keys[2].as_str());
+        assert_eq!(rest["next_cursor"], serde_json::Value::Null);
+
+        let token = call(&router, admin(Method::GET, "/generate_signup_token"))
+            .await
+            .text();
+        let tokens = call(&router, admin(Method::GET, "/signup_tokens")).await;
+        let tokens: serde_json::Value = serde_json::from_slice(&tokens.body).unwrap();
+        assert_eq!(tokens["signup_tokens"][0]["token"], token.as_str());
+        assert_eq!(
+            tokens["signup_tokens"][0]["used_by"],
+            serde_json::Value::Null
+        );
+        let info = call(&router, admin(Method::GET, "/info")).await;
+        let info: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
+        assert_eq!(
+            (
+                info["num_users"].as_u64(),
+                info["num_unused_signup_codes"].as_u64()
+            ),
+            (Some(3), Some(1))
+        );
+
+        let path = homestead_backends::EntryPath::parse("/pub/app/file").unwrap();
+        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("x"))]);
+        store
+            .put_stream(&keys[0], &path, body, Default::default())
+            .await
+            .unwrap();
+        let uri = format!("/webdav/{}/pub/app/file", keys[0]);
+        assert_eq!(
+            call(&router, admin(Method::DELETE, &uri)).await.status,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            call(&router, admin(Method::DELETE, &uri)).await.status,
+            StatusCode::NOT_FOUND
+        );
+        let bad = call(&router, admin(Method::DELETE, "/webdav/nokey/pub/x")).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        let unauthorized = call(
+            &router,
+            request(Method::GET, "/users").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
     }
 }

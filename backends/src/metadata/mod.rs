@@ -356,6 +356,14 @@ pub trait Metadata: Send + Sync + Debug {
     async fn active_users_with_packets(&self) -> Result<Vec<(String, Option<Vec<u8>>)>>;
     /// Stores a user's latest signed PKARR packet.
     async fn store_pkarr_packet(&self, public_key: &str, packet: &[u8]) -> Result<()>;
+    /// Users ordered by key, after `after`, at most `limit`.
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>>;
+    /// Signup tokens ordered by text, after `after`, at most `limit`.
+    async fn list_signup_tokens(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SignupTokenRecord>>;
     /// Counts for the admin info.
     async fn counts(&self) -> Result<Counts>;
 

@@ -459,6 +459,48 @@ macro_rules! impl_metadata {
                 Ok(())
             }
 
+            async fn list_users(&self, after: Option<&str>, limit: u32) -> $crate::metadata::Result<Vec<$crate::metadata::User>> {
+                use $crate::metadata::{Quota, User, query};
+                let rows: Vec<(String, bool, i64, Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT public_key, disabled, used_bytes, quota_bytes, created_at FROM users \
+                     WHERE public_key > $1 ORDER BY public_key LIMIT $2",
+                )
+                .bind(after.unwrap_or_default())
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await
+                .map_err(query("list users"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(public_key, disabled, used_bytes, quota, created_at)| User {
+                        public_key,
+                        disabled,
+                        used_bytes,
+                        quota: Quota::from_column(quota),
+                        created_at,
+                    })
+                    .collect())
+            }
+
+            async fn list_signup_tokens(
+                &self,
+                after: Option<&str>,
+                limit: u32,
+            ) -> $crate::metadata::Result<Vec<$crate::metadata::SignupTokenRecord>> {
+                let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
+                    "SELECT token, created_at, used_by FROM signup_tokens WHERE token > $1 ORDER BY token LIMIT $2",
+                )
+                .bind(after.unwrap_or_default())
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await
+                .map_err($crate::metadata::query("list signup tokens"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(token, created_at, used_by)| $crate::metadata::SignupTokenRecord { token, created_at, used_by })
+                    .collect())
+            }
+
             async fn counts(&self) -> $crate::metadata::Result<$crate::metadata::Counts> {
                 let (users, disabled_users, used_bytes): (i64, i64, i64) = sqlx::query_as(
                     "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN disabled THEN 1 ELSE 0 END), 0) AS BIGINT), \
