@@ -212,6 +212,44 @@ mod tests {
     }
 
     #[test]
+    fn the_grafana_dashboard_queries_metrics_that_exist() {
+        let metrics = Metrics::new().unwrap();
+        metrics.signups.add(1, &[]);
+        metrics.event_streams.add(1, &[]);
+        metrics.stream_lagged.add(1, &[]);
+        metrics.stream_duration_ms.record(1, &[]);
+        metrics.events_query_ms.record(1, &[]);
+        metrics.stream_query_ms.record(1, &[]);
+        metrics
+            .http_requests
+            .record(0.1, &[KeyValue::new("route", "/")]);
+        metrics.bytes_written.add(1, &[]);
+        metrics.bytes_read.add(1, &[]);
+        metrics.pkarr_publishes.add(1, &[]);
+        metrics.user_republishes.add(1, &[]);
+        let rendered = metrics.render().unwrap();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../deploy/grafana-dashboard.json")).unwrap();
+        let mut checked = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let names = expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|word| word.contains('_') && !word.starts_with("histogram"));
+                for name in names {
+                    assert!(
+                        rendered.contains(&format!("\n{name}")),
+                        "{name} (in {expr})"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 10, "{checked}");
+    }
+
+    #[test]
     fn routes_are_templates() {
         assert_eq!(route_of("/pub/a/b.txt"), "/pub/{path}");
         assert_eq!(route_of("/pub/a/"), "/pub/{dir}/");

@@ -52,6 +52,7 @@ pub struct TestServerBuilder {
     default_quota_mb: Option<u64>,
     shared: Option<Backing>,
     pkdns_config: String,
+    drive_config: String,
     extra_config: String,
 }
 
@@ -65,6 +66,7 @@ impl TestServerBuilder {
             default_quota_mb: None,
             shared: None,
             pkdns_config: String::new(),
+            drive_config: String::new(),
             extra_config: String::new(),
         }
     }
@@ -98,6 +100,13 @@ impl TestServerBuilder {
     /// Sets `storage.default_quota_mb`.
     pub fn default_quota_mb(mut self, mb: u64) -> Self {
         self.default_quota_mb = Some(mb);
+        self
+    }
+
+    /// Adds `key = value` lines to the `[drive]` section.
+    pub fn drive_config(mut self, lines: &str) -> Self {
+        self.drive_config.push_str(lines);
+        self.drive_config.push('\n');
         self
     }
 
@@ -156,9 +165,10 @@ impl TestServerBuilder {
             storage.push_str(&format!("default_quota_mb = {mb}\n"));
         }
         format!(
-            "{general}\n[drive]\nicann_listen_socket = \"127.0.0.1:0\"\npubky_listen_socket = \"127.0.0.1:0\"\n\n\
+            "{general}\n[drive]\nicann_listen_socket = \"127.0.0.1:0\"\npubky_listen_socket = \"127.0.0.1:0\"\n{}\n\
              [admin]\nlisten_socket = \"127.0.0.1:0\"\n\n{storage}\n\
              [pkdns]\n{}\ndht_relay_nodes = []\ndht_request_timeout_ms = 500\n{}\n{}",
+            self.drive_config,
             bootstrap_line(&self.bootstrap),
             self.pkdns_config,
             self.extra_config
