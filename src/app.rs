@@ -103,6 +103,7 @@ impl App {
             bus,
             admin: admin_facts,
             metrics: metrics.clone(),
+            default_quotas: config.default_quotas.clone(),
             rate_limits: RateLimitLayer::new(
                 config.drive.rate_limits.clone(),
                 config.drive.trusted_proxies.clone(),

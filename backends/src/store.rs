@@ -18,7 +18,7 @@ use crate::content_type;
 use crate::listing;
 use crate::metadata::{
     Deleted, Entry, Event, EventFilter, Metadata, MetadataError, Micros, NewEntry, PutOutcome,
-    Quota, SessionRecord, SignupOutcome, SignupTokenRecord, User,
+    Quota, SessionRecord, SignupOutcome, SignupTokenRecord, User, UserLimits,
 };
 use crate::path::{DirPath, EntryPath, NormalizedPath};
 
@@ -344,10 +344,11 @@ impl Store {
     }
 
     /// The most bytes a new version of `path` may have within the owner's quota; None when unlimited, or
-    /// when the user is missing or disabled (the write itself will say so). Used to refuse a declared
+    /// when the user is missing, disabled or not allowed to write there (the write itself will say so). Used to refuse a declared
     /// `Content-Length` before reading the body; the commit checks again, exactly.
     pub async fn room_for(&self, owner: &str, path: &EntryPath) -> Result<Option<u64>> {
-        let Some(user) = self.metadata.user(owner).await?.filter(|u| !u.disabled) else {
+        let refused = |u: &User| u.disabled || !u.limits.may_write(path.as_str());
+        let Some(user) = self.metadata.user(owner).await?.filter(|u| !refused(u)) else {
             return Ok(None);
         };
         let old_length = self
@@ -484,12 +485,32 @@ impl Store {
         Ok(self.metadata.set_quota(public_key, quota).await?)
     }
 
-    /// Stores a new signup token.
-    pub async fn create_signup_token(&self, token: &str) -> Result<()> {
+    /// Stores a new signup token whose user gets `quota` and `limits`.
+    pub async fn create_signup_token(
+        &self,
+        token: &str,
+        quota: Option<Quota>,
+        limits: &UserLimits,
+    ) -> Result<()> {
         Ok(self
             .metadata
-            .create_signup_token(token, now_micros())
+            .create_signup_token(token, now_micros(), quota, limits)
             .await?)
+    }
+
+    /// Sets a user's storage quota and other limits together; false when there is no such user.
+    pub async fn set_limits(
+        &self,
+        public_key: &str,
+        quota: Option<Quota>,
+        limits: &UserLimits,
+    ) -> Result<bool> {
+        Ok(self.metadata.set_limits(public_key, quota, limits).await?)
+    }
+
+    /// The server's default storage quota.
+    pub fn default_quota(&self) -> Quota {
+        self.default_quota
     }
 
     /// A signup token by text.

@@ -763,7 +763,10 @@ async fn missing_blob_is_a_clear_error(f: Fixture) {
 async fn pkarr_packets_and_counts(f: Fixture) {
     let before = f.store.counts().await.unwrap();
     f.put(ALICE, "/pub/a", b"12345").await.unwrap();
-    f.store.create_signup_token("AAAA-BBBB-CCCC").await.unwrap();
+    f.store
+        .create_signup_token("AAAA-BBBB-CCCC", None, &Default::default())
+        .await
+        .unwrap();
     f.store.set_disabled(BOB, true).await.unwrap();
     let counts = f.store.counts().await.unwrap();
     assert_eq!(counts.users, before.users);
@@ -799,12 +802,73 @@ async fn pkarr_packets_and_counts(f: Fixture) {
     );
 }
 
+async fn limits_travel_with_signup_tokens(f: Fixture) {
+    let limits = homestead_backends::metadata::UserLimits {
+        rate_read: Some("10mb/s".into()),
+        allowed_write_paths: Some(vec!["/pub/app/".into(), "/pub/one.txt".into()]),
+        ..Default::default()
+    };
+    f.store
+        .create_signup_token("LLLL-LLLL-LLLL", Some(Quota::Bytes(5 << 20)), &limits)
+        .await
+        .unwrap();
+    let carol = "pxnu33x7jtpx9ar1ytsi4yxbp6a5o36gwhffs8zoxmbuptici1jy";
+    assert_eq!(
+        f.store
+            .create_user(carol, Some("LLLL-LLLL-LLLL"))
+            .await
+            .unwrap(),
+        SignupOutcome::Created
+    );
+    let user = f.store.user(carol).await.unwrap().unwrap();
+    assert_eq!(user.quota, Some(Quota::Bytes(5 << 20)));
+    assert_eq!(user.limits, limits);
+    assert!(user.limits.may_write("/pub/app/x/y"));
+    assert!(user.limits.may_write("/pub/one.txt"));
+    assert!(!user.limits.may_write("/pub/one.txt2"));
+    assert!(!user.limits.may_write("/pub/other"));
+    let read_only = homestead_backends::metadata::UserLimits {
+        allowed_write_paths: Some(Vec::new()),
+        ..Default::default()
+    };
+    assert!(f.store.set_limits(carol, None, &read_only).await.unwrap());
+    let user = f.store.user(carol).await.unwrap().unwrap();
+    assert_eq!(
+        (user.quota, user.limits.may_write("/pub/app/x")),
+        (None, false)
+    );
+    assert!(
+        f.store
+            .set_limits(carol, None, &Default::default())
+            .await
+            .unwrap()
+    );
+    assert!(
+        f.store
+            .user(carol)
+            .await
+            .unwrap()
+            .unwrap()
+            .limits
+            .may_write("/pub/x")
+    );
+    assert!(
+        !f.store
+            .set_limits("nobody", None, &read_only)
+            .await
+            .unwrap()
+    );
+}
+
 async fn users_sessions_and_tokens(f: Fixture) {
     assert_eq!(
         f.store.create_user(ALICE, None).await.unwrap(),
         SignupOutcome::UserExists
     );
-    f.store.create_signup_token("AAAA-BBBB-CCCC").await.unwrap();
+    f.store
+        .create_signup_token("AAAA-BBBB-CCCC", None, &Default::default())
+        .await
+        .unwrap();
     let carol = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewy";
     let dave = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qo";
     assert_eq!(
@@ -899,6 +963,8 @@ macro_rules! conformance {
             async fn missing_blob_is_a_clear_error() { super::missing_blob_is_a_clear_error(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn users_sessions_and_tokens() { super::users_sessions_and_tokens(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn limits_travel_with_signup_tokens() { super::limits_travel_with_signup_tokens(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn pkarr_packets_and_counts() { super::pkarr_packets_and_counts(fixture().await).await }
         }

@@ -7,9 +7,12 @@ use axum::response::Response;
 use http::StatusCode;
 use rand::RngCore;
 
+use homestead_backends::metadata::{Quota, UserLimits};
+
 use crate::http_error::HttpError;
 use crate::pkarr_record::SharedPublishStatus;
 use crate::routes::AppState;
+use crate::user_quota::{self, QuotaPatch};
 use crate::user_republisher::LastRun;
 
 /// What the admin info reports beside the database totals.
@@ -59,14 +62,84 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `GET /generate_signup_token`: mints a single-use token `XXXX-XXXX-XXXX` (7 random bytes in Crockford
-/// base32).
+/// base32) whose user gets the server defaults.
 pub async fn generate_signup_token(State(app): State<AppState>) -> Result<String, HttpError> {
+    mint_token(&app, None, &UserLimits::default()).await
+}
+
+/// `POST /generate_signup_token` with a `UserQuota` JSON body: a token whose user gets those settings.
+pub async fn generate_signup_token_with_quota(
+    State(app): State<AppState>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Result<String, HttpError> {
+    let patch = QuotaPatch::parse(&body).map_err(unprocessable)?;
+    let (quota, limits) = patch
+        .apply(None, &UserLimits::default())
+        .map_err(unprocessable)?;
+    mint_token(&app, quota, &limits).await
+}
+
+async fn mint_token(
+    app: &AppState,
+    quota: Option<Quota>,
+    limits: &UserLimits,
+) -> Result<String, HttpError> {
     let mut bytes = [0u8; 7];
     rand::rng().fill_bytes(&mut bytes);
     let code = base32::encode(base32::Alphabet::Crockford, &bytes);
     let token = format!("{}-{}-{}", &code[0..4], &code[4..8], &code[8..12]);
-    app.store.create_signup_token(&token).await?;
+    app.store.create_signup_token(&token, quota, limits).await?;
     Ok(token)
+}
+
+fn unprocessable(message: String) -> HttpError {
+    HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+}
+
+fn user_key(user: &str) -> Result<String, HttpError> {
+    homestead_middleware::tenant::parse_key(user)
+        .map(|key| key.to_string())
+        .ok_or_else(|| HttpError::bad_request(format!("Invalid public key: {user}")))
+}
+
+/// `GET /users/{user}/quota`: `{"effective": ..., "overrides": ...}`.
+pub async fn user_quota(
+    State(app): State<AppState>,
+    Path(user): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, HttpError> {
+    let user = app
+        .store
+        .user(&user_key(&user)?)
+        .await?
+        .ok_or_else(HttpError::not_found)?;
+    Ok(axum::Json(serde_json::json!({
+        "effective": user_quota::effective(user.quota, &user.limits, app.store.default_quota(), &app.default_quotas),
+        "overrides": user_quota::overrides(user.quota, &user.limits),
+    })))
+}
+
+/// `PATCH /users/{user}/quota`: merges a `UserQuota` patch into the user's settings.
+pub async fn patch_user_quota(
+    State(app): State<AppState>,
+    Path(user): Path<String>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Result<StatusCode, HttpError> {
+    let key = user_key(&user)?;
+    // Field errors come before the user lookup, as in the reference.
+    let patch = QuotaPatch::parse(&body).map_err(unprocessable)?;
+    let user = app
+        .store
+        .user(&key)
+        .await?
+        .ok_or_else(HttpError::not_found)?;
+    let (quota, limits) = patch
+        .apply(user.quota, &user.limits)
+        .map_err(unprocessable)?;
+    if app.store.set_limits(&key, quota, &limits).await? {
+        Ok(StatusCode::OK)
+    } else {
+        Err(HttpError::not_found())
+    }
 }
 
 /// `GET /info`: the reference's totals and addresses, then how the PKARR upkeep goes.

@@ -41,6 +41,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Request-count limits.
     pub rate_limits: RateLimitLayer,
+    /// Default bandwidth settings, for the admin quota view.
+    pub default_quotas: homestead_config::DefaultQuotas,
 }
 
 /// The client API, served identically on the ICANN and PubkyTLS listeners.
@@ -93,7 +95,14 @@ fn cors() -> CorsLayer {
 /// The operator's API on the admin listener.
 pub fn admin_router(app: AppState) -> Router {
     let protected = Router::new()
-        .route("/generate_signup_token", get(admin::generate_signup_token))
+        .route(
+            "/generate_signup_token",
+            get(admin::generate_signup_token).post(admin::generate_signup_token_with_quota),
+        )
+        .route(
+            "/users/{user}/quota",
+            get(admin::user_quota).patch(admin::patch_user_quota),
+        )
         .route("/info", get(admin::info))
         .route("/users", get(admin::users))
         .route("/signup_tokens", get(admin::signup_tokens))
@@ -172,6 +181,7 @@ mod tests {
             admin: admin::AdminFacts::default(),
             metrics: Arc::new(crate::metrics::Metrics::new().unwrap()),
             rate_limits: RateLimitLayer::new(Vec::new(), Vec::new()),
+            default_quotas: Default::default(),
         };
         (state, dir)
     }
@@ -535,5 +545,125 @@ mod tests {
         )
         .await;
         assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn quota_admin_and_write_allow_lists() {
+        let (state, _dir) = app(SignupMode::TokenRequired).await;
+        let client = client_router(state.clone());
+        let admin = admin_router(state);
+        let json = |method: Method, uri: &str, body: &str| {
+            request(method, uri)
+                .header("x-admin-password", "secret")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap()
+        };
+        // A token that makes its user read-only below /pub/app/ with a 1 MB quota.
+        let minted = call(
+            &admin,
+            json(
+                Method::POST,
+                "/generate_signup_token",
+                r#"{"storage_quota_mb": 1, "allowed_write_paths": ["/pub/app/"]}"#,
+            ),
+        )
+        .await;
+        assert_eq!(minted.status, StatusCode::OK, "{}", minted.text());
+        let keypair = Keypair::random();
+        let user = keypair.public_key().z32();
+        let signup = request(
+            Method::POST,
+            &format!("/signup?signup_token={}", minted.text()),
+        )
+        .body(Body::from(token(&keypair, "/:rw")))
+        .unwrap();
+        let signup = call(&client, signup).await;
+        assert_eq!(signup.status, StatusCode::OK, "{}", signup.text());
+        let cookie = signup
+            .header(header::SET_COOKIE)
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+
+        let quota = call(
+            &admin,
+            json(Method::GET, &format!("/users/{user}/quota"), ""),
+        )
+        .await;
+        assert_eq!(
+            quota.text(),
+            r#"{"effective":{"storage_quota_mb":1,"rate_read":"unlimited","rate_write":"unlimited","allowed_write_paths":["/pub/app/"]},"overrides":{"storage_quota_mb":1,"allowed_write_paths":["/pub/app/"]}}"#
+        );
+        let put = |path: &str| {
+            request(Method::PUT, path)
+                .header("pubky-host", &user)
+                .header("cookie", &cookie)
+                .body(Body::from("x"))
+                .unwrap()
+        };
+        assert_eq!(
+            call(&client, put("/pub/app/ok")).await.status,
+            StatusCode::CREATED
+        );
+        let outside = call(&client, put("/pub/other")).await;
+        assert_eq!(
+            (outside.status, outside.text().as_str()),
+            (StatusCode::FORBIDDEN, "Write to this path is not allowed")
+        );
+
+        // Lift the restriction; bad patches are 422 and change nothing; unknown users 404.
+        let bad = call(
+            &admin,
+            json(
+                Method::PATCH,
+                &format!("/users/{user}/quota"),
+                r#"{"rate_read_burst": 5}"#,
+            ),
+        )
+        .await;
+        assert_eq!(
+            bad.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            bad.text()
+        );
+        let syntax = call(
+            &admin,
+            json(Method::PATCH, &format!("/users/{user}/quota"), "{"),
+        )
+        .await;
+        assert_eq!(syntax.status, StatusCode::BAD_REQUEST);
+        let stranger = Keypair::random().public_key().z32();
+        let missing = call(
+            &admin,
+            json(Method::PATCH, &format!("/users/{stranger}/quota"), "{}"),
+        )
+        .await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        let lifted = call(
+            &admin,
+            json(
+                Method::PATCH,
+                &format!("/users/{user}/quota"),
+                r#"{"allowed_write_paths": null}"#,
+            ),
+        )
+        .await;
+        assert_eq!(lifted.status, StatusCode::OK);
+        assert_eq!(
+            call(&client, put("/pub/other")).await.status,
+            StatusCode::CREATED
+        );
+        let quota = call(
+            &admin,
+            json(Method::GET, &format!("/users/{user}/quota"), ""),
+        )
+        .await;
+        assert_eq!(
+            quota.text(),
+            r#"{"effective":{"storage_quota_mb":1,"rate_read":"unlimited","rate_write":"unlimited"},"overrides":{"storage_quota_mb":1}}"#
+        );
     }
 }

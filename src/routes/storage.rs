@@ -284,6 +284,9 @@ async fn put(
     if user.disabled {
         return Err(HttpError::new(StatusCode::FORBIDDEN, "User is disabled"));
     }
+    if !user.limits.may_write(path.as_str()) {
+        return Err(write_not_allowed());
+    }
     let limits = WriteLimits {
         max_bytes: app.max_body_bytes,
     };
@@ -318,9 +321,22 @@ async fn drain(mut body: BodyDataStream) {
     .await;
 }
 
+fn write_not_allowed() -> HttpError {
+    HttpError::new(StatusCode::FORBIDDEN, "Write to this path is not allowed")
+}
+
 async fn delete(app: &AppState, owner: &str, path: EntryPath) -> Result<Response, HttpError> {
-    if app.store.user(owner).await?.is_none() {
-        return Err(HttpError::not_found());
+    let user = app
+        .store
+        .user(owner)
+        .await?
+        .ok_or_else(HttpError::not_found)?;
+    if !user.limits.may_write(path.as_str()) {
+        // A missing file is a 404 before the allow-list says no.
+        return Err(match app.store.head(owner, &path).await? {
+            None => HttpError::not_found(),
+            Some(_) => write_not_allowed(),
+        });
     }
     match app.store.delete(owner, &path).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),

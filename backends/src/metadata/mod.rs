@@ -68,6 +68,60 @@ pub struct User {
     pub quota: Option<Quota>,
     /// Sign-up time.
     pub created_at: Micros,
+    /// The user's own rates, bursts and write allow-list.
+    pub limits: UserLimits,
+}
+
+/// Per-user settings beyond the storage quota (OPERATIONS.md §5.4), kept as JSON. A rate is
+/// `"unlimited"` or a bandwidth such as `"10mb/s"`; absent means the server default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserLimits {
+    /// Download speed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_read: Option<String>,
+    /// Upload speed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_write: Option<String>,
+    /// Download burst, in the rate's unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_read_burst: Option<u32>,
+    /// Upload burst, in the rate's unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_write_burst: Option<u32>,
+    /// Paths the user may write: entries ending in `/` are prefixes; absent = anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_write_paths: Option<Vec<String>>,
+}
+
+impl UserLimits {
+    /// The column value: None when everything is default.
+    pub fn to_column(&self) -> Option<String> {
+        (self != &Self::default()).then(|| serde_json::to_string(self).unwrap_or_default())
+    }
+
+    /// Reads the column; an unreadable value counts as all-default (and is logged).
+    pub fn from_column(column: Option<String>) -> Self {
+        column
+            .and_then(|text| {
+                serde_json::from_str(&text)
+                    .map_err(|err| tracing::error!(%err, "unreadable user limits"))
+                    .ok()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether the allow-list lets the user write `path`.
+    pub fn may_write(&self, path: &str) -> bool {
+        self.allowed_write_paths.as_ref().is_none_or(|allowed| {
+            allowed.iter().any(|entry| {
+                if entry.ends_with('/') {
+                    path.starts_with(entry.as_str())
+                } else {
+                    path == entry
+                }
+            })
+        })
+    }
 }
 
 /// A storage quota.
@@ -299,9 +353,22 @@ pub trait Metadata: Send + Sync + Debug {
     async fn set_disabled(&self, public_key: &str, disabled: bool) -> Result<bool>;
     /// Sets or clears (None = server default) a user's quota; false when there is no such user.
     async fn set_quota(&self, public_key: &str, quota: Option<Quota>) -> Result<bool>;
+    /// Sets a user's storage quota and other limits together; false when there is no such user.
+    async fn set_limits(
+        &self,
+        public_key: &str,
+        quota: Option<Quota>,
+        limits: &UserLimits,
+    ) -> Result<bool>;
 
-    /// Stores a new signup token.
-    async fn create_signup_token(&self, token: &str, now: Micros) -> Result<()>;
+    /// Stores a new signup token, with the quota and limits its user will get.
+    async fn create_signup_token(
+        &self,
+        token: &str,
+        now: Micros,
+        quota: Option<Quota>,
+        limits: &UserLimits,
+    ) -> Result<()>;
     /// A signup token by text.
     async fn signup_token(&self, token: &str) -> Result<Option<SignupTokenRecord>>;
 

@@ -31,17 +31,19 @@ macro_rules! impl_metadata {
                 if exists.is_some() {
                     return Ok(SignupOutcome::UserExists);
                 }
+                let mut granted: (Option<i64>, Option<String>) = (None, None);
                 if let Some(token) = token {
-                    let used_by: Option<Option<String>> =
-                        sqlx::query_scalar("SELECT used_by FROM signup_tokens WHERE token = $1")
-                            .bind(token)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(query("look up signup token"))?;
-                    match used_by {
+                    let row: Option<(Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
+                        "SELECT used_by, quota_bytes, limits FROM signup_tokens WHERE token = $1",
+                    )
+                    .bind(token)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(query("look up signup token"))?;
+                    match row {
                         None => return Ok(SignupOutcome::TokenUnknown),
-                        Some(Some(_)) => return Ok(SignupOutcome::TokenUsed),
-                        Some(None) => {}
+                        Some((Some(_), _, _)) => return Ok(SignupOutcome::TokenUsed),
+                        Some((None, quota, limits)) => granted = (quota, limits),
                     }
                     // The `used_by IS NULL` guard makes the token single-use even if two sign-ups race.
                     let claimed = sqlx::query(
@@ -58,10 +60,13 @@ macro_rules! impl_metadata {
                     }
                 }
                 let inserted = sqlx::query(
-                    "INSERT INTO users (public_key, created_at) VALUES ($1, $2) ON CONFLICT (public_key) DO NOTHING",
+                    "INSERT INTO users (public_key, created_at, quota_bytes, limits) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (public_key) DO NOTHING",
                 )
                 .bind(public_key)
                 .bind(now)
+                .bind(granted.0)
+                .bind(granted.1)
                 .execute(&mut *tx)
                 .await
                 .map_err(query("create user"))?;
@@ -74,19 +79,20 @@ macro_rules! impl_metadata {
 
             async fn user(&self, public_key: &str) -> $crate::metadata::Result<Option<$crate::metadata::User>> {
                 use $crate::metadata::{Quota, User, query};
-                let row: Option<(bool, i64, Option<i64>, i64)> = sqlx::query_as(
-                    "SELECT disabled, used_bytes, quota_bytes, created_at FROM users WHERE public_key = $1",
+                let row: Option<(bool, i64, Option<i64>, i64, Option<String>)> = sqlx::query_as(
+                    "SELECT disabled, used_bytes, quota_bytes, created_at, limits FROM users WHERE public_key = $1",
                 )
                 .bind(public_key)
                 .fetch_optional(&self.read)
                 .await
                 .map_err(query("read user"))?;
-                Ok(row.map(|(disabled, used_bytes, quota, created_at)| User {
+                Ok(row.map(|(disabled, used_bytes, quota, created_at, limits)| User {
                     public_key: public_key.to_string(),
                     disabled,
                     used_bytes,
                     quota: Quota::from_column(quota),
                     created_at,
+                    limits: $crate::metadata::UserLimits::from_column(limits),
                 }))
             }
 
@@ -114,10 +120,34 @@ macro_rules! impl_metadata {
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn create_signup_token(&self, token: &str, now: $crate::metadata::Micros) -> $crate::metadata::Result<()> {
-                sqlx::query("INSERT INTO signup_tokens (token, created_at) VALUES ($1, $2)")
+            async fn set_limits(
+                &self,
+                public_key: &str,
+                quota: Option<$crate::metadata::Quota>,
+                limits: &$crate::metadata::UserLimits,
+            ) -> $crate::metadata::Result<bool> {
+                let done = sqlx::query("UPDATE users SET quota_bytes = $1, limits = $2 WHERE public_key = $3")
+                    .bind(quota.map(|q| q.to_column()))
+                    .bind(limits.to_column())
+                    .bind(public_key)
+                    .execute(&self.write)
+                    .await
+                    .map_err($crate::metadata::query("set limits"))?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn create_signup_token(
+                &self,
+                token: &str,
+                now: $crate::metadata::Micros,
+                quota: Option<$crate::metadata::Quota>,
+                limits: &$crate::metadata::UserLimits,
+            ) -> $crate::metadata::Result<()> {
+                sqlx::query("INSERT INTO signup_tokens (token, created_at, quota_bytes, limits) VALUES ($1, $2, $3, $4)")
                     .bind(token)
                     .bind(now)
+                    .bind(quota.map(|q| q.to_column()))
+                    .bind(limits.to_column())
                     .execute(&self.write)
                     .await
                     .map_err($crate::metadata::query("create signup token"))?;
@@ -461,8 +491,8 @@ macro_rules! impl_metadata {
 
             async fn list_users(&self, after: Option<&str>, limit: u32) -> $crate::metadata::Result<Vec<$crate::metadata::User>> {
                 use $crate::metadata::{Quota, User, query};
-                let rows: Vec<(String, bool, i64, Option<i64>, i64)> = sqlx::query_as(
-                    "SELECT public_key, disabled, used_bytes, quota_bytes, created_at FROM users \
+                let rows: Vec<(String, bool, i64, Option<i64>, i64, Option<String>)> = sqlx::query_as(
+                    "SELECT public_key, disabled, used_bytes, quota_bytes, created_at, limits FROM users \
                      WHERE public_key > $1 ORDER BY public_key LIMIT $2",
                 )
                 .bind(after.unwrap_or_default())
@@ -472,12 +502,13 @@ macro_rules! impl_metadata {
                 .map_err(query("list users"))?;
                 Ok(rows
                     .into_iter()
-                    .map(|(public_key, disabled, used_bytes, quota, created_at)| User {
+                    .map(|(public_key, disabled, used_bytes, quota, created_at, limits)| User {
                         public_key,
                         disabled,
                         used_bytes,
                         quota: Quota::from_column(quota),
                         created_at,
+                        limits: $crate::metadata::UserLimits::from_column(limits),
                     })
                     .collect())
             }
