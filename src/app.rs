@@ -11,6 +11,8 @@ use homestead_backends::metadata::{self, Quota};
 use homestead_backends::{BlobStore, EventBus, Store};
 use homestead_config::{Config, DataDir, DatabaseUrl, redact_url};
 use homestead_middleware::RateLimitLayer;
+use opentelemetry_otlp::MetricExporter;
+use opentelemetry_sdk::metrics::PeriodicReader;
 use pkarr::Keypair;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -56,6 +58,7 @@ impl App {
         data_dir: &DataDir,
         config: Config,
         keypair: Keypair,
+        otlp_metrics: Option<PeriodicReader<MetricExporter>>,
     ) -> anyhow::Result<Self> {
         let database_url = config
             .general
@@ -76,7 +79,7 @@ impl App {
         let store = Store::new(Arc::from(metadata), &blobs, default_quota);
         let sweeper = spawn_sweeper(store.clone());
         let (bus, pump) = EventBus::start(store.clone()).await?;
-        let metrics = Arc::new(Metrics::new()?);
+        let metrics = Arc::new(Metrics::new(otlp_metrics)?);
         let publish_status = SharedPublishStatus::default();
         let last_republish = LastRun::default();
         let admin_facts = AdminFacts {

@@ -9,6 +9,7 @@ use homestead_config::{Config, DataDir, Loaded, default_data_dir};
 
 use crate::app::App;
 use crate::server_key;
+use crate::telemetry::Telemetry;
 
 /// A Pubky homeserver.
 #[derive(Debug, Parser)]
@@ -65,7 +66,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn serve(data_dir: DataDir, loaded: Loaded, keypair: pkarr::Keypair) -> anyhow::Result<()> {
-    crate::logging::init(&loaded.config.logging);
+    let mut telemetry = Telemetry::from_config(&loaded.config.otlp)?;
+    crate::logging::init(&loaded.config.logging, telemetry.tracer());
     for warning in &loaded.warnings {
         tracing::warn!("config: {warning}");
     }
@@ -73,11 +75,13 @@ fn serve(data_dir: DataDir, loaded: Loaded, keypair: pkarr::Keypair) -> anyhow::
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let app = App::start(&data_dir, loaded.config, keypair).await?;
+        let metric_reader = telemetry.take_metric_reader();
+        let app = App::start(&data_dir, loaded.config, keypair, metric_reader).await?;
         app.print_banner();
         wait_for_signal().await?;
         tracing::info!("shutting down");
         app.shutdown().await;
+        telemetry.shutdown();
         Ok(())
     })
 }

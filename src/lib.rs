@@ -14,5 +14,6 @@ pub mod pkarr_record;
 pub mod routes;
 pub mod server_key;
 pub mod session_cookie;
+pub mod telemetry;
 pub mod user_quota;
 pub mod user_republisher;

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, MeterProvider, UpDownCounter};
-use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_otlp::MetricExporter;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use prometheus::{Encoder, TextEncoder};
 use std::sync::Arc;
 
@@ -48,13 +49,17 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates the instruments and their Prometheus registry.
-    pub fn new() -> anyhow::Result<Self> {
+    /// Creates the instruments and their Prometheus registry; `otlp` also exports them to a collector.
+    pub fn new(otlp: Option<PeriodicReader<MetricExporter>>) -> anyhow::Result<Self> {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
             .build()?;
-        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let mut provider = SdkMeterProvider::builder().with_reader(exporter);
+        if let Some(reader) = otlp {
+            provider = provider.with_reader(reader);
+        }
+        let provider = provider.build();
         let meter = provider.meter(METER);
         let ms_buckets = vec![
             0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0,
@@ -195,7 +200,7 @@ mod tests {
 
     #[test]
     fn reference_names_appear_with_the_reference_scope() {
-        let metrics = Metrics::new().unwrap();
+        let metrics = Metrics::new(None).unwrap();
         metrics.signups.add(2, &[]);
         metrics.stream_duration_ms.record(50, &[]);
         let text = metrics.render().unwrap();
@@ -213,7 +218,7 @@ mod tests {
 
     #[test]
     fn the_grafana_dashboard_queries_metrics_that_exist() {
-        let metrics = Metrics::new().unwrap();
+        let metrics = Metrics::new(None).unwrap();
         metrics.signups.add(1, &[]);
         metrics.event_streams.add(1, &[]);
         metrics.stream_lagged.add(1, &[]);

@@ -25,7 +25,8 @@ use toml::Table;
 pub use data_dir::{DataDir, default_data_dir};
 pub use env::{FLAG_VARS, PREFIX as ENV_PREFIX};
 pub use sections::{
-    Admin, DefaultQuotas, Drive, General, LogFormat, Logging, Metrics, Pkdns, RateLimit, Storage,
+    Admin, DefaultQuotas, Drive, General, LogFormat, Logging, Metrics, Otlp, Pkdns, RateLimit,
+    Storage,
 };
 pub use values::{
     Bandwidth, DatabaseKind, DatabaseUrl, HostPort, Hostname, IpRange, LimitKey, LogLevel, Method,
@@ -57,6 +58,8 @@ pub struct Config {
     pub pkdns: Pkdns,
     /// `[logging]`
     pub logging: Logging,
+    /// `[otlp]` (Homestead)
+    pub otlp: Otlp,
 }
 
 /// A configuration that passed validation, with the warnings an operator should see at start-up.
@@ -239,6 +242,17 @@ impl Config {
                 return fail(
                     "storage.s3_endpoint",
                     format!("`{endpoint}` is not an endpoint URL: expected http(s)://host[:port]"),
+                );
+            }
+        }
+
+        if let Some(endpoint) = &self.otlp.endpoint {
+            let ok =
+                url::Url::parse(endpoint).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                return fail(
+                    "otlp.endpoint",
+                    format!("`{endpoint}` is not a collector URL: expected http(s)://host[:port]"),
                 );
             }
         }

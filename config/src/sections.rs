@@ -175,6 +175,29 @@ impl Default for Admin {
     }
 }
 
+/// `[otlp]` (Homestead): OpenTelemetry export of traces and metrics over OTLP/HTTP; off unless an endpoint
+/// is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Otlp {
+    /// Collector base URL, e.g. `http://127.0.0.1:4318`; `/v1/traces` and `/v1/metrics` are appended.
+    pub endpoint: Option<String>,
+    /// Seconds between metric exports.
+    pub metrics_interval_secs: NonZeroU64,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+}
+
+impl Default for Otlp {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            metrics_interval_secs: NonZeroU64::new(60).expect("non-zero"),
+            service_name: "homestead".to_string(),
+        }
+    }
+}
+
 /// `[metrics]`: the Prometheus listener.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

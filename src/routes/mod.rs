@@ -80,6 +80,7 @@ pub fn client_router(app: AppState) -> Router {
             app.metrics,
             crate::metrics::record_request,
         ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 /// Maximally permissive CORS with credentials, mirroring the request (PROTOCOL.md §4.4), so browser apps
@@ -179,7 +180,7 @@ mod tests {
             max_body_bytes: Some(1024),
             admin_password: "secret".into(),
             admin: admin::AdminFacts::default(),
-            metrics: Arc::new(crate::metrics::Metrics::new().unwrap()),
+            metrics: Arc::new(crate::metrics::Metrics::new(None).unwrap()),
             rate_limits: RateLimitLayer::new(Vec::new(), Vec::new()),
             default_quotas: Default::default(),
         };
