@@ -80,6 +80,7 @@ impl App {
         let sweeper = spawn_sweeper(store.clone());
         let (bus, pump) = EventBus::start(store.clone()).await?;
         let metrics = Arc::new(Metrics::new(otlp_metrics)?);
+        metrics.observe_storage(store.clone());
         let publish_status = SharedPublishStatus::default();
         let last_republish = LastRun::default();
         let admin_facts = AdminFacts {

@@ -1,6 +1,8 @@
 //! Error responses: a status and a one-line plain-text reason (PROTOCOL.md §4.2). Storage failures become
 //! 503 with their reason, logged in full; a client never causes a 500.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use axum::response::{IntoResponse, Response};
 use homestead_backends::StoreError;
 use http::{HeaderValue, StatusCode, header};
@@ -39,8 +41,33 @@ impl HttpError {
     }
 }
 
+/// Storage failures seen while answering requests, for the metrics.
+#[derive(Debug, Default)]
+pub struct StorageFailures {
+    /// Blob store errors (including blobs missing behind an entry).
+    pub blob: AtomicU64,
+    /// Metadata database errors.
+    pub database: AtomicU64,
+}
+
+/// The process-wide count of [`StorageFailures`].
+pub static STORAGE_FAILURES: StorageFailures = StorageFailures {
+    blob: AtomicU64::new(0),
+    database: AtomicU64::new(0),
+};
+
 impl From<StoreError> for HttpError {
     fn from(err: StoreError) -> Self {
+        let counter = match &err {
+            StoreError::Blob { .. } | StoreError::BlobMissing { .. } => {
+                Some(&STORAGE_FAILURES.blob)
+            }
+            StoreError::Metadata(_) => Some(&STORAGE_FAILURES.database),
+            _ => None,
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         match err {
             StoreError::NoSuchUser { .. } => Self::not_found(),
             StoreError::QuotaExceeded { .. } => Self::new(

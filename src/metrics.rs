@@ -15,6 +15,9 @@ use opentelemetry_otlp::MetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use prometheus::{Encoder, TextEncoder};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use homestead_backends::Store;
 
 /// The reference's meter name, so that dashboards built for it keep working.
 const METER: &str = "pubky_homeserver";
@@ -23,7 +26,7 @@ const METER: &str = "pubky_homeserver";
 #[derive(Debug)]
 pub struct Metrics {
     registry: prometheus::Registry,
-    _provider: SdkMeterProvider,
+    provider: SdkMeterProvider,
     /// Successful sign-ups.
     pub signups: Counter<u64>,
     /// Open `/events-stream` responses.
@@ -117,8 +120,50 @@ impl Metrics {
                 .with_description("User PKARR records handled by the republisher, by outcome")
                 .build(),
             registry,
-            _provider: provider,
+            provider,
         })
+    }
+
+    /// Adds the gauges read from the storage at each collection: connections of the database pools and
+    /// storage failures so far.
+    pub fn observe_storage(&self, store: Store) {
+        let meter = self.provider.meter(METER);
+        let pools = store.clone();
+        meter
+            .u64_observable_gauge("db_pool_connections")
+            .with_description("Database pool connections by pool and state")
+            .with_callback(move |gauge| {
+                for (pool, open, idle) in pools.metadata().pool_stats() {
+                    let busy = open.saturating_sub(idle);
+                    gauge.observe(
+                        u64::from(busy),
+                        &[
+                            KeyValue::new("pool", pool),
+                            KeyValue::new("state", "in_use"),
+                        ],
+                    );
+                    gauge.observe(
+                        u64::from(idle),
+                        &[KeyValue::new("pool", pool), KeyValue::new("state", "idle")],
+                    );
+                }
+            })
+            .build();
+        meter
+            .u64_observable_counter("storage_errors")
+            .with_description("Storage failures while answering requests, by backend")
+            .with_callback(|counter| {
+                let failures = &crate::http_error::STORAGE_FAILURES;
+                counter.observe(
+                    failures.blob.load(Ordering::Relaxed),
+                    &[KeyValue::new("backend", "blob")],
+                );
+                counter.observe(
+                    failures.database.load(Ordering::Relaxed),
+                    &[KeyValue::new("backend", "database")],
+                );
+            })
+            .build();
     }
 
     /// Everything recorded so far, in the Prometheus text format.

@@ -1504,6 +1504,13 @@ async fn served_metrics(server: &TestServer) {
         "http_request_duration_seconds_count{{method=\"PUT\",route=\"/pub/{{path}}\",status=\"401\",{scope}}}"
     );
     assert!(metrics.contains(&refused), "{metrics}");
+    assert!(metrics.contains("db_pool_connections{pool="), "{metrics}");
+    assert!(metrics.contains("state=\"idle\""), "{metrics}");
+    let blob_errors = format!("storage_errors_total{{backend=\"blob\",{scope}}} 0");
+    assert!(
+        metrics.contains(&blob_errors),
+        "{blob_errors} in\n{metrics}"
+    );
     for counter in ["storage_bytes_written_total", "storage_bytes_read_total"] {
         assert!(
             metrics.contains(&format!("{counter}{{{scope}}} ")),

@@ -434,6 +434,9 @@ pub trait Metadata: Send + Sync + Debug {
     /// Counts for the admin info.
     async fn counts(&self) -> Result<Counts>;
 
+    /// Connections of each connection pool: (pool name, open, idle).
+    fn pool_stats(&self) -> Vec<(&'static str, u32, u32)>;
+
     /// Wakes when another instance may have committed events (PostgreSQL `LISTEN events`); None when
     /// only this process writes the database.
     fn event_hints(&self) -> Option<std::sync::Arc<tokio::sync::Notify>>;

@@ -32,6 +32,8 @@ impl PostgresMetadata {
     const EVENT_ORDER_LOCK: Option<&'static str> =
         Some("SELECT pg_advisory_xact_lock(7311142570157080576)");
     const ANNOUNCE_EVENTS: Option<&'static str> = Some("SELECT pg_notify('events', '')");
+    /// Reads and writes share one pool.
+    const SEPARATE_WRITE_POOL: bool = false;
 
     fn hints(&self) -> Option<Arc<Notify>> {
         Some(self.hints.clone())

@@ -4,7 +4,8 @@
 //! The engine module provides: fields `read` (a pool for reads) and `write` (a pool whose transactions
 //! write), and constants `LOCK_USER` (select a user's row for the rest of the transaction) and
 //! `EVENT_ORDER_LOCK` (a statement that makes event ids visible in increasing order, or `None`),
-//! `ANNOUNCE_EVENTS` (a statement that wakes other instances after a commit, or `None`), and methods
+//! `ANNOUNCE_EVENTS` (a statement that wakes other instances after a commit, or `None`),
+//! `SEPARATE_WRITE_POOL` (whether `write` is a pool of its own rather than a clone of `read`), and methods
 //! `hints()` and `stop_listening()` for the wake-ups other instances send.
 
 macro_rules! impl_metadata {
@@ -555,6 +556,15 @@ macro_rules! impl_metadata {
                     signup_tokens: count(tokens),
                     unused_signup_tokens: count(unused),
                 })
+            }
+
+            fn pool_stats(&self) -> Vec<(&'static str, u32, u32)> {
+                let stat = |name, pool: &sqlx::Pool<$db>| (name, pool.size(), u32::try_from(pool.num_idle()).unwrap_or(u32::MAX));
+                if Self::SEPARATE_WRITE_POOL {
+                    vec![stat("read", &self.read), stat("write", &self.write)]
+                } else {
+                    vec![stat("main", &self.read)]
+                }
             }
 
             fn event_hints(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {

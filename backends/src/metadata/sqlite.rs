@@ -23,6 +23,8 @@ impl SqliteMetadata {
     const LOCK_USER: &'static str =
         "SELECT id, used_bytes, quota_bytes FROM users WHERE public_key = $1";
     const EVENT_ORDER_LOCK: Option<&'static str> = None;
+    /// One writer connection beside the readers.
+    const SEPARATE_WRITE_POOL: bool = true;
     /// One process owns the file, so there is nobody to wake.
     const ANNOUNCE_EVENTS: Option<&'static str> = None;
 
