@@ -108,6 +108,7 @@ impl App {
             admin: admin_facts,
             metrics: metrics.clone(),
             default_quotas: config.default_quotas.clone(),
+            trusted_proxies: config.drive.trusted_proxies.clone(),
             rate_limits: RateLimitLayer::new(
                 config.drive.rate_limits.clone(),
                 config.drive.trusted_proxies.clone(),

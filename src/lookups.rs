@@ -2,7 +2,13 @@
 //! by their text, quota room by user and path.
 
 use homestead_backends::{EntryPath, Store, StoreError};
-use homestead_middleware::{QuotaLedger, Session, SessionLookup, SignupTokens, TokenStatus};
+use std::time::Duration;
+
+use homestead_config::{Bandwidth, DefaultQuotas};
+use homestead_middleware::{
+    BandwidthPolicy, QuotaLedger, Rate, Session, SessionLookup, SignupTokens, TokenStatus,
+    UserRates,
+};
 
 use crate::authorization::check_write;
 use crate::routes::storage::{decode_path, storage_path};
@@ -76,5 +82,65 @@ impl QuotaLedger for StoreQuotas {
             .room_for(&session.public_key.to_string(), &path)
             .await?;
         Ok(room.is_none_or(|room| length <= room))
+    }
+}
+
+/// Users' bandwidth from the Store, with the configured defaults.
+#[derive(Debug, Clone)]
+pub struct StoreBandwidth {
+    /// Where users' own settings live.
+    pub store: Store,
+    /// `[default_quotas]`.
+    pub defaults: DefaultQuotas,
+}
+
+/// A configured bandwidth as a rate, with a burst in the bandwidth's unit.
+pub fn rate(bandwidth: Bandwidth, burst: Option<u32>) -> Rate {
+    Rate {
+        bytes: bandwidth.amount.saturating_mul(bandwidth.unit_bytes),
+        period: Duration::from_secs(bandwidth.per.seconds()),
+        burst_bytes: burst.map(|b| u64::from(b).saturating_mul(bandwidth.unit_bytes)),
+    }
+}
+
+/// A user's rate: their own (`"unlimited"`: none) with their burst, else the default with its burst.
+fn resolve(
+    own: Option<&str>,
+    own_burst: Option<u32>,
+    default: Option<Bandwidth>,
+    default_burst: Option<u32>,
+) -> Option<Rate> {
+    match own {
+        Some("unlimited") => None,
+        Some(text) => Bandwidth::try_from(text.to_string())
+            .ok()
+            .map(|b| rate(b, own_burst)),
+        None => default.map(|b| rate(b, default_burst)),
+    }
+}
+
+impl BandwidthPolicy for StoreBandwidth {
+    type Error = StoreError;
+
+    async fn user_rates(&self, user: &pkarr::PublicKey) -> Result<Option<UserRates>, Self::Error> {
+        let Some(user) = self.store.user(&user.to_string()).await? else {
+            return Ok(None);
+        };
+        let limits = &user.limits;
+        let d = &self.defaults;
+        Ok(Some(UserRates {
+            read: resolve(
+                limits.rate_read.as_deref(),
+                limits.rate_read_burst,
+                d.rate_read,
+                d.rate_read_burst.map(|b| b.get()),
+            ),
+            write: resolve(
+                limits.rate_write.as_deref(),
+                limits.rate_write_burst,
+                d.rate_write,
+                d.rate_write_burst.map(|b| b.get()),
+            ),
+        }))
     }
 }

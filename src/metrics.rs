@@ -33,6 +33,8 @@ pub struct Metrics {
     pub event_streams: UpDownCounter<i64>,
     /// Live streams closed for falling behind.
     pub stream_lagged: Counter<u64>,
+    /// Live streams found with their queue at least half full.
+    pub stream_half_full: Counter<u64>,
     /// How long event streams stayed open, in ms.
     pub stream_duration_ms: Histogram<u64>,
     /// `/events/` query time, in ms.
@@ -80,6 +82,12 @@ impl Metrics {
             stream_lagged: meter
                 .u64_counter("event_stream_broadcast_lagged_count")
                 .with_description("Number of times event stream broadcast channel lagged")
+                .build(),
+            stream_half_full: meter
+                .u64_counter("event_stream_broadcast_half_full_count")
+                .with_description(
+                    "Number of times event stream broadcast channel reached half capacity",
+                )
                 .build(),
             stream_duration_ms: meter
                 .u64_histogram("event_stream_connection_duration_ms")
@@ -267,6 +275,7 @@ mod tests {
         metrics.signups.add(1, &[]);
         metrics.event_streams.add(1, &[]);
         metrics.stream_lagged.add(1, &[]);
+        metrics.stream_half_full.add(1, &[]);
         metrics.stream_duration_ms.record(1, &[]);
         metrics.events_query_ms.record(1, &[]);
         metrics.stream_query_ms.record(1, &[]);

@@ -280,10 +280,6 @@ impl Config {
             self.pkdns.user_keys_republisher_interval = 1800;
         }
 
-        let not_yet = "is accepted but not enforced by this version of Homestead yet";
-        if self.default_quotas.is_set() {
-            warnings.push(format!("default_quotas {not_yet}"));
-        }
         Ok(warnings)
     }
 }

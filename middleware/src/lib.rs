@@ -1,6 +1,7 @@
 //! Homestead's Tower layers. Each module holds one concern as a `Layer` + `Service` pair that depends on
 //! small traits, never on a database, and is unit-tested through `tower::ServiceExt::oneshot`.
 
+pub mod bandwidth;
 pub mod peer;
 mod plain_text;
 pub mod quota;
@@ -9,6 +10,9 @@ pub mod session;
 pub mod signup;
 pub mod tenant;
 
+pub use bandwidth::{
+    BandwidthLayer, BandwidthPolicy, BandwidthService, Rate, Throttled, UserRates,
+};
 pub use peer::{Peer, PeerLayer, PeerService, Transport};
 pub use quota::{QuotaLayer, QuotaLedger, QuotaService};
 pub use rate_limit::{RateLimitLayer, RateLimitService};

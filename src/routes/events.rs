@@ -356,7 +356,12 @@ async fn run_stream(
                 }
                 continue;
             }
-            Ok(Ok(event)) => event,
+            Ok(Ok(event)) => {
+                if live.len() >= homestead_backends::event_bus::BUS_CAPACITY / 2 {
+                    metrics.stream_half_full.add(1, &[]);
+                }
+                event
+            }
             Ok(Err(broadcast::error::RecvError::Lagged(missed))) => {
                 metrics.stream_lagged.add(1, &[]);
                 tracing::debug!(missed, "closing a live stream that fell behind");

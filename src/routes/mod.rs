@@ -13,13 +13,15 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use homestead_backends::{EventBus, Store};
 use homestead_config::SignupMode;
-use homestead_middleware::{QuotaLayer, RateLimitLayer, SessionLayer, SignupLayer, TenantLayer};
+use homestead_middleware::{
+    BandwidthLayer, QuotaLayer, RateLimitLayer, SessionLayer, SignupLayer, TenantLayer,
+};
 use http::{HeaderValue, header};
 use tower_http::cors::CorsLayer;
 
 use std::sync::Arc;
 
-use crate::lookups::{StoreQuotas, StoreSessions, StoreSignupTokens};
+use crate::lookups::{StoreBandwidth, StoreQuotas, StoreSessions, StoreSignupTokens};
 use crate::metrics::Metrics;
 
 /// What handlers share.
@@ -41,8 +43,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Request-count limits.
     pub rate_limits: RateLimitLayer,
-    /// Default bandwidth settings, for the admin quota view.
+    /// Default bandwidth settings.
     pub default_quotas: homestead_config::DefaultQuotas,
+    /// Proxies whose forwarded addresses are believed.
+    pub trusted_proxies: Vec<homestead_config::IpRange>,
 }
 
 /// The client API, served identically on the ICANN and PubkyTLS listeners.
@@ -73,6 +77,17 @@ pub fn client_router(app: AppState) -> Router {
         ))
         .layer(signup)
         .layer(SessionLayer::new(StoreSessions(app.store.clone())))
+        .layer(BandwidthLayer::new(
+            StoreBandwidth {
+                store: app.store.clone(),
+                defaults: app.default_quotas.clone(),
+            },
+            app.default_quotas
+                .unauthenticated_ip_rate_read
+                .map(|b| crate::lookups::rate(b, None)),
+            app.trusted_proxies.clone(),
+            axum::body::Body::new,
+        ))
         .layer(app.rate_limits.clone())
         .layer(TenantLayer)
         .layer(cors())
@@ -183,6 +198,7 @@ mod tests {
             metrics: Arc::new(crate::metrics::Metrics::new(None).unwrap()),
             rate_limits: RateLimitLayer::new(Vec::new(), Vec::new()),
             default_quotas: Default::default(),
+            trusted_proxies: Vec::new(),
         };
         (state, dir)
     }

@@ -1,0 +1,357 @@
+//! Bandwidth limits (OPERATIONS.md §8.3): request and response bodies are slowed to a byte rate, never
+//! refused. A request with the tenant's session cookie from a known user gets that user's write rate (for
+//! `PUT`, `POST`, `PATCH`, `DELETE`) or read rate, from a [`BandwidthPolicy`]; any other request gets the
+//! anonymous read rate, keyed by client IP. Users with the same key share one bucket; buckets count
+//! 1 KiB cells and may run into debt, so a large chunk waits for the time its bytes are worth.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use homestead_config::IpRange;
+use http::{Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pkarr::PublicKey;
+use tokio::time::Sleep;
+use tower::{Layer, Service};
+
+use crate::peer::Peer;
+use crate::rate_limit::client_ip;
+use crate::session::session_secret;
+use crate::tenant::Tenant;
+
+/// Bytes in one cell of a bucket.
+const CELL: u64 = 1024;
+
+/// A byte rate with an optional burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// Bytes allowed per period.
+    pub bytes: u64,
+    /// The period.
+    pub period: Duration,
+    /// Bucket size in bytes; None = one period's worth.
+    pub burst_bytes: Option<u64>,
+}
+
+/// A known user's rates; None = not limited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserRates {
+    /// For GET, HEAD and the like.
+    pub read: Option<Rate>,
+    /// For PUT, POST, PATCH and DELETE.
+    pub write: Option<Rate>,
+}
+
+/// Tells the rates of a user; the app implements it with the Store and the configured defaults.
+pub trait BandwidthPolicy: Clone + Send + Sync + 'static {
+    /// Why the policy could not answer (the request then passes unthrottled).
+    type Error: Display + Send;
+
+    /// The rates of `user`, or None when there is no such user.
+    fn user_rates(
+        &self,
+        user: &PublicKey,
+    ) -> impl Future<Output = Result<Option<UserRates>, Self::Error>> + Send;
+}
+
+/// A token bucket in cells, allowed to go into debt.
+#[derive(Debug)]
+struct Bucket {
+    /// Cells available (negative: owed).
+    cells: f64,
+    capacity: f64,
+    /// Time to earn one cell.
+    per_cell: Duration,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn new(rate: Rate) -> Self {
+        let cells_per_period = (rate.bytes / CELL).max(1);
+        let capacity = rate
+            .burst_bytes
+            .map_or(cells_per_period, |b| (b / CELL).max(1));
+        Self {
+            cells: capacity as f64,
+            capacity: capacity as f64,
+            per_cell: rate.period / u32::try_from(cells_per_period).unwrap_or(u32::MAX),
+            updated: Instant::now(),
+        }
+    }
+
+    /// Takes the cells of `bytes`; returns how long the caller must wait before passing them on.
+    fn take(&mut self, bytes: usize) -> Duration {
+        let now = Instant::now();
+        let earned = now.duration_since(self.updated).as_secs_f64() / self.per_cell.as_secs_f64();
+        self.cells = (self.cells + earned).min(self.capacity);
+        self.updated = now;
+        self.cells -= (bytes as u64).div_ceil(CELL) as f64;
+        if self.cells >= 0.0 {
+            Duration::ZERO
+        } else {
+            self.per_cell.mul_f64(-self.cells)
+        }
+    }
+}
+
+type SharedBucket = Arc<Mutex<Bucket>>;
+
+/// A body whose data frames wait for their cells.
+pub struct Throttled<B> {
+    inner: B,
+    bucket: Option<SharedBucket>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    held: Option<Frame<Bytes>>,
+}
+
+impl<B> Throttled<B> {
+    fn new(inner: B, bucket: Option<SharedBucket>) -> Self {
+        Self {
+            inner,
+            bucket,
+            sleep: None,
+            held: None,
+        }
+    }
+}
+
+impl<B> Body for Throttled<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        if let Some(sleep) = this.sleep.as_mut() {
+            ready!(sleep.as_mut().poll(cx));
+            this.sleep = None;
+            return Poll::Ready(this.held.take().map(Ok));
+        }
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let Some(Ok(frame)) = frame else {
+            return Poll::Ready(frame);
+        };
+        let (Some(bucket), Some(data)) = (&this.bucket, frame.data_ref()) else {
+            return Poll::Ready(Some(Ok(frame)));
+        };
+        let wait = bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(data.len());
+        if wait.is_zero() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        let mut sleep = Box::pin(tokio::time::sleep(wait));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Ok(frame))),
+            Poll::Pending => {
+                this.sleep = Some(sleep);
+                this.held = Some(frame);
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.held.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Throttles bodies by user or client IP.
+pub struct BandwidthLayer<P, B> {
+    policy: P,
+    anonymous_read: Option<Rate>,
+    trusted: Arc<Vec<IpRange>>,
+    buckets: Arc<Mutex<HashMap<(String, Rate), SharedBucket>>>,
+    wrap: fn(Throttled<B>) -> B,
+}
+
+impl<P: Clone, B> Clone for BandwidthLayer<P, B> {
+    fn clone(&self) -> Self {
+        Self {
+            policy: self.policy.clone(),
+            anonymous_read: self.anonymous_read,
+            trusted: self.trusted.clone(),
+            buckets: self.buckets.clone(),
+            wrap: self.wrap,
+        }
+    }
+}
+
+impl<P, B> BandwidthLayer<P, B> {
+    /// Users' rates come from `policy`; requests without a user's session get `anonymous_read` per
+    /// client IP (believing forwarded addresses from `trusted` proxies only). `wrap` turns a throttled
+    /// body back into the body type of the service (e.g. `axum::body::Body::new`).
+    pub fn new(
+        policy: P,
+        anonymous_read: Option<Rate>,
+        trusted: Vec<IpRange>,
+        wrap: fn(Throttled<B>) -> B,
+    ) -> Self {
+        Self {
+            policy,
+            anonymous_read,
+            trusted: Arc::new(trusted),
+            buckets: Arc::default(),
+            wrap,
+        }
+    }
+}
+
+impl<S, P: Clone, B> Layer<S> for BandwidthLayer<P, B> {
+    type Service = BandwidthService<S, P, B>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BandwidthService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`BandwidthLayer`].
+pub struct BandwidthService<S, P, B> {
+    inner: S,
+    layer: BandwidthLayer<P, B>,
+}
+
+impl<S: Clone, P: Clone, B> Clone for BandwidthService<S, P, B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<P: BandwidthPolicy, B> BandwidthLayer<P, B> {
+    fn bucket(&self, key: String, rate: Rate) -> SharedBucket {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget buckets that are full again: they carry no state worth keeping.
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, b| Arc::strong_count(b) > 1);
+        }
+        buckets
+            .entry((key, rate))
+            .or_insert_with(|| Arc::new(Mutex::new(Bucket::new(rate))))
+            .clone()
+    }
+
+    async fn choose(
+        &self,
+        method: &Method,
+        tenant: Option<PublicKey>,
+        with_cookie: bool,
+        ip: Option<IpAddr>,
+    ) -> Option<SharedBucket> {
+        if let (Some(user), true) = (tenant, with_cookie) {
+            match self.policy.user_rates(&user).await {
+                Ok(Some(rates)) => {
+                    let writes = matches!(
+                        *method,
+                        Method::PUT | Method::POST | Method::PATCH | Method::DELETE
+                    );
+                    let rate = if writes { rates.write } else { rates.read };
+                    return rate.map(|rate| self.bucket(user.to_string(), rate));
+                }
+                Ok(None) => {}
+                // The policy could not answer: let the request through unthrottled.
+                Err(_) => return None,
+            }
+        }
+        let rate = self.anonymous_read?;
+        Some(self.bucket(ip?.to_string(), rate))
+    }
+}
+
+impl<S, P, B> Service<Request<B>> for BandwidthService<S, P, B>
+where
+    S: Service<Request<B>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    P: BandwidthPolicy,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let tenant = request.extensions().get::<Tenant>().map(|t| t.0.clone());
+            let with_cookie = tenant
+                .as_ref()
+                .is_some_and(|t| session_secret(request.headers(), &t.to_string()).is_some());
+            let ip = request
+                .extensions()
+                .get::<Peer>()
+                .map(|peer| client_ip(peer.remote.ip(), request.headers(), &layer.trusted));
+            let bucket = layer
+                .choose(request.method(), tenant, with_cookie, ip)
+                .await;
+            let Some(bucket) = bucket else {
+                return inner.call(request).await;
+            };
+            let (parts, body) = request.into_parts();
+            let body = (layer.wrap)(Throttled::new(body, Some(bucket.clone())));
+            let response = inner.call(Request::from_parts(parts, body)).await?;
+            let (parts, body) = response.into_parts();
+            Ok(Response::from_parts(
+                parts,
+                (layer.wrap)(Throttled::new(body, Some(bucket))),
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_pay_for_bursts_with_waits() {
+        let rate = Rate {
+            bytes: 10 * CELL,
+            period: Duration::from_secs(1),
+            burst_bytes: None,
+        };
+        let mut bucket = Bucket::new(rate);
+        // A full bucket lets a period's worth through at once.
+        assert_eq!(bucket.take(10 * CELL as usize), Duration::ZERO);
+        // Then each cell costs a tenth of a second.
+        let wait = bucket.take(5 * CELL as usize);
+        assert!(
+            wait > Duration::from_millis(450) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        // Partial cells count whole.
+        let mut small = Bucket::new(Rate {
+            burst_bytes: Some(CELL),
+            ..rate
+        });
+        assert_eq!(small.take(1), Duration::ZERO);
+        assert!(small.take(1) > Duration::from_millis(90));
+    }
+}
