@@ -54,7 +54,7 @@ fn uncommented_sample_is_valid_and_sets_every_documented_key() {
     assert_eq!(c.storage.default_quota_mb, Some(1000));
     assert_eq!(c.pkdns.public_icann_http_port, Some(80));
     assert_eq!(c.pkdns.dht_bootstrap_nodes.unwrap().len(), 4);
-    // Accepted but not acted on yet: said at start-up.
+    // Every reference setting is acted on: no start-up warning about them.
     assert!(
         !loaded
             .warnings
