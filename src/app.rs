@@ -17,7 +17,7 @@ use pkarr::Keypair;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::listeners::{self, Protocol};
+use crate::listeners::{self, ConnectionLimits, Protocol};
 use crate::metrics::{self, Metrics};
 use crate::pkarr_record::{self, Advertised, SharedPublishStatus};
 use crate::routes::admin::AdminFacts;
@@ -109,6 +109,7 @@ impl App {
             metrics: metrics.clone(),
             default_quotas: config.default_quotas.clone(),
             trusted_proxies: config.drive.trusted_proxies.clone(),
+            body_read_timeout: Duration::from_secs(config.drive.body_read_timeout_secs.get()),
             rate_limits: RateLimitLayer::new(
                 config.drive.rate_limits.clone(),
                 config.drive.trusted_proxies.clone(),
@@ -121,6 +122,7 @@ impl App {
         let pkarr_client = pkarr_record::client(&config.pkdns)?;
 
         let (shutdown, watch_shutdown) = watch::channel(false);
+        let limits = ConnectionLimits::from_config(&config.drive);
         let mut listeners = Vec::new();
         let admin = if config.admin.enabled {
             let listener = listeners::bind("admin", config.admin.listen_socket).await?;
@@ -130,6 +132,7 @@ impl App {
                 listener,
                 Protocol::Http,
                 routes::admin_router(state.clone()),
+                limits,
                 watch_shutdown.clone(),
             ));
             Some(addr)
@@ -144,6 +147,7 @@ impl App {
                 listener,
                 Protocol::Http,
                 metrics::router(metrics.clone()),
+                limits,
                 watch_shutdown.clone(),
             ));
             Some(addr)
@@ -165,6 +169,7 @@ impl App {
             icann_listener,
             Protocol::Http,
             client_router.clone(),
+            limits,
             watch_shutdown.clone(),
         ));
         let acceptor = listeners::tls_acceptor(keypair.to_rpk_rustls_server_config());
@@ -173,6 +178,7 @@ impl App {
             tls_listener,
             Protocol::PubkyTls(acceptor),
             client_router,
+            limits,
             watch_shutdown,
         ));
 

@@ -79,7 +79,17 @@ impl From<StoreError> for HttpError {
                 format!("Request body is larger than the limit of {limit} bytes"),
             ),
             StoreError::Body { source, .. } => {
-                Self::bad_request(format!("Request body could not be read: {source}"))
+                let timed_out = source
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|err| err.kind() == std::io::ErrorKind::TimedOut);
+                if timed_out {
+                    Self::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!("Request body timed out: {source}"),
+                    )
+                } else {
+                    Self::bad_request(format!("Request body could not be read: {source}"))
+                }
             }
             other => {
                 tracing::error!(err = %other, "storage failure");

@@ -12,17 +12,115 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tower::Layer;
 
 /// How long shutdown waits for in-flight requests before closing their connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// How long a client may take to send its request headers or finish a TLS handshake.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one connection may cost: time to send headers, silence, head size; and how many are served at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Time to send the request headers or finish a TLS handshake.
+    pub header_read_timeout: Duration,
+    /// Time without any traffic before a connection is closed.
+    pub idle_timeout: Duration,
+    /// Largest request head in bytes.
+    pub max_header_bytes: usize,
+    /// Connections served at once by one listener.
+    pub max_connections: usize,
+}
+
+impl ConnectionLimits {
+    /// The limits of `[drive]`.
+    pub fn from_config(drive: &homestead_config::Drive) -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(drive.header_read_timeout_secs.get()),
+            idle_timeout: Duration::from_secs(drive.idle_timeout_secs.get()),
+            max_header_bytes: drive.max_header_bytes,
+            max_connections: drive.max_connections,
+        }
+    }
+}
+
+/// When a connection last moved a byte, as milliseconds since it opened.
+#[derive(Debug, Clone)]
+struct Activity {
+    opened: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            last: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last)
+    }
+}
+
+/// An IO stream that records its activity.
+struct Watched<IO> {
+    io: IO,
+    activity: Activity,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write(cx, data);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
 
 /// What a listener speaks.
 #[derive(Clone)]
@@ -40,6 +138,7 @@ pub fn spawn(
     listener: TcpListener,
     protocol: Protocol,
     router: Router,
+    limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -48,7 +147,13 @@ pub fn spawn(
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
         loop {
             let (stream, remote) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -62,11 +167,19 @@ pub fn spawn(
                 },
                 _ = shutdown.changed() => break,
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // Full: close at once rather than queue, so the server keeps serving its current clients.
+                tracing::debug!(listener = name, %remote, "too many connections: closed");
+                drop(stream);
+                continue;
+            };
             let connection = Connection {
                 builder: builder.clone(),
                 router: router.clone(),
                 remote,
                 watcher: graceful.watcher(),
+                limits,
+                _slot: slot,
             };
             match &protocol {
                 Protocol::Http => {
@@ -92,11 +205,15 @@ struct Connection {
     router: Router,
     remote: SocketAddr,
     watcher: hyper_util::server::graceful::Watcher,
+    limits: ConnectionLimits,
+    /// Held while the connection lives.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Connection {
     async fn serve_tls(self, acceptor: TlsAcceptor, stream: TcpStream) {
-        let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await;
+        let handshake =
+            tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream)).await;
         let tls = match handshake {
             Ok(Ok(tls)) => tls,
             // Scanners, plain-HTTP clients and X.509-only clients end here: not the server's problem.
@@ -122,12 +239,33 @@ impl Connection {
             remote: self.remote,
         };
         let service = TowerToHyperService::new(PeerLayer::new(peer).layer(self.router));
+        let activity = Activity::new();
+        let io = Watched {
+            io,
+            activity: activity.clone(),
+        };
         let connection = self
             .builder
             .serve_connection(TokioIo::new(io), service)
             .into_owned();
-        if let Err(err) = self.watcher.watch(connection).await {
-            tracing::debug!(remote = %self.remote, %err, "connection ended with an error");
+        let connection = self.watcher.watch(connection);
+        tokio::pin!(connection);
+        let check_every = (self.limits.idle_timeout / 4).max(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                result = &mut connection => {
+                    if let Err(err) = result {
+                        tracing::debug!(remote = %self.remote, %err, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep(check_every) => {
+                    if activity.idle() >= self.limits.idle_timeout {
+                        tracing::debug!(remote = %self.remote, "idle connection closed");
+                        return;
+                    }
+                }
+            }
         }
     }
 }

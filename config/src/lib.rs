@@ -257,6 +257,22 @@ impl Config {
             }
         }
 
+        if self.drive.max_header_bytes < 8192 {
+            return fail(
+                "drive.max_header_bytes",
+                format!(
+                    "{} is too small: at least 8192",
+                    self.drive.max_header_bytes
+                ),
+            );
+        }
+        if self.drive.max_connections == 0 {
+            return fail(
+                "drive.max_connections",
+                "0 would refuse every client: at least 1".into(),
+            );
+        }
+
         let admin = &self.admin;
         if admin.enabled
             && admin.admin_password == Admin::default().admin_password

@@ -48,6 +48,16 @@ pub struct Drive {
     /// Homestead: reverse proxies whose `X-Forwarded-For`/`X-Real-IP` name the client; the headers of
     /// anyone else are ignored.
     pub trusted_proxies: Vec<IpRange>,
+    /// Homestead: seconds a client may take to send a request's headers (or finish a TLS handshake).
+    pub header_read_timeout_secs: NonZeroU64,
+    /// Homestead: seconds a connection may stay without any traffic before it is closed.
+    pub idle_timeout_secs: NonZeroU64,
+    /// Homestead: seconds an upload may pause between two pieces of its body before it is abandoned.
+    pub body_read_timeout_secs: NonZeroU64,
+    /// Homestead: largest request head (request line and headers) in bytes; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Homestead: connections served at once per listener; more are closed on arrival.
+    pub max_connections: usize,
 }
 
 impl Default for Drive {
@@ -65,6 +75,11 @@ impl Default for Drive {
             }],
             max_body_bytes: 100 << 20,
             trusted_proxies: Vec::new(),
+            header_read_timeout_secs: NonZeroU64::new(30).expect("non-zero"),
+            idle_timeout_secs: NonZeroU64::new(120).expect("non-zero"),
+            body_read_timeout_secs: NonZeroU64::new(60).expect("non-zero"),
+            max_header_bytes: 64 << 10,
+            max_connections: 10_000,
         }
     }
 }

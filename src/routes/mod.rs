@@ -47,6 +47,8 @@ pub struct AppState {
     pub default_quotas: homestead_config::DefaultQuotas,
     /// Proxies whose forwarded addresses are believed.
     pub trusted_proxies: Vec<homestead_config::IpRange>,
+    /// Longest pause allowed between two pieces of an upload.
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// The client API, served identically on the ICANN and PubkyTLS listeners.
@@ -199,6 +201,7 @@ mod tests {
             rate_limits: RateLimitLayer::new(Vec::new(), Vec::new()),
             default_quotas: Default::default(),
             trusted_proxies: Vec::new(),
+            body_read_timeout: std::time::Duration::from_secs(5),
         };
         (state, dir)
     }

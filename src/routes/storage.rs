@@ -291,7 +291,9 @@ async fn put(
         max_bytes: app.max_body_bytes,
     };
     let mut body = request.into_body().into_data_stream();
-    match app.store.put_stream(owner, &path, &mut body, limits).await {
+    let patient = patient_body(&mut body, app.body_read_timeout);
+    let result = app.store.put_stream(owner, &path, patient, limits).await;
+    match result {
         Ok(written) => {
             app.metrics.bytes_written.add(written.content_length, &[]);
             Ok(StatusCode::CREATED.into_response())
@@ -302,6 +304,31 @@ async fn put(
         }
         Err(err) => Err(err.into()),
     }
+}
+
+/// The body's pieces, failing with `TimedOut` when the client pauses longer than `timeout` between two.
+fn patient_body(
+    body: &mut BodyDataStream,
+    timeout: Duration,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Unpin + '_ {
+    Box::pin(futures_util::stream::unfold(
+        Some(body),
+        move |body| async move {
+            let body = body?;
+            match tokio::time::timeout(timeout, body.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+                Ok(Some(Err(err))) => Some((Err(std::io::Error::other(err)), None)),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no body data for {} s", timeout.as_secs()),
+                    )),
+                    None,
+                )),
+            }
+        },
+    ))
 }
 
 /// Reads and discards what is left of a refused upload, within bounds, so that the client has finished
