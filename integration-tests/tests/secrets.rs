@@ -1,0 +1,55 @@
+//! Secrets stay out of the logs: with every target at `trace`, a sign-up, a sign-in, session reads and
+//! writes leave neither a session secret nor the server's secret key in the server's log.
+
+use homestead_integration_tests::{Account, TestNet};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_secrets_and_the_server_key_are_never_logged() {
+    let net = TestNet::new();
+    let server = net
+        .server()
+        .config("[logging]\nlevel = \"trace\"\nmodule_levels = []")
+        .start()
+        .await;
+    let user = Account::signup(&server).await;
+    let client = reqwest::Client::new();
+    let base = server.icann_url();
+    let session = client
+        .get(format!("{base}/session"))
+        .header("pubky-host", &user.z32)
+        .header("cookie", &user.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), 200);
+    let put = client
+        .put(format!("{base}/pub/file"))
+        .header("pubky-host", &user.z32)
+        .header("cookie", &user.cookie)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let signout = client
+        .delete(format!("{base}/session"))
+        .header("pubky-host", &user.z32)
+        .header("cookie", &user.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signout.status(), 200);
+
+    let secret = user.cookie.split_once('=').unwrap().1.to_string();
+    let server_key = std::fs::read_to_string(server.data_dir().join("secret")).unwrap();
+    let server_key = server_key.trim().to_string();
+    assert_eq!(server_key.len(), 64, "the key file holds hex");
+    let log = server.log();
+    assert!(log.lines().count() > 50, "trace logging is on:\n{log}");
+    assert!(!log.contains(&secret), "a session secret was logged");
+    assert!(
+        !log.to_lowercase().contains(&server_key.to_lowercase()),
+        "the server key was logged"
+    );
+    assert!(server.stop().await.success());
+}
