@@ -47,10 +47,6 @@ pub struct App {
     store: Store,
 }
 
-/// Time between sweeps for orphaned blobs.
-const SWEEP_EVERY: Duration = Duration::from_secs(3600);
-/// Blobs younger than this are never swept: an upload may have written its blob but not yet committed.
-const SWEEP_GRACE: Duration = Duration::from_secs(15 * 60);
 
 impl App {
     /// Opens storage, binds every listener and starts serving and publishing.
@@ -77,7 +73,11 @@ impl App {
                 Quota::Bytes(mb.saturating_mul(1 << 20))
             });
         let store = Store::new(Arc::from(metadata), &blobs, default_quota);
-        let sweeper = spawn_sweeper(store.clone());
+        let sweeper = spawn_sweeper(
+            store.clone(),
+            Duration::from_secs(config.storage.sweep_interval_secs.get()),
+            Duration::from_secs(config.storage.orphan_grace_secs),
+        );
         let (bus, pump) = EventBus::start(store.clone()).await?;
         let metrics = Arc::new(Metrics::new(otlp_metrics)?);
         metrics.observe_storage(store.clone());
@@ -266,11 +266,11 @@ fn advertised_address(host: &str, port: u16) -> Option<String> {
     (port != 0).then(|| format!("{host}:{port}"))
 }
 
-/// Removes orphaned blobs at start-up (leftovers of a crash) and then every [`SWEEP_EVERY`].
-fn spawn_sweeper(store: Store) -> JoinHandle<()> {
+/// Removes orphaned blobs older than `grace` at start-up (leftovers of a crash) and then every `every`.
+fn spawn_sweeper(store: Store, every: Duration, grace: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match store.sweep(SWEEP_GRACE).await {
+            match store.sweep(grace).await {
                 Ok(report) if report.deleted > 0 => {
                     tracing::info!(
                         examined = report.examined,
@@ -281,7 +281,7 @@ fn spawn_sweeper(store: Store) -> JoinHandle<()> {
                 Ok(report) => tracing::debug!(examined = report.examined, "no orphaned blobs"),
                 Err(err) => tracing::warn!(%err, "sweeping orphaned blobs failed"),
             }
-            tokio::time::sleep(SWEEP_EVERY).await;
+            tokio::time::sleep(every).await;
         }
     })
 }

@@ -150,6 +150,10 @@ pub struct Storage {
     pub s3_access_key_id: Option<String>,
     /// Homestead: S3 secret access key; absent = `AWS_SECRET_ACCESS_KEY`.
     pub s3_secret_access_key: Option<String>,
+    /// Homestead: seconds between sweeps for blobs no file references (leftovers of crashes).
+    pub sweep_interval_secs: NonZeroU64,
+    /// Homestead: blobs younger than this many seconds are never swept (an upload may not have committed yet).
+    pub orphan_grace_secs: u64,
 }
 
 impl Default for Storage {
@@ -164,6 +168,8 @@ impl Default for Storage {
             s3_path_style: false,
             s3_access_key_id: None,
             s3_secret_access_key: None,
+            sweep_interval_secs: NonZeroU64::new(3600).expect("non-zero"),
+            orphan_grace_secs: 900,
         }
     }
 }

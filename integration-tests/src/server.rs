@@ -34,6 +34,21 @@ pub enum Blobs {
     S3,
 }
 
+/// Regular files below `dir`.
+fn count_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => count_files(&entry.path()),
+            Ok(kind) if kind.is_file() => 1,
+            _ => 0,
+        })
+        .sum()
+}
+
 /// The `dht_bootstrap_nodes` line of a config naming `bootstrap`.
 fn bootstrap_line(bootstrap: &[String]) -> String {
     let quoted: Vec<String> = bootstrap.iter().map(|b| format!("{b:?}")).collect();
@@ -53,6 +68,7 @@ pub struct TestServerBuilder {
     shared: Option<Backing>,
     pkdns_config: String,
     drive_config: String,
+    storage_config: String,
     extra_config: String,
 }
 
@@ -67,6 +83,7 @@ impl TestServerBuilder {
             shared: None,
             pkdns_config: String::new(),
             drive_config: String::new(),
+            storage_config: String::new(),
             extra_config: String::new(),
         }
     }
@@ -100,6 +117,13 @@ impl TestServerBuilder {
     /// Sets `storage.default_quota_mb`.
     pub fn default_quota_mb(mut self, mb: u64) -> Self {
         self.default_quota_mb = Some(mb);
+        self
+    }
+
+    /// Adds `key = value` lines to the `[storage]` section.
+    pub fn storage_config(mut self, lines: &str) -> Self {
+        self.storage_config.push_str(lines);
+        self.storage_config.push('\n');
         self
     }
 
@@ -164,6 +188,7 @@ impl TestServerBuilder {
         if let Some(mb) = self.default_quota_mb {
             storage.push_str(&format!("default_quota_mb = {mb}\n"));
         }
+        storage.push_str(&self.storage_config);
         format!(
             "{general}\n[drive]\nicann_listen_socket = \"127.0.0.1:0\"\npubky_listen_socket = \"127.0.0.1:0\"\n{}\n\
              [admin]\nlisten_socket = \"127.0.0.1:0\"\n\n{storage}\n\
@@ -375,6 +400,46 @@ impl TestServer {
             ..
         } = self;
         TestServer::spawn(data_dir, (metadata, blobs), database, bucket).await
+    }
+
+    /// Kills the process with SIGKILL: it gets no chance to finish anything.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("SIGKILL the server");
+    }
+
+    /// Starts a stopped or killed server again on the same data directory, database and bucket.
+    pub async fn restart(self) -> TestServer {
+        let TestServer {
+            metadata,
+            blobs,
+            database,
+            bucket,
+            data_dir,
+            ..
+        } = self;
+        TestServer::spawn(data_dir, (metadata, blobs), database, bucket).await
+    }
+
+    /// How many blobs the blob store holds (filesystem and S3 backends).
+    pub async fn blob_count(&self) -> usize {
+        match (&self.bucket, self.blobs) {
+            (Some(bucket), _) => {
+                let url = format!("{}/{}?list-type=2", bucket.endpoint, bucket.name);
+                let listing = reqwest::get(url)
+                    .await
+                    .expect("list the bucket")
+                    .text()
+                    .await
+                    .unwrap();
+                assert!(
+                    !listing.contains("<IsTruncated>true"),
+                    "more than one page of blobs"
+                );
+                listing.matches("<Key>").count()
+            }
+            (None, Blobs::Fs) => count_files(&self.data_dir.path().join("blobs")),
+            (None, blobs) => panic!("cannot count the blobs of {blobs:?}"),
+        }
     }
 
     async fn terminate(&mut self) -> ExitStatus {
