@@ -47,7 +47,6 @@ pub struct App {
     store: Store,
 }
 
-
 impl App {
     /// Opens storage, binds every listener and starts serving and publishing.
     pub async fn start(
