@@ -1,6 +1,6 @@
 //! The blob store that keeps file contents: a directory, process memory, or an S3-compatible bucket.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +44,8 @@ pub enum BlobsError {
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     what: String,
+    /// The directory of a filesystem store.
+    fs_root: Option<PathBuf>,
 }
 
 impl BlobStore {
@@ -75,7 +77,40 @@ impl BlobStore {
             what: what.clone(),
             source: Box::new(source),
         })?;
-        Ok(Self { store, what })
+        let fs_root = (storage.kind == StorageType::FileSystem).then(|| blobs_dir.to_path_buf());
+        Ok(Self {
+            store,
+            what,
+            fs_root,
+        })
+    }
+
+    /// Removes the staging files of filesystem uploads that a crash cut off, once older than `grace`.
+    /// The filesystem store writes `<key>#<n>` and renames it into place; a crash in between leaves the
+    /// staging file, which listings never show and the orphan sweep therefore never sees. Returns how many
+    /// were removed (always 0 for other stores).
+    pub fn sweep_staging(&self, grace: Duration) -> std::io::Result<usize> {
+        fn walk(dir: &Path, grace: Duration, removed: &mut usize) -> std::io::Result<()> {
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    walk(&entry.path(), grace, removed)?;
+                } else if kind.is_file() && entry.file_name().to_string_lossy().contains('#') {
+                    let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+                    if age >= grace {
+                        std::fs::remove_file(entry.path())?;
+                        *removed += 1;
+                    }
+                }
+            }
+            Ok(())
+        }
+        let mut removed = 0;
+        if let Some(root) = &self.fs_root {
+            walk(root, grace, &mut removed)?;
+        }
+        Ok(removed)
     }
 
     /// Writes, reads back and deletes a small object, so that a wrong bucket, missing credentials or a

@@ -206,7 +206,7 @@ async fn crash_rounds(metadata: Metadata, blobs: Blobs) {
         .server()
         .metadata(metadata)
         .blobs(blobs)
-        .storage_config("sweep_interval_secs = 1\norphan_grace_secs = 1")
+        .storage_config("sweep_interval_secs = 1\norphan_grace_secs = 5")
         .start()
         .await;
     let users = vec![
@@ -250,7 +250,7 @@ async fn crash_rounds(metadata: Metadata, blobs: Blobs) {
         }
     }
     assert!(present <= files);
-    eventually("orphaned blobs swept", Duration::from_secs(20), || {
+    eventually("orphaned blobs swept", Duration::from_secs(40), || {
         let server = &server;
         async move {
             let blobs = server.blob_count().await;
