@@ -78,6 +78,7 @@ impl App {
             Duration::from_secs(config.storage.sweep_interval_secs.get()),
             Duration::from_secs(config.storage.orphan_grace_secs),
         );
+        let health = store.watch_health();
         let (bus, pump) = EventBus::start(store.clone()).await?;
         let metrics = Arc::new(Metrics::new(otlp_metrics)?);
         metrics.observe_storage(store.clone());
@@ -191,7 +192,7 @@ impl App {
             .context("cannot build the server's PKARR record")?;
         let publisher =
             pkarr_record::spawn_publisher(pkarr_client, packet, publish_status, metrics.clone());
-        let mut background = vec![publisher, sweeper, pump];
+        let mut background = vec![publisher, sweeper, pump, health];
         let interval = config.pkdns.user_keys_republisher_interval;
         if interval > 0 {
             background.push(user_republisher::spawn(

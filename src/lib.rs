@@ -5,6 +5,8 @@ pub mod app;
 pub mod auth_token;
 pub mod authorization;
 pub mod cli;
+#[cfg(test)]
+mod fuzz;
 pub mod http_error;
 pub mod listeners;
 pub mod logging;

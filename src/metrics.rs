@@ -132,8 +132,8 @@ impl Metrics {
         })
     }
 
-    /// Adds the gauges read from the storage at each collection: connections of the database pools and
-    /// storage failures so far.
+    /// Adds the gauges read from the storage at each collection: connections of the database pools,
+    /// whether the database and blob store answer, and storage failures so far.
     pub fn observe_storage(&self, store: Store) {
         let meter = self.provider.meter(METER);
         let pools = store.clone();
@@ -155,6 +155,24 @@ impl Metrics {
                         &[KeyValue::new("pool", pool), KeyValue::new("state", "idle")],
                     );
                 }
+            })
+            .build();
+        let health = store.clone();
+        meter
+            .u64_observable_gauge("storage_dependency_up")
+            .with_description(
+                "Whether the database and the blob store answered the last probe (1) or not (0)",
+            )
+            .with_callback(move |gauge| {
+                let health = health.health();
+                gauge.observe(
+                    u64::from(health.database_up()),
+                    &[KeyValue::new("dependency", "database")],
+                );
+                gauge.observe(
+                    u64::from(health.blobs_up()),
+                    &[KeyValue::new("dependency", "blobs")],
+                );
             })
             .build();
         meter

@@ -4,6 +4,7 @@
 pub mod blobs;
 pub mod content_type;
 pub mod event_bus;
+pub mod health;
 mod listing;
 pub mod metadata;
 pub mod path;
@@ -11,6 +12,7 @@ pub mod store;
 
 pub use blobs::{BlobStore, BlobsError};
 pub use event_bus::EventBus;
+pub use health::Health;
 pub use metadata::{Metadata, MetadataError};
 pub use path::{DirPath, EntryPath, NormalizedPath, PathError};
 pub use store::{Store, StoreError};

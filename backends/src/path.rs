@@ -48,7 +48,9 @@ impl NormalizedPath {
         if !decoded.starts_with('/') {
             return Err(PathError::NotAbsolute);
         }
-        let is_dir = decoded.ends_with('/') || decoded.ends_with("..");
+        // A trailing `..` segment leaves a directory (`/a/b/..` is `/a/`); unlike the reference, a name
+        // that merely ends in dots (`b..`) is a file, so normalizing twice changes nothing.
+        let is_dir = matches!(decoded.rsplit('/').next(), Some("" | ".."));
         let mut segments: Vec<&str> = Vec::new();
         for segment in decoded.split('/').filter(|s| !s.is_empty()) {
             if segment.len() > MAX_SEGMENT_BYTES {
@@ -179,6 +181,9 @@ mod tests {
             ("/pub/./a/./b", "/pub/a/b"),
             ("/pub/x/../a", "/pub/a"),
             ("/pub/a/..", "/pub/"),
+            ("/pub/a/.", "/pub/a"),
+            ("/pub/a/b..", "/pub/a/b.."),
+            ("/pub/a/?../.", "/pub/a/?.."),
             ("/pub/a/b/", "/pub/a/b/"),
             ("/", "/"),
             (

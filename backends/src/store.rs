@@ -15,6 +15,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload
 
 use crate::blobs::BlobStore;
 use crate::content_type;
+use crate::health::Health;
 use crate::listing;
 use crate::metadata::{
     Deleted, Entry, Event, EventFilter, Metadata, MetadataError, Micros, NewEntry, PutOutcome,
@@ -233,6 +234,7 @@ pub struct Store {
     default_quota: Quota,
     /// Woken after every commit that appended an event, for the [`crate::EventBus`].
     pub(crate) events_committed: Arc<tokio::sync::Notify>,
+    health: Arc<Health>,
 }
 
 fn now_micros() -> Micros {
@@ -250,7 +252,22 @@ impl Store {
             blobs: blobs.object_store(),
             default_quota,
             events_committed: Arc::new(tokio::sync::Notify::new()),
+            health: Arc::default(),
         }
+    }
+
+    /// Whether the database and the blob store answer, as last probed.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Starts probing the database and the blob store (see [`crate::health`]).
+    pub fn watch_health(&self) -> tokio::task::JoinHandle<()> {
+        crate::health::watch(
+            self.health.clone(),
+            self.metadata.clone(),
+            self.blobs.clone(),
+        )
     }
 
     /// Wakes this process's event bus and tells other instances.

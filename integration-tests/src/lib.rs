@@ -17,11 +17,13 @@
 //! PostgreSQL connection allowed to create databases), `TEST_S3_ENDPOINT` (an S3-compatible server).
 
 mod accounts;
+mod outages;
 mod resources;
 mod server;
 mod testnet;
 
 pub use accounts::Account;
+pub use outages::{CuttableProxy, PrivatePostgres, socket_of};
 pub use resources::{TestBucket, TestDatabase};
 pub use server::{Blobs, Metadata, TestServer, TestServerBuilder, binary};
 pub use testnet::TestNet;

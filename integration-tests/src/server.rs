@@ -70,6 +70,8 @@ pub struct TestServerBuilder {
     drive_config: String,
     storage_config: String,
     extra_config: String,
+    database_url: Option<String>,
+    s3_endpoint: Option<String>,
 }
 
 impl TestServerBuilder {
@@ -85,6 +87,8 @@ impl TestServerBuilder {
             drive_config: String::new(),
             storage_config: String::new(),
             extra_config: String::new(),
+            database_url: None,
+            s3_endpoint: None,
         }
     }
 
@@ -97,6 +101,18 @@ impl TestServerBuilder {
     /// Chooses the blob backend (default filesystem).
     pub fn blobs(mut self, blobs: Blobs) -> Self {
         self.blobs = blobs;
+        self
+    }
+
+    /// Keeps metadata in the database at `url` (one the test manages) instead of a fresh one.
+    pub fn database_url(mut self, url: &str) -> Self {
+        self.database_url = Some(url.to_string());
+        self
+    }
+
+    /// Reaches the S3 test server through `url` (a proxy in front of it) instead of directly.
+    pub fn s3_endpoint(mut self, url: &str) -> Self {
+        self.s3_endpoint = Some(url.to_string());
         self
     }
 
@@ -173,14 +189,19 @@ impl TestServerBuilder {
 
     fn config_toml(&self, database: Option<&TestDatabase>, bucket: Option<&TestBucket>) -> String {
         let mut general = format!("[general]\nsignup_mode = {:?}\n", self.signup_mode);
-        if let Some(db) = database {
-            general.push_str(&format!("database_url = {:?}\n", db.url()));
+        if let Some(url) = self
+            .database_url
+            .clone()
+            .or_else(|| database.map(TestDatabase::url))
+        {
+            general.push_str(&format!("database_url = {url:?}\n"));
         }
         let mut storage = match (self.blobs, bucket) {
             (Blobs::S3, Some(b)) => format!(
                 "[storage]\ntype = \"s3\"\nbucket_name = {:?}\ns3_endpoint = {:?}\ns3_path_style = true\n\
                  s3_access_key_id = \"test\"\ns3_secret_access_key = \"test\"\n",
-                b.name, b.endpoint
+                b.name,
+                self.s3_endpoint.as_deref().unwrap_or(&b.endpoint)
             ),
             (Blobs::Memory, _) => "[storage]\ntype = \"in_memory\"\n".into(),
             _ => "[storage]\ntype = \"file_system\"\n".into(),

@@ -4,7 +4,7 @@
 pub mod admin;
 mod auth;
 mod events;
-mod listing;
+pub(crate) mod listing;
 mod signup_tokens;
 pub(crate) mod storage;
 
@@ -90,6 +90,10 @@ pub fn client_router(app: AppState) -> Router {
             app.trusted_proxies.clone(),
             axum::body::Body::new,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.store.clone(),
+            refuse_while_database_down,
+        ))
         .layer(app.rate_limits.clone())
         .layer(TenantLayer)
         .layer(cors())
@@ -131,6 +135,10 @@ pub fn admin_router(app: AppState) -> Router {
         .route("/users/{user}/disable", post(admin::disable_user))
         .route("/users/{user}/enable", post(admin::enable_user))
         .route_layer(axum::middleware::from_fn_with_state(
+            app.store.clone(),
+            refuse_while_database_down,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             admin::require_password,
         ));
@@ -139,6 +147,24 @@ pub fn admin_router(app: AppState) -> Router {
         .merge(protected)
         .with_state(app)
         .layer(cors())
+}
+
+/// While the database does not answer, every request that needs it gets a 503 at once rather than
+/// waiting out connection timeouts; the health watcher lifts this as soon as the database is back.
+async fn refuse_while_database_down(
+    axum::extract::State(store): axum::extract::State<Store>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if store.health().database_up() {
+        next.run(request).await
+    } else {
+        crate::http_error::HttpError::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "Storage unavailable: the database does not answer",
+        )
+        .into_response()
+    }
 }
 
 /// Liveness text (PROTOCOL.md §13.6), whatever the tenant.
@@ -161,7 +187,7 @@ async fn info() -> impl IntoResponse {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use axum::body::Body;
@@ -179,7 +205,7 @@ mod tests {
     use super::*;
 
     /// A server state on a temporary SQLite file and in-memory blobs.
-    pub(super) async fn app(signup_mode: SignupMode) -> (AppState, TempDir) {
+    pub(crate) async fn app(signup_mode: SignupMode) -> (AppState, TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = DatabaseUrl::sqlite_file(&dir.path().join("test.db"));
         let metadata = metadata::open(&url).await.unwrap();

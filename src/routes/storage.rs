@@ -163,7 +163,7 @@ fn content_headers(headers: &mut HeaderMap, entry: &Entry, length: u64) {
 
 /// A single `bytes=` range; anything else (several ranges, other units, bad syntax) is ignored and the
 /// whole file served.
-fn parse_range(value: &str) -> Option<ByteRange> {
+pub(crate) fn parse_range(value: &str) -> Option<ByteRange> {
     let spec = value.trim().strip_prefix("bytes=")?.trim();
     if spec.contains(',') {
         return None;

@@ -446,6 +446,9 @@ pub trait Metadata: Send + Sync + Debug {
     /// Which of these blob keys no entry references.
     async fn unreferenced_blobs(&self, keys: &[String]) -> Result<Vec<String>>;
 
+    /// Runs a trivial query: whether the database answers.
+    async fn ping(&self) -> Result<()>;
+
     /// Closes every connection (at shutdown).
     async fn close(&self);
 }

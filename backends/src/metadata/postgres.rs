@@ -52,7 +52,9 @@ impl PostgresMetadata {
         let options = PgConnectOptions::from_str(url).map_err(connect)?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            // Short: while the database is down, sqlx retries refused connections until this runs
+            // out, and the health watcher needs a moment to notice before requests are refused at once.
+            .acquire_timeout(Duration::from_secs(2))
             .connect_with(options)
             .await
             .map_err(connect)?;

@@ -599,6 +599,14 @@ macro_rules! impl_metadata {
                 Ok(keys.iter().filter(|k| !referenced.contains(*k)).cloned().collect())
             }
 
+            async fn ping(&self) -> $crate::metadata::Result<()> {
+                sqlx::query("SELECT 1")
+                    .execute(&self.read)
+                    .await
+                    .map_err($crate::metadata::query("ping"))?;
+                Ok(())
+            }
+
             async fn close(&self) {
                 self.stop_listening();
                 self.read.close().await;
