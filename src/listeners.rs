@@ -167,6 +167,8 @@ pub fn spawn(
                 },
                 _ = shutdown.changed() => break,
             };
+            // Small answers go out at once instead of waiting for the client's delayed ACK (Nagle).
+            let _ = stream.set_nodelay(true);
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 // Full: close at once rather than queue, so the server keeps serving its current clients.
                 tracing::debug!(listener = name, %remote, "too many connections: closed");

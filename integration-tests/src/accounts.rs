@@ -27,9 +27,22 @@ impl Account {
 
     /// Signs up a fresh key whose session has `capabilities`.
     pub async fn signup_with(server: &TestServer, capabilities: Capabilities) -> Self {
+        Self::signup_at_with(&server.icann_url(), capabilities).await
+    }
+
+    /// Signs up a fresh key with the root capability on any homeserver's HTTP endpoint (`http://ip:port`).
+    pub async fn signup_at(icann_url: &str) -> Self {
+        Self::signup_at_with(
+            icann_url,
+            Capabilities::builder().cap(Capability::root()).finish(),
+        )
+        .await
+    }
+
+    async fn signup_at_with(icann_url: &str, capabilities: Capabilities) -> Self {
         let keypair = Keypair::random();
         let response = reqwest::Client::new()
-            .post(format!("{}/signup", server.icann_url()))
+            .post(format!("{icann_url}/signup"))
             .body(AuthToken::sign(&keypair, capabilities).serialize())
             .send()
             .await
