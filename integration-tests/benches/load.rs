@@ -57,16 +57,20 @@ enum Workload {
     Get1M,
     List1000,
     EventPages,
+    Fanout,
+    Put1G,
 }
 
 impl Workload {
-    const ALL: [Workload; 6] = [
+    const ALL: [Workload; 8] = [
         Workload::Put1K,
         Workload::Get1K,
         Workload::Put1M,
         Workload::Get1M,
         Workload::List1000,
         Workload::EventPages,
+        Workload::Fanout,
+        Workload::Put1G,
     ];
 
     fn name(self) -> &'static str {
@@ -77,6 +81,8 @@ impl Workload {
             Workload::Get1M => "get_1m",
             Workload::List1000 => "list_1000",
             Workload::EventPages => "events_pages",
+            Workload::Fanout => "live_fanout",
+            Workload::Put1G => "put_1g",
         }
     }
 
@@ -84,6 +90,7 @@ impl Workload {
         match self {
             Workload::Put1K | Workload::Get1K => KIB,
             Workload::Put1M | Workload::Get1M => MIB,
+            Workload::Put1G => 1024 * MIB,
             _ => 0,
         }
     }
@@ -298,7 +305,9 @@ async fn prepare(name: &str, process: Process, users: usize) -> Server {
 }
 
 async fn homestead(net: &TestNet, metadata: Metadata, blobs: Blobs) -> Process {
-    Process::Homestead(net.server().metadata(metadata).blobs(blobs).start().await)
+    // No upload size limit, like the reference, for the 1 GiB uploads.
+    let builder = net.server().metadata(metadata).blobs(blobs);
+    Process::Homestead(builder.drive_config("max_body_bytes = 0").start().await)
 }
 
 /// Starts this binary again as a bare hyper server (see [`hyper_ceiling`]) and returns its URL.
@@ -392,13 +401,20 @@ async fn operation(
                     .header("pubky-host", &reader.z32)
             };
             let response = match workload {
-                Workload::Put1K | Workload::Put1M => {
+                Workload::Put1K | Workload::Put1M | Workload::Put1G => {
                     let account = &server.accounts[worker % server.accounts.len()];
+                    // Streamed in 1 MiB pieces, so that the client never holds a whole large file.
+                    let piece = bytes::Bytes::from(vec![b'p'; workload.size().min(MIB)]);
+                    let pieces = (workload.size() / piece.len()).max(1);
+                    let body = futures_util::stream::iter(
+                        (0..pieces).map(move |_| Ok::<_, std::io::Error>(piece.clone())),
+                    );
                     let response = client
                         .put(format!("{base}/pub/load/{}", round % 1000))
                         .header("pubky-host", &account.z32)
                         .header("cookie", &account.cookie)
-                        .body(vec![b'p'; workload.size()])
+                        .header("content-length", workload.size())
+                        .body(reqwest::Body::wrap_stream(body))
                         .send()
                         .await
                         .map_err(|e| e.to_string())?;
@@ -408,6 +424,7 @@ async fn operation(
                 Workload::Get1K => get(format!("/pub/read/1k/{}", round as usize % READ_SET)),
                 Workload::Get1M => get(format!("/pub/read/1m/{}", round as usize % READ_SET)),
                 Workload::List1000 => get("/pub/listed/?limit=1000".to_string()),
+                Workload::Fanout => unreachable!("fan-out runs in its own cell loop"),
                 Workload::EventPages => {
                     client.get(format!("{base}/events/?cursor={}&limit=100", round % 1000))
                 }
@@ -419,6 +436,81 @@ async fn operation(
             Ok(response.bytes().await.map_err(|e| e.to_string())?.len() as u64)
         }
     }
+}
+
+/// Live fan-out: `subscribers` streams follow a fresh user while it writes 50 small files a second; an
+/// operation is one event delivered to one subscriber, its latency from the write's start to receipt.
+async fn fanout(server: &Server, subscribers: usize, seconds: f64) -> (Vec<Duration>, u64, u64) {
+    const RATE: u64 = 50;
+    let base = server.process.url();
+    let writer = Account::signup_at(&base).await;
+    let writes = (RATE as f64 * seconds) as usize;
+    let started: Arc<std::sync::Mutex<Vec<Option<Instant>>>> =
+        Arc::new(std::sync::Mutex::new(vec![None; writes]));
+    let client = reqwest::Client::new();
+    let mut streams = Vec::new();
+    for _ in 0..subscribers {
+        let response = client
+            .get(format!(
+                "{base}/events-stream?user={}&live=true",
+                writer.z32
+            ))
+            .send()
+            .await
+            .expect("open a stream");
+        assert_eq!(response.status(), 200, "open a stream");
+        let started = started.clone();
+        streams.push(tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut body = response.bytes_stream();
+            let mut pending = String::new();
+            let mut latencies = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(seconds + 5.0);
+            while latencies.len() < writes {
+                let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, body.next()).await
+                else {
+                    break;
+                };
+                pending.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = pending.find("\n\n") {
+                    let frame: String = pending.drain(..end + 2).collect();
+                    let index = frame
+                        .lines()
+                        .find_map(|l| l.strip_prefix("data: pubky://"))
+                        .and_then(|r| r.rsplit('/').next())
+                        .and_then(|i| i.parse::<usize>().ok());
+                    if let Some(at) = index.and_then(|i| started.lock().unwrap()[i]) {
+                        latencies.push(at.elapsed());
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut ticks = tokio::time::interval(Duration::from_millis(1000 / RATE));
+    let mut failed = 0;
+    for index in 0..writes {
+        ticks.tick().await;
+        started.lock().unwrap()[index] = Some(Instant::now());
+        let status = client
+            .put(format!("{base}/pub/fan/{index}"))
+            .header("pubky-host", &writer.z32)
+            .header("cookie", &writer.cookie)
+            .body(vec![b'f'; 100])
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok();
+        if status != Some(201) {
+            failed += 1;
+        }
+    }
+    let mut latencies = Vec::new();
+    for stream in streams {
+        latencies.extend(stream.await.unwrap());
+    }
+    let missing = (writes - failed) as u64 * subscribers as u64 - latencies.len() as u64;
+    (latencies, 0, missing + failed as u64)
 }
 
 async fn run_cell(
@@ -451,7 +543,12 @@ async fn run_cell(
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
     let mut workers = Vec::new();
-    for worker in 0..concurrency {
+    if let (Workload::Fanout, Target::Server(server)) = (workload, target.as_ref()) {
+        let (latencies, bytes, missed) = fanout(server, concurrency, seconds).await;
+        errors.fetch_add(missed, Ordering::Relaxed);
+        workers.push(tokio::spawn(async move { (latencies, bytes) }));
+    }
+    for worker in (0..concurrency).filter(|_| workload != Workload::Fanout) {
         let (target, client, errors) = (target.clone(), client.clone(), errors.clone());
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -471,6 +568,9 @@ async fn run_cell(
                     }
                 }
                 round += 1;
+                if workload == Workload::Put1G {
+                    break; // one upload per worker, however long it takes
+                }
             }
             (latencies, bytes)
         }));
@@ -574,6 +674,9 @@ async fn main() {
     for workload in workloads {
         for &concurrency in &levels {
             // Targets alternate within each cell row, so drift hits all of them.
+            if workload == Workload::Put1G && concurrency != 1 {
+                continue;
+            }
             for target in targets.iter().filter(|t| t.serves(workload)) {
                 let cell = run_cell(target.clone(), workload, concurrency, seconds).await;
                 eprintln!("{}", cell.json());
