@@ -21,7 +21,7 @@ use crate::listeners::{self, ConnectionLimits, Protocol};
 use crate::metrics::{self, Metrics};
 use crate::pkarr_record::{self, Advertised, SharedPublishStatus};
 use crate::routes::admin::AdminFacts;
-use crate::routes::{self, AppState};
+use crate::routes::{self, AppParts, AppState};
 use crate::user_republisher::{self, LastRun};
 
 /// The addresses the listeners are bound to.
@@ -103,7 +103,7 @@ impl App {
             publish: publish_status.clone(),
             republisher: last_republish.clone(),
         };
-        let state = AppState {
+        let state = AppState::from(AppParts {
             store: store.clone(),
             bus,
             admin: admin_facts,
@@ -118,7 +118,7 @@ impl App {
             signup_mode: config.general.signup_mode,
             max_body_bytes: Some(config.drive.max_body_bytes).filter(|max| *max > 0),
             admin_password: config.admin.admin_password.clone(),
-        };
+        });
 
         let pkarr_client = pkarr_record::client(&config.pkdns)?;
 

@@ -291,7 +291,7 @@ mod tests {
     async fn the_grafana_dashboard_queries_metrics_that_exist() {
         let metrics = Metrics::new(None).unwrap();
         let (app, _dir) = crate::routes::tests::app(homestead_config::SignupMode::Open).await;
-        metrics.observe_storage(app.store);
+        metrics.observe_storage(app.store.clone());
         metrics.signups.add(1, &[]);
         metrics.event_streams.add(1, &[]);
         metrics.stream_lagged.add(1, &[]);

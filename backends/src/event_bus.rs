@@ -54,7 +54,7 @@ impl EventBus {
 }
 
 async fn pump(store: Store, sender: broadcast::Sender<Arc<Event>>, mut last: u64) {
-    let local = store.events_committed.clone();
+    let local = store.events_committed();
     let remote = store.metadata().event_hints();
     loop {
         let remote_wake = async {

@@ -8,6 +8,7 @@ pub mod health;
 mod listing;
 pub mod metadata;
 pub mod path;
+pub mod small_blobs;
 pub mod store;
 
 pub use blobs::{BlobStore, BlobsError};

@@ -22,6 +22,7 @@ use crate::metadata::{
     Quota, SessionRecord, SignupOutcome, SignupTokenRecord, User, UserLimits,
 };
 use crate::path::{DirPath, EntryPath, NormalizedPath};
+use crate::small_blobs::{MAX_CACHED_BODY, SmallBlobs};
 
 /// Bodies up to this size go up in one request; larger ones as multipart uploads in parts of this size.
 pub const PART_BYTES: usize = 5 * 1024 * 1024;
@@ -226,15 +227,21 @@ pub struct SweepReport {
     pub deleted: usize,
 }
 
-/// Metadata and blobs, kept consistent.
+/// Metadata and blobs, kept consistent. Cheap to clone: one shared allocation.
 #[derive(Debug, Clone)]
 pub struct Store {
+    inner: Arc<Parts>,
+}
+
+#[derive(Debug)]
+struct Parts {
     metadata: Arc<dyn Metadata>,
     blobs: Arc<dyn ObjectStore>,
     default_quota: Quota,
     /// Woken after every commit that appended an event, for the [`crate::EventBus`].
-    pub(crate) events_committed: Arc<tokio::sync::Notify>,
+    events_committed: Arc<tokio::sync::Notify>,
     health: Arc<Health>,
+    small_blobs: SmallBlobs,
 }
 
 fn now_micros() -> Micros {
@@ -248,37 +255,45 @@ impl Store {
     /// A store over a metadata database and a blob store, with the server's default quota.
     pub fn new(metadata: Arc<dyn Metadata>, blobs: &BlobStore, default_quota: Quota) -> Self {
         Self {
-            metadata,
-            blobs: blobs.object_store(),
-            default_quota,
-            events_committed: Arc::new(tokio::sync::Notify::new()),
-            health: Arc::default(),
+            inner: Arc::new(Parts {
+                metadata,
+                blobs: blobs.object_store(),
+                default_quota,
+                events_committed: Arc::new(tokio::sync::Notify::new()),
+                health: Arc::default(),
+                small_blobs: SmallBlobs::default(),
+            }),
         }
     }
 
     /// Whether the database and the blob store answer, as last probed.
     pub fn health(&self) -> &Health {
-        &self.health
+        &self.inner.health
+    }
+
+    /// Woken after every commit that appended an event, for the [`crate::EventBus`].
+    pub(crate) fn events_committed(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.events_committed.clone()
     }
 
     /// Starts probing the database and the blob store (see [`crate::health`]).
     pub fn watch_health(&self) -> tokio::task::JoinHandle<()> {
         crate::health::watch(
-            self.health.clone(),
-            self.metadata.clone(),
-            self.blobs.clone(),
+            self.inner.health.clone(),
+            self.inner.metadata.clone(),
+            self.inner.blobs.clone(),
         )
     }
 
     /// Wakes this process's event bus and tells other instances.
     async fn announce_event(&self) {
-        self.events_committed.notify_one();
-        self.metadata.announce_events().await;
+        self.inner.events_committed.notify_one();
+        self.inner.metadata.announce_events().await;
     }
 
     /// The metadata database (for shutdown and the engine name).
     pub fn metadata(&self) -> &dyn Metadata {
-        self.metadata.as_ref()
+        self.inner.metadata.as_ref()
     }
 
     /// Streams `body` into a fresh blob, then commits it as the new version of `path` (see the module
@@ -296,23 +311,25 @@ impl Store {
     {
         let path_text = || path.to_string();
         let user = self
+            .inner
             .metadata
             .user(owner)
             .await?
             .ok_or_else(|| StoreError::NoSuchUser { path: path_text() })?;
         // Stop streaming as soon as the body cannot fit; the commit checks again, exactly, under a lock.
         let old_length = self
+            .inner
             .metadata
             .entry(owner, path)
             .await?
             .map(|e| e.content_length);
         let quota_cap = quota_cap(
-            user.quota.unwrap_or(self.default_quota),
+            user.quota.unwrap_or(self.inner.default_quota),
             user.used_bytes,
             old_length,
         );
         let key = BlobPath::from(format!("{owner}/{:032x}", rand::random::<u128>()));
-        let blob = BlobWrite::new(self.blobs.clone(), key.clone());
+        let blob = BlobWrite::new(self.inner.blobs.clone(), key.clone());
         let streamed = blob.stream(body, path, limits.max_bytes, quota_cap).await?;
         let entry = NewEntry {
             path: path.clone(),
@@ -323,8 +340,9 @@ impl Store {
             now: now_micros(),
         };
         let outcome = self
+            .inner
             .metadata
-            .commit_put(owner, &entry, self.default_quota)
+            .commit_put(owner, &entry, self.inner.default_quota)
             .await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
@@ -365,16 +383,23 @@ impl Store {
     /// `Content-Length` before reading the body; the commit checks again, exactly.
     pub async fn room_for(&self, owner: &str, path: &EntryPath) -> Result<Option<u64>> {
         let refused = |u: &User| u.disabled || !u.limits.may_write(path.as_str());
-        let Some(user) = self.metadata.user(owner).await?.filter(|u| !refused(u)) else {
+        let Some(user) = self
+            .inner
+            .metadata
+            .user(owner)
+            .await?
+            .filter(|u| !refused(u))
+        else {
             return Ok(None);
         };
         let old_length = self
+            .inner
             .metadata
             .entry(owner, path)
             .await?
             .map(|e| e.content_length);
         Ok(quota_cap(
-            user.quota.unwrap_or(self.default_quota),
+            user.quota.unwrap_or(self.inner.default_quota),
             user.used_bytes,
             old_length,
         ))
@@ -382,12 +407,12 @@ impl Store {
 
     /// A file's metadata, without its bytes.
     pub async fn head(&self, owner: &str, path: &EntryPath) -> Result<Option<Entry>> {
-        Ok(self.metadata.entry(owner, path).await?)
+        Ok(self.inner.metadata.entry(owner, path).await?)
     }
 
     /// Reads a file, honouring conditions and a byte range.
     pub async fn get(&self, owner: &str, path: &EntryPath, options: &ReadOptions) -> Result<Read> {
-        let Some(entry) = self.metadata.entry(owner, path).await? else {
+        let Some(entry) = self.inner.metadata.entry(owner, path).await? else {
             return Ok(Read::NotFound);
         };
         if entry.not_modified(options) {
@@ -408,20 +433,15 @@ impl Store {
             ..GetOptions::default()
         };
         let key = BlobPath::from(entry.blob_key.as_str());
+        if entry.content_length <= MAX_CACHED_BODY {
+            return self.get_small(entry, path, range).await;
+        }
         let result = self
+            .inner
             .blobs
             .get_opts(&key, get)
             .await
-            .map_err(|source| match source {
-                object_store::Error::NotFound { .. } => StoreError::BlobMissing {
-                    path: path.to_string(),
-                    key: entry.blob_key.clone(),
-                },
-                source => StoreError::Blob {
-                    path: path.to_string(),
-                    source: Box::new(source),
-                },
-            })?;
+            .map_err(blob_error(path, &entry.blob_key))?;
         let shown = path.to_string();
         let body = result
             .into_stream()
@@ -441,9 +461,47 @@ impl Store {
         })
     }
 
+    /// A small file, from the cache of small bodies or read whole into it.
+    async fn get_small(
+        &self,
+        entry: Entry,
+        path: &EntryPath,
+        range: Option<(u64, u64)>,
+    ) -> Result<Read> {
+        let body = match self.inner.small_blobs.get(&entry.blob_key) {
+            Some(body) => body,
+            None => {
+                let key = BlobPath::from(entry.blob_key.as_str());
+                let read = self.inner.blobs.get(&key).await;
+                let read = read.map_err(blob_error(path, &entry.blob_key))?;
+                let body = read.bytes().await;
+                let body = body.map_err(blob_error(path, &entry.blob_key))?;
+                if body.len() as u64 != entry.content_length {
+                    return Err(StoreError::BlobMissing {
+                        path: path.to_string(),
+                        key: entry.blob_key.clone(),
+                    });
+                }
+                self.inner.small_blobs.insert(&entry.blob_key, body.clone());
+                body
+            }
+        };
+        let one = |bytes: Bytes| futures_util::stream::once(async move { Ok(bytes) }).boxed();
+        Ok(match range {
+            None => Read::Full(entry, one(body)),
+            Some((first, last)) => Read::Partial {
+                entry,
+                first,
+                last,
+                body: one(body.slice(first as usize..=last as usize)),
+            },
+        })
+    }
+
     /// Deletes a file; None when there was no such file.
     pub async fn delete(&self, owner: &str, path: &EntryPath) -> Result<Option<u64>> {
         let Some(Deleted { blob_key, event_id }) = self
+            .inner
             .metadata
             .commit_delete(owner, path, now_micros())
             .await?
@@ -457,7 +515,7 @@ impl Store {
 
     /// Lists a directory as normalized paths; None when no file lies under it.
     pub async fn list(&self, owner: &str, request: &ListRequest) -> Result<Option<Vec<String>>> {
-        Ok(listing::list(self.metadata.as_ref(), owner, request).await?)
+        Ok(listing::list(self.inner.metadata.as_ref(), owner, request).await?)
     }
 
     /// A page of the event log after `cursor` (see [`EventFilter`]).
@@ -467,12 +525,12 @@ impl Store {
         limit: u32,
         filter: &EventFilter,
     ) -> Result<Vec<Event>> {
-        Ok(self.metadata.events(cursor, limit, filter).await?)
+        Ok(self.inner.metadata.events(cursor, limit, filter).await?)
     }
 
     /// The id of the event committed at exactly `created_at` (legacy timestamp cursors).
     pub async fn event_id_at(&self, created_at: Micros) -> Result<Option<u64>> {
-        Ok(self.metadata.event_id_at(created_at).await?)
+        Ok(self.inner.metadata.event_id_at(created_at).await?)
     }
 
     /// Creates a user, consuming `token` if given.
@@ -482,6 +540,7 @@ impl Store {
         token: Option<&str>,
     ) -> Result<SignupOutcome> {
         Ok(self
+            .inner
             .metadata
             .create_user(public_key, token, now_micros())
             .await?)
@@ -489,17 +548,21 @@ impl Store {
 
     /// A user by key.
     pub async fn user(&self, public_key: &str) -> Result<Option<User>> {
-        Ok(self.metadata.user(public_key).await?)
+        Ok(self.inner.metadata.user(public_key).await?)
     }
 
     /// Disables or enables a user; false when there is no such user.
     pub async fn set_disabled(&self, public_key: &str, disabled: bool) -> Result<bool> {
-        Ok(self.metadata.set_disabled(public_key, disabled).await?)
+        Ok(self
+            .inner
+            .metadata
+            .set_disabled(public_key, disabled)
+            .await?)
     }
 
     /// Sets or clears a user's own quota; false when there is no such user.
     pub async fn set_quota(&self, public_key: &str, quota: Option<Quota>) -> Result<bool> {
-        Ok(self.metadata.set_quota(public_key, quota).await?)
+        Ok(self.inner.metadata.set_quota(public_key, quota).await?)
     }
 
     /// Stores a new signup token whose user gets `quota` and `limits`.
@@ -510,6 +573,7 @@ impl Store {
         limits: &UserLimits,
     ) -> Result<()> {
         Ok(self
+            .inner
             .metadata
             .create_signup_token(token, now_micros(), quota, limits)
             .await?)
@@ -522,17 +586,21 @@ impl Store {
         quota: Option<Quota>,
         limits: &UserLimits,
     ) -> Result<bool> {
-        Ok(self.metadata.set_limits(public_key, quota, limits).await?)
+        Ok(self
+            .inner
+            .metadata
+            .set_limits(public_key, quota, limits)
+            .await?)
     }
 
     /// The server's default storage quota.
     pub fn default_quota(&self) -> Quota {
-        self.default_quota
+        self.inner.default_quota
     }
 
     /// A signup token by text.
     pub async fn signup_token(&self, token: &str) -> Result<Option<SignupTokenRecord>> {
-        Ok(self.metadata.signup_token(token).await?)
+        Ok(self.inner.metadata.signup_token(token).await?)
     }
 
     /// Stores a session under the hash of its secret; false when there is no such user.
@@ -543,6 +611,7 @@ impl Store {
         capabilities: &str,
     ) -> Result<bool> {
         Ok(self
+            .inner
             .metadata
             .create_session(secret_hash, public_key, capabilities, now_micros())
             .await?)
@@ -550,17 +619,18 @@ impl Store {
 
     /// A session by the hash of its secret.
     pub async fn session(&self, secret_hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
-        Ok(self.metadata.session(secret_hash).await?)
+        Ok(self.inner.metadata.session(secret_hash).await?)
     }
 
     /// Deletes a session; false when there was none.
     pub async fn delete_session(&self, secret_hash: &[u8; 32]) -> Result<bool> {
-        Ok(self.metadata.delete_session(secret_hash).await?)
+        Ok(self.inner.metadata.delete_session(secret_hash).await?)
     }
 
     /// Records an AuthToken id as used until `expires_at`; false on a replay.
     pub async fn use_auth_token(&self, token_id: &[u8], expires_at: Micros) -> Result<bool> {
         Ok(self
+            .inner
             .metadata
             .use_auth_token(token_id, expires_at, now_micros())
             .await?)
@@ -568,17 +638,21 @@ impl Store {
 
     /// Every enabled user with the PKARR packet last stored for them.
     pub async fn active_users_with_packets(&self) -> Result<Vec<(String, Option<Vec<u8>>)>> {
-        Ok(self.metadata.active_users_with_packets().await?)
+        Ok(self.inner.metadata.active_users_with_packets().await?)
     }
 
     /// Stores a user's latest signed PKARR packet.
     pub async fn store_pkarr_packet(&self, public_key: &str, packet: &[u8]) -> Result<()> {
-        Ok(self.metadata.store_pkarr_packet(public_key, packet).await?)
+        Ok(self
+            .inner
+            .metadata
+            .store_pkarr_packet(public_key, packet)
+            .await?)
     }
 
     /// Users ordered by key, after `after`, at most `limit`.
     pub async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>> {
-        Ok(self.metadata.list_users(after, limit).await?)
+        Ok(self.inner.metadata.list_users(after, limit).await?)
     }
 
     /// Signup tokens ordered by text, after `after`, at most `limit`.
@@ -587,12 +661,12 @@ impl Store {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<SignupTokenRecord>> {
-        Ok(self.metadata.list_signup_tokens(after, limit).await?)
+        Ok(self.inner.metadata.list_signup_tokens(after, limit).await?)
     }
 
     /// Server-wide totals.
     pub async fn counts(&self) -> Result<crate::metadata::Counts> {
-        Ok(self.metadata.counts().await?)
+        Ok(self.inner.metadata.counts().await?)
     }
 
     /// Deletes blobs older than `grace` that no entry references: leftovers of crashed or refused
@@ -605,7 +679,7 @@ impl Store {
         };
         let cutoff = cutoff_micros(grace);
         let mut report = SweepReport::default();
-        let mut listing = self.blobs.list(None);
+        let mut listing = self.inner.blobs.list(None);
         let mut batch = Vec::with_capacity(SWEEP_BATCH);
         loop {
             let next = listing.next().await.transpose().map_err(blob_error)?;
@@ -620,8 +694,8 @@ impl Store {
             }
             if batch.len() >= SWEEP_BATCH || (next.is_none() && !batch.is_empty()) {
                 report.examined += batch.len();
-                for key in self.metadata.unreferenced_blobs(&batch).await? {
-                    match self.blobs.delete(&BlobPath::from(key.as_str())).await {
+                for key in self.inner.metadata.unreferenced_blobs(&batch).await? {
+                    match self.inner.blobs.delete(&BlobPath::from(key.as_str())).await {
                         Ok(()) | Err(object_store::Error::NotFound { .. }) => report.deleted += 1,
                         Err(err) => {
                             tracing::warn!(%key, %err, "sweep: cannot delete an orphaned blob")
@@ -637,11 +711,24 @@ impl Store {
     }
 
     async fn delete_blob_quietly(&self, key: &BlobPath) {
-        match self.blobs.delete(key).await {
+        self.inner.small_blobs.remove(key.as_ref());
+        match self.inner.blobs.delete(key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             // Not fatal: the sweeper removes it later.
             Err(err) => tracing::warn!(%key, %err, "cannot delete an unreferenced blob"),
         }
+    }
+}
+
+/// Maps a failed blob read of `path`: a missing blob is named as such, anything else is a store failure.
+fn blob_error(path: &EntryPath, key: &str) -> impl FnOnce(object_store::Error) -> StoreError {
+    let (path, key) = (path.to_string(), key.to_string());
+    move |source| match source {
+        object_store::Error::NotFound { .. } => StoreError::BlobMissing { path, key },
+        source => StoreError::Blob {
+            path,
+            source: Box::new(source),
+        },
     }
 }
 

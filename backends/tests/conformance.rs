@@ -344,6 +344,24 @@ async fn ranges_and_conditions(f: Fixture) {
         f.store.get(ALICE, &p("/pub/r"), &options).await.unwrap(),
         Read::NotModified(_)
     ));
+    // Small bodies are served from memory after the first read, large ones streamed: both honour ranges.
+    let large: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    f.put(ALICE, "/pub/large", &large).await.unwrap();
+    for path in ["/pub/r", "/pub/r", "/pub/large"] {
+        let options = ReadOptions {
+            range: Some(ByteRange::Bounded(3, 5)),
+            ..ReadOptions::default()
+        };
+        let expected = if path == "/pub/r" {
+            b"345".to_vec()
+        } else {
+            large[3..=5].to_vec()
+        };
+        match f.store.get(ALICE, &p(path), &options).await.unwrap() {
+            Read::Partial { body, .. } => assert_eq!(collect(body).await, expected, "{path}"),
+            _ => panic!("expected a partial read of {path}"),
+        }
+    }
 }
 
 async fn listing_order_and_cursors(f: Fixture) {

@@ -24,9 +24,27 @@ use std::sync::Arc;
 use crate::lookups::{StoreBandwidth, StoreQuotas, StoreSessions, StoreSignupTokens};
 use crate::metrics::Metrics;
 
-/// What handlers share.
+/// What handlers share: one allocation, so that the per-request clones axum makes cost one counter.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl From<AppParts> for AppState {
+    fn from(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The parts of the [`AppState`].
+#[derive(Debug)]
+pub struct AppParts {
     /// Metadata and blobs.
     pub store: Store,
     /// Committed events, for live streams.
@@ -98,7 +116,7 @@ pub fn client_router(app: AppState) -> Router {
         .layer(TenantLayer)
         .layer(cors())
         .layer(axum::middleware::from_fn_with_state(
-            app.metrics,
+            app.metrics.clone(),
             crate::metrics::record_request,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -216,7 +234,7 @@ pub(crate) mod tests {
         let blobs = BlobStore::open(&storage, &dir.path().join("blobs")).unwrap();
         let store = Store::new(Arc::from(metadata), &blobs, Quota::Unlimited);
         let (bus, _pump) = EventBus::start(store.clone()).await.unwrap();
-        let state = AppState {
+        let state = AppState::from(AppParts {
             store,
             bus,
             signup_mode,
@@ -228,7 +246,7 @@ pub(crate) mod tests {
             default_quotas: Default::default(),
             trusted_proxies: Vec::new(),
             body_read_timeout: std::time::Duration::from_secs(5),
-        };
+        });
         (state, dir)
     }
 
