@@ -671,6 +671,7 @@ async fn main() {
     )
     .unwrap();
     writeln!(table, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|").unwrap();
+    let mut cells = Vec::new();
     for workload in workloads {
         for &concurrency in &levels {
             // Targets alternate within each cell row, so drift hits all of them.
@@ -696,8 +697,47 @@ async fn main() {
                     cell.peak_rss_mib
                 )
                 .unwrap();
+                cells.push(cell);
             }
         }
     }
     println!("{table}");
+    println!("{}", ratios(&cells));
+}
+
+/// Homestead's throughput over the reference's and over the machine's ceiling, per cell where the other
+/// side ran (ops/s; MB/s against the disk).
+fn ratios(cells: &[Cell]) -> String {
+    let mut out = String::from(
+        "| workload | conc. | target | / reference | / ceiling |\n|---|---:|---|---:|---:|\n",
+    );
+    let find = |cell: &Cell, target: &str| {
+        cells.iter().find(|c| {
+            c.workload == cell.workload && c.concurrency == cell.concurrency && c.target == target
+        })
+    };
+    for cell in cells
+        .iter()
+        .filter(|c| !["reference", "hyper", "disk"].contains(&c.target.as_str()))
+    {
+        let reference = find(cell, "reference").map(|r| cell.ops_per_sec() / r.ops_per_sec());
+        let ceiling = find(cell, "hyper")
+            .map(|h| cell.ops_per_sec() / h.ops_per_sec())
+            .or_else(|| {
+                find(cell, "disk")
+                    .map(|d| cell.bytes as f64 / cell.seconds / (d.bytes as f64 / d.seconds))
+            });
+        let show = |r: Option<f64>| r.map_or("–".to_string(), |r| format!("{r:.2}"));
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            cell.workload,
+            cell.concurrency,
+            cell.target,
+            show(reference),
+            show(ceiling)
+        )
+        .unwrap();
+    }
+    out
 }
