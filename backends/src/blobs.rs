@@ -113,6 +113,25 @@ impl BlobStore {
         Ok(removed)
     }
 
+    /// Makes a written blob durable on a filesystem store: flushes the file and the directory entry its
+    /// rename created, so that a file acknowledged with a 201 survives a power loss, not only a crash of
+    /// the process. Other stores are durable once their write returns.
+    pub async fn flush(&self, key: &BlobPath) -> std::io::Result<()> {
+        let Some(root) = &self.fs_root else {
+            return Ok(());
+        };
+        let file = root.join(key.as_ref());
+        tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&file)?.sync_all()?;
+            match file.parent() {
+                Some(dir) => std::fs::File::open(dir)?.sync_all(),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
     /// Writes, reads back and deletes a small object, so that a wrong bucket, missing credentials or a
     /// read-only directory stop the start instead of the first upload.
     pub async fn probe(&self) -> Result<(), BlobsError> {
@@ -186,6 +205,20 @@ mod tests {
         store.probe().await.unwrap();
         assert!(blobs.is_dir());
         assert!(store.describe().starts_with("filesystem"));
+    }
+
+    #[tokio::test]
+    async fn flushing_needs_the_written_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&Storage::default(), &dir.path().join("blobs")).unwrap();
+        let key = BlobPath::from("user/blob");
+        assert!(store.flush(&key).await.is_err(), "nothing written yet");
+        store
+            .object_store()
+            .put(&key, PutPayload::from_static(b"data"))
+            .await
+            .unwrap();
+        store.flush(&key).await.unwrap();
     }
 
     #[tokio::test]
