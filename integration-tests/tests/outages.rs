@@ -123,6 +123,16 @@ fn dependency_line(dependency: &str, up: bool) -> String {
     )
 }
 
+/// Waits until `/metrics` reports `dependency` up or down.
+async fn metrics_show(server: &TestServer, dependency: &str, up: bool) {
+    let line = dependency_line(dependency, up);
+    eventually(&line, Duration::from_secs(10), || async {
+        let metrics = server.metrics().await;
+        metrics.contains(&line).then_some(()).ok_or(metrics)
+    })
+    .await;
+}
+
 /// Waits until the writer has logged a write that matches `wanted`, returning its index.
 async fn until_write(
     log: &Mutex<Vec<Write>>,
@@ -162,18 +172,7 @@ async fn outage<Down, Back, BackFut>(
     take_down();
     let down_at = Instant::now();
     let first_refused = until_write(&log, "a refused write", healthy, |w| w.status == 503).await;
-    eventually(
-        "/metrics shows the outage",
-        Duration::from_secs(10),
-        || async {
-            let metrics = server.metrics().await;
-            metrics
-                .contains(&dependency_line(dependency, false))
-                .then_some(())
-                .ok_or(metrics)
-        },
-    )
-    .await;
+    metrics_show(server, dependency, false).await;
     // A read needs the dependency too: refused at once, with the reason.
     let read = reqwest::Client::new()
         .get(format!("{}/pub/outage/0", server.icann_url()))
@@ -195,18 +194,7 @@ async fn outage<Down, Back, BackFut>(
         w.status == 201
     })
     .await;
-    eventually(
-        "/metrics shows the recovery",
-        Duration::from_secs(10),
-        || async {
-            let metrics = server.metrics().await;
-            metrics
-                .contains(&dependency_line(dependency, true))
-                .then_some(())
-                .ok_or(metrics)
-        },
-    )
-    .await;
+    metrics_show(server, dependency, true).await;
     until_write(&log, "ten writes after the outage", recovered + 9, |w| {
         w.status == 201
     })

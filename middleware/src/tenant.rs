@@ -34,12 +34,28 @@ pub fn is_pubky_prefixed(value: &str) -> bool {
     value.len() == 57 && value.starts_with("pubky")
 }
 
+/// Keys parsed lately: parsing decompresses a curve point, which costs more than the rest of a small GET's
+/// routing. Cleared when it grows past [`PARSED_KEYS_MAX`].
+static PARSED_KEYS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, PublicKey>>,
+> = std::sync::LazyLock::new(Default::default);
+const PARSED_KEYS_MAX: usize = 4096;
+
 /// Parses a key as the reference does where it accepts host-like strings; `pubky<z32>` is refused.
 pub fn parse_key(value: &str) -> Option<PublicKey> {
     if is_pubky_prefixed(value) {
         return None;
     }
-    PublicKey::try_from(value).ok()
+    if let Some(key) = PARSED_KEYS.lock().unwrap().get(value) {
+        return Some(key.clone());
+    }
+    let key = PublicKey::try_from(value).ok()?;
+    let mut parsed = PARSED_KEYS.lock().unwrap();
+    if parsed.len() >= PARSED_KEYS_MAX {
+        parsed.clear();
+    }
+    parsed.insert(value.to_string(), key.clone());
+    Some(key)
 }
 
 fn header_key(headers: &HeaderMap, name: &HeaderName) -> Option<PublicKey> {
