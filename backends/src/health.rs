@@ -1,6 +1,7 @@
-//! Whether the database and the blob store answer. A watcher task probes both twice a second, so that
-//! while one is down requests can be refused at once with a reason instead of each waiting out connection
-//! timeouts, and so that `/metrics` shows the outage. Recovery needs nothing from the operator: the next
+//! Whether the database and the blob store answer. A watcher task probes the database twice a second, so
+//! that while it is down requests can be refused at once with a reason instead of each waiting out
+//! connection timeouts, and the blob store every five seconds (an S3 request costs money, and blob failures
+//! surface quickly on their own); `/metrics` shows both. Recovery needs nothing from the operator: the next
 //! probe that succeeds marks the dependency up again.
 
 use std::sync::Arc;
@@ -14,8 +15,10 @@ use tokio::task::JoinHandle;
 use crate::Metadata;
 use crate::blobs::PROBE_PREFIX;
 
-/// How often the dependencies are probed.
+/// How often the database is probed.
 const EVERY: Duration = Duration::from_millis(500);
+/// The blob store is probed on every this many database probes.
+const BLOB_EVERY: u32 = 10;
 /// A probe that takes longer than this counts as a failure.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -68,19 +71,10 @@ pub(crate) fn watch(
         let missing = BlobPath::from(format!("{PROBE_PREFIX}health"));
         let mut ticks = tokio::time::interval(EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for tick in 0u32.. {
             ticks.tick().await;
-            let (database, blob) = tokio::join!(
-                tokio::time::timeout(PROBE_TIMEOUT, metadata.ping()),
-                tokio::time::timeout(PROBE_TIMEOUT, blobs.head(&missing)),
-            );
-            let database = match database {
+            let database = match tokio::time::timeout(PROBE_TIMEOUT, metadata.ping()).await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(err)) => Err(err.to_string()),
-                Err(_) => Err("no answer within a second".to_string()),
-            };
-            let blob = match blob {
-                Ok(Ok(_) | Err(object_store::Error::NotFound { .. })) => Ok(()),
                 Ok(Err(err)) => Err(err.to_string()),
                 Err(_) => Err("no answer within a second".to_string()),
             };
@@ -90,7 +84,14 @@ pub(crate) fn watch(
                 database.is_ok(),
                 database.err(),
             );
-            Health::set(&health.blobs, "blob store", blob.is_ok(), blob.err());
+            if tick % BLOB_EVERY == 0 {
+                let blob = match tokio::time::timeout(PROBE_TIMEOUT, blobs.head(&missing)).await {
+                    Ok(Ok(_) | Err(object_store::Error::NotFound { .. })) => Ok(()),
+                    Ok(Err(err)) => Err(err.to_string()),
+                    Err(_) => Err("no answer within a second".to_string()),
+                };
+                Health::set(&health.blobs, "blob store", blob.is_ok(), blob.err());
+            }
         }
     })
 }
