@@ -314,25 +314,34 @@ impl Store {
         S: futures_util::Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: Into<BodyError>,
     {
+        let user =
+            self.inner
+                .metadata
+                .user(owner)
+                .await?
+                .ok_or_else(|| StoreError::NoSuchUser {
+                    path: path.to_string(),
+                })?;
+        self.put_stream_as(&user, path, body, limits).await
+    }
+
+    /// [`Store::put_stream`] for a user the caller has just read (their quota and usage bound the
+    /// upload; the commit checks again, exactly, under a lock).
+    pub async fn put_stream_as<S, E>(
+        &self,
+        user: &User,
+        path: &EntryPath,
+        body: S,
+        limits: WriteLimits,
+    ) -> Result<Written>
+    where
+        S: futures_util::Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+        E: Into<BodyError>,
+    {
         let path_text = || path.to_string();
-        let user = self
-            .inner
-            .metadata
-            .user(owner)
-            .await?
-            .ok_or_else(|| StoreError::NoSuchUser { path: path_text() })?;
-        // Stop streaming as soon as the body cannot fit; the commit checks again, exactly, under a lock.
-        let old_length = self
-            .inner
-            .metadata
-            .entry(owner, path)
-            .await?
-            .map(|e| e.content_length);
-        let quota_cap = quota_cap(
-            user.quota.unwrap_or(self.inner.default_quota),
-            user.used_bytes,
-            old_length,
-        );
+        let owner = user.public_key.as_str();
+        // Stop streaming as soon as the body cannot fit.
+        let quota_cap = self.room(user, path).await?;
         let key = BlobPath::from(format!("{owner}/{:032x}", rand::random::<u128>()));
         let blob = BlobWrite::new(self.inner.blobs.clone(), key.clone());
         let streamed = blob.stream(body, path, limits.max_bytes, quota_cap).await?;
@@ -407,17 +416,23 @@ impl Store {
         else {
             return Ok(None);
         };
+        self.room(&user, path).await
+    }
+
+    /// How many bytes `user` may write to `path`; None when their quota is unlimited (then the old
+    /// version's size does not matter and is not read).
+    async fn room(&self, user: &User, path: &EntryPath) -> Result<Option<u64>> {
+        let quota = user.quota.unwrap_or(self.inner.default_quota);
+        if quota == Quota::Unlimited {
+            return Ok(None);
+        }
         let old_length = self
             .inner
             .metadata
-            .entry(owner, path)
+            .entry(&user.public_key, path)
             .await?
             .map(|e| e.content_length);
-        Ok(quota_cap(
-            user.quota.unwrap_or(self.inner.default_quota),
-            user.used_bytes,
-            old_length,
-        ))
+        Ok(quota_cap(quota, user.used_bytes, old_length))
     }
 
     /// A file's metadata, without its bytes.

@@ -292,7 +292,7 @@ async fn put(
     };
     let mut body = request.into_body().into_data_stream();
     let patient = patient_body(&mut body, app.body_read_timeout);
-    let result = app.store.put_stream(owner, &path, patient, limits).await;
+    let result = app.store.put_stream_as(&user, &path, patient, limits).await;
     match result {
         Ok(written) => {
             app.metrics.bytes_written.add(written.content_length, &[]);

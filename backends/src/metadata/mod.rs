@@ -232,6 +232,19 @@ pub struct NewEntry {
     pub now: Micros,
 }
 
+/// A write waiting for the group commit: concurrent writes share one transaction, so that one flush of
+/// the database's log (and one turn of the event-order lock) serves them all.
+#[derive(Debug)]
+pub(crate) struct PendingPut {
+    pub(crate) public_key: String,
+    pub(crate) entry: NewEntry,
+    pub(crate) default_quota: Quota,
+    pub(crate) reply: tokio::sync::oneshot::Sender<Result<PutOutcome>>,
+}
+
+/// Most writes committed in one transaction.
+pub(crate) const MAX_BATCH: usize = 64;
+
 /// How a write's commit ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutOutcome {

@@ -20,6 +20,7 @@ pub struct PostgresMetadata {
     write: PgPool,
     hints: Arc<Notify>,
     listener: AbortHandle,
+    puts: tokio::sync::mpsc::Sender<super::PendingPut>,
 }
 
 /// The channel instances announce committed events on (the reference's).
@@ -69,6 +70,7 @@ impl PostgresMetadata {
         let listener = tokio::spawn(listen(pool.clone(), hints.clone())).abort_handle();
         Ok(Self {
             read: pool.clone(),
+            puts: Self::start_group_commit(pool.clone()),
             write: pool,
             hints,
             listener,

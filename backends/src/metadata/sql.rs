@@ -1,8 +1,8 @@
 //! The SQL both engines share, as one `impl Metadata` written once and instantiated for each engine's
 //! concrete sqlx types (a macro, because code generic over `sqlx::Database` drowns in trait bounds).
 //!
-//! The engine module provides: fields `read` (a pool for reads) and `write` (a pool whose transactions
-//! write), and constants `LOCK_USER` (select a user's row for the rest of the transaction) and
+//! The engine module provides: fields `read` (a pool for reads), `write` (a pool whose transactions
+//! write) and `puts` (the sender of the group commit, from `start_group_commit(write)`), and constants `LOCK_USER` (select a user's row for the rest of the transaction) and
 //! `EVENT_ORDER_LOCK` (a statement that makes event ids visible in increasing order, or `None`),
 //! `ANNOUNCE_EVENTS` (a statement that wakes other instances after a commit, or `None`),
 //! `SEPARATE_WRITE_POOL` (whether `write` is a pool of its own rather than a clone of `read`), and methods
@@ -279,62 +279,20 @@ macro_rules! impl_metadata {
                 entry: &$crate::metadata::NewEntry,
                 default_quota: $crate::metadata::Quota,
             ) -> $crate::metadata::Result<$crate::metadata::PutOutcome> {
-                use $crate::metadata::{FILE_OVERHEAD_BYTES, PutOutcome, Quota, query};
-                let mut tx = self.write.begin().await.map_err(query("begin write"))?;
-                let user: Option<(i64, i64, Option<i64>)> = sqlx::query_as(Self::LOCK_USER)
-                    .bind(public_key)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(query("lock user"))?;
-                let Some((user_id, used, quota)) = user else {
-                    return Ok(PutOutcome::NoSuchUser);
+                use $crate::metadata::{PendingPut, query};
+                let (reply, outcome) = tokio::sync::oneshot::channel();
+                let pending = PendingPut {
+                    public_key: public_key.to_string(),
+                    entry: entry.clone(),
+                    default_quota,
+                    reply,
                 };
-                let old: Option<(i64, String)> =
-                    sqlx::query_as("SELECT content_length, blob_key FROM entries WHERE user_id = $1 AND path = $2")
-                        .bind(user_id)
-                        .bind(entry.path.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(query("read replaced entry"))?;
-                let new_length = entry.content_length as i64;
-                let delta = match &old {
-                    Some((old_length, _)) => new_length - old_length,
-                    None => new_length + FILE_OVERHEAD_BYTES,
-                };
-                let limit = Quota::from_column(quota).unwrap_or(default_quota);
-                if !limit.allows(used, delta) {
-                    return Ok(PutOutcome::QuotaExceeded);
+                if self.puts.send(pending).await.is_err() {
+                    return Err(query("queue write")(sqlx::Error::PoolClosed));
                 }
-                sqlx::query(
-                    "INSERT INTO entries (user_id, path, content_hash, content_length, content_type, blob_key, created_at, modified_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                     ON CONFLICT (user_id, path) DO UPDATE SET content_hash = excluded.content_hash, \
-                     content_length = excluded.content_length, content_type = excluded.content_type, \
-                     blob_key = excluded.blob_key, modified_at = excluded.modified_at",
-                )
-                .bind(user_id)
-                .bind(entry.path.as_str())
-                .bind(&entry.content_hash[..])
-                .bind(new_length)
-                .bind(&entry.content_type)
-                .bind(&entry.blob_key)
-                .bind(entry.now)
-                .bind(entry.now)
-                .execute(&mut *tx)
-                .await
-                .map_err(query("write entry"))?;
-                sqlx::query("UPDATE users SET used_bytes = $1 WHERE id = $2")
-                    .bind((used + delta).max(0))
-                    .bind(user_id)
-                    .execute(&mut *tx)
+                outcome
                     .await
-                    .map_err(query("update used bytes"))?;
-                let event_id = Self::append_event(&mut tx, "PUT", user_id, entry.path.as_str(), Some(&entry.content_hash[..]), entry.now).await?;
-                tx.commit().await.map_err(query("commit write"))?;
-                Ok(PutOutcome::Committed {
-                    replaced_blob: old.map(|(_, key)| key),
-                    event_id,
-                })
+                    .unwrap_or_else(|_| Err(query("commit write")(sqlx::Error::PoolClosed)))
             }
 
             async fn commit_delete(
@@ -345,6 +303,8 @@ macro_rules! impl_metadata {
             ) -> $crate::metadata::Result<Option<$crate::metadata::Deleted>> {
                 use $crate::metadata::{Deleted, FILE_OVERHEAD_BYTES, query};
                 let mut tx = self.write.begin().await.map_err(query("begin delete"))?;
+                // The event-order lock before any user row, as the group commit takes them.
+                Self::lock_event_order(&mut tx).await?;
                 let user: Option<(i64, i64, Option<i64>)> = sqlx::query_as(Self::LOCK_USER)
                     .bind(public_key)
                     .fetch_optional(&mut *tx)
@@ -615,6 +575,155 @@ macro_rules! impl_metadata {
         }
 
         impl $engine {
+            /// Takes the lock that makes event ids visible in order, if the engine needs one.
+            async fn lock_event_order(tx: &mut sqlx::Transaction<'_, $db>) -> $crate::metadata::Result<()> {
+                if let Some(lock) = Self::EVENT_ORDER_LOCK {
+                    sqlx::query(lock)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err($crate::metadata::query("lock event order"))?;
+                }
+                Ok(())
+            }
+
+            /// Starts the group commit on `pool`: writes queued on the returned sender are committed
+            /// together, as many as are waiting (up to `MAX_BATCH`), one transaction at a time.
+            fn start_group_commit(
+                pool: sqlx::Pool<$db>,
+            ) -> tokio::sync::mpsc::Sender<$crate::metadata::PendingPut> {
+                let (sender, receiver) = tokio::sync::mpsc::channel($crate::metadata::MAX_BATCH * 4);
+                tokio::spawn(Self::group_commit(pool, receiver));
+                sender
+            }
+
+            async fn group_commit(
+                pool: sqlx::Pool<$db>,
+                mut receiver: tokio::sync::mpsc::Receiver<$crate::metadata::PendingPut>,
+            ) {
+                while let Some(first) = receiver.recv().await {
+                    let mut batch = vec![first];
+                    while batch.len() < $crate::metadata::MAX_BATCH {
+                        match receiver.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    match Self::commit_batch(&pool, &batch).await {
+                        Ok(outcomes) => {
+                            for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                                let _ = pending.reply.send(outcome);
+                            }
+                        }
+                        Err(err) => {
+                            let text = err.to_string();
+                            for pending in batch {
+                                let failed = sqlx::Error::Protocol(text.clone());
+                                let _ = pending.reply.send(Err($crate::metadata::query("commit write")(failed)));
+                            }
+                        }
+                    }
+                }
+            }
+
+            /// Commits `batch` in one transaction. Each write of several runs inside a savepoint, so one
+            /// that fails leaves the others committed; an error of the transaction itself fails them all.
+            async fn commit_batch(
+                pool: &sqlx::Pool<$db>,
+                batch: &[$crate::metadata::PendingPut],
+            ) -> $crate::metadata::Result<Vec<$crate::metadata::Result<$crate::metadata::PutOutcome>>> {
+                use $crate::metadata::query;
+                let mut tx = pool.begin().await.map_err(query("begin write"))?;
+                // The order lock first, then user rows, in every write transaction: no deadlock between
+                // instances or with deletes.
+                Self::lock_event_order(&mut tx).await?;
+                let alone = batch.len() == 1;
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for pending in batch {
+                    if !alone {
+                        sqlx::query("SAVEPOINT put").execute(&mut *tx).await.map_err(query("savepoint"))?;
+                    }
+                    let outcome = Self::put_in_tx(&mut tx, &pending.public_key, &pending.entry, pending.default_quota).await;
+                    match (&outcome, alone) {
+                        (Err(_), true) => return outcome.map(|o| vec![Ok(o)]),
+                        (Err(_), false) => {
+                            sqlx::query("ROLLBACK TO SAVEPOINT put").execute(&mut *tx).await.map_err(query("rollback to savepoint"))?;
+                            sqlx::query("RELEASE SAVEPOINT put").execute(&mut *tx).await.map_err(query("release savepoint"))?;
+                        }
+                        (Ok(_), false) => {
+                            sqlx::query("RELEASE SAVEPOINT put").execute(&mut *tx).await.map_err(query("release savepoint"))?;
+                        }
+                        (Ok(_), true) => {}
+                    }
+                    outcomes.push(outcome);
+                }
+                tx.commit().await.map_err(query("commit write"))?;
+                Ok(outcomes)
+            }
+
+            /// One write inside the batch's transaction: checks the quota under the user's row lock,
+            /// records the entry, the user's usage and the event.
+            async fn put_in_tx(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                public_key: &str,
+                entry: &$crate::metadata::NewEntry,
+                default_quota: $crate::metadata::Quota,
+            ) -> $crate::metadata::Result<$crate::metadata::PutOutcome> {
+                use $crate::metadata::{FILE_OVERHEAD_BYTES, PutOutcome, Quota, query};
+                let user: Option<(i64, i64, Option<i64>)> = sqlx::query_as(Self::LOCK_USER)
+                    .bind(public_key)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(query("lock user"))?;
+                let Some((user_id, used, quota)) = user else {
+                    return Ok(PutOutcome::NoSuchUser);
+                };
+                let old: Option<(i64, String)> =
+                    sqlx::query_as("SELECT content_length, blob_key FROM entries WHERE user_id = $1 AND path = $2")
+                        .bind(user_id)
+                        .bind(entry.path.as_str())
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(query("read replaced entry"))?;
+                let new_length = entry.content_length as i64;
+                let delta = match &old {
+                    Some((old_length, _)) => new_length - old_length,
+                    None => new_length + FILE_OVERHEAD_BYTES,
+                };
+                let limit = Quota::from_column(quota).unwrap_or(default_quota);
+                if !limit.allows(used, delta) {
+                    return Ok(PutOutcome::QuotaExceeded);
+                }
+                sqlx::query(
+                    "INSERT INTO entries (user_id, path, content_hash, content_length, content_type, blob_key, created_at, modified_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (user_id, path) DO UPDATE SET content_hash = excluded.content_hash, \
+                     content_length = excluded.content_length, content_type = excluded.content_type, \
+                     blob_key = excluded.blob_key, modified_at = excluded.modified_at",
+                )
+                .bind(user_id)
+                .bind(entry.path.as_str())
+                .bind(&entry.content_hash[..])
+                .bind(new_length)
+                .bind(&entry.content_type)
+                .bind(&entry.blob_key)
+                .bind(entry.now)
+                .bind(entry.now)
+                .execute(&mut **tx)
+                .await
+                .map_err(query("write entry"))?;
+                sqlx::query("UPDATE users SET used_bytes = $1 WHERE id = $2")
+                    .bind((used + delta).max(0))
+                    .bind(user_id)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(query("update used bytes"))?;
+                let event_id = Self::append_event(tx, "PUT", user_id, entry.path.as_str(), Some(&entry.content_hash[..]), entry.now).await?;
+                Ok(PutOutcome::Committed {
+                    replaced_blob: old.map(|(_, key)| key),
+                    event_id,
+                })
+            }
+
             /// Appends an event inside the caller's transaction and returns its id.
             async fn append_event(
                 tx: &mut sqlx::Transaction<'_, $db>,
@@ -625,9 +734,7 @@ macro_rules! impl_metadata {
                 now: $crate::metadata::Micros,
             ) -> $crate::metadata::Result<u64> {
                 use $crate::metadata::query;
-                if let Some(lock) = Self::EVENT_ORDER_LOCK {
-                    sqlx::query(lock).execute(&mut **tx).await.map_err(query("lock event order"))?;
-                }
+                // The caller took the event-order lock when its transaction began.
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO events (op, user_id, path, content_hash, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
                 )

@@ -17,6 +17,7 @@ use super::{MetadataError, Result, sql::impl_metadata};
 pub struct SqliteMetadata {
     read: SqlitePool,
     write: SqlitePool,
+    puts: tokio::sync::mpsc::Sender<super::PendingPut>,
 }
 
 impl SqliteMetadata {
@@ -66,7 +67,11 @@ impl SqliteMetadata {
             .connect_with(options.read_only(true))
             .await
             .map_err(connect)?;
-        Ok(Self { read, write })
+        Ok(Self {
+            read,
+            puts: Self::start_group_commit(write.clone()),
+            write,
+        })
     }
 }
 
