@@ -449,6 +449,7 @@ mod tests {
             out,
         ));
         let writes = homestead_backends::event_bus::BUS_CAPACITY + 50;
+        let mut watch = state.bus.subscribe();
         for i in 0..writes {
             let path = homestead_backends::EntryPath::parse(&format!("/pub/{i}")).unwrap();
             let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from("x"))]);
@@ -457,6 +458,15 @@ mod tests {
                 .put_stream(&user, &path, body, Default::default())
                 .await
                 .unwrap();
+        }
+        // Only once the bus has published the last write must the stream have fallen behind.
+        let last_path = format!("/pub/{}", writes - 1);
+        loop {
+            match watch.recv().await {
+                Ok(event) if event.path.as_str() == last_path => break,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("the bus closed"),
+            }
         }
         let mut frames = Vec::new();
         while let Some(frame) = client.recv().await {
