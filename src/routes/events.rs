@@ -440,7 +440,7 @@ mod tests {
         let stream = Stream {
             store: state.store.clone(),
             metrics: state.metrics.clone(),
-            keep_alive: KEEP_ALIVE,
+            keep_alive: Duration::from_millis(20),
         };
         let task = tokio::spawn(run_stream(
             stream,
@@ -448,6 +448,8 @@ mod tests {
             Some(state.bus.subscribe()),
             out,
         ));
+        // A keep-alive proves the (empty) history is done and the stream is live before the writes.
+        assert_eq!(&client.recv().await.unwrap()[..], b":\n\n");
         let writes = homestead_backends::event_bus::BUS_CAPACITY + 50;
         let mut watch = state.bus.subscribe();
         for i in 0..writes {
