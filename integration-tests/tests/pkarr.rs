@@ -304,9 +304,23 @@ async fn lost_user_records_are_restored() {
         fresh.get_homeserver_of(&user.public_key()).await,
         Some(server.public_key())
     );
-    let (_, info) = server.admin(reqwest::Method::GET, "/info").await;
-    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
-    assert_eq!(info["user_keys_republisher"]["restored"], 1, "{info}");
+    // The record is out before the run that restored it has finished and reported.
+    let info = eventually(
+        "the republisher run that restored the record reported",
+        Duration::from_secs(30),
+        || {
+            let server = &server;
+            async move {
+                let (_, info) = server.admin(reqwest::Method::GET, "/info").await;
+                let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+                match info["user_keys_republisher"]["restored"].as_u64() {
+                    Some(1) => Ok(info),
+                    _ => Err(info.to_string()),
+                }
+            }
+        },
+    )
+    .await;
     assert!(
         info["pkarr_publish"]["published"].as_u64().unwrap() >= 1,
         "{info}"
