@@ -156,8 +156,8 @@ impl BlobStore {
     }
 
     /// The underlying object store.
-    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
-        self.store.clone()
+    pub fn objects(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
     }
 
     /// What this store is, for logs.
@@ -214,7 +214,7 @@ mod tests {
         let key = BlobPath::from("user/blob");
         assert!(store.flush(&key).await.is_err(), "nothing written yet");
         store
-            .object_store()
+            .objects()
             .put(&key, PutPayload::from_static(b"data"))
             .await
             .unwrap();

@@ -238,14 +238,13 @@ pub struct Store {
 #[derive(Debug)]
 struct Parts {
     metadata: Arc<dyn Metadata>,
-    blobs: Arc<dyn ObjectStore>,
+    /// The blob store (its object store for reads and writes, itself for flushing filesystem writes).
+    blob_store: BlobStore,
     default_quota: Quota,
     /// Woken after every commit that appended an event, for the [`crate::EventBus`].
     events_committed: Arc<tokio::sync::Notify>,
     health: Arc<Health>,
     small_blobs: SmallBlobs,
-    /// The blob store itself, for flushing filesystem writes.
-    durable: BlobStore,
 }
 
 fn now_micros() -> Micros {
@@ -261,14 +260,18 @@ impl Store {
         Self {
             inner: Arc::new(Parts {
                 metadata,
-                blobs: blobs.object_store(),
                 default_quota,
                 events_committed: Arc::new(tokio::sync::Notify::new()),
                 health: Arc::default(),
                 small_blobs: SmallBlobs::default(),
-                durable: blobs.clone(),
+                blob_store: blobs.clone(),
             }),
         }
+    }
+
+    /// The object store behind the blob store.
+    fn blobs(&self) -> &Arc<dyn ObjectStore> {
+        self.inner.blob_store.objects()
     }
 
     /// Whether the database and the blob store answer, as last probed.
@@ -286,7 +289,7 @@ impl Store {
         crate::health::watch(
             self.inner.health.clone(),
             self.inner.metadata.clone(),
-            self.inner.blobs.clone(),
+            self.blobs().clone(),
         )
     }
 
@@ -343,9 +346,9 @@ impl Store {
         // Stop streaming as soon as the body cannot fit.
         let quota_cap = self.room(user, path).await?;
         let key = BlobPath::from(format!("{owner}/{:032x}", rand::random::<u128>()));
-        let blob = BlobWrite::new(self.inner.blobs.clone(), key.clone());
+        let blob = BlobWrite::new(self.blobs().clone(), key.clone());
         let streamed = blob.stream(body, path, limits.max_bytes, quota_cap).await?;
-        if let Err(err) = self.inner.durable.flush(&key).await {
+        if let Err(err) = self.inner.blob_store.flush(&key).await {
             self.delete_blob_quietly(&key).await;
             return Err(StoreError::Blob {
                 path: path_text(),
@@ -467,11 +470,10 @@ impl Store {
             return self.get_small(entry, path, range).await;
         }
         let result = self
-            .inner
-            .blobs
+            .blobs()
             .get_opts(&key, get)
             .await
-            .map_err(blob_error(path, &entry.blob_key))?;
+            .map_err(|e| blob_error(path, &entry.blob_key, e))?;
         let shown = path.to_string();
         let stream = match result.payload {
             GetResultPayload::File(file, _) => file_stream(file, result.range),
@@ -505,10 +507,10 @@ impl Store {
             Some(body) => body,
             None => {
                 let key = BlobPath::from(entry.blob_key.as_str());
-                let read = self.inner.blobs.get(&key).await;
-                let read = read.map_err(blob_error(path, &entry.blob_key))?;
+                let read = self.blobs().get(&key).await;
+                let read = read.map_err(|e| blob_error(path, &entry.blob_key, e))?;
                 let body = read.bytes().await;
-                let body = body.map_err(blob_error(path, &entry.blob_key))?;
+                let body = body.map_err(|e| blob_error(path, &entry.blob_key, e))?;
                 if body.len() as u64 != entry.content_length {
                     return Err(StoreError::BlobMissing {
                         path: path.to_string(),
@@ -712,7 +714,7 @@ impl Store {
         };
         let cutoff = cutoff_micros(grace);
         let mut report = SweepReport::default();
-        let mut listing = self.inner.blobs.list(None);
+        let mut listing = self.blobs().list(None);
         let mut batch = Vec::with_capacity(SWEEP_BATCH);
         loop {
             let next = listing.next().await.transpose().map_err(blob_error)?;
@@ -728,7 +730,7 @@ impl Store {
             if batch.len() >= SWEEP_BATCH || (next.is_none() && !batch.is_empty()) {
                 report.examined += batch.len();
                 for key in self.inner.metadata.unreferenced_blobs(&batch).await? {
-                    match self.inner.blobs.delete(&BlobPath::from(key.as_str())).await {
+                    match self.blobs().delete(&BlobPath::from(key.as_str())).await {
                         Ok(()) | Err(object_store::Error::NotFound { .. }) => report.deleted += 1,
                         Err(err) => {
                             tracing::warn!(%key, %err, "sweep: cannot delete an orphaned blob")
@@ -745,7 +747,7 @@ impl Store {
 
     async fn delete_blob_quietly(&self, key: &BlobPath) {
         self.inner.small_blobs.remove(key.as_ref());
-        match self.inner.blobs.delete(key).await {
+        match self.blobs().delete(key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             // Not fatal: the sweeper removes it later.
             Err(err) => tracing::warn!(%key, %err, "cannot delete an unreferenced blob"),
@@ -768,13 +770,16 @@ fn file_stream(
         source: Box::new(err),
     };
     let state = (file, range.start, range.end);
+    let start = range.start;
     futures_util::stream::try_unfold(state, move |(mut file, at, end)| async move {
         if at >= end {
             return Ok(None);
         }
         let (file, chunk) = tokio::task::spawn_blocking(move || {
             let mut chunk = vec![0; (end - at).min(FILE_CHUNK) as usize];
-            file.seek(SeekFrom::Start(at))?;
+            if at == start {
+                file.seek(SeekFrom::Start(at))?;
+            }
             file.read_exact(&mut chunk)?;
             Ok::<_, std::io::Error>((file, chunk))
         })
@@ -788,12 +793,14 @@ fn file_stream(
 }
 
 /// Maps a failed blob read of `path`: a missing blob is named as such, anything else is a store failure.
-fn blob_error(path: &EntryPath, key: &str) -> impl FnOnce(object_store::Error) -> StoreError {
-    let (path, key) = (path.to_string(), key.to_string());
-    move |source| match source {
-        object_store::Error::NotFound { .. } => StoreError::BlobMissing { path, key },
+fn blob_error(path: &EntryPath, key: &str, source: object_store::Error) -> StoreError {
+    match source {
+        object_store::Error::NotFound { .. } => StoreError::BlobMissing {
+            path: path.to_string(),
+            key: key.to_string(),
+        },
         source => StoreError::Blob {
-            path,
+            path: path.to_string(),
             source: Box::new(source),
         },
     }

@@ -125,7 +125,7 @@ impl Fixture {
         }
         Fixture {
             store,
-            blobs: blob_store.object_store(),
+            blobs: blob_store.objects().clone(),
             database,
             _dir: dir,
         }

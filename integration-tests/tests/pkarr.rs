@@ -137,6 +137,25 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
         .collect()
 }
 
+/// The admin `/info` once its last republisher run satisfies `done`.
+async fn admin_info_until(
+    server: &TestServer,
+    what: &str,
+    deadline: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    eventually(what, deadline, || async {
+        let (_, info) = server.admin(reqwest::Method::GET, "/info").await;
+        let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+        if done(&info["user_keys_republisher"]) {
+            Ok(info)
+        } else {
+            Err(info.to_string())
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn transports() {
     let net = TestNet::new();
@@ -264,21 +283,11 @@ async fn lost_user_records_are_restored() {
         .publish_homeserver_force(Some(&elsewhere))
         .await
         .unwrap();
-    let run = eventually(
+    let run = admin_info_until(
+        &server,
         "a republisher run that stored the user's packet",
         Duration::from_secs(60),
-        || {
-            let server = &server;
-            async move {
-                let (_, info) = server.admin(reqwest::Method::GET, "/info").await;
-                let info: serde_json::Value = serde_json::from_str(&info).unwrap();
-                let run = &info["user_keys_republisher"];
-                match (run["republished"].as_u64(), run["elsewhere"].as_u64()) {
-                    (Some(1), Some(1)) => Ok(info),
-                    _ => Err(info.to_string()),
-                }
-            }
-        },
+        |run| run["republished"] == 1 && run["elsewhere"] == 1,
     )
     .await;
     assert_eq!(run["num_users"], 2);
@@ -305,20 +314,11 @@ async fn lost_user_records_are_restored() {
         Some(server.public_key())
     );
     // The record is out before the run that restored it has finished and reported.
-    let info = eventually(
+    let info = admin_info_until(
+        &server,
         "the republisher run that restored the record reported",
         Duration::from_secs(30),
-        || {
-            let server = &server;
-            async move {
-                let (_, info) = server.admin(reqwest::Method::GET, "/info").await;
-                let info: serde_json::Value = serde_json::from_str(&info).unwrap();
-                match info["user_keys_republisher"]["restored"].as_u64() {
-                    Some(1) => Ok(info),
-                    _ => Err(info.to_string()),
-                }
-            }
-        },
+        |run| run["restored"] == 1,
     )
     .await;
     assert!(

@@ -643,17 +643,15 @@ macro_rules! impl_metadata {
                         sqlx::query("SAVEPOINT put").execute(&mut *tx).await.map_err(query("savepoint"))?;
                     }
                     let outcome = Self::put_in_tx(&mut tx, &pending.public_key, &pending.entry, pending.default_quota).await;
-                    match (&outcome, alone) {
-                        (Err(_), true) => return outcome.map(|o| vec![Ok(o)]),
-                        (Err(_), false) => {
-                            sqlx::query("ROLLBACK TO SAVEPOINT put").execute(&mut *tx).await.map_err(query("rollback to savepoint"))?;
-                            sqlx::query("RELEASE SAVEPOINT put").execute(&mut *tx).await.map_err(query("release savepoint"))?;
-                        }
-                        (Ok(_), false) => {
-                            sqlx::query("RELEASE SAVEPOINT put").execute(&mut *tx).await.map_err(query("release savepoint"))?;
-                        }
-                        (Ok(_), true) => {}
+                    if alone {
+                        // A lone write's failure is the transaction's: nothing to keep.
+                        outcomes.push(Ok(outcome?));
+                        continue;
                     }
+                    if outcome.is_err() {
+                        sqlx::query("ROLLBACK TO SAVEPOINT put").execute(&mut *tx).await.map_err(query("rollback to savepoint"))?;
+                    }
+                    sqlx::query("RELEASE SAVEPOINT put").execute(&mut *tx).await.map_err(query("release savepoint"))?;
                     outcomes.push(outcome);
                 }
                 tx.commit().await.map_err(query("commit write"))?;
