@@ -71,7 +71,8 @@ impl App {
             .map_or(Quota::Unlimited, |mb| {
                 Quota::Bytes(mb.saturating_mul(1 << 20))
             });
-        let store = Store::new(Arc::from(metadata), &blobs, default_quota);
+        let entry_ttl = Duration::from_millis(config.storage.entry_cache_ms);
+        let store = Store::new(Arc::from(metadata), &blobs, default_quota, entry_ttl);
         let sweeper = spawn_sweeper(
             store.clone(),
             blobs.clone(),

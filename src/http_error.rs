@@ -74,6 +74,9 @@ impl From<StoreError> for HttpError {
                 StatusCode::INSUFFICIENT_STORAGE,
                 "Disk space quota exceeded",
             ),
+            StoreError::PathTooLong { .. } => {
+                Self::bad_request("Invalid URL: Path is too long to store")
+            }
             StoreError::TooLarge { limit, .. } => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("Request body is larger than the limit of {limit} bytes"),

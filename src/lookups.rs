@@ -1,6 +1,8 @@
-//! The Store behind the middleware's lookup traits: sessions by the hash of their secret, signup tokens
-//! by their text, quota room by user and path.
+//! The Store behind the middleware's lookup traits: sessions by the hash of their secret (with their
+//! user's record, which the bandwidth and quota layers and the handlers then use), signup tokens by their
+//! text, quota room by user and path.
 
+use homestead_backends::metadata::User;
 use homestead_backends::{EntryPath, Store, StoreError};
 use std::time::Duration;
 
@@ -20,22 +22,24 @@ pub struct StoreSessions(pub Store);
 
 impl SessionLookup for StoreSessions {
     type Error = StoreError;
+    type Account = User;
 
-    async fn lookup(&self, secret: &str) -> Result<Option<Session>, Self::Error> {
+    async fn lookup(&self, secret: &str) -> Result<Option<(Session, User)>, Self::Error> {
         // Looked up by SHA-256: the database never sees the secret, and comparing hashes leaks nothing
         // useful about it.
         let Some(record) = self.0.session(&secret_hash(secret)).await? else {
             return Ok(None);
         };
-        let Ok(public_key) = pkarr::PublicKey::try_from(record.public_key.as_str()) else {
-            tracing::error!(key = %record.public_key, "a stored session names an invalid key");
+        let Ok(public_key) = pkarr::PublicKey::try_from(record.user.public_key.as_str()) else {
+            tracing::error!(key = %record.user.public_key, "a stored session names an invalid key");
             return Ok(None);
         };
-        Ok(Some(Session {
+        let session = Session {
             public_key,
             capabilities: record.capabilities,
             created_at: record.created_at,
-        }))
+        };
+        Ok(Some((session, record.user)))
     }
 }
 
@@ -61,10 +65,12 @@ pub struct StoreQuotas(pub Store);
 
 impl QuotaLedger for StoreQuotas {
     type Error = StoreError;
+    type Account = User;
 
     async fn admits(
         &self,
         session: &Session,
+        user: &User,
         path: &str,
         length: u64,
     ) -> Result<bool, Self::Error> {
@@ -77,19 +83,14 @@ impl QuotaLedger for StoreQuotas {
         if check_write(Some(session), &path).is_err() {
             return Ok(true);
         }
-        let room = self
-            .0
-            .room_for(&session.public_key.to_string(), &path)
-            .await?;
+        let room = self.0.room_for(user, &path).await?;
         Ok(room.is_none_or(|room| length <= room))
     }
 }
 
-/// Users' bandwidth from the Store, with the configured defaults.
+/// Users' bandwidth from their own settings, else the configured defaults.
 #[derive(Debug, Clone)]
 pub struct StoreBandwidth {
-    /// Where users' own settings live.
-    pub store: Store,
     /// `[default_quotas]`.
     pub defaults: DefaultQuotas,
 }
@@ -120,15 +121,12 @@ fn resolve(
 }
 
 impl BandwidthPolicy for StoreBandwidth {
-    type Error = StoreError;
+    type Account = User;
 
-    async fn user_rates(&self, user: &pkarr::PublicKey) -> Result<Option<UserRates>, Self::Error> {
-        let Some(user) = self.store.user(&user.to_string()).await? else {
-            return Ok(None);
-        };
+    fn user_rates(&self, user: &User) -> UserRates {
         let limits = &user.limits;
         let d = &self.defaults;
-        Ok(Some(UserRates {
+        UserRates {
             read: resolve(
                 limits.rate_read.as_deref(),
                 limits.rate_read_burst,
@@ -141,6 +139,6 @@ impl BandwidthPolicy for StoreBandwidth {
                 d.rate_write,
                 d.rate_write_burst.map(|b| b.get()),
             ),
-        }))
+        }
     }
 }

@@ -43,7 +43,12 @@ async fn measure(name: &str, storage: Storage, mib: usize) {
     let url = DatabaseUrl::sqlite_file(&dir.path().join("meta.db"));
     let metadata = Arc::from(metadata::open(&url).await.unwrap());
     let blobs = BlobStore::open(&storage, &dir.path().join("blobs")).unwrap();
-    let store = Store::new(metadata, &blobs, Quota::Unlimited);
+    let store = Store::new(
+        metadata,
+        &blobs,
+        Quota::Unlimited,
+        homestead_backends::entry_cache::TTL,
+    );
     store.create_user(USER, None).await.unwrap();
     let path = EntryPath::parse("/pub/large.bin").unwrap();
     let chunk: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();

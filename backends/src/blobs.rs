@@ -113,16 +113,25 @@ impl BlobStore {
         Ok(removed)
     }
 
-    /// Makes a written blob durable on a filesystem store: flushes the file and the directory entry its
-    /// rename created, so that a file acknowledged with a 201 survives a power loss, not only a crash of
-    /// the process. Other stores are durable once their write returns.
-    pub async fn flush(&self, key: &BlobPath) -> std::io::Result<()> {
+    /// Makes a written blob of `length` bytes durable on a filesystem store: flushes the file and the
+    /// directory entry its rename created, so that a file acknowledged with a 201 survives a power loss,
+    /// not only a crash of the process. Other stores are durable once their write returns.
+    ///
+    /// Once durable, a blob of [`UNCACHED_BLOB_BYTES`] or more leaves the page cache (Linux): an upload
+    /// is seldom read back at once, and keeping every upload cached grows the cache into memory the
+    /// kernel must first obtain (on VMs whose idle memory goes back to the host, that costs more than
+    /// the write) while evicting what is read often. Reads cache it again as usual.
+    pub async fn flush(&self, key: &BlobPath, length: u64) -> std::io::Result<()> {
         let Some(root) = &self.fs_root else {
             return Ok(());
         };
         let file = root.join(key.as_ref());
         tokio::task::spawn_blocking(move || {
-            std::fs::File::open(&file)?.sync_all()?;
+            let written = std::fs::File::open(&file)?;
+            written.sync_all()?;
+            if length >= UNCACHED_BLOB_BYTES {
+                forget_cached_pages(&written);
+            }
             match file.parent() {
                 Some(dir) => std::fs::File::open(dir)?.sync_all(),
                 None => Ok(()),
@@ -165,6 +174,22 @@ impl BlobStore {
         &self.what
     }
 }
+
+/// Blobs at least this large leave the page cache once durable (see [`BlobStore::flush`]).
+pub const UNCACHED_BLOB_BYTES: u64 = 256 * 1024;
+
+/// Drops a flushed file's clean pages from the page cache.
+#[cfg(target_os = "linux")]
+fn forget_cached_pages(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor stays open for the call, which only advises the kernel about the file's
+    // cached pages and touches no memory of this process.
+    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
+/// Elsewhere the page cache is left to the kernel.
+#[cfg(not(target_os = "linux"))]
+fn forget_cached_pages(_file: &std::fs::File) {}
 
 fn s3(storage: &Storage) -> object_store::Result<object_store::aws::AmazonS3> {
     // Credentials and region from AWS_* variables unless the config names them.
@@ -212,13 +237,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(&Storage::default(), &dir.path().join("blobs")).unwrap();
         let key = BlobPath::from("user/blob");
-        assert!(store.flush(&key).await.is_err(), "nothing written yet");
+        assert!(store.flush(&key, 4).await.is_err(), "nothing written yet");
         store
             .objects()
             .put(&key, PutPayload::from_static(b"data"))
             .await
             .unwrap();
-        store.flush(&key).await.unwrap();
+        store.flush(&key, 4).await.unwrap();
     }
 
     #[tokio::test]

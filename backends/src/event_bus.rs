@@ -1,7 +1,8 @@
 //! The live event bus (OPERATIONS.md §12.4): one task per process reads newly committed events from the
 //! database, in id order, and broadcasts them to every live stream. The database is the source of truth;
 //! wake-ups come from this process's commits, from other instances (PostgreSQL `LISTEN`), and from a
-//! periodic poll as a fallback, so instances sharing one database deliver each other's writes.
+//! periodic poll as a fallback, so instances sharing one database deliver each other's writes. Each
+//! event also evicts its path from the Store's entry cache, which is how other instances' writes reach it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +75,8 @@ async fn pump(store: Store, sender: broadcast::Sender<Arc<Event>>, mut last: u64
                     let full = batch.len() == BATCH as usize;
                     for event in batch {
                         last = event.id;
+                        // Whichever instance wrote it, cached metadata of the path is stale now.
+                        store.forget_entry(&event.user, &event.path);
                         // No subscriber is not an error.
                         let _ = sender.send(Arc::new(event));
                     }

@@ -3,6 +3,7 @@
 
 pub mod blobs;
 pub mod content_type;
+pub mod entry_cache;
 pub mod event_bus;
 pub mod health;
 mod listing;

@@ -17,6 +17,7 @@ use object_store::{
 
 use crate::blobs::BlobStore;
 use crate::content_type;
+use crate::entry_cache::EntryCache;
 use crate::health::Health;
 use crate::listing;
 use crate::metadata::{
@@ -82,6 +83,13 @@ pub enum StoreError {
         path: String,
         /// The cause.
         source: Box<object_store::Error>,
+    },
+    /// The path is too long for the database's index (PostgreSQL indexes at most about 2,700 bytes of a
+    /// path that does not compress); nothing was stored.
+    #[error("{path}: too long for the database's index")]
+    PathTooLong {
+        /// The path written.
+        path: String,
     },
     /// The metadata database failed.
     #[error(transparent)]
@@ -245,6 +253,7 @@ struct Parts {
     events_committed: Arc<tokio::sync::Notify>,
     health: Arc<Health>,
     small_blobs: SmallBlobs,
+    entries: EntryCache,
 }
 
 fn now_micros() -> Micros {
@@ -255,8 +264,14 @@ fn now_micros() -> Micros {
 }
 
 impl Store {
-    /// A store over a metadata database and a blob store, with the server's default quota.
-    pub fn new(metadata: Arc<dyn Metadata>, blobs: &BlobStore, default_quota: Quota) -> Self {
+    /// A store over a metadata database and a blob store, with the server's default quota, keeping
+    /// files' metadata in memory for `entry_ttl` at most (see [`crate::entry_cache`]).
+    pub fn new(
+        metadata: Arc<dyn Metadata>,
+        blobs: &BlobStore,
+        default_quota: Quota,
+        entry_ttl: Duration,
+    ) -> Self {
         Self {
             inner: Arc::new(Parts {
                 metadata,
@@ -264,6 +279,7 @@ impl Store {
                 events_committed: Arc::new(tokio::sync::Notify::new()),
                 health: Arc::default(),
                 small_blobs: SmallBlobs::default(),
+                entries: EntryCache::with_ttl(entry_ttl),
                 blob_store: blobs.clone(),
             }),
         }
@@ -293,10 +309,9 @@ impl Store {
         )
     }
 
-    /// Wakes this process's event bus and tells other instances.
-    async fn announce_event(&self) {
+    /// Wakes this process's event bus (the write's transaction told other instances).
+    fn announce_event(&self) {
         self.inner.events_committed.notify_one();
-        self.inner.metadata.announce_events().await;
     }
 
     /// The metadata database (for shutdown and the engine name).
@@ -348,7 +363,7 @@ impl Store {
         let key = BlobPath::from(format!("{owner}/{:032x}", rand::random::<u128>()));
         let blob = BlobWrite::new(self.blobs().clone(), key.clone());
         let streamed = blob.stream(body, path, limits.max_bytes, quota_cap).await?;
-        if let Err(err) = self.inner.blob_store.flush(&key).await {
+        if let Err(err) = self.inner.blob_store.flush(&key, streamed.length).await {
             self.delete_blob_quietly(&key).await;
             return Err(StoreError::Blob {
                 path: path_text(),
@@ -375,6 +390,9 @@ impl Store {
             Ok(outcome) => outcome,
             Err(err) => {
                 self.delete_blob_quietly(&key).await;
+                if err.exceeds_a_limit() {
+                    return Err(StoreError::PathTooLong { path: path_text() });
+                }
                 return Err(err.into());
             }
         };
@@ -383,7 +401,8 @@ impl Store {
                 replaced_blob,
                 event_id,
             } => {
-                self.announce_event().await;
+                self.forget_entry(owner, path.as_str());
+                self.announce_event();
                 if let Some(old) = replaced_blob {
                     self.delete_blob_quietly(&BlobPath::from(old)).await;
                 }
@@ -406,20 +425,13 @@ impl Store {
     }
 
     /// The most bytes a new version of `path` may have within the owner's quota; None when unlimited, or
-    /// when the user is missing, disabled or not allowed to write there (the write itself will say so). Used to refuse a declared
+    /// when the user is disabled or not allowed to write there (the write itself will say so). Used to refuse a declared
     /// `Content-Length` before reading the body; the commit checks again, exactly.
-    pub async fn room_for(&self, owner: &str, path: &EntryPath) -> Result<Option<u64>> {
-        let refused = |u: &User| u.disabled || !u.limits.may_write(path.as_str());
-        let Some(user) = self
-            .inner
-            .metadata
-            .user(owner)
-            .await?
-            .filter(|u| !refused(u))
-        else {
+    pub async fn room_for(&self, user: &User, path: &EntryPath) -> Result<Option<u64>> {
+        if user.disabled || !user.limits.may_write(path.as_str()) {
             return Ok(None);
-        };
-        self.room(&user, path).await
+        }
+        self.room(user, path).await
     }
 
     /// How many bytes `user` may write to `path`; None when their quota is unlimited (then the old
@@ -440,12 +452,45 @@ impl Store {
 
     /// A file's metadata, without its bytes.
     pub async fn head(&self, owner: &str, path: &EntryPath) -> Result<Option<Entry>> {
-        Ok(self.inner.metadata.entry(owner, path).await?)
+        self.entry(owner, path).await
+    }
+
+    /// A file's metadata from the entry cache, else from the database (then cached).
+    async fn entry(&self, owner: &str, path: &EntryPath) -> Result<Option<Entry>> {
+        let cache = &self.inner.entries;
+        if let Some(entry) = cache.get(owner, path.as_str()) {
+            return Ok(Some(entry));
+        }
+        let generation = cache.generation();
+        let entry = self.inner.metadata.entry(owner, path).await?;
+        if let Some(entry) = &entry {
+            cache.insert(owner, entry, generation);
+        }
+        Ok(entry)
+    }
+
+    /// Forgets the cached metadata of `owner`'s `path`: it was written or deleted, here or (told by the
+    /// event bus) by another instance.
+    pub(crate) fn forget_entry(&self, owner: &str, path: &str) {
+        self.inner.entries.forget(owner, path);
     }
 
     /// Reads a file, honouring conditions and a byte range.
     pub async fn get(&self, owner: &str, path: &EntryPath, options: &ReadOptions) -> Result<Read> {
-        let Some(entry) = self.inner.metadata.entry(owner, path).await? else {
+        match self.read(owner, path, options).await {
+            // The entry named a blob that a newer write has replaced and deleted since it was read (or
+            // cached): forget it and read again.
+            Err(StoreError::BlobMissing { .. }) => {
+                self.forget_entry(owner, path.as_str());
+                self.read(owner, path, options).await
+            }
+            read => read,
+        }
+    }
+
+    /// [`Store::get`] once.
+    async fn read(&self, owner: &str, path: &EntryPath, options: &ReadOptions) -> Result<Read> {
+        let Some(entry) = self.entry(owner, path).await? else {
             return Ok(Read::NotFound);
         };
         if entry.not_modified(options) {
@@ -543,7 +588,8 @@ impl Store {
         else {
             return Ok(None);
         };
-        self.announce_event().await;
+        self.forget_entry(owner, path.as_str());
+        self.announce_event();
         self.delete_blob_quietly(&BlobPath::from(blob_key)).await;
         Ok(Some(event_id))
     }

@@ -154,6 +154,10 @@ pub struct Storage {
     pub sweep_interval_secs: NonZeroU64,
     /// Homestead: blobs younger than this many seconds are never swept (an upload may not have committed yet).
     pub orphan_grace_secs: u64,
+    /// Homestead: milliseconds a file's metadata may be served from memory; writes through other
+    /// instances sharing the database show within this bound (usually within milliseconds, through the
+    /// event bus). 0 = every read asks the database.
+    pub entry_cache_ms: u64,
 }
 
 impl Default for Storage {
@@ -170,6 +174,7 @@ impl Default for Storage {
             s3_secret_access_key: None,
             sweep_interval_secs: NonZeroU64::new(3600).expect("non-zero"),
             orphan_grace_secs: 900,
+            entry_cache_ms: 1000,
         }
     }
 }

@@ -323,6 +323,11 @@ impl TestServer {
         PublicKey::try_from_z32(&self.public_key).expect("valid key")
     }
 
+    /// Which metadata database the server runs on.
+    pub fn metadata(&self) -> Metadata {
+        self.metadata
+    }
+
     /// `http://127.0.0.1:<port>` of the ICANN listener.
     pub fn icann_url(&self) -> String {
         format!("http://{}", self.icann)

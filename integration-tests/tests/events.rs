@@ -506,3 +506,61 @@ async fn instances_share_live_events() {
         assert!(server.stop().await.success(), "{log}");
     }
 }
+
+/// Two instances on one PostgreSQL database and bucket, the reader keeping file metadata in memory for a
+/// minute: a file it has read and cached shows writes and a delete made through the other instance
+/// within a second, because its event bus evicts every path it sees an event for.
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_on_one_instance_follow_writes_on_another() {
+    let net = TestNet::new();
+    let first = net
+        .server()
+        .metadata(Metadata::Postgres)
+        .blobs(Blobs::S3)
+        .start()
+        .await;
+    let second = net
+        .server()
+        .sharing(&first)
+        .storage_config("entry_cache_ms = 60000")
+        .start()
+        .await;
+    let a = Writer::signup(&first).await;
+    let client = reqwest::Client::new();
+    let read = || async {
+        let response = client
+            .get(format!("{}/pub/cached.txt", second.icann_url()))
+            .header("pubky-host", &a.z32)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let settles_on = |want: (u16, &'static str)| async move {
+        let started = tokio::time::Instant::now();
+        loop {
+            let (status, text) = read().await;
+            if (status, text.as_str()) == want {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "the other instance still answers {status} {text:?}, wanted {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    a.put("/pub/cached.txt", b"one").await;
+    settles_on((200, "one")).await;
+    // Each version was just read through the second instance, so its metadata is cached there.
+    for next in ["two", "three"] {
+        a.put("/pub/cached.txt", next.as_bytes()).await;
+        settles_on((200, next)).await;
+    }
+    a.delete("/pub/cached.txt").await;
+    settles_on((404, "Not Found")).await;
+    for server in [second, first] {
+        let log = server.log();
+        assert!(server.stop().await.success(), "{log}");
+    }
+}

@@ -1474,6 +1474,35 @@ async fn hostile_table(server: &TestServer) {
             );
         }
     }
+    // A path within the limits that PostgreSQL cannot index (4,000 bytes that do not compress; it
+    // indexes about 2,700): a clear 400 there, stored on SQLite.
+    let mut seed = 7u32;
+    let mut segment = || {
+        (0..200)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(seed >> 24) as usize % 36])
+            })
+            .collect::<String>()
+    };
+    let unindexable = format!(
+        "/pub/{}",
+        (0..19).map(|_| segment()).collect::<Vec<_>>().join("/")
+    );
+    let answer = exact(server, "PUT", &unindexable, &auth, b"long").await;
+    match server.metadata() {
+        Metadata::Postgres => {
+            assert_eq!(answer.status, 400, "{}", answer.text);
+            assert_eq!(answer.text, invalid_url("Path is too long to store"));
+            let read = raw(server, "GET", &unindexable, &tenant, vec![]).await;
+            assert_eq!(read.status, 404);
+        }
+        Metadata::Sqlite => {
+            assert_eq!(answer.status, 201, "{}", answer.text);
+            let read = raw(server, "GET", &unindexable, &tenant, vec![]).await;
+            assert_eq!(read.text, "long");
+        }
+    }
     // Healthy after: the file is intact and the server answers.
     assert_eq!(
         raw(server, "GET", "/pub/file.txt", &tenant, vec![])

@@ -1,13 +1,12 @@
 //! Bandwidth limits (OPERATIONS.md §8.3): request and response bodies are slowed to a byte rate, never
-//! refused. A request with the tenant's session cookie from a known user gets that user's write rate (for
-//! `PUT`, `POST`, `PATCH`, `DELETE`) or read rate, from a [`BandwidthPolicy`]; any other request gets the
+//! refused. A request with a live session of the tenant (found by the [`SessionLayer`](crate::SessionLayer),
+//! which must run first) gets that user's write rate (for `PUT`, `POST`, `PATCH`, `DELETE`) or read rate,
+//! from a [`BandwidthPolicy`] reading the account the session lookup attached; any other request gets the
 //! anonymous read rate, keyed by client IP. Users with the same key share one bucket; buckets count
 //! 1 KiB cells and may run into debt, so a large chunk waits for the time its bytes are worth.
 
 use std::collections::HashMap;
-use std::fmt::Display;
 use std::future::Future;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
@@ -17,14 +16,12 @@ use bytes::Bytes;
 use homestead_config::IpRange;
 use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use pkarr::PublicKey;
 use tokio::time::Sleep;
 use tower::{Layer, Service};
 
 use crate::peer::Peer;
 use crate::rate_limit::client_ip;
-use crate::session::session_secret;
-use crate::tenant::Tenant;
+use crate::session::tenant_session;
 
 /// Bytes in one cell of a bucket.
 const CELL: u64 = 1024;
@@ -49,16 +46,14 @@ pub struct UserRates {
     pub write: Option<Rate>,
 }
 
-/// Tells the rates of a user; the app implements it with the Store and the configured defaults.
+/// Tells the rates of a user; the app implements it with its account record and the configured
+/// defaults.
 pub trait BandwidthPolicy: Clone + Send + Sync + 'static {
-    /// Why the policy could not answer (the request then passes unthrottled).
-    type Error: Display + Send;
+    /// The account the session lookup attached.
+    type Account: Send + Sync + 'static;
 
-    /// The rates of `user`, or None when there is no such user.
-    fn user_rates(
-        &self,
-        user: &PublicKey,
-    ) -> impl Future<Output = Result<Option<UserRates>, Self::Error>> + Send;
+    /// The rates of the user of `account`.
+    fn user_rates(&self, account: &Self::Account) -> UserRates;
 }
 
 /// A token bucket in cells, allowed to go into debt.
@@ -253,30 +248,22 @@ impl<P: BandwidthPolicy, B> BandwidthLayer<P, B> {
             .clone()
     }
 
-    async fn choose(
-        &self,
-        method: &Method,
-        tenant: Option<PublicKey>,
-        with_cookie: bool,
-        ip: Option<IpAddr>,
-    ) -> Option<SharedBucket> {
-        if let (Some(user), true) = (tenant, with_cookie) {
-            match self.policy.user_rates(&user).await {
-                Ok(Some(rates)) => {
-                    let writes = matches!(
-                        *method,
-                        Method::PUT | Method::POST | Method::PATCH | Method::DELETE
-                    );
-                    let rate = if writes { rates.write } else { rates.read };
-                    return rate.map(|rate| self.bucket(user.to_string(), rate));
-                }
-                Ok(None) => {}
-                // The policy could not answer: let the request through unthrottled.
-                Err(_) => return None,
-            }
+    /// The bucket of the tenant's own session (its user's rate for the method), else the anonymous
+    /// read rate's bucket of the client's address.
+    fn choose<R>(&self, request: &Request<R>) -> Option<SharedBucket> {
+        if let Some((session, account)) = tenant_session::<_, P::Account>(request) {
+            let rates = self.policy.user_rates(account);
+            let writes = matches!(
+                *request.method(),
+                Method::PUT | Method::POST | Method::PATCH | Method::DELETE
+            );
+            let rate = if writes { rates.write } else { rates.read };
+            return rate.map(|rate| self.bucket(session.public_key.to_string(), rate));
         }
         let rate = self.anonymous_read?;
-        Some(self.bucket(ip?.to_string(), rate))
+        let peer = request.extensions().get::<Peer>()?;
+        let ip = client_ip(peer.remote.ip(), request.headers(), &self.trusted);
+        Some(self.bucket(ip.to_string(), rate))
     }
 }
 
@@ -300,18 +287,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
-            let tenant = request.extensions().get::<Tenant>().map(|t| t.0.clone());
-            let with_cookie = tenant
-                .as_ref()
-                .is_some_and(|t| session_secret(request.headers(), &t.to_string()).is_some());
-            let ip = request
-                .extensions()
-                .get::<Peer>()
-                .map(|peer| client_ip(peer.remote.ip(), request.headers(), &layer.trusted));
-            let bucket = layer
-                .choose(request.method(), tenant, with_cookie, ip)
-                .await;
-            let Some(bucket) = bucket else {
+            let Some(bucket) = layer.choose(&request) else {
                 return inner.call(request).await;
             };
             let (parts, body) = request.into_parts();

@@ -3,8 +3,9 @@
 //! user's storage quota gets 507 `Disk space quota exceeded`, both without consuming the body. The
 //! streamed byte count is enforced again by the Store, which refuses the commit.
 //!
-//! The quota is only consulted for the owner's authenticated writes, so strangers learn nothing about a
-//! user's usage and the authorization errors keep their precedence.
+//! The quota is only consulted for the owner's authenticated writes (the session and account the
+//! [`SessionLayer`](crate::SessionLayer) in front attached), so strangers learn nothing about a user's
+//! usage and the authorization errors keep their precedence.
 //!
 //! ```
 //! # use homestead_middleware::quota::{QuotaLayer, QuotaLedger};
@@ -13,9 +14,11 @@
 //!
 //! impl QuotaLedger for Unlimited {
 //!     type Error = std::convert::Infallible;
+//!     type Account = ();
 //!     async fn admits(
 //!         &self,
 //!         _session: &homestead_middleware::Session,
+//!         _account: &(),
 //!         _path: &str,
 //!         _length: u64,
 //!     ) -> Result<bool, Self::Error> {
@@ -35,20 +38,22 @@ use http::{Method, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
 use crate::plain_text::plain_text;
-use crate::session::{Session, SessionState};
-use crate::tenant::Tenant;
+use crate::session::{Session, tenant_session};
 
 /// Tells whether a write fits a user's storage quota; the app implements it with the Store.
 pub trait QuotaLedger: Clone + Send + Sync + 'static {
     /// Why the ledger could not answer.
     type Error: Display + Send;
+    /// The account the session lookup attached (the owner's usage and quota).
+    type Account: Send + Sync + 'static;
 
-    /// Whether the owner of `session` may write `length` bytes at the raw request path `path`. Admit
-    /// whatever the handler will refuse for another reason (invalid path, missing capability, disabled
-    /// user), so that its error keeps precedence over 507.
+    /// Whether the owner of `session` and `account` may write `length` bytes at the raw request path
+    /// `path`. Admit whatever the handler will refuse for another reason (invalid path, missing
+    /// capability, disabled user), so that its error keeps precedence over 507.
     fn admits(
         &self,
         session: &Session,
+        account: &Self::Account,
         path: &str,
         length: u64,
     ) -> impl Future<Output = Result<bool, Self::Error>> + Send;
@@ -91,17 +96,6 @@ pub struct QuotaService<S, Q> {
     max_body_bytes: Option<u64>,
 }
 
-/// The session of the request when it is the tenant's own.
-fn owner_session<B>(request: &Request<B>) -> Option<Session> {
-    let Tenant(tenant) = request.extensions().get::<Tenant>()?;
-    match request.extensions().get::<SessionState>()? {
-        SessionState::Found { session, .. } if session.public_key == *tenant => {
-            Some(session.as_ref().clone())
-        }
-        _ => None,
-    }
-}
-
 impl<S, Q, ReqBody, ResBody> Service<Request<ReqBody>> for QuotaService<S, Q>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -137,8 +131,12 @@ where
                     format!("Request body is larger than the limit of {max} bytes"),
                 ));
             }
-            if let Some(session) = owner_session(&request) {
-                match ledger.admits(&session, request.uri().path(), length).await {
+            let owner = tenant_session::<_, Q::Account>(&request);
+            if let Some((session, account)) = owner {
+                match ledger
+                    .admits(session, account, request.uri().path(), length)
+                    .await
+                {
                     Ok(true) => {}
                     Ok(false) => {
                         return Ok(plain_text(
@@ -167,6 +165,8 @@ mod tests {
     use tower::{ServiceBuilder, ServiceExt};
 
     use super::*;
+    use crate::session::SessionState;
+    use crate::tenant::Tenant;
 
     const A: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
     const B: &str = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qy";
@@ -177,10 +177,12 @@ mod tests {
 
     impl QuotaLedger for Ledger {
         type Error = &'static str;
+        type Account = ();
 
         async fn admits(
             &self,
             _session: &Session,
+            _account: &(),
             path: &str,
             length: u64,
         ) -> Result<bool, Self::Error> {
@@ -214,6 +216,7 @@ mod tests {
             None => SessionState::NoCookie,
         };
         request.extensions_mut().insert(state);
+        request.extensions_mut().insert(());
         ServiceBuilder::new()
             .layer(QuotaLayer::new(Ledger, Some(1000)))
             .service_fn(|_req: Request<()>| async move {

@@ -1,7 +1,9 @@
 //! The session of a request (PROTOCOL.md §6.5): the cookie named after the [`Tenant`]'s key, if its value
 //! has the 26 characters of a session secret, looked up through a [`SessionLookup`]. The outcome is stored
-//! as a [`SessionState`] extension, so that handlers can tell "no cookie" from "unknown session". A failed
-//! lookup (database down) answers 503 at once.
+//! as a [`SessionState`] extension, so that handlers can tell "no cookie" from "unknown session"; what the
+//! lookup read about the session's user (its [`SessionLookup::Account`]) is attached beside it, so that
+//! later layers and handlers need not read the user again. A failed lookup (database down) answers 503 at
+//! once.
 //!
 //! ```
 //! # use homestead_middleware::session::{Session, SessionLayer, SessionLookup};
@@ -10,7 +12,8 @@
 //!
 //! impl SessionLookup for NoSessions {
 //!     type Error = std::convert::Infallible;
-//!     async fn lookup(&self, _secret: &str) -> Result<Option<Session>, Self::Error> {
+//!     type Account = ();
+//!     async fn lookup(&self, _secret: &str) -> Result<Option<(Session, ())>, Self::Error> {
 //!         Ok(None)
 //!     }
 //! }
@@ -65,12 +68,26 @@ pub enum SessionState {
 pub trait SessionLookup: Clone + Send + Sync + 'static {
     /// Why a lookup could not be done.
     type Error: Display + Send;
+    /// What the lookup read about the session's user, attached to the request as an extension.
+    type Account: Clone + Send + Sync + 'static;
 
-    /// The session of `secret`, if any.
+    /// The session of `secret`, if any, with its user's account.
     fn lookup(
         &self,
         secret: &str,
-    ) -> impl Future<Output = Result<Option<Session>, Self::Error>> + Send;
+    ) -> impl Future<Output = Result<Option<(Session, Self::Account)>, Self::Error>> + Send;
+}
+
+/// The session of a request when it belongs to the request's tenant, with the account the lookup
+/// attached (None without a [`SessionLayer`] in front).
+pub fn tenant_session<B, A: Send + Sync + 'static>(request: &Request<B>) -> Option<(&Session, &A)> {
+    let Tenant(tenant) = request.extensions().get::<Tenant>()?;
+    match request.extensions().get::<SessionState>()? {
+        SessionState::Found { session, .. } if session.public_key == *tenant => {
+            Some((session, request.extensions().get::<A>()?))
+        }
+        _ => None,
+    }
 }
 
 /// The value of the last cookie named `name` across all `Cookie` headers (percent-decoded), if it has
@@ -157,10 +174,13 @@ where
             let state = match secret {
                 None => SessionState::NoCookie,
                 Some(secret) => match lookup.lookup(&secret).await {
-                    Ok(Some(session)) => SessionState::Found {
-                        secret,
-                        session: Box::new(session),
-                    },
+                    Ok(Some((session, account))) => {
+                        request.extensions_mut().insert(account);
+                        SessionState::Found {
+                            secret,
+                            session: Box::new(session),
+                        }
+                    }
                     Ok(None) => SessionState::Unknown(secret),
                     Err(err) => {
                         return Ok(plain_text(
@@ -190,15 +210,23 @@ mod tests {
     #[derive(Clone)]
     struct Fixed(Result<Option<&'static str>, &'static str>);
 
+    /// The account attached with a found session.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Account(&'static str);
+
     impl SessionLookup for Fixed {
         type Error = &'static str;
+        type Account = Account;
 
-        async fn lookup(&self, secret: &str) -> Result<Option<Session>, Self::Error> {
+        async fn lookup(&self, secret: &str) -> Result<Option<(Session, Account)>, Self::Error> {
             let found = self.0?;
-            Ok(found.filter(|known| *known == secret).map(|_| Session {
-                public_key: PublicKey::try_from(A).unwrap(),
-                capabilities: "/:rw".into(),
-                created_at: 0,
+            Ok(found.filter(|known| *known == secret).map(|_| {
+                let session = Session {
+                    public_key: PublicKey::try_from(A).unwrap(),
+                    capabilities: "/:rw".into(),
+                    created_at: 0,
+                };
+                (session, Account("alice"))
             }))
         }
     }
@@ -218,7 +246,9 @@ mod tests {
             .layer(SessionLayer::new(lookup))
             .service_fn(|req: Request<()>| async move {
                 let state = req.extensions().get::<SessionState>().cloned();
-                Ok::<_, Infallible>(Response::new(format!("{state:?}")))
+                let account = tenant_session::<_, Account>(&req).map(|(_, account)| account);
+                let account = account.map_or(String::new(), |a| format!(" with {}", a.0));
+                Ok::<_, Infallible>(Response::new(format!("{state:?}{account}")))
             })
             .oneshot(request)
             .await
@@ -232,6 +262,7 @@ mod tests {
             .await
             .into_body();
         assert!(body.starts_with("Some(Found"), "{body}");
+        assert!(body.ends_with(" with alice"), "{body}");
         // The last cookie of that name wins, across headers.
         let first = format!("{A}=AAAAAAAAAAAAAAAAAAAAAAAAAA");
         let body = state(Fixed(Ok(Some(SECRET))), true, &[&first, &cookie])

@@ -96,10 +96,8 @@ pub fn client_router(app: AppState) -> Router {
             app.max_body_bytes,
         ))
         .layer(signup)
-        .layer(SessionLayer::new(StoreSessions(app.store.clone())))
         .layer(BandwidthLayer::new(
             StoreBandwidth {
-                store: app.store.clone(),
                 defaults: app.default_quotas.clone(),
             },
             app.default_quotas
@@ -108,6 +106,7 @@ pub fn client_router(app: AppState) -> Router {
             app.trusted_proxies.clone(),
             axum::body::Body::new,
         ))
+        .layer(SessionLayer::new(StoreSessions(app.store.clone())))
         .layer(axum::middleware::from_fn_with_state(
             app.store.clone(),
             refuse_while_database_down,
@@ -232,7 +231,12 @@ pub(crate) mod tests {
             ..Storage::default()
         };
         let blobs = BlobStore::open(&storage, &dir.path().join("blobs")).unwrap();
-        let store = Store::new(Arc::from(metadata), &blobs, Quota::Unlimited);
+        let store = Store::new(
+            Arc::from(metadata),
+            &blobs,
+            Quota::Unlimited,
+            homestead_backends::entry_cache::TTL,
+        );
         let (bus, _pump) = EventBus::start(store.clone()).await.unwrap();
         let state = AppState::from(AppParts {
             store,

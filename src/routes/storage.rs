@@ -10,7 +10,7 @@ use axum::body::BodyDataStream;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
-use homestead_backends::metadata::Entry;
+use homestead_backends::metadata::{Entry, User};
 use homestead_backends::store::{ByteRange, Read, ReadOptions, WriteLimits};
 use homestead_backends::{DirPath, EntryPath, NormalizedPath, PathError, StoreError};
 use homestead_middleware::{SessionState, Tenant};
@@ -276,11 +276,16 @@ async fn put(
     path: EntryPath,
     request: Request,
 ) -> Result<Response, HttpError> {
-    let user = app
-        .store
-        .user(owner)
-        .await?
-        .ok_or_else(HttpError::not_found)?;
+    // The session layer read the owner's record with their session.
+    let attached = request.extensions().get::<User>();
+    let user = match attached.filter(|user| user.public_key == owner) {
+        Some(user) => user.clone(),
+        None => app
+            .store
+            .user(owner)
+            .await?
+            .ok_or_else(HttpError::not_found)?,
+    };
     if user.disabled {
         return Err(HttpError::new(StatusCode::FORBIDDEN, "User is disabled"));
     }

@@ -188,12 +188,12 @@ pub struct SignupTokenRecord {
 /// A session as stored (the secret itself is never stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
-    /// The user's z32 key.
-    pub public_key: String,
     /// The capabilities string.
     pub capabilities: String,
     /// Creation time.
     pub created_at: Micros,
+    /// The session's user, read with it.
+    pub user: User,
 }
 
 /// A stored file's metadata.
@@ -453,8 +453,6 @@ pub trait Metadata: Send + Sync + Debug {
     /// Wakes when another instance may have committed events (PostgreSQL `LISTEN events`); None when
     /// only this process writes the database.
     fn event_hints(&self) -> Option<std::sync::Arc<tokio::sync::Notify>>;
-    /// Tells other instances that events were committed (PostgreSQL `NOTIFY events`; best effort).
-    async fn announce_events(&self);
 
     /// Which of these blob keys no entry references.
     async fn unreferenced_blobs(&self, keys: &[String]) -> Result<Vec<String>>;
@@ -477,6 +475,29 @@ pub async fn open(url: &DatabaseUrl) -> Result<Box<dyn Metadata>> {
 
 fn query(operation: &'static str) -> impl FnOnce(sqlx::Error) -> MetadataError {
     move |source| MetadataError::Query { operation, source }
+}
+
+impl MetadataError {
+    /// Whether the database refused a value as too large for it (PostgreSQL's `program_limit_exceeded`,
+    /// e.g. a path too long for its index): the client's doing, not an outage.
+    pub fn exceeds_a_limit(&self) -> bool {
+        matches!(
+            self,
+            Self::Query { source: sqlx::Error::Database(err), .. } if err.code().as_deref() == Some("54000")
+        )
+    }
+}
+
+/// Whether the database refused one statement (a constraint, a bad value) rather than the connection or
+/// the transaction failing: then the other writes of a group commit deserve a transaction of their own.
+fn failed_statement(err: &MetadataError) -> bool {
+    matches!(
+        err,
+        MetadataError::Query {
+            source: sqlx::Error::Database(_),
+            ..
+        }
+    )
 }
 
 fn hash32(bytes: Vec<u8>) -> [u8; 32] {

@@ -29,10 +29,23 @@ const EVENTS_CHANNEL: &str = "events";
 impl PostgresMetadata {
     const LOCK_USER: &'static str =
         "SELECT id, used_bytes, quota_bytes FROM users WHERE public_key = $1 FOR UPDATE";
-    /// The reference's lock key: "events" in ASCII.
-    const EVENT_ORDER_LOCK: Option<&'static str> =
-        Some("SELECT pg_advisory_xact_lock(7311142570157080576)");
-    const ANNOUNCE_EVENTS: Option<&'static str> = Some("SELECT pg_notify('events', '')");
+    const READ_FOR_PUT: &'static str = "SELECT u.id, u.used_bytes, u.quota_bytes, e.content_length, e.blob_key \
+         FROM users u LEFT JOIN entries e ON e.user_id = u.id AND e.path = $2 \
+         WHERE u.public_key = $1 FOR UPDATE OF u";
+    const WRITE_PUT: Option<&'static str> = Some(
+        "WITH entry AS (\
+           INSERT INTO entries (user_id, path, content_hash, content_length, content_type, blob_key, created_at, modified_at) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+           ON CONFLICT (user_id, path) DO UPDATE SET content_hash = excluded.content_hash, \
+           content_length = excluded.content_length, content_type = excluded.content_type, \
+           blob_key = excluded.blob_key, modified_at = excluded.modified_at\
+         ), usage AS (UPDATE users SET used_bytes = $8 WHERE id = $1) \
+         INSERT INTO events (op, user_id, path, content_hash, created_at) VALUES ('PUT', $1, $2, $3, $7) RETURNING id",
+    );
+    /// The event-order lock (the reference's key: "events" in ASCII), and a `NOTIFY` that PostgreSQL
+    /// delivers when the transaction commits (and drops when it rolls back).
+    const BEGIN_WRITE: Option<&'static str> =
+        Some("SELECT pg_advisory_xact_lock(7311142570157080576), pg_notify('events', '')");
     /// Reads and writes share one pool.
     const SEPARATE_WRITE_POOL: bool = false;
 

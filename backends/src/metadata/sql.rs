@@ -2,9 +2,12 @@
 //! concrete sqlx types (a macro, because code generic over `sqlx::Database` drowns in trait bounds).
 //!
 //! The engine module provides: fields `read` (a pool for reads), `write` (a pool whose transactions
-//! write) and `puts` (the sender of the group commit, from `start_group_commit(write)`), and constants `LOCK_USER` (select a user's row for the rest of the transaction) and
-//! `EVENT_ORDER_LOCK` (a statement that makes event ids visible in increasing order, or `None`),
-//! `ANNOUNCE_EVENTS` (a statement that wakes other instances after a commit, or `None`),
+//! write) and `puts` (the sender of the group commit, from `start_group_commit(write)`), and constants
+//! `LOCK_USER` (select a user's row for the rest of the transaction), `READ_FOR_PUT` (the same, joined
+//! with the entry at a path), `WRITE_PUT` (one statement that writes the entry, the usage and the PUT
+//! event, or `None` for three statements), `BEGIN_WRITE` (the first statement of every write
+//! transaction: makes event ids visible in increasing order and wakes other instances at the commit, or
+//! `None`),
 //! `SEPARATE_WRITE_POOL` (whether `write` is a pool of its own rather than a clone of `read`), and methods
 //! `hints()` and `stop_listening()` for the wake-ups other instances send.
 
@@ -197,19 +200,31 @@ macro_rules! impl_metadata {
                 &self,
                 secret_hash: &[u8; 32],
             ) -> $crate::metadata::Result<Option<$crate::metadata::SessionRecord>> {
-                let row: Option<(String, String, i64)> = sqlx::query_as(
-                    "SELECT u.public_key, s.capabilities, s.created_at FROM sessions s \
-                     JOIN users u ON u.id = s.user_id WHERE s.secret_hash = $1",
+                use $crate::metadata::{Quota, SessionRecord, User, UserLimits};
+                type Row = (String, i64, String, bool, i64, Option<i64>, i64, Option<String>);
+                let row: Option<Row> = sqlx::query_as(
+                    "SELECT s.capabilities, s.created_at, \
+                     u.public_key, u.disabled, u.used_bytes, u.quota_bytes, u.created_at, u.limits \
+                     FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.secret_hash = $1",
                 )
                 .bind(&secret_hash[..])
                 .fetch_optional(&self.read)
                 .await
                 .map_err($crate::metadata::query("read session"))?;
-                Ok(row.map(|(public_key, capabilities, created_at)| $crate::metadata::SessionRecord {
-                    public_key,
-                    capabilities,
-                    created_at,
-                }))
+                Ok(row.map(
+                    |(capabilities, created_at, public_key, disabled, used_bytes, quota, signed_up, limits)| SessionRecord {
+                        capabilities,
+                        created_at,
+                        user: User {
+                            public_key,
+                            disabled,
+                            used_bytes,
+                            quota: Quota::from_column(quota),
+                            created_at: signed_up,
+                            limits: UserLimits::from_column(limits),
+                        },
+                    },
+                ))
             }
 
             async fn delete_session(&self, secret_hash: &[u8; 32]) -> $crate::metadata::Result<bool> {
@@ -304,7 +319,7 @@ macro_rules! impl_metadata {
                 use $crate::metadata::{Deleted, FILE_OVERHEAD_BYTES, query};
                 let mut tx = self.write.begin().await.map_err(query("begin delete"))?;
                 // The event-order lock before any user row, as the group commit takes them.
-                Self::lock_event_order(&mut tx).await?;
+                Self::begin_write(&mut tx).await?;
                 let user: Option<(i64, i64, Option<i64>)> = sqlx::query_as(Self::LOCK_USER)
                     .bind(public_key)
                     .fetch_optional(&mut *tx)
@@ -531,14 +546,6 @@ macro_rules! impl_metadata {
                 self.hints()
             }
 
-            async fn announce_events(&self) {
-                if let Some(announce) = Self::ANNOUNCE_EVENTS {
-                    if let Err(err) = sqlx::query(announce).execute(&self.write).await {
-                        tracing::debug!(%err, "announcing events failed");
-                    }
-                }
-            }
-
             async fn unreferenced_blobs(&self, keys: &[String]) -> $crate::metadata::Result<Vec<String>> {
                 if keys.is_empty() {
                     return Ok(Vec::new());
@@ -575,9 +582,9 @@ macro_rules! impl_metadata {
         }
 
         impl $engine {
-            /// Takes the lock that makes event ids visible in order, if the engine needs one.
-            async fn lock_event_order(tx: &mut sqlx::Transaction<'_, $db>) -> $crate::metadata::Result<()> {
-                if let Some(lock) = Self::EVENT_ORDER_LOCK {
+            /// Starts a write transaction with the engine's `BEGIN_WRITE`, if it has one.
+            async fn begin_write(tx: &mut sqlx::Transaction<'_, $db>) -> $crate::metadata::Result<()> {
+                if let Some(lock) = Self::BEGIN_WRITE {
                     sqlx::query(lock)
                         .execute(&mut **tx)
                         .await
@@ -608,51 +615,49 @@ macro_rules! impl_metadata {
                             Err(_) => break,
                         }
                     }
-                    match Self::commit_batch(&pool, &batch).await {
-                        Ok(outcomes) => {
-                            for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                                let _ = pending.reply.send(outcome);
+                    let outcomes = match Self::commit_batch(&pool, &batch).await {
+                        // One write's statement failed and took the shared transaction with it: nothing
+                        // was committed, so each write is tried again in a transaction of its own.
+                        Err(err) if batch.len() > 1 && $crate::metadata::failed_statement(&err) => {
+                            let mut outcomes = Vec::with_capacity(batch.len());
+                            for pending in &batch {
+                                let alone = Self::commit_batch(&pool, std::slice::from_ref(pending)).await;
+                                outcomes.push(alone.and_then(|mut one| {
+                                    one.pop().ok_or_else(|| $crate::metadata::query("commit write")(sqlx::Error::RowNotFound))
+                                }));
                             }
+                            outcomes
                         }
+                        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                        Err(err) if batch.len() == 1 => vec![Err(err)],
                         Err(err) => {
                             let text = err.to_string();
-                            for pending in batch {
-                                let failed = sqlx::Error::Protocol(text.clone());
-                                let _ = pending.reply.send(Err($crate::metadata::query("commit write")(failed)));
-                            }
+                            batch
+                                .iter()
+                                .map(|_| Err($crate::metadata::query("commit write")(sqlx::Error::Protocol(text.clone()))))
+                                .collect()
                         }
+                    };
+                    for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                        let _ = pending.reply.send(outcome);
                     }
                 }
             }
 
-            /// Commits `batch` in one transaction. Each write of several runs inside a savepoint, so one
-            /// that fails leaves the others committed; an error of the transaction itself fails them all.
+            /// Commits `batch` in one transaction; any error fails the whole transaction (see
+            /// [`failed_statement`](crate::metadata::failed_statement) for when the writes are retried alone).
             async fn commit_batch(
                 pool: &sqlx::Pool<$db>,
                 batch: &[$crate::metadata::PendingPut],
-            ) -> $crate::metadata::Result<Vec<$crate::metadata::Result<$crate::metadata::PutOutcome>>> {
+            ) -> $crate::metadata::Result<Vec<$crate::metadata::PutOutcome>> {
                 use $crate::metadata::query;
                 let mut tx = pool.begin().await.map_err(query("begin write"))?;
                 // The order lock first, then user rows, in every write transaction: no deadlock between
                 // instances or with deletes.
-                Self::lock_event_order(&mut tx).await?;
-                let alone = batch.len() == 1;
+                Self::begin_write(&mut tx).await?;
                 let mut outcomes = Vec::with_capacity(batch.len());
                 for pending in batch {
-                    if !alone {
-                        sqlx::query("SAVEPOINT put").execute(&mut *tx).await.map_err(query("savepoint"))?;
-                    }
-                    let outcome = Self::put_in_tx(&mut tx, &pending.public_key, &pending.entry, pending.default_quota).await;
-                    if alone {
-                        // A lone write's failure is the transaction's: nothing to keep.
-                        outcomes.push(Ok(outcome?));
-                        continue;
-                    }
-                    if outcome.is_err() {
-                        sqlx::query("ROLLBACK TO SAVEPOINT put").execute(&mut *tx).await.map_err(query("rollback to savepoint"))?;
-                    }
-                    sqlx::query("RELEASE SAVEPOINT put").execute(&mut *tx).await.map_err(query("release savepoint"))?;
-                    outcomes.push(outcome);
+                    outcomes.push(Self::put_in_tx(&mut tx, &pending.public_key, &pending.entry, pending.default_quota).await?);
                 }
                 tx.commit().await.map_err(query("commit write"))?;
                 Ok(outcomes)
@@ -667,57 +672,75 @@ macro_rules! impl_metadata {
                 default_quota: $crate::metadata::Quota,
             ) -> $crate::metadata::Result<$crate::metadata::PutOutcome> {
                 use $crate::metadata::{FILE_OVERHEAD_BYTES, PutOutcome, Quota, query};
-                let user: Option<(i64, i64, Option<i64>)> = sqlx::query_as(Self::LOCK_USER)
-                    .bind(public_key)
-                    .fetch_optional(&mut **tx)
-                    .await
-                    .map_err(query("lock user"))?;
-                let Some((user_id, used, quota)) = user else {
-                    return Ok(PutOutcome::NoSuchUser);
-                };
-                let old: Option<(i64, String)> =
-                    sqlx::query_as("SELECT content_length, blob_key FROM entries WHERE user_id = $1 AND path = $2")
-                        .bind(user_id)
+                // The caller holds the event-order lock, so no other write can change this path's entry
+                // before the commit; the user's row lock guards usage against the admin.
+                let read: Option<(i64, i64, Option<i64>, Option<i64>, Option<String>)> =
+                    sqlx::query_as(Self::READ_FOR_PUT)
+                        .bind(public_key)
                         .bind(entry.path.as_str())
                         .fetch_optional(&mut **tx)
                         .await
-                        .map_err(query("read replaced entry"))?;
+                        .map_err(query("lock user"))?;
+                let Some((user_id, used, quota, old_length, old_blob)) = read else {
+                    return Ok(PutOutcome::NoSuchUser);
+                };
                 let new_length = entry.content_length as i64;
-                let delta = match &old {
-                    Some((old_length, _)) => new_length - old_length,
+                let delta = match old_length {
+                    Some(old_length) => new_length - old_length,
                     None => new_length + FILE_OVERHEAD_BYTES,
                 };
                 let limit = Quota::from_column(quota).unwrap_or(default_quota);
                 if !limit.allows(used, delta) {
                     return Ok(PutOutcome::QuotaExceeded);
                 }
-                sqlx::query(
-                    "INSERT INTO entries (user_id, path, content_hash, content_length, content_type, blob_key, created_at, modified_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                     ON CONFLICT (user_id, path) DO UPDATE SET content_hash = excluded.content_hash, \
-                     content_length = excluded.content_length, content_type = excluded.content_type, \
-                     blob_key = excluded.blob_key, modified_at = excluded.modified_at",
-                )
-                .bind(user_id)
-                .bind(entry.path.as_str())
-                .bind(&entry.content_hash[..])
-                .bind(new_length)
-                .bind(&entry.content_type)
-                .bind(&entry.blob_key)
-                .bind(entry.now)
-                .bind(entry.now)
-                .execute(&mut **tx)
-                .await
-                .map_err(query("write entry"))?;
-                sqlx::query("UPDATE users SET used_bytes = $1 WHERE id = $2")
-                    .bind((used + delta).max(0))
-                    .bind(user_id)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(query("update used bytes"))?;
-                let event_id = Self::append_event(tx, "PUT", user_id, entry.path.as_str(), Some(&entry.content_hash[..]), entry.now).await?;
+                let used = (used + delta).max(0);
+                let event_id = match Self::WRITE_PUT {
+                    Some(statement) => {
+                        let id: i64 = sqlx::query_scalar(statement)
+                            .bind(user_id)
+                            .bind(entry.path.as_str())
+                            .bind(&entry.content_hash[..])
+                            .bind(new_length)
+                            .bind(&entry.content_type)
+                            .bind(&entry.blob_key)
+                            .bind(entry.now)
+                            .bind(used)
+                            .fetch_one(&mut **tx)
+                            .await
+                            .map_err(query("write entry"))?;
+                        id as u64
+                    }
+                    None => {
+                        sqlx::query(
+                            "INSERT INTO entries (user_id, path, content_hash, content_length, content_type, blob_key, created_at, modified_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                             ON CONFLICT (user_id, path) DO UPDATE SET content_hash = excluded.content_hash, \
+                             content_length = excluded.content_length, content_type = excluded.content_type, \
+                             blob_key = excluded.blob_key, modified_at = excluded.modified_at",
+                        )
+                        .bind(user_id)
+                        .bind(entry.path.as_str())
+                        .bind(&entry.content_hash[..])
+                        .bind(new_length)
+                        .bind(&entry.content_type)
+                        .bind(&entry.blob_key)
+                        .bind(entry.now)
+                        .bind(entry.now)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(query("write entry"))?;
+                        sqlx::query("UPDATE users SET used_bytes = $1 WHERE id = $2")
+                            .bind(used)
+                            .bind(user_id)
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(query("update used bytes"))?;
+                        Self::append_event(tx, "PUT", user_id, entry.path.as_str(), Some(&entry.content_hash[..]), entry.now).await?
+                    }
+                };
                 Ok(PutOutcome::Committed {
-                    replaced_blob: old.map(|(_, key)| key),
+                    // Never the new blob itself, whatever the database said.
+                    replaced_blob: old_blob.filter(|old| *old != entry.blob_key),
                     event_id,
                 })
             }

@@ -23,11 +23,15 @@ pub struct SqliteMetadata {
 impl SqliteMetadata {
     const LOCK_USER: &'static str =
         "SELECT id, used_bytes, quota_bytes FROM users WHERE public_key = $1";
-    const EVENT_ORDER_LOCK: Option<&'static str> = None;
+    const READ_FOR_PUT: &'static str = "SELECT u.id, u.used_bytes, u.quota_bytes, e.content_length, e.blob_key \
+         FROM users u LEFT JOIN entries e ON e.user_id = u.id AND e.path = $2 \
+         WHERE u.public_key = $1";
+    const WRITE_PUT: Option<&'static str> = None;
+    /// The single writer connection orders events, and one process owns the file, so there is nobody
+    /// to wake.
+    const BEGIN_WRITE: Option<&'static str> = None;
     /// One writer connection beside the readers.
     const SEPARATE_WRITE_POOL: bool = true;
-    /// One process owns the file, so there is nobody to wake.
-    const ANNOUNCE_EVENTS: Option<&'static str> = None;
 
     fn hints(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         None
