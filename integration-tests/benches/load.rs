@@ -17,7 +17,7 @@
 //!
 //! Users sign up with an AuthToken signed by the SDK (`POST /signup`), then each worker drives raw HTTP
 //! with its session cookie. Reported per cell: ops/s, MB/s, p50/p99/max latency, errors and the server's
-//! peak RSS during the cell.
+//! RSS as the cell began and at its peak during the cell.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -241,6 +241,8 @@ struct Cell {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// Server RSS as the cell began.
+    start_rss_mib: f64,
     peak_rss_mib: f64,
 }
 
@@ -253,7 +255,7 @@ impl Cell {
         format!(
             "{{\"target\":\"{}\",\"workload\":\"{}\",\"concurrency\":{},\"ops\":{},\"ops_per_sec\":{:.1},\
              \"mb_per_sec\":{:.2},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"errors\":{},\
-             \"peak_rss_mib\":{:.1}}}",
+             \"start_rss_mib\":{:.1},\"peak_rss_mib\":{:.1}}}",
             self.target,
             self.workload,
             self.concurrency,
@@ -264,6 +266,7 @@ impl Cell {
             self.p99_ms,
             self.max_ms,
             self.errors,
+            self.start_rss_mib,
             self.peak_rss_mib
         )
     }
@@ -526,7 +529,8 @@ async fn run_cell(
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
-    let peak = Arc::new(std::sync::Mutex::new(0.0f64));
+    let start_rss_mib = target.pid().map_or(0.0, rss_mib);
+    let peak = Arc::new(std::sync::Mutex::new(start_rss_mib));
     let sampler = target.pid().map(|pid| {
         let (stop, peak) = (stop.clone(), peak.clone());
         tokio::spawn(async move {
@@ -605,6 +609,7 @@ async fn run_cell(
         p50_ms: ms(0.5),
         p99_ms: ms(0.99),
         max_ms: ms(1.0),
+        start_rss_mib,
         peak_rss_mib,
     }
 }
@@ -667,10 +672,14 @@ async fn main() {
     let mut table = String::new();
     writeln!(
         table,
-        "| workload | conc. | target | ops/s | MB/s | p50 ms | p99 ms | max ms | errors | peak RSS MiB |"
+        "| workload | conc. | target | ops/s | MB/s | p50 ms | p99 ms | max ms | errors | RSS MiB at start | peak |"
     )
     .unwrap();
-    writeln!(table, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|").unwrap();
+    writeln!(
+        table,
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    .unwrap();
     let mut cells = Vec::new();
     for workload in workloads {
         for &concurrency in &levels {
@@ -684,7 +693,7 @@ async fn main() {
                 writeln!(json, "{}", cell.json()).unwrap();
                 writeln!(
                     table,
-                    "| {} | {} | {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {} | {:.0} |",
+                    "| {} | {} | {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {} | {:.0} | {:.0} |",
                     cell.workload,
                     cell.concurrency,
                     cell.target,
@@ -694,6 +703,7 @@ async fn main() {
                     cell.p99_ms,
                     cell.max_ms,
                     cell.errors,
+                    cell.start_rss_mib,
                     cell.peak_rss_mib
                 )
                 .unwrap();

@@ -463,17 +463,21 @@ async fn events_suite(metadata: Metadata, blobs: Blobs) {
 
 homestead_integration_tests::on_main_backend_pairs!(events_suite: events_on_sqlite_fs, events_on_postgres_s3);
 
+/// A server on a fresh PostgreSQL database and bucket, for others to share.
+async fn on_postgres_s3(net: &TestNet) -> TestServer {
+    net.server()
+        .metadata(Metadata::Postgres)
+        .blobs(Blobs::S3)
+        .start()
+        .await
+}
+
 /// Two instances on one PostgreSQL database and bucket: a live stream on one delivers writes made
 /// through the other within a second.
 #[tokio::test(flavor = "multi_thread")]
 async fn instances_share_live_events() {
     let net = TestNet::new();
-    let first = net
-        .server()
-        .metadata(Metadata::Postgres)
-        .blobs(Blobs::S3)
-        .start()
-        .await;
+    let first = on_postgres_s3(&net).await;
     let second = net.server().sharing(&first).start().await;
     let a = Writer::signup(&first).await;
     let url = format!(
@@ -513,12 +517,7 @@ async fn instances_share_live_events() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reads_on_one_instance_follow_writes_on_another() {
     let net = TestNet::new();
-    let first = net
-        .server()
-        .metadata(Metadata::Postgres)
-        .blobs(Blobs::S3)
-        .start()
-        .await;
+    let first = on_postgres_s3(&net).await;
     let second = net
         .server()
         .sharing(&first)

@@ -11,7 +11,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, Postgr
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use super::{MetadataError, Result, sql::impl_metadata};
+use super::sql::{impl_metadata, upsert_entry};
+use super::{MetadataError, Result};
 
 /// Metadata in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -32,16 +33,15 @@ impl PostgresMetadata {
     const READ_FOR_PUT: &'static str = "SELECT u.id, u.used_bytes, u.quota_bytes, e.content_length, e.blob_key \
          FROM users u LEFT JOIN entries e ON e.user_id = u.id AND e.path = $2 \
          WHERE u.public_key = $1 FOR UPDATE OF u";
-    const WRITE_PUT: Option<&'static str> = Some(
-        "WITH entry AS (\
-           INSERT INTO entries (user_id, path, content_hash, content_length, content_type, blob_key, created_at, modified_at) \
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
-           ON CONFLICT (user_id, path) DO UPDATE SET content_hash = excluded.content_hash, \
-           content_length = excluded.content_length, content_type = excluded.content_type, \
-           blob_key = excluded.blob_key, modified_at = excluded.modified_at\
-         ), usage AS (UPDATE users SET used_bytes = $8 WHERE id = $1) \
-         INSERT INTO events (op, user_id, path, content_hash, created_at) VALUES ('PUT', $1, $2, $3, $7) RETURNING id",
+    /// The entry, the usage and the event in one statement (its parts cannot see each other's writes,
+    /// and need not: they touch different tables).
+    const WRITE_PUT: &'static str = concat!(
+        "WITH entry AS (",
+        upsert_entry!(),
+        "), usage AS (UPDATE users SET used_bytes = $8 WHERE id = $1) \
+         INSERT INTO events (op, user_id, path, content_hash, created_at) VALUES ('PUT', $1, $2, $3, $7) RETURNING id"
     );
+    const WRITE_PUT_WHOLE: bool = true;
     /// The event-order lock (the reference's key: "events" in ASCII), and a `NOTIFY` that PostgreSQL
     /// delivers when the transaction commits (and drops when it rolls back).
     const BEGIN_WRITE: Option<&'static str> =

@@ -4,12 +4,25 @@
 //! The engine module provides: fields `read` (a pool for reads), `write` (a pool whose transactions
 //! write) and `puts` (the sender of the group commit, from `start_group_commit(write)`), and constants
 //! `LOCK_USER` (select a user's row for the rest of the transaction), `READ_FOR_PUT` (the same, joined
-//! with the entry at a path), `WRITE_PUT` (one statement that writes the entry, the usage and the PUT
-//! event, or `None` for three statements), `BEGIN_WRITE` (the first statement of every write
+//! with the entry at a path), `WRITE_PUT` (the statement that writes a file's entry from the parameters
+//! user id, path, hash, length, type, blob key, time and new usage) and `WRITE_PUT_WHOLE` (whether it
+//! also moves the usage and appends the PUT event, returning its id), `BEGIN_WRITE` (the first statement of every write
 //! transaction: makes event ids visible in increasing order and wakes other instances at the commit, or
 //! `None`),
 //! `SEPARATE_WRITE_POOL` (whether `write` is a pool of its own rather than a clone of `read`), and methods
 //! `hints()` and `stop_listening()` for the wake-ups other instances send.
+
+/// The statement that inserts or replaces a file's entry: parameters user id, path, hash, length, type,
+/// blob key and time (as created and modified time); a literal, for `concat!`.
+macro_rules! upsert_entry {
+    () => {
+        "INSERT INTO entries (user_id, path, content_hash, content_length, content_type, blob_key, created_at, modified_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+         ON CONFLICT (user_id, path) DO UPDATE SET content_hash = excluded.content_hash, \
+         content_length = excluded.content_length, content_type = excluded.content_type, \
+         blob_key = excluded.blob_key, modified_at = excluded.modified_at"
+    };
+}
 
 macro_rules! impl_metadata {
     ($engine:ty, $db:ty, $kind:expr) => {
@@ -694,49 +707,28 @@ macro_rules! impl_metadata {
                     return Ok(PutOutcome::QuotaExceeded);
                 }
                 let used = (used + delta).max(0);
-                let event_id = match Self::WRITE_PUT {
-                    Some(statement) => {
-                        let id: i64 = sqlx::query_scalar(statement)
-                            .bind(user_id)
-                            .bind(entry.path.as_str())
-                            .bind(&entry.content_hash[..])
-                            .bind(new_length)
-                            .bind(&entry.content_type)
-                            .bind(&entry.blob_key)
-                            .bind(entry.now)
-                            .bind(used)
-                            .fetch_one(&mut **tx)
-                            .await
-                            .map_err(query("write entry"))?;
-                        id as u64
-                    }
-                    None => {
-                        sqlx::query(
-                            "INSERT INTO entries (user_id, path, content_hash, content_length, content_type, blob_key, created_at, modified_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                             ON CONFLICT (user_id, path) DO UPDATE SET content_hash = excluded.content_hash, \
-                             content_length = excluded.content_length, content_type = excluded.content_type, \
-                             blob_key = excluded.blob_key, modified_at = excluded.modified_at",
-                        )
+                let write = sqlx::query(Self::WRITE_PUT)
+                    .bind(user_id)
+                    .bind(entry.path.as_str())
+                    .bind(&entry.content_hash[..])
+                    .bind(new_length)
+                    .bind(&entry.content_type)
+                    .bind(&entry.blob_key)
+                    .bind(entry.now)
+                    .bind(used);
+                let event_id = if Self::WRITE_PUT_WHOLE {
+                    let row = write.fetch_one(&mut **tx).await.map_err(query("write entry"))?;
+                    let id: i64 = sqlx::Row::try_get(&row, 0).map_err(query("write entry"))?;
+                    id as u64
+                } else {
+                    write.execute(&mut **tx).await.map_err(query("write entry"))?;
+                    sqlx::query("UPDATE users SET used_bytes = $1 WHERE id = $2")
+                        .bind(used)
                         .bind(user_id)
-                        .bind(entry.path.as_str())
-                        .bind(&entry.content_hash[..])
-                        .bind(new_length)
-                        .bind(&entry.content_type)
-                        .bind(&entry.blob_key)
-                        .bind(entry.now)
-                        .bind(entry.now)
                         .execute(&mut **tx)
                         .await
-                        .map_err(query("write entry"))?;
-                        sqlx::query("UPDATE users SET used_bytes = $1 WHERE id = $2")
-                            .bind(used)
-                            .bind(user_id)
-                            .execute(&mut **tx)
-                            .await
-                            .map_err(query("update used bytes"))?;
-                        Self::append_event(tx, "PUT", user_id, entry.path.as_str(), Some(&entry.content_hash[..]), entry.now).await?
-                    }
+                        .map_err(query("update used bytes"))?;
+                    Self::append_event(tx, "PUT", user_id, entry.path.as_str(), Some(&entry.content_hash[..]), entry.now).await?
                 };
                 Ok(PutOutcome::Committed {
                     // Never the new blob itself, whatever the database said.
@@ -773,4 +765,4 @@ macro_rules! impl_metadata {
     };
 }
 
-pub(crate) use impl_metadata;
+pub(crate) use {impl_metadata, upsert_entry};

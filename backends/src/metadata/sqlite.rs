@@ -10,7 +10,8 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::{MetadataError, Result, sql::impl_metadata};
+use super::sql::{impl_metadata, upsert_entry};
+use super::{MetadataError, Result};
 
 /// Metadata in a SQLite file.
 #[derive(Debug, Clone)]
@@ -26,7 +27,9 @@ impl SqliteMetadata {
     const READ_FOR_PUT: &'static str = "SELECT u.id, u.used_bytes, u.quota_bytes, e.content_length, e.blob_key \
          FROM users u LEFT JOIN entries e ON e.user_id = u.id AND e.path = $2 \
          WHERE u.public_key = $1";
-    const WRITE_PUT: Option<&'static str> = None;
+    /// The entry alone (SQLite has no writes inside `WITH`); the usage and the event follow separately.
+    const WRITE_PUT: &'static str = upsert_entry!();
+    const WRITE_PUT_WHOLE: bool = false;
     /// The single writer connection orders events, and one process owns the file, so there is nobody
     /// to wake.
     const BEGIN_WRITE: Option<&'static str> = None;
