@@ -74,7 +74,7 @@ fn serve(data_dir: DataDir, loaded: Loaded, keypair: pkarr::Keypair) -> anyhow::
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let metric_reader = telemetry.take_metric_reader();
         let app = App::start(&data_dir, loaded.config, keypair, metric_reader).await?;
         app.print_banner();
@@ -83,7 +83,9 @@ fn serve(data_dir: DataDir, loaded: Loaded, keypair: pkarr::Keypair) -> anyhow::
         app.shutdown().await;
         telemetry.shutdown();
         Ok(())
-    })
+    });
+    crate::logging::flush();
+    served
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -787,8 +787,15 @@ async fn missing_blob_is_a_clear_error(f: Fixture) {
 /// SQLite can. On PostgreSQL the write is refused as too long and leaves nothing behind, and the writes
 /// that shared its group commit are committed all the same.
 async fn a_path_the_index_cannot_hold_fails_alone(f: Fixture) {
-    let segment = || (0..4).map(|_| format!("{:032x}", rand::random::<u128>())).collect::<String>();
-    let long = format!("/pub/{}", (0..30).map(|_| segment()).collect::<Vec<_>>().join("/"));
+    let segment = || {
+        (0..4)
+            .map(|_| format!("{:032x}", rand::random::<u128>()))
+            .collect::<String>()
+    };
+    let long = format!(
+        "/pub/{}",
+        (0..30).map(|_| segment()).collect::<Vec<_>>().join("/")
+    );
     assert!(long.len() > 3800 && long.len() <= 4096, "{}", long.len());
     let paths: Vec<String> = (0..16).map(|i| format!("/pub/batch/{i}")).collect();
     let (refused, written) = tokio::join!(
