@@ -399,6 +399,12 @@ impl TestServer {
         self.terminate().await
     }
 
+    /// [`TestServer::stop`], then the whole log (the server writes out buffered lines as it exits).
+    pub async fn stop_with_log(mut self) -> (ExitStatus, String) {
+        let status = self.terminate().await;
+        (status, self.log())
+    }
+
     /// Stops the process and starts it again on the same data directory, database and bucket, with
     /// `bootstrap` as its DHT (e.g. a fresh network that has forgotten every record).
     pub async fn restart_with_bootstrap(mut self, bootstrap: &[String]) -> TestServer {

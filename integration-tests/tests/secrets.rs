@@ -44,12 +44,13 @@ async fn session_secrets_and_the_server_key_are_never_logged() {
     let server_key = std::fs::read_to_string(server.data_dir().join("secret")).unwrap();
     let server_key = server_key.trim().to_string();
     assert_eq!(server_key.len(), 64, "the key file holds hex");
-    let log = server.log();
+    let (status, log) = server.stop_with_log().await;
+    assert!(status.success(), "{log}");
     assert!(log.lines().count() > 50, "trace logging is on:\n{log}");
+    assert!(log.contains("shutting down"), "the log is complete:\n{log}");
     assert!(!log.contains(&secret), "a session secret was logged");
     assert!(
         !log.to_lowercase().contains(&server_key.to_lowercase()),
         "the server key was logged"
     );
-    assert!(server.stop().await.success());
 }
