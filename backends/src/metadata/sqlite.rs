@@ -71,7 +71,9 @@ impl SqliteMetadata {
         let read = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.read_only(true))
+            // A page of a listing or of the event log is up to 1,000 rows: let the connection's thread
+            // hand them all over without waiting for the reader to take each batch of the default 50.
+            .connect_with(options.read_only(true).row_buffer_size(1024))
             .await
             .map_err(connect)?;
         Ok(Self {
