@@ -309,8 +309,10 @@ impl Store {
         )
     }
 
-    /// Wakes this process's event bus (the write's transaction told other instances).
-    fn announce_event(&self) {
+    /// A write or delete of `owner`'s `path` committed: forgets its cached metadata and wakes this
+    /// process's event bus (the write's transaction told other instances).
+    fn committed(&self, owner: &str, path: &EntryPath) {
+        self.forget_entry(owner, path.as_str());
         self.inner.events_committed.notify_one();
     }
 
@@ -401,8 +403,7 @@ impl Store {
                 replaced_blob,
                 event_id,
             } => {
-                self.forget_entry(owner, path.as_str());
-                self.announce_event();
+                self.committed(owner, path);
                 if let Some(old) = replaced_blob {
                     self.delete_blob_quietly(&BlobPath::from(old)).await;
                 }
@@ -450,13 +451,8 @@ impl Store {
         Ok(quota_cap(quota, user.used_bytes, old_length))
     }
 
-    /// A file's metadata, without its bytes.
+    /// A file's metadata, without its bytes: from the entry cache, else from the database (then cached).
     pub async fn head(&self, owner: &str, path: &EntryPath) -> Result<Option<Entry>> {
-        self.entry(owner, path).await
-    }
-
-    /// A file's metadata from the entry cache, else from the database (then cached).
-    async fn entry(&self, owner: &str, path: &EntryPath) -> Result<Option<Entry>> {
         let cache = &self.inner.entries;
         if let Some(entry) = cache.get(owner, path.as_str()) {
             return Ok(Some(entry));
@@ -490,7 +486,7 @@ impl Store {
 
     /// [`Store::get`] once.
     async fn read(&self, owner: &str, path: &EntryPath, options: &ReadOptions) -> Result<Read> {
-        let Some(entry) = self.entry(owner, path).await? else {
+        let Some(entry) = self.head(owner, path).await? else {
             return Ok(Read::NotFound);
         };
         if entry.not_modified(options) {
@@ -588,8 +584,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        self.forget_entry(owner, path.as_str());
-        self.announce_event();
+        self.committed(owner, path);
         self.delete_blob_quietly(&BlobPath::from(blob_key)).await;
         Ok(Some(event_id))
     }

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, Postgr
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use super::sql::{impl_metadata, upsert_entry};
+use super::sql::{impl_metadata, read_for_put, upsert_entry};
 use super::{MetadataError, Result};
 
 /// Metadata in PostgreSQL.
@@ -30,9 +30,7 @@ const EVENTS_CHANNEL: &str = "events";
 impl PostgresMetadata {
     const LOCK_USER: &'static str =
         "SELECT id, used_bytes, quota_bytes FROM users WHERE public_key = $1 FOR UPDATE";
-    const READ_FOR_PUT: &'static str = "SELECT u.id, u.used_bytes, u.quota_bytes, e.content_length, e.blob_key \
-         FROM users u LEFT JOIN entries e ON e.user_id = u.id AND e.path = $2 \
-         WHERE u.public_key = $1 FOR UPDATE OF u";
+    const READ_FOR_PUT: &'static str = concat!(read_for_put!(), " FOR UPDATE OF u");
     /// The entry, the usage and the event in one statement (its parts cannot see each other's writes,
     /// and need not: they touch different tables).
     const WRITE_PUT: &'static str = concat!(

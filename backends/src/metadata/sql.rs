@@ -24,6 +24,16 @@ macro_rules! upsert_entry {
     };
 }
 
+/// The statement that reads a user's id, usage and quota joined with their entry at a path (or NULLs):
+/// parameters public key and path; a literal, for `concat!`.
+macro_rules! read_for_put {
+    () => {
+        "SELECT u.id, u.used_bytes, u.quota_bytes, e.content_length, e.blob_key \
+         FROM users u LEFT JOIN entries e ON e.user_id = u.id AND e.path = $2 \
+         WHERE u.public_key = $1"
+    };
+}
+
 macro_rules! impl_metadata {
     ($engine:ty, $db:ty, $kind:expr) => {
         #[async_trait::async_trait]
@@ -765,4 +775,4 @@ macro_rules! impl_metadata {
     };
 }
 
-pub(crate) use {impl_metadata, upsert_entry};
+pub(crate) use {impl_metadata, read_for_put, upsert_entry};

@@ -10,7 +10,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::sql::{impl_metadata, upsert_entry};
+use super::sql::{impl_metadata, read_for_put, upsert_entry};
 use super::{MetadataError, Result};
 
 /// Metadata in a SQLite file.
@@ -24,9 +24,7 @@ pub struct SqliteMetadata {
 impl SqliteMetadata {
     const LOCK_USER: &'static str =
         "SELECT id, used_bytes, quota_bytes FROM users WHERE public_key = $1";
-    const READ_FOR_PUT: &'static str = "SELECT u.id, u.used_bytes, u.quota_bytes, e.content_length, e.blob_key \
-         FROM users u LEFT JOIN entries e ON e.user_id = u.id AND e.path = $2 \
-         WHERE u.public_key = $1";
+    const READ_FOR_PUT: &'static str = read_for_put!();
     /// The entry alone (SQLite has no writes inside `WITH`); the usage and the event follow separately.
     const WRITE_PUT: &'static str = upsert_entry!();
     const WRITE_PUT_WHOLE: bool = false;
