@@ -119,12 +119,31 @@ impl App {
             signup_mode: config.general.signup_mode,
             max_body_bytes: Some(config.drive.max_body_bytes).filter(|max| *max > 0),
             admin_password: config.admin.admin_password.clone(),
+            stream_slots: crate::stream_slots::StreamSlots::new(
+                config.drive.max_event_streams.get(),
+                config.drive.max_event_streams_per_ip.get(),
+            ),
         });
 
         let pkarr_client = pkarr_record::client(&config.pkdns)?;
 
         let (shutdown, watch_shutdown) = watch::channel(false);
-        let limits = ConnectionLimits::from_config(&config.drive);
+        let mut limits = ConnectionLimits::from_config(&config.drive);
+        if let Some(nofile) = crate::fd_limit::raise() {
+            let fit = crate::fd_limit::client_connections(limits.max_connections, nofile);
+            if fit < limits.max_connections {
+                tracing::warn!(
+                    "drive.max_connections lowered from {} to {fit} per client listener: the open-file \
+                     limit is {nofile} (raise it, e.g. LimitNOFILE= in the systemd unit)",
+                    limits.max_connections
+                );
+                limits.max_connections = fit;
+            }
+        }
+        let small_limits = ConnectionLimits {
+            max_connections: crate::fd_limit::SMALL_LISTENER_CONNECTIONS,
+            ..limits
+        };
         let mut listeners = Vec::new();
         let admin = if config.admin.enabled {
             let listener = listeners::bind("admin", config.admin.listen_socket).await?;
@@ -134,7 +153,7 @@ impl App {
                 listener,
                 Protocol::Http,
                 routes::admin_router(state.clone()),
-                limits,
+                small_limits,
                 watch_shutdown.clone(),
             ));
             Some(addr)
@@ -149,7 +168,7 @@ impl App {
                 listener,
                 Protocol::Http,
                 metrics::router(metrics.clone()),
-                limits,
+                small_limits,
                 watch_shutdown.clone(),
             ));
             Some(addr)

@@ -50,6 +50,9 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Everything the server creates (data directory, config, database, blobs) is its own alone.
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe { libc::umask(0o077) };
     let data_dir = DataDir::open(&cli.data_dir.clone().unwrap_or_else(default_data_dir))?;
     let loaded = match &cli.config {
         Some(path) => Config::load(path, false)?,

@@ -96,17 +96,11 @@ impl From<StoreError> for HttpError {
             }
             other => {
                 tracing::error!(err = %other, "storage failure");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("Storage unavailable: {}", first_line(&other.to_string())),
-                )
+                // A fixed reason: the error itself names paths, blob keys and the data directory.
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, other.public_reason())
             }
         }
     }
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or_default()
 }
 
 impl IntoResponse for HttpError {

@@ -28,6 +28,10 @@ use tower::Layer;
 /// How long shutdown waits for in-flight requests before closing their connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Requests one HTTP/2 connection may have in flight at once (h2's default is 200), so that multiplexing
+/// cannot multiply what `max_connections` allows.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 32;
+
 /// What one connection may cost: time to send headers, silence, head size; and how many are served at once.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -152,7 +156,8 @@ pub fn spawn(
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         loop {
             let (stream, remote) = tokio::select! {

@@ -239,6 +239,26 @@ pub fn route_of(path: &str) -> &'static str {
     }
 }
 
+/// The method as a label: one of the methods the API knows, or `other`, so that made-up methods cannot
+/// grow the metrics.
+pub fn method_label(method: &http::Method) -> &'static str {
+    static KNOWN: [http::Method; 9] = [
+        http::Method::GET,
+        http::Method::HEAD,
+        http::Method::PUT,
+        http::Method::POST,
+        http::Method::DELETE,
+        http::Method::OPTIONS,
+        http::Method::PATCH,
+        http::Method::CONNECT,
+        http::Method::TRACE,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| *known == method)
+        .map_or("other", http::Method::as_str)
+}
+
 /// Records each request's duration with its route template, method and status.
 pub async fn record_request(
     State(metrics): State<Arc<Metrics>>,
@@ -246,7 +266,7 @@ pub async fn record_request(
     next: Next,
 ) -> Response {
     let route = route_of(request.uri().path());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     metrics.http_requests.record(

@@ -99,6 +99,29 @@ pub enum StoreError {
 /// Shorthand for results of this module.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// A one-line reason for a failure of a dependency, fit for a client: it says which dependency
+    /// failed and whether to retry, never a path, a blob key or a directory.
+    pub fn public_reason(&self) -> &'static str {
+        match self {
+            Self::Metadata(MetadataError::Query { source, .. }) => match source {
+                sqlx::Error::PoolTimedOut => {
+                    "Storage busy: no database connection was free, try again"
+                }
+                sqlx::Error::Database(db) if db.code().as_deref() == Some(QUERY_CANCELED) => {
+                    "Storage busy: the database query took too long"
+                }
+                _ => "Storage unavailable: the database failed",
+            },
+            Self::Metadata(_) => "Storage unavailable: the database failed",
+            _ => "Storage unavailable: the blob store failed",
+        }
+    }
+}
+
+/// PostgreSQL's SQLSTATE for a statement cancelled by `statement_timeout`.
+const QUERY_CANCELED: &str = "57014";
+
 /// Limits of one write beyond the user's quota.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WriteLimits {

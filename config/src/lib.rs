@@ -116,7 +116,16 @@ impl Config {
             source,
         };
         if write_sample && !path.exists() {
-            std::fs::write(path, commented_sample()).map_err(io)?;
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            // 0600: the file holds the admin password.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .and_then(|mut file| file.write_all(first_start_file().as_bytes()))
+                .map_err(io)?;
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
         Self::from_sources(Some(&text), &path.display().to_string(), std::env::vars())
@@ -274,16 +283,18 @@ impl Config {
         }
 
         let admin = &self.admin;
-        if admin.enabled
-            && admin.admin_password == Admin::default().admin_password
-            && !admin.listen_socket.ip().is_loopback()
-        {
+        let length = admin.admin_password.chars().count();
+        if admin.enabled && length < MIN_ADMIN_PASSWORD {
+            let problem = if length == 0 {
+                "not set".to_string()
+            } else {
+                format!("{length} characters are too few")
+            };
             return fail(
                 "admin.admin_password",
                 format!(
-                    "the default password is only allowed while admin.listen_socket is a loopback \
-                     address, not {}: set a password of your own",
-                    admin.listen_socket
+                    "{problem}: the admin listener needs a password of at least \
+                     {MIN_ADMIN_PASSWORD} characters (or admin.enabled = false)"
                 ),
             );
         }
@@ -300,7 +311,26 @@ impl Config {
     }
 }
 
-/// The sample with every setting commented out, as written on first start.
+/// The fewest characters an admin password may have.
+pub const MIN_ADMIN_PASSWORD: usize = 12;
+
+/// What first start writes: the commented sample, then an admin password of 128 random bits, so that no
+/// server ever runs with a well-known one.
+pub fn first_start_file() -> String {
+    let password: String = (0..26)
+        .map(|_| {
+            const Z32: &[u8] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
+            char::from(Z32[rand::random_range(0..Z32.len())])
+        })
+        .collect();
+    format!(
+        "{}\n# Written on first start: the password of the admin API (X-Admin-Password). Keep it secret.\n\
+         [admin]\nadmin_password = \"{password}\"\n",
+        commented_sample()
+    )
+}
+
+/// The sample with every setting commented out.
 pub fn commented_sample() -> String {
     SAMPLE
         .lines()

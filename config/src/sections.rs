@@ -2,7 +2,7 @@
 //! an operator can switch with the same file; keys Homestead adds are marked as such.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::num::{NonZeroU32, NonZeroU64};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +58,10 @@ pub struct Drive {
     pub max_header_bytes: usize,
     /// Homestead: connections served at once per listener; more are closed on arrival.
     pub max_connections: usize,
+    /// Homestead: event streams (`/events-stream`) open at once on this server; more get 503.
+    pub max_event_streams: NonZeroUsize,
+    /// Homestead: event streams open at once from one client address; more get 429.
+    pub max_event_streams_per_ip: NonZeroUsize,
 }
 
 impl Default for Drive {
@@ -80,6 +84,8 @@ impl Default for Drive {
             body_read_timeout_secs: NonZeroU64::new(60).expect("non-zero"),
             max_header_bytes: 64 << 10,
             max_connections: 10_000,
+            max_event_streams: NonZeroUsize::new(10_000).expect("non-zero"),
+            max_event_streams_per_ip: NonZeroUsize::new(100).expect("non-zero"),
         }
     }
 }
@@ -187,7 +193,8 @@ pub struct Admin {
     pub enabled: bool,
     /// Admin listener address.
     pub listen_socket: SocketAddr,
-    /// Shared secret sent in `X-Admin-Password`.
+    /// Shared secret sent in `X-Admin-Password`: no default, at least
+    /// [`MIN_ADMIN_PASSWORD`](crate::MIN_ADMIN_PASSWORD) characters while the listener is enabled.
     pub admin_password: String,
 }
 
@@ -196,7 +203,7 @@ impl Default for Admin {
         Self {
             enabled: true,
             listen_socket: loopback(6288),
-            admin_password: "admin".to_string(),
+            admin_password: String::new(),
         }
     }
 }
@@ -316,10 +323,9 @@ impl Default for Logging {
     fn default() -> Self {
         Self {
             level: LogLevel::Info,
-            module_levels: ["homestead=debug", "tower_http=debug"]
-                .into_iter()
-                .map(|m| ModuleLevel::try_from(m.to_string()).expect("valid directive"))
-                .collect(),
+            // No per-request lines by default: under load they cost more than the requests.
+            // `tower_http=debug` turns request tracing on.
+            module_levels: Vec::new(),
             format: LogFormat::Text,
         }
     }

@@ -1,7 +1,10 @@
 use super::*;
 
+/// An admin password for the tests whose subject is something else (the default has none).
+const PASSWORD: &str = "a-long-test-password";
+
 fn load(text: &str) -> Result<Loaded, ConfigError> {
-    Config::from_sources(Some(text), "config.toml", [])
+    load_env(text, &[("HOMESTEAD_ADMIN__ADMIN_PASSWORD", PASSWORD)])
 }
 
 fn load_env(text: &str, vars: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
@@ -18,7 +21,16 @@ fn empty_file_gives_the_reference_defaults_except_the_embedded_database() {
     let loaded = load("").unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let c = loaded.config;
-    assert_eq!(c, Config::default());
+    assert_eq!(
+        c,
+        Config {
+            admin: Admin {
+                admin_password: PASSWORD.into(),
+                ..Admin::default()
+            },
+            ..Config::default()
+        }
+    );
     assert_eq!(c.general.database_url, None);
     assert_eq!(c.general.signup_mode, SignupMode::TokenRequired);
     assert_eq!(c.drive.icann_listen_socket.to_string(), "127.0.0.1:6286");
@@ -31,13 +43,24 @@ fn empty_file_gives_the_reference_defaults_except_the_embedded_database() {
     assert_eq!(c.pkdns.icann_domain.as_ref().unwrap().as_str(), "localhost");
     assert_eq!(c.pkdns.user_keys_republisher_interval, 14_400);
     assert_eq!(c.pkdns.dht_relay_nodes.as_ref().unwrap().len(), 2);
-    assert_eq!(c.logging.filter(), "info,homestead=debug,tower_http=debug");
+    assert_eq!(c.logging.filter(), "info", "no line per request by default");
 }
 
 #[test]
-fn written_sample_runs_on_the_defaults() {
-    let loaded = load(&commented_sample()).unwrap();
-    assert_eq!(loaded.config, Config::default());
+fn the_first_start_file_runs_on_the_defaults_with_a_password_of_its_own() {
+    let text = first_start_file();
+    let loaded = load_env(&text, &[]).unwrap().config;
+    let password = loaded.admin.admin_password.clone();
+    assert_eq!(password.len(), 26);
+    assert_ne!(password, load_env(&first_start_file(), &[]).unwrap().config.admin.admin_password);
+    let defaults = Config {
+        admin: Admin {
+            admin_password: password,
+            ..Admin::default()
+        },
+        ..Config::default()
+    };
+    assert_eq!(loaded, defaults);
 }
 
 #[test]
@@ -373,7 +396,14 @@ fn load_writes_the_commented_sample_once_and_keeps_a_broken_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     Config::load(&path, true).unwrap();
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), commented_sample());
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(written.starts_with(&commented_sample()), "{written}");
+    assert!(written.contains("\n[admin]\nadmin_password = \""), "{written}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the file holds the admin password");
+    Config::load(&path, true).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), written, "written once");
     std::fs::write(&path, "[general\n").unwrap();
     assert!(matches!(
         Config::load(&path, true),
@@ -449,20 +479,21 @@ fn trusted_proxies_are_addresses_or_ranges() {
 }
 
 #[test]
-fn the_default_admin_password_is_refused_off_loopback() {
-    assert!(load("[admin]\nlisten_socket = \"127.0.0.1:6288\"").is_ok());
-    let err = load("[admin]\nlisten_socket = \"0.0.0.0:6288\"")
+fn the_admin_listener_needs_a_long_password_of_its_own() {
+    let unset = load_env("", &[]).unwrap_err().to_string();
+    assert!(
+        unset.contains("admin.admin_password") && unset.contains("not set"),
+        "{unset}"
+    );
+    let short = load_env("[admin]\nadmin_password = \"admin\"", &[])
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("admin.admin_password") && err.contains("0.0.0.0:6288"),
-        "{err}"
+        short.contains("admin.admin_password") && short.contains("at least 12"),
+        "{short}"
     );
-    assert!(
-        load("[admin]\nlisten_socket = \"0.0.0.0:6288\"\nadmin_password = \"s3cret-enough\"")
-            .is_ok()
-    );
-    assert!(load("[admin]\nenabled = false\nlisten_socket = \"0.0.0.0:6288\"").is_ok());
+    assert!(load_env("[admin]\nadmin_password = \"twelve-chars\"", &[]).is_ok());
+    assert!(load_env("[admin]\nenabled = false", &[]).is_ok());
 }
 
 #[test]

@@ -49,10 +49,45 @@ pub async fn require_password(
     let Some(given) = request.headers().get(PASSWORD_HEADER) else {
         return Err(unauthorized("Missing admin password"));
     };
-    if !constant_time_eq(given.as_bytes(), app.admin_password.as_bytes()) {
+    // An empty password never matches, whatever the configuration let through.
+    if app.admin_password.is_empty()
+        || !constant_time_eq(given.as_bytes(), app.admin_password.as_bytes())
+    {
         return Err(unauthorized("Invalid admin password"));
     }
     Ok(next.run(request).await)
+}
+
+/// Refuses requests whose `Host` names anything but an IP address or `localhost` (403), so that a web
+/// page whose name an attacker points at the operator's loopback (DNS rebinding) cannot reach the API.
+/// Requests without a `Host` (and HTTP/2 without `:authority`) are not from a browser and pass.
+pub async fn require_local_host(request: Request, next: Next) -> Result<Response, HttpError> {
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .map(|value| value.to_str().unwrap_or("\u{fffd}").to_string())
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_string()));
+    if let Some(host) = host {
+        if !is_local_host(&host) {
+            return Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                "Admin API: only requests to an IP address or localhost are served",
+            ));
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// Whether a `Host` value (with or without port) is an IP literal or `localhost`.
+fn is_local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((address, _)) => address,
+            None => return false,
+        },
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// Byte equality whose time depends only on the lengths, not on where the bytes differ.
@@ -304,7 +339,7 @@ async fn set_disabled(
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, is_local_host};
 
     #[test]
     fn password_comparison_is_exact() {
@@ -312,5 +347,15 @@ mod tests {
         assert!(!constant_time_eq(b"admin", b"admim"));
         assert!(!constant_time_eq(b"admin", b"admin2"));
         assert!(!constant_time_eq(b"", b"admin"));
+    }
+
+    #[test]
+    fn only_addresses_and_localhost_are_local_hosts() {
+        for host in ["127.0.0.1:6288", "127.0.0.1", "localhost:6288", "LOCALHOST", "[::1]:6288"] {
+            assert!(is_local_host(host), "{host}");
+        }
+        for host in ["evil.example:6288", "evil.example", "127.0.0.1.nip.io", "[::1", "", "\u{fffd}"] {
+            assert!(!is_local_host(host), "{host}");
+        }
     }
 }

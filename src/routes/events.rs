@@ -6,13 +6,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
+use std::net::{IpAddr, Ipv6Addr};
+
+use axum::Extension;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use homestead_backends::metadata::{Event, EventFilter, EventOp};
 use homestead_backends::{NormalizedPath, Store};
+use homestead_middleware::Peer;
+use homestead_middleware::rate_limit::client_ip;
 use homestead_middleware::tenant::parse_key;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::http_error::HttpError;
@@ -25,6 +30,8 @@ const PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 /// Most users one stream follows.
 const MAX_USERS: usize = 50;
+/// Most path filters one stream takes: each is a term of the history query.
+const MAX_PATHS: usize = 50;
 /// Silence after which a stream sends a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -164,6 +171,15 @@ async fn stream_request(store: &Store, query: Option<&str>) -> Result<StreamRequ
             "Too many users. Maximum allowed: {MAX_USERS}"
         )));
     }
+    let given_paths = params
+        .iter()
+        .filter(|(k, v)| k == "path" && !v.is_empty())
+        .count();
+    if given_paths > MAX_PATHS {
+        return Err(HttpError::bad_request(format!(
+            "Too many paths. Maximum allowed: {MAX_PATHS}"
+        )));
+    }
     let mut paths = Vec::new();
     for (_, path) in params.iter().filter(|(k, _)| k == "path") {
         if path.is_empty() {
@@ -221,9 +237,15 @@ fn frame(event: &Event) -> Bytes {
 /// commit, as Server-Sent Events.
 pub async fn stream(
     State(app): State<AppState>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     let request = stream_request(&app.store, query.as_deref()).await?;
+    let client = peer.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |Extension(peer)| {
+        client_ip(peer.remote.ip(), &headers, &app.trusted_proxies)
+    });
+    let slot = app.stream_slots.take(client)?;
     // Subscribe before reading history: every event committed from here on reaches the receiver, and
     // those the history also returns are skipped by their id.
     let live = request.live.then(|| app.bus.subscribe());
@@ -233,7 +255,10 @@ pub async fn stream(
         metrics: app.metrics.clone(),
         keep_alive: KEEP_ALIVE,
     };
-    tokio::spawn(run_stream(stream, request, live, sender));
+    tokio::spawn(async move {
+        run_stream(stream, request, live, sender).await;
+        drop(slot);
+    });
     let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
         let chunk = receiver.recv().await?;
         Some((Ok::<_, Infallible>(chunk), receiver))
@@ -348,7 +373,11 @@ async fn run_stream(
         return;
     };
     loop {
-        let next = tokio::time::timeout(keep_alive, live.recv()).await;
+        // A client that leaves frees its stream at once, not at the next keep-alive.
+        let next = tokio::select! {
+            () = out.closed() => return,
+            next = tokio::time::timeout(keep_alive, live.recv()) => next,
+        };
         let event = match next {
             Err(_) => {
                 if out.send(Bytes::from_static(b":\n\n")).await.is_err() {

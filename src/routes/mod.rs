@@ -67,6 +67,8 @@ pub struct AppParts {
     pub trusted_proxies: Vec<homestead_config::IpRange>,
     /// Longest pause allowed between two pieces of an upload.
     pub body_read_timeout: std::time::Duration,
+    /// Event streams open at once, in total and per client address.
+    pub stream_slots: Arc<crate::stream_slots::StreamSlots>,
 }
 
 /// The client API, served identically on the ICANN and PubkyTLS listeners.
@@ -118,7 +120,7 @@ pub fn client_router(app: AppState) -> Router {
             app.metrics.clone(),
             crate::metrics::record_request,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(crate::request_span::layer())
 }
 
 /// Maximally permissive CORS with credentials, mirroring the request (PROTOCOL.md §4.4), so browser apps
@@ -159,11 +161,12 @@ pub fn admin_router(app: AppState) -> Router {
             app.clone(),
             admin::require_password,
         ));
+    // No CORS: no browser page may call the operator's API.
     Router::new()
         .route("/", get(admin::root))
         .merge(protected)
         .with_state(app)
-        .layer(cors())
+        .layer(axum::middleware::from_fn(admin::require_local_host))
 }
 
 /// While the database does not answer, every request that needs it gets a 503 at once rather than
@@ -250,6 +253,7 @@ pub(crate) mod tests {
             default_quotas: Default::default(),
             trusted_proxies: Vec::new(),
             body_read_timeout: std::time::Duration::from_secs(5),
+            stream_slots: crate::stream_slots::StreamSlots::new(100, 10),
         });
         (state, dir)
     }

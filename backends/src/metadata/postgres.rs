@@ -19,10 +19,15 @@ use super::{MetadataError, Result};
 pub struct PostgresMetadata {
     read: PgPool,
     write: PgPool,
+    /// The health probe's own connection, so that a busy pool never reads as a database that is down.
+    probe: PgPool,
     hints: Arc<Notify>,
     listener: AbortHandle,
     puts: tokio::sync::mpsc::Sender<super::PendingPut>,
 }
+
+/// The longest any statement of the serving connections may run before PostgreSQL cancels it.
+const STATEMENT_TIMEOUT: &str = "10s";
 
 /// The channel instances announce committed events on (the reference's).
 const EVENTS_CHANNEL: &str = "events";
@@ -62,27 +67,41 @@ impl PostgresMetadata {
             source,
         };
         let options = PgConnectOptions::from_str(url).map_err(connect)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            // Short: while the database is down, sqlx retries refused connections until this runs
-            // out, and the health watcher needs a moment to notice before requests are refused at once.
-            .acquire_timeout(Duration::from_secs(2))
-            .connect_with(options)
+        // Migrations may take long on a large database: they run on a connection without the
+        // statement timeout of the serving pool.
+        let migrating = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
             .await
             .map_err(connect)?;
         sqlx::migrate!("../migrations/postgres")
-            .run(&pool)
+            .run(&migrating)
             .await
             .map_err(|source| MetadataError::Migrate {
                 url: shown.to_string(),
                 source,
             })?;
+        migrating.close().await;
+        let serving = options.options([("statement_timeout", STATEMENT_TIMEOUT)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            // Short: while the database is down, sqlx retries refused connections until this runs
+            // out, and the health watcher needs a moment to notice before requests are refused at once.
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_with(serving.clone())
+            .await
+            .map_err(connect)?;
+        let probe = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(1))
+            .connect_lazy_with(serving);
         let hints = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(pool.clone(), hints.clone())).abort_handle();
         Ok(Self {
             read: pool.clone(),
             puts: Self::start_group_commit(pool.clone()),
             write: pool,
+            probe,
             hints,
             listener,
         })

@@ -591,7 +591,7 @@ macro_rules! impl_metadata {
 
             async fn ping(&self) -> $crate::metadata::Result<()> {
                 sqlx::query("SELECT 1")
-                    .execute(&self.read)
+                    .execute(&self.probe)
                     .await
                     .map_err($crate::metadata::query("ping"))?;
                 Ok(())
@@ -601,6 +601,7 @@ macro_rules! impl_metadata {
                 self.stop_listening();
                 self.read.close().await;
                 self.write.close().await;
+                self.probe.close().await;
             }
         }
 

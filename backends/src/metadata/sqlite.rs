@@ -18,6 +18,8 @@ use super::{MetadataError, Result};
 pub struct SqliteMetadata {
     read: SqlitePool,
     write: SqlitePool,
+    /// The health probe's own connection, so that a busy pool never reads as a database that is down.
+    probe: SqlitePool,
     puts: tokio::sync::mpsc::Sender<super::PendingPut>,
 }
 
@@ -66,6 +68,10 @@ impl SqliteMetadata {
                 url: shown.to_string(),
                 source,
             })?;
+        let probe = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(1))
+            .connect_lazy_with(options.clone().read_only(true));
         let read = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -78,6 +84,7 @@ impl SqliteMetadata {
             read,
             puts: Self::start_group_commit(write.clone()),
             write,
+            probe,
         })
     }
 }
