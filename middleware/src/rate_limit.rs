@@ -1,7 +1,15 @@
 //! Request-count limits (OPERATIONS.md §8.4): every `[[drive.rate_limits]]` entry whose path glob and method
-//! match is checked in order, each a GCRA bucket per key (client IP or tenant) of `burst` requests refilled
-//! one every `period / n`. The first exceeded entry answers 429 `Rate limit exceeded` with `Retry-After`
-//! (the reference sends none). A user-keyed limit without a tenant answers 400.
+//! match is checked in order, each a GCRA bucket per key of `burst` requests refilled one every
+//! `period / n`. The first exceeded entry answers 429 `Rate limit exceeded` with `Retry-After` (the
+//! reference sends none).
+//!
+//! Globs are matched against the storage path a request resolves to, percent-decoded, whichever way it
+//! addresses its owner (`/pub/x` with a tenant, or `/storage/<owner>/pub/x`); other routes match their
+//! own path. `key = "ip"` limits count per client address and run before the session lookup, so a flood
+//! costs no database work. `key = "user"` limits run after it and count per **authenticated** user (a
+//! live session of the request's tenant), anonymous requests per client address: a stranger cannot spend
+//! a user's budget by naming that user (the reference keys on the named user, and refuses with 400 when
+//! none is named).
 //!
 //! The client IP is the TCP peer. `X-Forwarded-For` and `X-Real-IP` are believed only when the peer is a
 //! configured trusted proxy (the reference believes them from anyone, which lets anyone dodge limits); the
@@ -17,8 +25,11 @@ use homestead_config::{IpRange, LimitKey, RateLimit};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
+use percent_encoding::percent_decode_str;
+
 use crate::peer::Peer;
 use crate::plain_text::plain_text;
+use crate::session::SessionState;
 use crate::tenant::Tenant;
 
 /// How often idle buckets are dropped.
@@ -66,14 +77,17 @@ struct Limits {
 }
 
 impl Limits {
-    /// `Ok(())` to let the request through, or the refusal.
+    /// `Ok(())` to let the request through, or how long the client should wait: the limits keyed by
+    /// `kind` whose glob and method match, each counted under `key` (`identity` is what the whitelist
+    /// is compared with).
     fn check(
         &self,
         method: &http::Method,
         path: &str,
-        ip: Option<IpAddr>,
-        tenant: Option<&str>,
-    ) -> Result<(), Refusal> {
+        kind: LimitKey,
+        key: &str,
+        identity: &str,
+    ) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets
@@ -84,18 +98,14 @@ impl Limits {
             buckets.forgotten_at = Some(now);
         }
         for (index, limit) in self.limits.iter().enumerate() {
-            if limit.method.as_str() != method.as_str() || !limit.path.matches(path) {
+            if limit.key != kind
+                || limit.method.as_str() != method.as_str()
+                || !limit.path.matches(path)
+            {
                 continue;
             }
-            let key = match limit.key {
-                LimitKey::Ip => ip.map(|ip| ip.to_string()),
-                LimitKey::User => tenant.map(str::to_string),
-            };
-            let Some(key) = key else {
-                return Err(Refusal::NoKey);
-            };
             if limit.whitelist.iter().any(|allowed| {
-                allowed == &key || allowed.strip_prefix("pubky").is_some_and(|k| k == key)
+                allowed == identity || allowed.strip_prefix("pubky").is_some_and(|k| k == identity)
             }) {
                 continue;
             }
@@ -103,11 +113,11 @@ impl Limits {
             let interval = Duration::from_secs(limit.quota.per.seconds()) / count;
             let burst = limit.burst.map_or(count, |b| b.get());
             let tolerance = interval * burst.saturating_sub(1);
-            let next = buckets.next.entry((index, key)).or_insert(now);
+            let next = buckets.next.entry((index, key.to_string())).or_insert(now);
             let arrival = (*next).max(now);
             let wait = arrival.saturating_duration_since(now);
             if wait > tolerance {
-                return Err(Refusal::Exceeded(wait - tolerance));
+                return Err(wait - tolerance);
             }
             *next = arrival + interval;
         }
@@ -115,19 +125,27 @@ impl Limits {
     }
 }
 
-enum Refusal {
-    NoKey,
-    Exceeded(Duration),
+/// The path a request's limits are matched against: the storage path of a path-addressed request, the
+/// request path otherwise, percent-decoded (undecodable bytes stay as they are).
+pub fn limited_path(path: &str) -> String {
+    let path = match path.strip_prefix("/storage/") {
+        Some(rest) => rest.find('/').map_or("/", |slash| &rest[slash..]),
+        None => path,
+    };
+    percent_decode_str(path).decode_utf8_lossy().into_owned()
 }
 
-/// Applies the configured request-count limits.
+/// Applies the configured request-count limits of one kind: [`RateLimitLayer::new`] those keyed by
+/// client address, [`RateLimitLayer::users`] those keyed by user (behind the session layer).
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
     limits: Arc<Limits>,
+    kind: LimitKey,
 }
 
 impl RateLimitLayer {
-    /// Limits as configured; forwarded addresses are believed from `trusted_proxies` only.
+    /// The address-keyed limits as configured; forwarded addresses are believed from
+    /// `trusted_proxies` only.
     pub fn new(limits: Vec<RateLimit>, trusted_proxies: Vec<IpRange>) -> Self {
         Self {
             limits: Arc::new(Limits {
@@ -135,6 +153,16 @@ impl RateLimitLayer {
                 trusted: trusted_proxies,
                 buckets: Mutex::default(),
             }),
+            kind: LimitKey::Ip,
+        }
+    }
+
+    /// The user-keyed limits of the same configuration, sharing its state; goes behind the session
+    /// layer.
+    pub fn users(&self) -> Self {
+        Self {
+            limits: self.limits.clone(),
+            kind: LimitKey::User,
         }
     }
 }
@@ -146,6 +174,7 @@ impl<S> Layer<S> for RateLimitLayer {
         RateLimitService {
             inner,
             limits: self.limits.clone(),
+            kind: self.kind,
         }
     }
 }
@@ -155,6 +184,18 @@ impl<S> Layer<S> for RateLimitLayer {
 pub struct RateLimitService<S> {
     inner: S,
     limits: Arc<Limits>,
+    kind: LimitKey,
+}
+
+/// The authenticated user of a request: a live session of its tenant.
+fn authenticated<B>(request: &Request<B>) -> Option<String> {
+    let Tenant(tenant) = request.extensions().get::<Tenant>()?;
+    match request.extensions().get::<SessionState>()? {
+        SessionState::Found { session, .. } if session.public_key == *tenant => {
+            Some(tenant.to_string())
+        }
+        _ => None,
+    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
@@ -175,30 +216,28 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let ip = request
-            .extensions()
-            .get::<Peer>()
-            .map(|peer| client_ip(peer.remote.ip(), request.headers(), &self.limits.trusted));
-        let tenant = request
-            .extensions()
-            .get::<Tenant>()
-            .map(|Tenant(key)| key.to_string());
-        let verdict = self.limits.check(
-            request.method(),
-            request.uri().path(),
-            ip,
-            tenant.as_deref(),
+        if !self.limits.limits.iter().any(|limit| limit.key == self.kind) {
+            return Box::pin(self.inner.call(request));
+        }
+        let ip = request.extensions().get::<Peer>().map_or_else(
+            || "unknown".to_string(),
+            |peer| client_ip(peer.remote.ip(), request.headers(), &self.limits.trusted).to_string(),
         );
-        match verdict {
+        let user = match self.kind {
+            LimitKey::Ip => None,
+            LimitKey::User => authenticated(&request),
+        };
+        let (key, identity) = match &user {
+            Some(user) => (user.clone(), user.as_str()),
+            None => (format!("ip:{ip}"), ip.as_str()),
+        };
+        let path = limited_path(request.uri().path());
+        match self
+            .limits
+            .check(request.method(), &path, self.kind, &key, identity)
+        {
             Ok(()) => Box::pin(self.inner.call(request)),
-            Err(Refusal::NoKey) => {
-                let response = plain_text(
-                    StatusCode::BAD_REQUEST,
-                    "Failed to extract key for rate limiting".into(),
-                );
-                Box::pin(async move { Ok(response) })
-            }
-            Err(Refusal::Exceeded(wait)) => {
+            Err(wait) => {
                 let mut response =
                     plain_text(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded".into());
                 let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -349,43 +388,90 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn user_limits_need_a_tenant_and_honour_the_whitelist() {
-        let user_limit = format!(
-            "path = \"/session\"\nmethod = \"GET\"\nquota = \"1r/h\"\nkey = \"user\"\nwhitelist = [\"pubky{A}\"]"
-        );
-        let layer = RateLimitLayer::new(vec![limit(&user_limit)], Vec::new());
-        let missing = call(&layer, "/session", "1.2.3.4", &[], false).await;
-        assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(
-            missing.into_body(),
-            "Failed to extract key for rate limiting"
-        );
-        for _ in 0..3 {
-            assert_eq!(
-                call(&layer, "/session", "1.2.3.4", &[], true)
-                    .await
-                    .status(),
-                200
-            );
+    /// A request of `A`'s own session when `signed_in`, else anonymous naming `A` as tenant.
+    async fn call_as(layer: &RateLimitLayer, path: &str, peer: &str, signed_in: bool) -> u16 {
+        let mut request = Request::builder().uri(path).body(()).unwrap();
+        let key = pkarr::PublicKey::try_from(A).unwrap();
+        request.extensions_mut().insert(Peer {
+            transport: Transport::Icann,
+            remote: SocketAddr::new(peer.parse().unwrap(), 40000),
+        });
+        request.extensions_mut().insert(Tenant(key.clone()));
+        if signed_in {
+            request.extensions_mut().insert(SessionState::Found {
+                secret: "s".repeat(26),
+                session: Box::new(crate::session::Session {
+                    public_key: key,
+                    capabilities: "/:rw".into(),
+                    created_at: 0,
+                }),
+            });
         }
+        ServiceBuilder::new()
+            .layer(layer.clone())
+            .service_fn(|_req: Request<()>| async {
+                Ok::<_, Infallible>(Response::new("passed".to_string()))
+            })
+            .oneshot(request)
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    #[tokio::test]
+    async fn user_limits_count_the_signed_in_user_and_strangers_by_address() {
         let strict = RateLimitLayer::new(
             vec![limit(
-                "path = \"/session\"\nmethod = \"GET\"\nquota = \"1r/h\"\nkey = \"user\"",
+                "path = \"/pub/**\"\nmethod = \"GET\"\nquota = \"1r/h\"\nkey = \"user\"",
             )],
             Vec::new(),
         );
+        let users = strict.users();
+        // The address-keyed layer leaves user limits alone.
+        for _ in 0..3 {
+            assert_eq!(call_as(&strict, "/pub/a", "1.2.3.4", true).await, 200);
+        }
+        // Strangers naming the user spend their own address's budget, not the user's.
+        assert_eq!(call_as(&users, "/pub/a", "1.2.3.4", false).await, 200);
+        assert_eq!(call_as(&users, "/pub/a", "1.2.3.4", false).await, 429);
+        assert_eq!(call_as(&users, "/pub/a", "5.6.7.8", false).await, 200);
+        // The user's own budget is untouched by them, and shared across the user's addresses.
+        assert_eq!(call_as(&users, "/pub/a", "1.2.3.4", true).await, 200);
+        assert_eq!(call_as(&users, "/pub/a", "9.9.9.9", true).await, 429);
+        let whitelisted = RateLimitLayer::new(
+            vec![limit(&format!(
+                "path = \"/pub/**\"\nmethod = \"GET\"\nquota = \"1r/h\"\nkey = \"user\"\nwhitelist = [\"pubky{A}\"]"
+            ))],
+            Vec::new(),
+        )
+        .users();
+        for _ in 0..3 {
+            assert_eq!(call_as(&whitelisted, "/pub/a", "1.2.3.4", true).await, 200);
+        }
+    }
+
+    #[tokio::test]
+    async fn globs_match_the_storage_path_whichever_way_it_is_addressed() {
+        let layer = RateLimitLayer::new(
+            vec![limit(
+                "path = \"/pub/**\"\nmethod = \"GET\"\nquota = \"2r/h\"\nkey = \"ip\"",
+            )],
+            Vec::new(),
+        );
+        let path_addressed = format!("/storage/{A}/pub/a");
+        assert_eq!(call(&layer, "/pub/a", "1.2.3.4", &[], true).await.status(), 200);
         assert_eq!(
-            call(&strict, "/session", "1.2.3.4", &[], true)
-                .await
-                .status(),
+            call(&layer, &path_addressed, "1.2.3.4", &[], false).await.status(),
             200
         );
         assert_eq!(
-            call(&strict, "/session", "5.6.7.8", &[], true)
-                .await
-                .status(),
-            429
+            call(&layer, "/%70ub/a", "1.2.3.4", &[], true).await.status(),
+            429,
+            "percent-encoded, the same path"
         );
+        assert_eq!(call(&layer, "/session", "1.2.3.4", &[], true).await.status(), 200);
+        assert_eq!(limited_path(&format!("/storage/{A}")), "/");
+        assert_eq!(limited_path("/storage/"), "/");
     }
 }

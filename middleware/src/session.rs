@@ -183,9 +183,10 @@ where
                     }
                     Ok(None) => SessionState::Unknown(secret),
                     Err(err) => {
+                        tracing::warn!(%err, "session lookup failed");
                         return Ok(plain_text(
                             StatusCode::SERVICE_UNAVAILABLE,
-                            format!("Session store unavailable: {err}"),
+                            "Storage unavailable: the session lookup failed".into(),
                         ));
                     }
                 },
@@ -305,7 +306,8 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             response.into_body(),
-            "Session store unavailable: database down"
+            "Storage unavailable: the session lookup failed",
+            "a fixed reason: the error may name internals"
         );
     }
 }

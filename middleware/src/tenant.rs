@@ -62,10 +62,18 @@ fn header_key(headers: &HeaderMap, name: &HeaderName) -> Option<PublicKey> {
     headers.get(name)?.to_str().ok().and_then(parse_key)
 }
 
-/// Resolves the tenant from a request's headers and raw query string.
-pub fn resolve(headers: &HeaderMap, query: Option<&str>) -> Option<PublicKey> {
+/// Resolves the tenant from a request's headers, URI authority and raw query string. An HTTP/2 request
+/// carries its host in `:authority` (the URI's authority) instead of a `Host` header.
+pub fn resolve(headers: &HeaderMap, uri: &http::Uri) -> Option<PublicKey> {
+    let query = uri.query();
     header_key(headers, &PUBKY_HOST)
         .or_else(|| header_key(headers, &HOST))
+        .or_else(|| {
+            if headers.contains_key(HOST) {
+                return None;
+            }
+            uri.authority().and_then(|authority| parse_key(authority.host()))
+        })
         .or_else(|| {
             query?
                 .split('&')
@@ -115,7 +123,7 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let tenant = match request.uri().path().strip_prefix("/storage/") {
             Some(rest) => path_owner(rest),
-            None => resolve(request.headers(), request.uri().query()),
+            None => resolve(request.headers(), request.uri()),
         };
         // Never trust an extension a previous layer or client could have planted.
         request.extensions_mut().remove::<Tenant>();
@@ -180,6 +188,15 @@ mod tests {
                 .as_deref(),
             Some(A)
         );
+    }
+
+    #[tokio::test]
+    async fn http2_requests_name_the_tenant_in_the_authority() {
+        let h2 = format!("https://{A}/pub/x");
+        assert_eq!(tenant(&h2, &[]).await.as_deref(), Some(A));
+        assert_eq!(tenant(&h2, &[("pubky-host", B)]).await.as_deref(), Some(B));
+        let local = format!("http://localhost:6286/pub/x?pubky-host={B}");
+        assert_eq!(tenant(&local, &[]).await.as_deref(), Some(B));
     }
 
     #[tokio::test]

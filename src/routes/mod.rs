@@ -108,6 +108,7 @@ pub fn client_router(app: AppState) -> Router {
             app.trusted_proxies.clone(),
             axum::body::Body::new,
         ))
+        .layer(app.rate_limits.users())
         .layer(SessionLayer::new(StoreSessions(app.store.clone())))
         .layer(axum::middleware::from_fn_with_state(
             app.store.clone(),
