@@ -7,6 +7,13 @@ use crate::store::ListRequest;
 
 /// The smallest string greater than `path` that a stored path can equal: control characters are never
 /// stored, so nothing lies between `path` and `path + "\u{1}"`.
+/// Rows a shallow listing reads at first in one query beyond what the page needs; each further query
+/// reads twice as many, up to [`MAX_BATCH`]. Rows of a subdirectory are skipped in memory, and a large
+/// subdirectory with one jump past it, so a listing costs a few queries however its entries spread.
+const MIN_BATCH: usize = 64;
+/// The most rows one query of a shallow listing reads.
+const MAX_BATCH: usize = 1024;
+
 fn after(path: &str) -> String {
     format!("{path}\u{1}")
 }
@@ -93,35 +100,34 @@ async fn shallow_forward(
     let end = dir_end(dir);
     let mut out: Vec<String> = Vec::new();
     let mut from = cursor.map_or(dir.to_string(), |c| after(c).max(dir.to_string()));
+    let mut batch = MIN_BATCH;
     while out.len() < limit {
-        let rows = scan(
-            metadata,
-            owner,
-            from.clone(),
-            end.clone(),
-            false,
-            limit - out.len(),
-        )
-        .await?;
+        let want = (limit - out.len()).max(batch);
+        let rows = scan(metadata, owner, from.clone(), end.clone(), false, want).await?;
         let Some(last) = rows.last().cloned() else {
             break;
         };
-        from = after(&last);
+        let exhausted = rows.len() < want;
         for path in rows {
             let name = shallow_name(dir, &path);
-            let is_group = name.ends_with('/');
-            // Cursor comparison is on the listed name, so a cursor inside a sub-directory skips it.
             if cursor.is_none_or(|c| name.as_str() > c) && out.last() != Some(&name) {
-                out.push(name.clone());
-            }
-            if is_group {
-                from = dir_end(&name);
-                break;
-            }
-            if out.len() == limit {
-                break;
+                out.push(name);
+                if out.len() == limit {
+                    return Ok(out);
+                }
             }
         }
+        if exhausted {
+            break;
+        }
+        // Rows of the last group that did not fit are skipped with one jump past the group.
+        let last_name = shallow_name(dir, &last);
+        from = if last_name.ends_with('/') {
+            dir_end(&last_name)
+        } else {
+            after(&last)
+        };
+        batch = (batch * 2).min(MAX_BATCH);
     }
     Ok(out)
 }
@@ -148,34 +154,34 @@ async fn shallow_reverse(
             until = until.min(group);
         }
     }
+    let mut batch = MIN_BATCH;
     while out.len() < limit {
-        let rows = scan(
-            metadata,
-            owner,
-            dir.to_string(),
-            until.clone(),
-            true,
-            limit - out.len(),
-        )
-        .await?;
+        let want = (limit - out.len()).max(batch);
+        let rows = scan(metadata, owner, dir.to_string(), until.clone(), true, want).await?;
         let Some(last) = rows.last().cloned() else {
             break;
         };
-        until = last;
+        let exhausted = rows.len() < want;
         for path in rows {
             let name = shallow_name(dir, &path);
             if out.last() != Some(&name) {
-                out.push(name.clone());
-            }
-            if name.ends_with('/') {
-                // Everything under `name` sorts above it: continue below.
-                until = name;
-                break;
-            }
-            if out.len() == limit {
-                break;
+                out.push(name);
+                if out.len() == limit {
+                    return Ok(out);
+                }
             }
         }
+        if exhausted {
+            break;
+        }
+        // Everything under a group sorts above its name: the next batch starts below it.
+        let last_name = shallow_name(dir, &last);
+        until = if last_name.ends_with('/') {
+            last_name
+        } else {
+            last
+        };
+        batch = (batch * 2).min(MAX_BATCH);
     }
     Ok(out)
 }

@@ -2,6 +2,7 @@
 //! small traits, never on a database, and is unit-tested through `tower::ServiceExt::oneshot`.
 
 pub mod bandwidth;
+pub mod drain;
 pub mod peer;
 mod plain_text;
 pub mod quota;
@@ -13,6 +14,7 @@ pub mod tenant;
 pub use bandwidth::{
     BandwidthLayer, BandwidthPolicy, BandwidthService, Rate, Throttled, UserRates,
 };
+pub use drain::{DrainLayer, DrainService};
 pub use peer::{Peer, PeerLayer, PeerService, Transport};
 pub use quota::{QuotaLayer, QuotaLedger, QuotaService};
 pub use rate_limit::{RateLimitLayer, RateLimitService};

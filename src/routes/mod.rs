@@ -14,7 +14,7 @@ use axum::routing::{any, get, post};
 use homestead_backends::{EventBus, Store};
 use homestead_config::SignupMode;
 use homestead_middleware::{
-    BandwidthLayer, QuotaLayer, RateLimitLayer, SessionLayer, SignupLayer, TenantLayer,
+    BandwidthLayer, DrainLayer, QuotaLayer, RateLimitLayer, SessionLayer, SignupLayer, TenantLayer,
 };
 use http::{HeaderValue, header};
 use tower_http::cors::CorsLayer;
@@ -71,6 +71,12 @@ pub struct AppParts {
     pub stream_slots: Arc<crate::stream_slots::StreamSlots>,
 }
 
+/// The most of an unread upload read before a refusal is sent, so that the client sees the refusal
+/// rather than a reset connection; beyond it, the connection is closed.
+const DRAIN_MAX_BYTES: u64 = 16 << 20;
+/// How long an unread upload may take to arrive before a refusal goes out anyway.
+const DRAIN_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The client API, served identically on the ICANN and PubkyTLS listeners.
 pub fn client_router(app: AppState) -> Router {
     let signup = match app.signup_mode {
@@ -117,6 +123,11 @@ pub fn client_router(app: AppState) -> Router {
         .layer(app.rate_limits.clone())
         .layer(TenantLayer)
         .layer(cors())
+        .layer(DrainLayer::new(
+            DRAIN_MAX_BYTES,
+            DRAIN_MAX_WAIT,
+            axum::body::Body::new,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.metrics.clone(),
             crate::metrics::record_request,
@@ -370,6 +381,34 @@ pub(crate) mod tests {
             "{}",
             good.text()
         );
+        // A browser page, even under a name pointed at loopback, gets neither CORS nor an answer.
+        let rebound = request(Method::GET, "/generate_signup_token")
+            .header("host", "attacker.example:6288")
+            .header("origin", "http://attacker.example:6288")
+            .header("x-admin-password", "secret")
+            .body(Body::empty())
+            .unwrap();
+        let rebound = call(&router, rebound).await;
+        assert_eq!(rebound.status, StatusCode::FORBIDDEN);
+        let preflight = request(Method::OPTIONS, "/generate_signup_token")
+            .header("host", "127.0.0.1:6288")
+            .header("origin", "http://evil.example")
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "x-admin-password")
+            .body(Body::empty())
+            .unwrap();
+        let preflight = call(&router, preflight).await;
+        assert_eq!(
+            preflight.header(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            "",
+            "no CORS on the admin API"
+        );
+        let local = request(Method::GET, "/generate_signup_token")
+            .header("host", "localhost:6288")
+            .header("x-admin-password", "secret")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(&router, local).await.status, StatusCode::OK);
     }
 
     #[tokio::test]
@@ -457,6 +496,8 @@ pub(crate) mod tests {
             get.header(header::ETAG),
             "\"6o8WPbOGgpJeRJHF5Y1Ls1Bu+MFOt4qG6QjFYkpnIA8=\""
         );
+        assert_eq!(get.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+        assert_eq!(get.header(header::CONTENT_SECURITY_POLICY), "sandbox");
 
         let signout = request(Method::DELETE, "/session")
             .header("pubky-host", &user)

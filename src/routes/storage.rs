@@ -159,6 +159,16 @@ fn content_headers(headers: &mut HeaderMap, entry: &Entry, length: u64) {
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Stored files are users' data on the server's own origin: an uploaded HTML or SVG page must not
+    // run as the server's site, nor may a browser guess a type the uploader did not declare.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
 }
 
 /// A single `bytes=` range; anything else (several ranges, other units, bad syntax) is ignored and the
