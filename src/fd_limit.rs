@@ -39,7 +39,9 @@ pub fn raise() -> Option<u64> {
 pub fn client_connections(configured: usize, nofile: u64) -> usize {
     let small = 2 * SMALL_LISTENER_CONNECTIONS as u64 * PER_CONNECTION;
     let room = nofile.saturating_sub(RESERVED + small) / (2 * PER_CONNECTION);
-    configured.min(usize::try_from(room).unwrap_or(usize::MAX)).max(1)
+    configured
+        .min(usize::try_from(room).unwrap_or(usize::MAX))
+        .max(1)
 }
 
 #[cfg(test)]
@@ -67,7 +69,10 @@ mod tests {
             rlim_max: 0,
         };
         // SAFETY: as in `raise`.
-        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
         assert_eq!((now, limit.rlim_cur), (limit.rlim_max, limit.rlim_max));
     }
 }

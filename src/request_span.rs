@@ -61,7 +61,11 @@ mod tests {
         );
         let long = format!("/pub/{}", "é".repeat(400));
         let logged = loggable_path(&long);
-        assert!(logged.len() <= MAX_LOGGED_PATH + "…".len(), "{}", logged.len());
+        assert!(
+            logged.len() <= MAX_LOGGED_PATH + "…".len(),
+            "{}",
+            logged.len()
+        );
         assert!(logged.ends_with('…'));
     }
 }

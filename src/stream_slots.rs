@@ -71,7 +71,10 @@ impl StreamSlots {
 
     /// Streams open now.
     pub fn open(&self) -> usize {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner).total
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .total
     }
 }
 
@@ -103,9 +106,15 @@ mod tests {
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let first = slots.take(a).unwrap();
         let _second = slots.take(a).unwrap();
-        assert_eq!(slots.take(a).unwrap_err().status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            slots.take(a).unwrap_err().status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
         let _third = slots.take(b).unwrap();
-        assert_eq!(slots.take(b).unwrap_err().status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            slots.take(b).unwrap_err().status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         drop(first);
         assert_eq!(slots.open(), 2);
         let _again = slots.take(a).unwrap();

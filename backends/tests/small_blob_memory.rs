@@ -26,7 +26,10 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -49,5 +52,9 @@ fn tiny_bodies_from_large_buffers_stay_within_the_budget() {
         grown <= bound,
         "the cache holds {grown} bytes, over its budget of {CAPACITY_BYTES} (+25 %)"
     );
-    assert!(cache.get("blobs/00000000000000000000000000399999").is_some());
+    assert!(
+        cache
+            .get("blobs/00000000000000000000000000399999")
+            .is_some()
+    );
 }

@@ -52,7 +52,14 @@ fn the_first_start_file_runs_on_the_defaults_with_a_password_of_its_own() {
     let loaded = load_env(&text, &[]).unwrap().config;
     let password = loaded.admin.admin_password.clone();
     assert_eq!(password.len(), 26);
-    assert_ne!(password, load_env(&first_start_file(), &[]).unwrap().config.admin.admin_password);
+    assert_ne!(
+        password,
+        load_env(&first_start_file(), &[])
+            .unwrap()
+            .config
+            .admin
+            .admin_password
+    );
     let defaults = Config {
         admin: Admin {
             admin_password: password,
@@ -398,12 +405,19 @@ fn load_writes_the_commented_sample_once_and_keeps_a_broken_file() {
     Config::load(&path, true).unwrap();
     let written = std::fs::read_to_string(&path).unwrap();
     assert!(written.starts_with(&commented_sample()), "{written}");
-    assert!(written.contains("\n[admin]\nadmin_password = \""), "{written}");
+    assert!(
+        written.contains("\n[admin]\nadmin_password = \""),
+        "{written}"
+    );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the file holds the admin password");
     Config::load(&path, true).unwrap();
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), written, "written once");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        written,
+        "written once"
+    );
     std::fs::write(&path, "[general\n").unwrap();
     assert!(matches!(
         Config::load(&path, true),

@@ -25,7 +25,7 @@ mod testnet;
 pub use accounts::Account;
 pub use outages::{CuttableProxy, PrivatePostgres, socket_of};
 pub use resources::{TestBucket, TestDatabase};
-pub use server::{Blobs, Metadata, TestServer, TestServerBuilder, binary};
+pub use server::{ADMIN_PASSWORD, Blobs, Metadata, TestServer, TestServerBuilder, binary};
 pub use testnet::TestNet;
 
 use std::time::Duration;

@@ -72,6 +72,7 @@ pub struct TestServerBuilder {
     extra_config: String,
     database_url: Option<String>,
     s3_endpoint: Option<String>,
+    open_files: Option<u64>,
 }
 
 impl TestServerBuilder {
@@ -89,7 +90,14 @@ impl TestServerBuilder {
             extra_config: String::new(),
             database_url: None,
             s3_endpoint: None,
+            open_files: None,
         }
+    }
+
+    /// Runs the server with this open-file limit, soft and hard (through `prlimit`).
+    pub fn open_files(mut self, limit: u64) -> Self {
+        self.open_files = Some(limit);
+        self
     }
 
     /// Chooses the metadata backend (default SQLite).
@@ -184,7 +192,14 @@ impl TestServerBuilder {
         };
         let config = self.config_toml(database.as_deref(), bucket.as_deref());
         std::fs::write(data_dir.path().join("config.toml"), config).expect("write config.toml");
-        TestServer::spawn(data_dir, (self.metadata, self.blobs), database, bucket).await
+        TestServer::spawn(
+            data_dir,
+            (self.metadata, self.blobs),
+            database,
+            bucket,
+            self.open_files,
+        )
+        .await
     }
 
     fn config_toml(&self, database: Option<&TestDatabase>, bucket: Option<&TestBucket>) -> String {
@@ -212,7 +227,7 @@ impl TestServerBuilder {
         storage.push_str(&self.storage_config);
         format!(
             "{general}\n[drive]\nicann_listen_socket = \"127.0.0.1:0\"\npubky_listen_socket = \"127.0.0.1:0\"\n{}\n\
-             [admin]\nlisten_socket = \"127.0.0.1:0\"\n\n{storage}\n\
+             [admin]\nlisten_socket = \"127.0.0.1:0\"\nadmin_password = {ADMIN_PASSWORD:?}\n\n{storage}\n\
              [pkdns]\n{}\ndht_relay_nodes = []\ndht_request_timeout_ms = 500\n{}\n{}",
             self.drive_config,
             bootstrap_line(&self.bootstrap),
@@ -221,6 +236,9 @@ impl TestServerBuilder {
         )
     }
 }
+
+/// The admin password of test servers.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
 
 /// A running `homestead` process. Killed (and its database dropped) when this value is dropped.
 pub struct TestServer {
@@ -236,6 +254,7 @@ pub struct TestServer {
     database: Option<Arc<TestDatabase>>,
     bucket: Option<Arc<TestBucket>>,
     data_dir: TempDir,
+    open_files: Option<u64>,
 }
 
 /// The binary under test: `TEST_HOMESTEAD_BIN`, else the root workspace's debug build.
@@ -258,10 +277,21 @@ impl TestServer {
         (metadata, blobs): (Metadata, Blobs),
         database: Option<Arc<TestDatabase>>,
         bucket: Option<Arc<TestBucket>>,
+        open_files: Option<u64>,
     ) -> Self {
         let log =
             std::fs::File::create(data_dir.path().join("server.log")).expect("create the log");
-        let mut child = Command::new(binary())
+        let mut command = match open_files {
+            Some(limit) => {
+                let mut prlimit = Command::new("prlimit");
+                prlimit
+                    .arg(format!("--nofile={limit}:{limit}"))
+                    .arg(binary());
+                prlimit
+            }
+            None => Command::new(binary()),
+        };
+        let mut child = command
             .arg("--data-dir")
             .arg(data_dir.path())
             .stdin(Stdio::null())
@@ -315,6 +345,7 @@ impl TestServer {
             database,
             bucket,
             data_dir,
+            open_files,
         }
     }
 
@@ -362,7 +393,7 @@ impl TestServer {
         );
         let response = reqwest::Client::new()
             .request(method, url)
-            .header("x-admin-password", "admin")
+            .header("x-admin-password", ADMIN_PASSWORD)
             .send()
             .await
             .expect("admin request");
@@ -429,9 +460,10 @@ impl TestServer {
             database,
             bucket,
             data_dir,
+            open_files,
             ..
         } = self;
-        TestServer::spawn(data_dir, (metadata, blobs), database, bucket).await
+        TestServer::spawn(data_dir, (metadata, blobs), database, bucket, open_files).await
     }
 
     /// Kills the process with SIGKILL: it gets no chance to finish anything.
@@ -447,9 +479,10 @@ impl TestServer {
             database,
             bucket,
             data_dir,
+            open_files,
             ..
         } = self;
-        TestServer::spawn(data_dir, (metadata, blobs), database, bucket).await
+        TestServer::spawn(data_dir, (metadata, blobs), database, bucket, open_files).await
     }
 
     /// How many blobs the blob store holds (filesystem and S3 backends).

@@ -60,7 +60,10 @@ async fn bodies_are_slowed_to_the_configured_rates() {
             server.admin_url().unwrap(),
             user.z32
         ))
-        .header("x-admin-password", "admin")
+        .header(
+            "x-admin-password",
+            homestead_integration_tests::ADMIN_PASSWORD,
+        )
         .header("content-type", "application/json")
         .body(r#"{"rate_write": "unlimited"}"#)
         .send()

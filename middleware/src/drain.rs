@@ -60,10 +60,10 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Returning<B> {
 
 impl<B> Drop for Returning<B> {
     fn drop(&mut self) {
-        if !self.ended {
-            if let Some(inner) = self.inner.take() {
-                *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(inner);
-            }
+        if !self.ended
+            && let Some(inner) = self.inner.take()
+        {
+            *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(inner);
         }
     }
 }
@@ -127,7 +127,11 @@ fn sends_a_body<B>(request: &Request<B>) -> bool {
 
 /// Reads `body` to its end; false when it is longer than `max_bytes`, fails or takes longer than
 /// `max_wait`.
-async fn drain<B: Body<Data = Bytes> + Unpin>(mut body: B, max_bytes: u64, max_wait: Duration) -> bool {
+async fn drain<B: Body<Data = Bytes> + Unpin>(
+    mut body: B,
+    max_bytes: u64,
+    max_wait: Duration,
+) -> bool {
     let read = async {
         let mut read = 0u64;
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
@@ -225,9 +229,11 @@ mod tests {
             .body(counted(len, read.clone()))
             .unwrap();
         let response = ServiceBuilder::new()
-            .layer(DrainLayer::new(max, Duration::from_secs(5), |b: Returning<Boxed>| {
-                b.boxed_unsync()
-            }))
+            .layer(DrainLayer::new(
+                max,
+                Duration::from_secs(5),
+                |b: Returning<Boxed>| b.boxed_unsync(),
+            ))
             .service_fn(|request: Request<Boxed>| async move {
                 drop(request);
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("refused"))))

@@ -72,7 +72,8 @@ pub fn resolve(headers: &HeaderMap, uri: &http::Uri) -> Option<PublicKey> {
             if headers.contains_key(HOST) {
                 return None;
             }
-            uri.authority().and_then(|authority| parse_key(authority.host()))
+            uri.authority()
+                .and_then(|authority| parse_key(authority.host()))
         })
         .or_else(|| {
             query?

@@ -67,13 +67,13 @@ pub async fn require_local_host(request: Request, next: Next) -> Result<Response
         .get(http::header::HOST)
         .map(|value| value.to_str().unwrap_or("\u{fffd}").to_string())
         .or_else(|| request.uri().authority().map(|a| a.as_str().to_string()));
-    if let Some(host) = host {
-        if !is_local_host(&host) {
-            return Err(HttpError::new(
-                StatusCode::FORBIDDEN,
-                "Admin API: only requests to an IP address or localhost are served",
-            ));
-        }
+    if let Some(host) = host
+        && !is_local_host(&host)
+    {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "Admin API: only requests to an IP address or localhost are served",
+        ));
     }
     Ok(next.run(request).await)
 }
@@ -351,10 +351,23 @@ mod tests {
 
     #[test]
     fn only_addresses_and_localhost_are_local_hosts() {
-        for host in ["127.0.0.1:6288", "127.0.0.1", "localhost:6288", "LOCALHOST", "[::1]:6288"] {
+        for host in [
+            "127.0.0.1:6288",
+            "127.0.0.1",
+            "localhost:6288",
+            "LOCALHOST",
+            "[::1]:6288",
+        ] {
             assert!(is_local_host(host), "{host}");
         }
-        for host in ["evil.example:6288", "evil.example", "127.0.0.1.nip.io", "[::1", "", "\u{fffd}"] {
+        for host in [
+            "evil.example:6288",
+            "evil.example",
+            "127.0.0.1.nip.io",
+            "[::1",
+            "",
+            "\u{fffd}",
+        ] {
             assert!(!is_local_host(host), "{host}");
         }
     }
