@@ -1,8 +1,9 @@
 //! The span each client request is traced in (tower-http's `TraceLayer`, and OTLP export when on). It
 //! names the method from a fixed set and the path without its query, cut to [`MAX_LOGGED_PATH`] bytes,
 //! with the token of `/signup_tokens/{token}` hidden: a query may carry a `signup_token`, and a log must
-//! neither hold secrets nor grow with what a client sends. Its lines are at debug level, which the default
-//! filter leaves out (`tower_http=debug` turns them on).
+//! neither hold secrets nor grow with what a client sends. The span is at info level, so that OTLP export
+//! sees it; a span writes no line itself, and the request's start and end lines are at debug level, which
+//! the default filter leaves out (`tower_http=debug` turns them on).
 
 use http::Request;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
@@ -35,7 +36,7 @@ pub struct RequestSpan;
 
 impl<B> MakeSpan<B> for RequestSpan {
     fn make_span(&mut self, request: &Request<B>) -> Span {
-        tracing::debug_span!(
+        tracing::info_span!(
             "request",
             method = method_label(request.method()),
             path = %loggable_path(request.uri().path()),

@@ -97,39 +97,80 @@ async fn shallow_forward(
     cursor: Option<&str>,
     limit: usize,
 ) -> Result<Vec<String>> {
-    let end = dir_end(dir);
-    let mut out: Vec<String> = Vec::new();
-    let mut from = cursor.map_or(dir.to_string(), |c| after(c).max(dir.to_string()));
-    let mut batch = MIN_BATCH;
-    while out.len() < limit {
-        let want = (limit - out.len()).max(batch);
-        let rows = scan(metadata, owner, from.clone(), end.clone(), false, want).await?;
-        let Some(last) = rows.last().cloned() else {
-            break;
-        };
-        let exhausted = rows.len() < want;
-        for path in rows {
-            let name = shallow_name(dir, &path);
-            if cursor.is_none_or(|c| name.as_str() > c) && out.last() != Some(&name) {
-                out.push(name);
-                if out.len() == limit {
-                    return Ok(out);
+    let from = cursor.map_or(dir.to_string(), |c| after(c).max(dir.to_string()));
+    let keep = |name: &str| cursor.is_none_or(|c| name > c);
+    let listing = Shallow {
+        metadata,
+        owner,
+        dir,
+        limit,
+    };
+    listing.batches(from, false, Vec::new(), keep).await
+}
+
+/// One shallow listing's scope and page size.
+struct Shallow<'a> {
+    metadata: &'a dyn Metadata,
+    owner: &'a str,
+    dir: &'a str,
+    limit: usize,
+}
+
+impl Shallow<'_> {
+    /// Reads the rows in growing batches from `bound` (the lower bound going forward, the upper one in
+    /// reverse), adding each new shallow name that `keep` accepts to `out` until the page is full.
+    async fn batches(
+        &self,
+        mut bound: String,
+        reverse: bool,
+        mut out: Vec<String>,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>> {
+        let Self {
+            metadata,
+            owner,
+            dir,
+            limit,
+        } = *self;
+        let end = dir_end(dir);
+        let mut batch = MIN_BATCH;
+        while out.len() < limit {
+            let want = (limit - out.len()).max(batch);
+            let (from, until) = if reverse {
+                (dir.to_string(), bound.clone())
+            } else {
+                (bound.clone(), end.clone())
+            };
+            let rows = scan(metadata, owner, from, until, reverse, want).await?;
+            let Some(last) = rows.last().cloned() else {
+                break;
+            };
+            let exhausted = rows.len() < want;
+            for path in rows {
+                let name = shallow_name(dir, &path);
+                if keep(&name) && out.last() != Some(&name) {
+                    out.push(name);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
                 }
             }
+            if exhausted {
+                break;
+            }
+            // The rest of the last group is skipped with one jump: going forward past its end, in reverse
+            // below its name (everything under a group sorts above the name).
+            let last_name = shallow_name(dir, &last);
+            bound = match (last_name.ends_with('/'), reverse) {
+                (true, false) => dir_end(&last_name),
+                (true, true) => last_name,
+                (false, false) => after(&last),
+                (false, true) => last,
+            };
+            batch = (batch * 2).min(MAX_BATCH);
         }
-        if exhausted {
-            break;
-        }
-        // Rows of the last group that did not fit are skipped with one jump past the group.
-        let last_name = shallow_name(dir, &last);
-        from = if last_name.ends_with('/') {
-            dir_end(&last_name)
-        } else {
-            after(&last)
-        };
-        batch = (batch * 2).min(MAX_BATCH);
+        Ok(out)
     }
-    Ok(out)
 }
 
 async fn shallow_reverse(
@@ -154,36 +195,13 @@ async fn shallow_reverse(
             until = until.min(group);
         }
     }
-    let mut batch = MIN_BATCH;
-    while out.len() < limit {
-        let want = (limit - out.len()).max(batch);
-        let rows = scan(metadata, owner, dir.to_string(), until.clone(), true, want).await?;
-        let Some(last) = rows.last().cloned() else {
-            break;
-        };
-        let exhausted = rows.len() < want;
-        for path in rows {
-            let name = shallow_name(dir, &path);
-            if out.last() != Some(&name) {
-                out.push(name);
-                if out.len() == limit {
-                    return Ok(out);
-                }
-            }
-        }
-        if exhausted {
-            break;
-        }
-        // Everything under a group sorts above its name: the next batch starts below it.
-        let last_name = shallow_name(dir, &last);
-        until = if last_name.ends_with('/') {
-            last_name
-        } else {
-            last
-        };
-        batch = (batch * 2).min(MAX_BATCH);
-    }
-    Ok(out)
+    let listing = Shallow {
+        metadata,
+        owner,
+        dir,
+        limit,
+    };
+    listing.batches(until, true, out, |_| true).await
 }
 
 #[cfg(test)]

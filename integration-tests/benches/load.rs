@@ -40,13 +40,7 @@ fn setting(name: &str, default: &str) -> String {
 
 /// `VmRSS` of a process, in MiB.
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    homestead_integration_tests::memory_kib(pid, "VmRSS:") / 1024.0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

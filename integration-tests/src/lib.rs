@@ -51,6 +51,17 @@ where
     }
 }
 
+/// A memory field of `/proc/<pid>/status` (`"VmRSS:"`, `"VmHWM:"`) in KiB; 0 when it cannot be read.
+pub fn memory_kib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 /// Declares one test per backend pair that matters most (the embedded default, sqlite+fs, and the
 /// production pair, postgres+s3), each running `suite(Metadata, Blobs)` within four minutes.
 #[macro_export]

@@ -26,6 +26,14 @@ fn init_writes_config_and_key_once_and_prints_the_public_key() {
         std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data_dir), 0o700, "the data directory is private");
+    assert_eq!(
+        mode(&data_dir.join("config.toml")),
+        0o600,
+        "it holds the admin password"
+    );
     let config = std::fs::read_to_string(data_dir.join("config.toml")).unwrap();
     assert!(
         config.contains("# signup_mode = \"token_required\""),

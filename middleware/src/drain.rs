@@ -2,8 +2,9 @@
 //! `Content-Length`, 401, 403, 429, ...), closing the connection with the rest of the upload unread makes
 //! the kernel reset it, and a client still sending its body sees a transport error instead of the
 //! status. This layer takes back the unread body when the inner service drops it and reads it to its end
-//! before the answer goes out, within bounds: at most [`DrainLayer`]'s byte and time limits. A body that
-//! declares more, or does not end in time, is left unread and the answer says `Connection: close`.
+//! before the answer goes out, within bounds: at most [`DrainLayer`]'s byte and time limits, and no
+//! pause longer than a second. A body that declares more, or does not end in time, and that of a 408 (the
+//! client stopped sending) is left unread and the answer says `Connection: close`.
 //! Requests without a body, and those that wait for `100 Continue` (the client sends nothing until asked),
 //! pass untouched.
 
@@ -125,8 +126,11 @@ fn sends_a_body<B>(request: &Request<B>) -> bool {
     has_body && !waits
 }
 
-/// Reads `body` to its end; false when it is longer than `max_bytes`, fails or takes longer than
-/// `max_wait`.
+/// Longest pause between two pieces of a body being drained: a client that stalls is not waited for.
+const DRAIN_PAUSE: Duration = Duration::from_secs(1);
+
+/// Reads `body` to its end; false when it is longer than `max_bytes`, fails, pauses longer than
+/// [`DRAIN_PAUSE`] or takes longer than `max_wait`.
 async fn drain<B: Body<Data = Bytes> + Unpin>(
     mut body: B,
     max_bytes: u64,
@@ -134,10 +138,12 @@ async fn drain<B: Body<Data = Bytes> + Unpin>(
 ) -> bool {
     let read = async {
         let mut read = 0u64;
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-        {
-            let Ok(frame) = frame else {
-                return false;
+        loop {
+            let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+            let frame = match tokio::time::timeout(DRAIN_PAUSE, next).await {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(None) => return true,
+                Ok(Some(Err(_))) | Err(_) => return false,
             };
             if let Some(data) = frame.data_ref() {
                 read += data.len() as u64;
@@ -146,7 +152,6 @@ async fn drain<B: Body<Data = Bytes> + Unpin>(
                 }
             }
         }
-        true
     };
     tokio::time::timeout(max_wait, read).await.unwrap_or(false)
 }
@@ -189,7 +194,9 @@ where
             let mut response = answer.await?;
             let unread = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
             if let Some(body) = unread {
-                let fits = declared.is_none_or(|length| length <= max_bytes);
+                // A 408 answers a client that stopped sending: nothing more will come.
+                let fits = declared.is_none_or(|length| length <= max_bytes)
+                    && response.status() != http::StatusCode::REQUEST_TIMEOUT;
                 if !(fits && drain(body, max_bytes, max_wait).await) {
                     response
                         .headers_mut()

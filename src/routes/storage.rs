@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
 use homestead_backends::metadata::{Entry, User};
 use homestead_backends::store::{ByteRange, Read, ReadOptions, WriteLimits};
-use homestead_backends::{DirPath, EntryPath, NormalizedPath, PathError, StoreError};
+use homestead_backends::{DirPath, EntryPath, NormalizedPath, PathError};
 use homestead_middleware::{SessionState, Tenant};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use percent_encoding::percent_decode_str;
@@ -307,18 +307,13 @@ async fn put(
     };
     let mut body = request.into_body().into_data_stream();
     let patient = patient_body(&mut body, app.body_read_timeout);
-    let result = app.store.put_stream_as(&user, &path, patient, limits).await;
-    match result {
-        Ok(written) => {
-            app.metrics.bytes_written.add(written.content_length, &[]);
-            Ok(StatusCode::CREATED.into_response())
-        }
-        Err(err @ (StoreError::QuotaExceeded { .. } | StoreError::TooLarge { .. })) => {
-            drain(body).await;
-            Err(err.into())
-        }
-        Err(err) => Err(err.into()),
-    }
+    // A refused body's unread rest is read by the drain layer before the refusal goes out.
+    let written = app
+        .store
+        .put_stream_as(&user, &path, patient, limits)
+        .await?;
+    app.metrics.bytes_written.add(written.content_length, &[]);
+    Ok(StatusCode::CREATED.into_response())
 }
 
 /// The body's pieces, failing with `TimedOut` when the client pauses longer than `timeout` between two.
@@ -344,23 +339,6 @@ fn patient_body(
             }
         },
     ))
-}
-
-/// Reads and discards what is left of a refused upload, within bounds, so that the client has finished
-/// sending and reads the refusal instead of a reset connection.
-async fn drain(mut body: BodyDataStream) {
-    const MAX_BYTES: usize = 8 << 20;
-    const MAX_TIME: Duration = Duration::from_secs(2);
-    let _ = tokio::time::timeout(MAX_TIME, async {
-        let mut drained = 0;
-        while let Some(Ok(chunk)) = body.next().await {
-            drained += chunk.len();
-            if drained > MAX_BYTES {
-                break;
-            }
-        }
-    })
-    .await;
 }
 
 fn write_not_allowed() -> HttpError {
