@@ -132,11 +132,17 @@ impl App {
         if let Some(nofile) = crate::fd_limit::raise() {
             let fit = crate::fd_limit::client_connections(limits.max_connections, nofile);
             if fit < limits.max_connections {
-                tracing::warn!(
+                let message = format!(
                     "drive.max_connections lowered from {} to {fit} per client listener: the open-file \
                      limit is {nofile} (raise it, e.g. LimitNOFILE= in the systemd unit)",
                     limits.max_connections
                 );
+                // A few thousand connections per listener is plenty for most servers.
+                if fit < 1024 {
+                    tracing::warn!("{message}");
+                } else {
+                    tracing::info!("{message}");
+                }
                 limits.max_connections = fit;
             }
         }
