@@ -108,7 +108,12 @@ impl StoreError {
                 sqlx::Error::PoolTimedOut => {
                     "Storage busy: no database connection was free, try again"
                 }
-                sqlx::Error::Database(db) if db.code().as_deref() == Some(QUERY_CANCELED) => {
+                sqlx::Error::Database(db)
+                    if matches!(
+                        db.code().as_deref(),
+                        Some(QUERY_CANCELED | SQLITE_INTERRUPT)
+                    ) =>
+                {
                     "Storage busy: the database query took too long"
                 }
                 _ => "Storage unavailable: the database failed",
@@ -121,6 +126,8 @@ impl StoreError {
 
 /// PostgreSQL's SQLSTATE for a statement cancelled by `statement_timeout`.
 const QUERY_CANCELED: &str = "57014";
+/// SQLite's result code for a statement interrupted by the read connections' busy guard.
+pub(crate) const SQLITE_INTERRUPT: &str = "9";
 
 /// Limits of one write beyond the user's quota.
 #[derive(Debug, Clone, Copy, Default)]

@@ -2,7 +2,7 @@
 //! allows one writer at a time anyway, which also serializes quota checks and event ids.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use homestead_config::DatabaseKind;
 use sqlx::sqlite::{
@@ -12,6 +12,30 @@ use sqlx::sqlite::{
 
 use super::sql::{impl_metadata, read_for_put, upsert_entry};
 use super::{MetadataError, Result};
+
+/// The longest a read connection may stay busy without a pause before its statement is interrupted
+/// (PostgreSQL's `statement_timeout` does the same there).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A pause this long between two progress calls means the busy statement ended and another began.
+const STATEMENT_GAP: Duration = Duration::from_millis(50);
+/// Virtual-machine instructions between two progress calls: a few milliseconds of work.
+const PROGRESS_OPS: i32 = 100_000;
+
+/// A progress handler that interrupts (returns false) once its connection has been busy for `limit`.
+/// SQLite calls it only while a statement runs, every [`PROGRESS_OPS`] instructions, so a gap of more
+/// than [`STATEMENT_GAP`] since the last call starts a new count; short statements never call it.
+fn busy_guard(limit: Duration) -> impl FnMut() -> bool + Send + 'static {
+    let mut last = Instant::now();
+    let mut busy_since = last;
+    move || {
+        let now = Instant::now();
+        if now.duration_since(last) > STATEMENT_GAP {
+            busy_since = now;
+        }
+        last = now;
+        now.duration_since(busy_since) < limit
+    }
+}
 
 /// Metadata in a SQLite file.
 #[derive(Debug, Clone)]
@@ -74,6 +98,14 @@ impl SqliteMetadata {
             .connect_lazy_with(options.clone().read_only(true));
         let read = SqlitePoolOptions::new()
             .max_connections(8)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.lock_handle()
+                        .await?
+                        .set_progress_handler(PROGRESS_OPS, busy_guard(STATEMENT_TIMEOUT));
+                    Ok(())
+                })
+            })
             .acquire_timeout(Duration::from_secs(10))
             // A page of a listing or of the event log is up to 1,000 rows: let the connection's thread
             // hand them all over without waiting for the reader to take each batch of the default 50.
@@ -90,3 +122,39 @@ impl SqliteMetadata {
 }
 
 impl_metadata!(SqliteMetadata, Sqlite, DatabaseKind::Sqlite);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SQLITE_INTERRUPT;
+
+    #[tokio::test]
+    async fn a_statement_that_runs_too_long_is_interrupted() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.lock_handle()
+                        .await?
+                        .set_progress_handler(1000, busy_guard(Duration::from_millis(200)));
+                    Ok(())
+                })
+            })
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+                       SELECT count(*) FROM n";
+        let started = Instant::now();
+        let err = sqlx::query(endless).execute(&pool).await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let code = err.as_database_error().and_then(|e| e.code()).unwrap();
+        assert_eq!(code, SQLITE_INTERRUPT, "{err}");
+        // The connection serves the next statement.
+        sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+    }
+}
