@@ -22,24 +22,27 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     let net = TestNet::new();
-    let server = net
-        .server()
-        .drive_config("max_event_streams_per_ip = 100000\nmax_event_streams = 100000")
-        .start()
-        .await;
-    let pid = server.pid();
-    let user = Account::signup(&server).await;
-    let short = format!(
-        "{}/events-stream?user={}&live=true",
-        server.icann_url(),
-        user.z32
+    println!(
+        "live streams: {streams} per kind, each on its own HTTP/1.1 connection, a fresh server each"
     );
-    let paths: String = (0..50)
-        .map(|i| format!("&path=/pub/{i:03}/{}", "x".repeat(200)))
-        .collect();
-    let long = format!("{short}{paths}");
-    println!("live streams: {streams} per kind, each on its own HTTP/1.1 connection");
-    for (name, url) in [("short query", &short), ("longest query", &long)] {
+    for long in [false, true] {
+        let server = net
+            .server()
+            .drive_config("max_event_streams_per_ip = 100000\nmax_event_streams = 100000")
+            .start()
+            .await;
+        let pid = server.pid();
+        let user = Account::signup(&server).await;
+        let mut url = format!(
+            "{}/events-stream?user={}&live=true",
+            server.icann_url(),
+            user.z32
+        );
+        if long {
+            for i in 0..50 {
+                url.push_str(&format!("&path=/pub/{i:03}/{}", "x".repeat(200)));
+            }
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let before = rss_kib(pid);
         let mut open = Vec::with_capacity(streams);
@@ -54,6 +57,7 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let after = rss_kib(pid);
+        let name = if long { "longest query" } else { "short query" };
         println!(
             "  {name:14} ({:>5} bytes): RSS {:.1} -> {:.1} MiB, {:.1} KiB per stream",
             url.len(),
@@ -62,6 +66,6 @@ async fn main() {
             (after - before) / streams as f64
         );
         drop(open);
+        server.stop().await;
     }
-    server.stop().await;
 }
