@@ -441,3 +441,55 @@ async fn refused_uploads_reach_the_sdk_as_507_while_the_machine_is_busy() {
     }
     assert!(done.load(Ordering::Relaxed) > 100, "the load ran");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_http2_connection_carries_a_bounded_number_of_streams() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let net = TestNet::new();
+    let server = net.server().start().await;
+    let user = Account::signup(&server).await;
+    let tcp = TcpStream::connect(icann_addr(&server)).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut streams = Vec::new();
+    for _ in 0..100 {
+        let mut sender = sender.clone();
+        let answered = answered.clone();
+        let uri = format!(
+            "http://{}/events-stream?user={}&live=true",
+            icann_addr(&server),
+            user.z32
+        );
+        streams.push(tokio::spawn(async move {
+            let request = hyper::Request::get(uri)
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.status(), 200);
+            answered.fetch_add(1, Ordering::Relaxed);
+            // Held open, as a live stream's client would.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(response);
+        }));
+    }
+    let started = Instant::now();
+    while answered.load(Ordering::Relaxed) < 32 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        answered.load(Ordering::Relaxed),
+        32,
+        "the server's SETTINGS_MAX_CONCURRENT_STREAMS holds the rest back"
+    );
+    others_are_served(&server, &user).await;
+    for stream in streams {
+        stream.abort();
+    }
+}
