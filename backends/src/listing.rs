@@ -2,11 +2,27 @@
 //! scan; shallow listings collapse each sub-directory into one `name/` line and jump past its files, so a
 //! directory with a huge sub-tree costs one query per sub-directory, not one row per file.
 
+use async_trait::async_trait;
+
 use crate::metadata::{Metadata, PathScan, Result};
 use crate::store::ListRequest;
 
 /// The smallest string greater than `path` that a stored path can equal: control characters are never
 /// stored, so nothing lies between `path` and `path + "\u{1}"`.
+/// Where a listing reads a user's paths from: the metadata database (or, in tests, a counted list).
+#[async_trait]
+pub(crate) trait Paths: Sync {
+    /// Paths of `owner`'s files within the scan's range, in its order.
+    async fn scan(&self, owner: &str, scan: &PathScan) -> Result<Vec<String>>;
+}
+
+#[async_trait]
+impl Paths for dyn Metadata {
+    async fn scan(&self, owner: &str, scan: &PathScan) -> Result<Vec<String>> {
+        self.scan_paths(owner, scan).await
+    }
+}
+
 /// Rows a shallow listing reads at first in one query beyond what the page needs; each further query
 /// reads twice as many, up to [`MAX_BATCH`]. Rows of a subdirectory are skipped in memory, and a large
 /// subdirectory with one jump past it, so a listing costs a few queries however its entries spread.
@@ -33,7 +49,7 @@ fn shallow_name(dir: &str, path: &str) -> String {
 }
 
 pub(crate) async fn list(
-    metadata: &dyn Metadata,
+    paths: &(impl Paths + ?Sized),
     owner: &str,
     request: &ListRequest,
 ) -> Result<Option<Vec<String>>> {
@@ -45,7 +61,7 @@ pub(crate) async fn list(
         reverse: false,
         limit: 1,
     };
-    if metadata.scan_paths(owner, &probe).await?.is_empty() {
+    if paths.scan(owner, &probe).await?.is_empty() {
         return Ok(None);
     }
     let cursor = request.cursor.as_ref().map(|c| c.as_str());
@@ -53,20 +69,20 @@ pub(crate) async fn list(
     let paths = match (request.shallow, request.reverse) {
         (false, false) => {
             let from = cursor.map_or(dir.to_string(), |c| after(c).max(dir.to_string()));
-            scan(metadata, owner, from, end, false, limit).await?
+            scan(paths, owner, from, end, false, limit).await?
         }
         (false, true) => {
             let until = cursor.map_or(end.clone(), |c| c.to_string().min(end.clone()));
-            scan(metadata, owner, dir.to_string(), until, true, limit).await?
+            scan(paths, owner, dir.to_string(), until, true, limit).await?
         }
-        (true, false) => shallow_forward(metadata, owner, dir, cursor, limit).await?,
-        (true, true) => shallow_reverse(metadata, owner, dir, cursor, limit).await?,
+        (true, false) => shallow_forward(paths, owner, dir, cursor, limit).await?,
+        (true, true) => shallow_reverse(paths, owner, dir, cursor, limit).await?,
     };
     Ok(Some(paths))
 }
 
 async fn scan(
-    metadata: &dyn Metadata,
+    paths: &(impl Paths + ?Sized),
     owner: &str,
     from: String,
     until: String,
@@ -77,8 +93,8 @@ async fn scan(
         return Ok(Vec::new());
     }
     let limit = u32::try_from(limit).unwrap_or(u32::MAX);
-    metadata
-        .scan_paths(
+    paths
+        .scan(
             owner,
             &PathScan {
                 from,
@@ -91,7 +107,7 @@ async fn scan(
 }
 
 async fn shallow_forward(
-    metadata: &dyn Metadata,
+    paths: &(impl Paths + ?Sized),
     owner: &str,
     dir: &str,
     cursor: Option<&str>,
@@ -100,7 +116,7 @@ async fn shallow_forward(
     let from = cursor.map_or(dir.to_string(), |c| after(c).max(dir.to_string()));
     let keep = |name: &str| cursor.is_none_or(|c| name > c);
     let listing = Shallow {
-        metadata,
+        paths,
         owner,
         dir,
         limit,
@@ -109,14 +125,14 @@ async fn shallow_forward(
 }
 
 /// One shallow listing's scope and page size.
-struct Shallow<'a> {
-    metadata: &'a dyn Metadata,
+struct Shallow<'a, P: Paths + ?Sized> {
+    paths: &'a P,
     owner: &'a str,
     dir: &'a str,
     limit: usize,
 }
 
-impl Shallow<'_> {
+impl<P: Paths + ?Sized> Shallow<'_, P> {
     /// Reads the rows in growing batches from `bound` (the lower bound going forward, the upper one in
     /// reverse), adding each new shallow name that `keep` accepts to `out` until the page is full.
     async fn batches(
@@ -127,7 +143,7 @@ impl Shallow<'_> {
         keep: impl Fn(&str) -> bool,
     ) -> Result<Vec<String>> {
         let Self {
-            metadata,
+            paths,
             owner,
             dir,
             limit,
@@ -141,7 +157,7 @@ impl Shallow<'_> {
             } else {
                 (bound.clone(), end.clone())
             };
-            let rows = scan(metadata, owner, from, until, reverse, want).await?;
+            let rows = scan(paths, owner, from, until, reverse, want).await?;
             let Some(last) = rows.last().cloned() else {
                 break;
             };
@@ -174,7 +190,7 @@ impl Shallow<'_> {
 }
 
 async fn shallow_reverse(
-    metadata: &dyn Metadata,
+    paths: &(impl Paths + ?Sized),
     owner: &str,
     dir: &str,
     cursor: Option<&str>,
@@ -186,7 +202,7 @@ async fn shallow_reverse(
     if let Some(c) = cursor.filter(|c| c.starts_with(dir)) {
         let group = shallow_name(dir, c);
         if group.ends_with('/') && group.as_str() < c && limit > 0 {
-            if !scan(metadata, owner, group.clone(), dir_end(&group), false, 1)
+            if !scan(paths, owner, group.clone(), dir_end(&group), false, 1)
                 .await?
                 .is_empty()
             {
@@ -196,7 +212,7 @@ async fn shallow_reverse(
         }
     }
     let listing = Shallow {
-        metadata,
+        paths,
         owner,
         dir,
         limit,
@@ -206,7 +222,83 @@ async fn shallow_reverse(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+    use crate::path::{DirPath, NormalizedPath};
+
+    /// One user's paths in memory, counting the scans (each a database statement in production).
+    #[derive(Default)]
+    struct Counted {
+        paths: BTreeSet<String>,
+        scans: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Paths for Counted {
+        async fn scan(&self, _owner: &str, scan: &PathScan) -> Result<Vec<String>> {
+            self.scans.fetch_add(1, Ordering::Relaxed);
+            let range = self
+                .paths
+                .range(scan.from.clone()..scan.until.clone())
+                .cloned();
+            let limit = scan.limit as usize;
+            Ok(if scan.reverse {
+                range.rev().take(limit).collect()
+            } else {
+                range.take(limit).collect()
+            })
+        }
+    }
+
+    fn request(reverse: bool) -> ListRequest {
+        let dir = NormalizedPath::parse("/pub/").unwrap();
+        ListRequest {
+            dir: DirPath::try_from(dir).unwrap(),
+            cursor: None,
+            limit: 1000,
+            reverse,
+            shallow: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shallow_listing_of_many_small_directories_takes_a_few_statements() {
+        let mut source = Counted::default();
+        for i in 0..1000 {
+            for file in ["a", "b", "c"] {
+                source.paths.insert(format!("/pub/{i:04}/{file}"));
+            }
+        }
+        for reverse in [false, true] {
+            source.scans.store(0, Ordering::Relaxed);
+            let names = list(&source, "u", &request(reverse))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(names.len(), 1000);
+            let first = if reverse { "/pub/0999/" } else { "/pub/0000/" };
+            assert_eq!(names[0], first);
+            // 3,000 rows in batches of 64 doubling to 1,024, plus the existence probe; one scan per
+            // sub-directory (1,001) before.
+            let scans = source.scans.load(Ordering::Relaxed);
+            assert!(scans <= 8, "{scans} scans (reverse: {reverse})");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_sub_directory_is_skipped_with_a_jump() {
+        let mut source = Counted::default();
+        for i in 0..100_000 {
+            source.paths.insert(format!("/pub/big/{i:06}"));
+        }
+        source.paths.insert("/pub/z".into());
+        let names = list(&source, "u", &request(false)).await.unwrap().unwrap();
+        assert_eq!(names, ["/pub/big/", "/pub/z"]);
+        let scans = source.scans.load(Ordering::Relaxed);
+        assert!(scans <= 3, "{scans} scans");
+    }
 
     #[test]
     fn names_and_bounds() {
