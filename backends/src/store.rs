@@ -105,8 +105,10 @@ impl StoreError {
     pub fn public_reason(&self) -> &'static str {
         match self {
             Self::Metadata(MetadataError::Query { source, .. }) => match source {
+                // A full pool or a database that refuses connections: the health watcher, on its own
+                // connection, tells the two apart for the operator.
                 sqlx::Error::PoolTimedOut => {
-                    "Storage busy: no database connection was free, try again"
+                    "Storage unavailable: no database connection in time, try again"
                 }
                 sqlx::Error::Database(db)
                     if matches!(
