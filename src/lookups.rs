@@ -13,8 +13,9 @@ use homestead_middleware::{
 };
 
 use crate::authorization::check_write;
-use crate::routes::storage::{decode_path, storage_path};
+use crate::routes::storage::decode_path;
 use crate::session_cookie::secret_hash;
+use homestead_middleware::tenant::storage_path;
 
 /// Sessions from the Store.
 #[derive(Debug, Clone)]

@@ -70,7 +70,8 @@ impl StreamSlots {
     }
 
     /// Streams open now.
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.open
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

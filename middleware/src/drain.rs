@@ -78,8 +78,8 @@ pub struct DrainLayer<W> {
 }
 
 impl<W> DrainLayer<W> {
-    /// Drains at most `max_bytes` for at most `max_wait`; `wrap` turns the returning body into the body
-    /// type the inner service takes (e.g. `axum::body::Body::new`).
+    /// Drains at most `max_bytes` for at most `max_wait`; `wrap` turns the returning body back into the
+    /// body type (e.g. `axum::body::Body::new`), so that requests without a body pass unwrapped.
     pub fn new(max_bytes: u64, max_wait: Duration, wrap: W) -> Self {
         Self {
             max_bytes,
@@ -156,12 +156,12 @@ async fn drain<B: Body<Data = Bytes> + Unpin>(
     tokio::time::timeout(max_wait, read).await.unwrap_or(false)
 }
 
-impl<S, W, B, B2, ResBody> Service<Request<B>> for DrainService<S, W>
+impl<S, W, B, ResBody> Service<Request<B>> for DrainService<S, W>
 where
-    S: Service<Request<B2>, Response = Response<ResBody>>,
+    S: Service<Request<B>, Response = Response<ResBody>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    W: Fn(Returning<B>) -> B2,
+    W: Fn(Returning<B>) -> B,
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     ResBody: Send + 'static,
 {
@@ -174,7 +174,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let watch = sends_a_body(&request);
+        if !sends_a_body(&request) {
+            return Box::pin(self.inner.call(request));
+        }
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -185,7 +187,7 @@ where
             (self.wrap)(Returning {
                 inner: Some(body),
                 slot: slot.clone(),
-                ended: !watch,
+                ended: false,
             })
         });
         let answer = self.inner.call(request);

@@ -29,8 +29,8 @@ use percent_encoding::percent_decode_str;
 
 use crate::peer::Peer;
 use crate::plain_text::plain_text;
-use crate::session::SessionState;
-use crate::tenant::Tenant;
+use crate::session::own_session;
+use crate::tenant::storage_path;
 
 /// How often idle buckets are dropped.
 const FORGET_EVERY: Duration = Duration::from_secs(60);
@@ -128,11 +128,9 @@ impl Limits {
 /// The path a request's limits are matched against: the storage path of a path-addressed request, the
 /// request path otherwise, percent-decoded (undecodable bytes stay as they are).
 pub fn limited_path(path: &str) -> String {
-    let path = match path.strip_prefix("/storage/") {
-        Some(rest) => rest.find('/').map_or("/", |slash| &rest[slash..]),
-        None => path,
-    };
-    percent_decode_str(path).decode_utf8_lossy().into_owned()
+    percent_decode_str(storage_path(path))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Applies the configured request-count limits of one kind: [`RateLimitLayer::new`] those keyed by
@@ -187,17 +185,6 @@ pub struct RateLimitService<S> {
     kind: LimitKey,
 }
 
-/// The authenticated user of a request: a live session of its tenant.
-fn authenticated<B>(request: &Request<B>) -> Option<String> {
-    let Tenant(tenant) = request.extensions().get::<Tenant>()?;
-    match request.extensions().get::<SessionState>()? {
-        SessionState::Found { session, .. } if session.public_key == *tenant => {
-            Some(tenant.to_string())
-        }
-        _ => None,
-    }
-}
-
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -230,7 +217,8 @@ where
         );
         let user = match self.kind {
             LimitKey::Ip => None,
-            LimitKey::User => authenticated(&request),
+            // The authenticated user: a live session of the request's tenant.
+            LimitKey::User => own_session(&request).map(|session| session.public_key.to_string()),
         };
         let (key, identity) = match &user {
             Some(user) => (user.clone(), user.as_str()),
@@ -264,6 +252,8 @@ mod tests {
 
     use super::*;
     use crate::peer::Transport;
+    use crate::session::SessionState;
+    use crate::tenant::Tenant;
 
     const A: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
 

@@ -78,16 +78,19 @@ pub trait SessionLookup: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<(Session, Self::Account)>, Self::Error>> + Send;
 }
 
-/// The session of a request when it belongs to the request's tenant, with the account the lookup
-/// attached (None without a [`SessionLayer`] in front).
-pub fn tenant_session<B, A: Send + Sync + 'static>(request: &Request<B>) -> Option<(&Session, &A)> {
+/// The session of a request when it belongs to the request's tenant (None without a [`SessionLayer`]
+/// in front).
+pub fn own_session<B>(request: &Request<B>) -> Option<&Session> {
     let Tenant(tenant) = request.extensions().get::<Tenant>()?;
     match request.extensions().get::<SessionState>()? {
-        SessionState::Found { session, .. } if session.public_key == *tenant => {
-            Some((session, request.extensions().get::<A>()?))
-        }
+        SessionState::Found { session, .. } if session.public_key == *tenant => Some(session),
         _ => None,
     }
+}
+
+/// [`own_session`] with the account the lookup attached.
+pub fn tenant_session<B, A: Send + Sync + 'static>(request: &Request<B>) -> Option<(&Session, &A)> {
+    Some((own_session(request)?, request.extensions().get::<A>()?))
 }
 
 /// The value of the last cookie named `name` across all `Cookie` headers (percent-decoded), if it has

@@ -84,6 +84,14 @@ pub fn resolve(headers: &HeaderMap, uri: &http::Uri) -> Option<PublicKey> {
         })
 }
 
+/// The storage path of a request path: itself, or for `/storage/<owner>/<path>` the `/<path>` part.
+pub fn storage_path(uri_path: &str) -> &str {
+    match uri_path.strip_prefix("/storage/") {
+        Some(rest) => rest.find('/').map_or("/", |slash| &rest[slash..]),
+        None => uri_path,
+    }
+}
+
 /// The owner of a path-addressed URL `/storage/<owner>/...` (given the part after `/storage/`): the URL
 /// is authoritative, so headers and query are not consulted, and an invalid owner means no tenant.
 fn path_owner(rest: &str) -> Option<PublicKey> {

@@ -62,14 +62,6 @@ pub async fn path_addressed(
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The storage path of a request path: itself, or for `/storage/<owner>/<path>` the `/<path>` part.
-pub fn storage_path(uri_path: &str) -> &str {
-    match uri_path.strip_prefix("/storage/") {
-        Some(rest) => rest.find('/').map_or("/", |slash| &rest[slash..]),
-        None => uri_path,
-    }
-}
-
 async fn serve(
     app: &AppState,
     tenant: Option<pkarr::PublicKey>,

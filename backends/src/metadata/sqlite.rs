@@ -37,6 +37,18 @@ fn busy_guard(limit: Duration) -> impl FnMut() -> bool + Send + 'static {
     }
 }
 
+/// Pool options whose connections each get a [`busy_guard`] of `limit`, called every `ops` instructions.
+fn guarded(options: SqlitePoolOptions, ops: i32, limit: Duration) -> SqlitePoolOptions {
+    options.after_connect(move |conn, _| {
+        Box::pin(async move {
+            conn.lock_handle()
+                .await?
+                .set_progress_handler(ops, busy_guard(limit));
+            Ok(())
+        })
+    })
+}
+
 /// Metadata in a SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteMetadata {
@@ -96,16 +108,8 @@ impl SqliteMetadata {
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(1))
             .connect_lazy_with(options.clone().read_only(true));
-        let read = SqlitePoolOptions::new()
+        let read = guarded(SqlitePoolOptions::new(), PROGRESS_OPS, STATEMENT_TIMEOUT)
             .max_connections(8)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.lock_handle()
-                        .await?
-                        .set_progress_handler(PROGRESS_OPS, busy_guard(STATEMENT_TIMEOUT));
-                    Ok(())
-                })
-            })
             .acquire_timeout(Duration::from_secs(10))
             // A page of a listing or of the event log is up to 1,000 rows: let the connection's thread
             // hand them all over without waiting for the reader to take each batch of the default 50.
@@ -130,16 +134,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_statement_that_runs_too_long_is_interrupted() {
-        let pool = SqlitePoolOptions::new()
+        let pool = guarded(SqlitePoolOptions::new(), 1000, Duration::from_millis(200))
             .max_connections(1)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.lock_handle()
-                        .await?
-                        .set_progress_handler(1000, busy_guard(Duration::from_millis(200)));
-                    Ok(())
-                })
-            })
             .connect("sqlite::memory:")
             .await
             .unwrap();
