@@ -13,14 +13,12 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use homestead_config::IpRange;
 use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 use tower::{Layer, Service};
 
 use crate::peer::Peer;
-use crate::rate_limit::client_ip;
 use crate::session::tenant_session;
 
 /// Bytes in one cell of a bucket.
@@ -172,7 +170,6 @@ where
 pub struct BandwidthLayer<P, B> {
     policy: P,
     anonymous_read: Option<Rate>,
-    trusted: Arc<Vec<IpRange>>,
     buckets: Arc<Mutex<HashMap<(String, Rate), SharedBucket>>>,
     wrap: fn(Throttled<B>) -> B,
 }
@@ -182,7 +179,6 @@ impl<P: Clone, B> Clone for BandwidthLayer<P, B> {
         Self {
             policy: self.policy.clone(),
             anonymous_read: self.anonymous_read,
-            trusted: self.trusted.clone(),
             buckets: self.buckets.clone(),
             wrap: self.wrap,
         }
@@ -191,18 +187,12 @@ impl<P: Clone, B> Clone for BandwidthLayer<P, B> {
 
 impl<P, B> BandwidthLayer<P, B> {
     /// Users' rates come from `policy`; requests without a user's session get `anonymous_read` per
-    /// client IP (believing forwarded addresses from `trusted` proxies only). `wrap` turns a throttled
-    /// body back into the body type of the service (e.g. `axum::body::Body::new`).
-    pub fn new(
-        policy: P,
-        anonymous_read: Option<Rate>,
-        trusted: Vec<IpRange>,
-        wrap: fn(Throttled<B>) -> B,
-    ) -> Self {
+    /// client IP (the [`Peer`]'s `client_ip`). `wrap` turns a throttled body back into the body type of
+    /// the service (e.g. `axum::body::Body::new`).
+    pub fn new(policy: P, anonymous_read: Option<Rate>, wrap: fn(Throttled<B>) -> B) -> Self {
         Self {
             policy,
             anonymous_read,
-            trusted: Arc::new(trusted),
             buckets: Arc::default(),
             wrap,
         }
@@ -262,8 +252,7 @@ impl<P: BandwidthPolicy, B> BandwidthLayer<P, B> {
         }
         let rate = self.anonymous_read?;
         let peer = request.extensions().get::<Peer>()?;
-        let ip = client_ip(peer.remote.ip(), request.headers(), &self.trusted);
-        Some(self.bucket(ip.to_string(), rate))
+        Some(self.bucket(peer.client_ip.to_string(), rate))
     }
 }
 

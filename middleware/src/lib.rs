@@ -5,6 +5,7 @@ pub mod bandwidth;
 pub mod drain;
 pub mod peer;
 mod plain_text;
+pub mod query;
 pub mod quota;
 pub mod rate_limit;
 pub mod session;
@@ -15,7 +16,7 @@ pub use bandwidth::{
     BandwidthLayer, BandwidthPolicy, BandwidthService, Rate, Throttled, UserRates,
 };
 pub use drain::{DrainLayer, DrainService};
-pub use peer::{Peer, PeerLayer, PeerService, Transport};
+pub use peer::{Peer, PeerLayer, PeerService, Transport, TrustedProxies};
 pub use quota::{QuotaLayer, QuotaLedger, QuotaService};
 pub use rate_limit::{RateLimitLayer, RateLimitService};
 pub use session::{Session, SessionLayer, SessionLookup, SessionService, SessionState};

@@ -11,18 +11,16 @@
 //! a user's budget by naming that user (the reference keys on the named user, and refuses with 400 when
 //! none is named).
 //!
-//! The client IP is the TCP peer. `X-Forwarded-For` and `X-Real-IP` are believed only when the peer is a
-//! configured trusted proxy (the reference believes them from anyone, which lets anyone dodge limits); the
-//! forwarded chain is read from the right, skipping trusted proxies, so a client cannot prepend a fake.
+//! The client address is the [`Peer`]'s `client_ip` (the TCP peer, or what a trusted proxy forwarded: see
+//! [`crate::peer`]).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use homestead_config::{IpRange, LimitKey, RateLimit};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use homestead_config::{LimitKey, RateLimit};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
 use percent_encoding::percent_decode_str;
@@ -35,32 +33,6 @@ use crate::tenant::storage_path;
 /// How often idle buckets are dropped.
 const FORGET_EVERY: Duration = Duration::from_secs(60);
 
-/// The client address of a request: the peer, or what a trusted proxy says the client was.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpRange]) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|range| range.contains(ip));
-    if !is_trusted(peer) {
-        return peer;
-    }
-    let forwarded: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|ip| ip.trim().parse().ok())
-        .collect();
-    if let Some(client) = forwarded.iter().rev().find(|ip| !is_trusted(**ip)) {
-        return *client;
-    }
-    if let Some(first) = forwarded.first() {
-        return *first;
-    }
-    headers
-        .get("x-real-ip")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(peer)
-}
-
 /// Bucket state: the theoretical arrival time of the next request, per (limit, key).
 #[derive(Debug, Default)]
 struct Buckets {
@@ -72,7 +44,6 @@ struct Buckets {
 #[derive(Debug)]
 struct Limits {
     limits: Vec<RateLimit>,
-    trusted: Vec<IpRange>,
     buckets: Mutex<Buckets>,
 }
 
@@ -127,7 +98,7 @@ impl Limits {
 
 /// The path a request's limits are matched against: the storage path of a path-addressed request, the
 /// request path otherwise, percent-decoded (undecodable bytes stay as they are).
-pub fn limited_path(path: &str) -> String {
+fn limited_path(path: &str) -> String {
     percent_decode_str(storage_path(path))
         .decode_utf8_lossy()
         .into_owned()
@@ -142,13 +113,11 @@ pub struct RateLimitLayer {
 }
 
 impl RateLimitLayer {
-    /// The address-keyed limits as configured; forwarded addresses are believed from
-    /// `trusted_proxies` only.
-    pub fn new(limits: Vec<RateLimit>, trusted_proxies: Vec<IpRange>) -> Self {
+    /// The address-keyed limits as configured; behind the [`PeerLayer`](crate::PeerLayer).
+    pub fn new(limits: Vec<RateLimit>) -> Self {
         Self {
             limits: Arc::new(Limits {
                 limits,
-                trusted: trusted_proxies,
                 buckets: Mutex::default(),
             }),
             kind: LimitKey::Ip,
@@ -211,10 +180,10 @@ where
         {
             return Box::pin(self.inner.call(request));
         }
-        let ip = request.extensions().get::<Peer>().map_or_else(
-            || "unknown".to_string(),
-            |peer| client_ip(peer.remote.ip(), request.headers(), &self.limits.trusted).to_string(),
-        );
+        let ip = request
+            .extensions()
+            .get::<Peer>()
+            .map_or_else(|| "unknown".to_string(), |peer| peer.client_ip.to_string());
         let user = match self.kind {
             LimitKey::Ip => None,
             // The authenticated user: a live session of the request's tenant.
@@ -251,7 +220,9 @@ mod tests {
     use tower::{ServiceBuilder, ServiceExt};
 
     use super::*;
-    use crate::peer::Transport;
+    use homestead_config::IpRange;
+
+    use crate::peer::{PeerLayer, Transport, TrustedProxies};
     use crate::session::SessionState;
     use crate::tenant::Tenant;
 
@@ -273,21 +244,25 @@ mod tests {
             request = request.header(*name, *value);
         }
         let mut request = request.body(()).unwrap();
-        request.extensions_mut().insert(Peer {
-            transport: Transport::Icann,
-            remote: SocketAddr::new(peer.parse().unwrap(), 40000),
-        });
         if tenant {
             request
                 .extensions_mut()
                 .insert(Tenant(pkarr::PublicKey::try_from(A).unwrap()));
         }
-        through(layer, request).await
+        through(layer, peer, request).await
     }
 
-    /// Passes `request` through `layer` to a service that answers "passed".
-    async fn through(layer: &RateLimitLayer, request: Request<()>) -> Response<String> {
+    /// Passes `request` from `peer` through the peer layer (trusting the proxy at 127.0.0.1) and `layer`
+    /// to a service that answers "passed".
+    async fn through(layer: &RateLimitLayer, peer: &str, request: Request<()>) -> Response<String> {
+        let remote = SocketAddr::new(peer.parse().unwrap(), 40000);
+        let proxy = IpRange::try_from("127.0.0.1".to_string()).unwrap();
         ServiceBuilder::new()
+            .layer(PeerLayer::new(
+                Transport::Icann,
+                remote,
+                TrustedProxies::new(vec![proxy]),
+            ))
             .layer(layer.clone())
             .service_fn(|_req: Request<()>| async {
                 Ok::<_, Infallible>(Response::new("passed".to_string()))
@@ -299,12 +274,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_burst_passes_then_429_with_retry_after() {
-        let layer = RateLimitLayer::new(
-            vec![limit(
-                "path = \"/events/\"\nmethod = \"GET\"\nquota = \"2r/m\"\nkey = \"ip\"",
-            )],
-            Vec::new(),
-        );
+        let layer = RateLimitLayer::new(vec![limit(
+            "path = \"/events/\"\nmethod = \"GET\"\nquota = \"2r/m\"\nkey = \"ip\"",
+        )]);
         for _ in 0..2 {
             assert_eq!(
                 call(&layer, "/events/", "1.2.3.4", &[], false)
@@ -339,12 +311,9 @@ mod tests {
 
     #[tokio::test]
     async fn forwarded_addresses_count_only_from_trusted_proxies() {
-        let layer = RateLimitLayer::new(
-            vec![limit(
-                "path = \"/**\"\nmethod = \"GET\"\nquota = \"1r/h\"\nkey = \"ip\"",
-            )],
-            vec![IpRange::try_from("127.0.0.1".to_string()).unwrap()],
-        );
+        let layer = RateLimitLayer::new(vec![limit(
+            "path = \"/**\"\nmethod = \"GET\"\nquota = \"1r/h\"\nkey = \"ip\"",
+        )]);
         // Through the proxy, two different clients are two buckets.
         let via = |client: &'static str| [("x-forwarded-for", client)];
         assert_eq!(
@@ -392,10 +361,6 @@ mod tests {
     async fn call_as(layer: &RateLimitLayer, path: &str, peer: &str, signed_in: bool) -> u16 {
         let mut request = Request::builder().uri(path).body(()).unwrap();
         let key = pkarr::PublicKey::try_from(A).unwrap();
-        request.extensions_mut().insert(Peer {
-            transport: Transport::Icann,
-            remote: SocketAddr::new(peer.parse().unwrap(), 40000),
-        });
         request.extensions_mut().insert(Tenant(key.clone()));
         if signed_in {
             request.extensions_mut().insert(SessionState::Found {
@@ -407,17 +372,14 @@ mod tests {
                 }),
             });
         }
-        through(layer, request).await.status().as_u16()
+        through(layer, peer, request).await.status().as_u16()
     }
 
     #[tokio::test]
     async fn user_limits_count_the_signed_in_user_and_strangers_by_address() {
-        let strict = RateLimitLayer::new(
-            vec![limit(
-                "path = \"/pub/**\"\nmethod = \"GET\"\nquota = \"1r/h\"\nkey = \"user\"",
-            )],
-            Vec::new(),
-        );
+        let strict = RateLimitLayer::new(vec![limit(
+            "path = \"/pub/**\"\nmethod = \"GET\"\nquota = \"1r/h\"\nkey = \"user\"",
+        )]);
         let users = strict.users();
         // The address-keyed layer leaves user limits alone.
         for _ in 0..3 {
@@ -434,7 +396,6 @@ mod tests {
             vec![limit(&format!(
                 "path = \"/pub/**\"\nmethod = \"GET\"\nquota = \"1r/h\"\nkey = \"user\"\nwhitelist = [\"pubky{A}\"]"
             ))],
-            Vec::new(),
         )
         .users();
         for _ in 0..3 {
@@ -444,12 +405,9 @@ mod tests {
 
     #[tokio::test]
     async fn globs_match_the_storage_path_whichever_way_it_is_addressed() {
-        let layer = RateLimitLayer::new(
-            vec![limit(
-                "path = \"/pub/**\"\nmethod = \"GET\"\nquota = \"2r/h\"\nkey = \"ip\"",
-            )],
-            Vec::new(),
-        );
+        let layer = RateLimitLayer::new(vec![limit(
+            "path = \"/pub/**\"\nmethod = \"GET\"\nquota = \"2r/h\"\nkey = \"ip\"",
+        )]);
         let path_addressed = format!("/storage/{A}/pub/a");
         assert_eq!(
             call(&layer, "/pub/a", "1.2.3.4", &[], true).await.status(),

@@ -22,15 +22,17 @@ use http::{HeaderMap, HeaderName, Request, header::HOST};
 use pkarr::PublicKey;
 use tower::{Layer, Service};
 
+use crate::query::raw_values;
+
 /// The header browsers and ICANN-side SDK requests name the user with.
-pub static PUBKY_HOST: HeaderName = HeaderName::from_static("pubky-host");
+static PUBKY_HOST: HeaderName = HeaderName::from_static("pubky-host");
 
 /// The user a request addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant(pub PublicKey);
 
 /// Whether `value` is the SDK's display form: `pubky` followed by 52 characters.
-pub fn is_pubky_prefixed(value: &str) -> bool {
+fn is_pubky_prefixed(value: &str) -> bool {
     value.len() == 57 && value.starts_with("pubky")
 }
 
@@ -62,9 +64,10 @@ fn header_key(headers: &HeaderMap, name: &HeaderName) -> Option<PublicKey> {
     headers.get(name)?.to_str().ok().and_then(parse_key)
 }
 
-/// Resolves the tenant from a request's headers, URI authority and raw query string. An HTTP/2 request
-/// carries its host in `:authority` (the URI's authority) instead of a `Host` header.
-pub fn resolve(headers: &HeaderMap, uri: &http::Uri) -> Option<PublicKey> {
+/// Resolves the tenant from a request's headers, URI authority and raw query string (`?pubky-host=` is
+/// matched undecoded, as it always was). An HTTP/2 request carries its host in `:authority` (the URI's
+/// authority) instead of a `Host` header.
+fn resolve(headers: &HeaderMap, uri: &http::Uri) -> Option<PublicKey> {
     let query = uri.query();
     header_key(headers, &PUBKY_HOST)
         .or_else(|| header_key(headers, &HOST))
@@ -75,13 +78,7 @@ pub fn resolve(headers: &HeaderMap, uri: &http::Uri) -> Option<PublicKey> {
             uri.authority()
                 .and_then(|authority| parse_key(authority.host()))
         })
-        .or_else(|| {
-            query?
-                .split('&')
-                .filter_map(|pair| pair.split_once('='))
-                .filter(|(name, _)| *name == "pubky-host")
-                .find_map(|(_, value)| parse_key(value))
-        })
+        .or_else(|| raw_values(query, "pubky-host").find_map(parse_key))
 }
 
 /// The storage path of a request path: itself, or for `/storage/<owner>/<path>` the `/<path>` part.
