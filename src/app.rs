@@ -10,7 +10,7 @@ use std::time::Duration;
 use homestead_backends::metadata::{self, Quota};
 use homestead_backends::{BlobStore, EventBus, Store};
 use homestead_config::{Config, DataDir, DatabaseUrl, redact_url};
-use homestead_middleware::RateLimitLayer;
+use homestead_middleware::{RateLimitLayer, TrustedProxies};
 use opentelemetry_otlp::MetricExporter;
 use opentelemetry_sdk::metrics::PeriodicReader;
 use pkarr::Keypair;
@@ -22,6 +22,7 @@ use crate::metrics::{self, Metrics};
 use crate::pkarr_record::{self, Advertised, SharedPublishStatus};
 use crate::routes::admin::AdminFacts;
 use crate::routes::{self, AppParts, AppState};
+use crate::stack;
 use crate::user_republisher::{self, LastRun};
 
 /// The addresses the listeners are bound to.
@@ -110,12 +111,8 @@ impl App {
             admin: admin_facts,
             metrics: metrics.clone(),
             default_quotas: config.default_quotas.clone(),
-            trusted_proxies: config.drive.trusted_proxies.clone(),
             body_read_timeout: Duration::from_secs(config.drive.body_read_timeout_secs.get()),
-            rate_limits: RateLimitLayer::new(
-                config.drive.rate_limits.clone(),
-                config.drive.trusted_proxies.clone(),
-            ),
+            rate_limits: RateLimitLayer::new(config.drive.rate_limits.clone()),
             signup_mode: config.general.signup_mode,
             max_body_bytes: Some(config.drive.max_body_bytes).filter(|max| *max > 0),
             admin_password: config.admin.admin_password.clone(),
@@ -150,6 +147,7 @@ impl App {
             max_connections: crate::fd_limit::SMALL_LISTENER_CONNECTIONS,
             ..limits
         };
+        let trusted = TrustedProxies::new(config.drive.trusted_proxies.clone());
         let mut listeners = Vec::new();
         let admin = if config.admin.enabled {
             let listener = listeners::bind("admin", config.admin.listen_socket).await?;
@@ -159,6 +157,7 @@ impl App {
                 listener,
                 Protocol::Http,
                 routes::admin_router(state.clone()),
+                trusted.clone(),
                 small_limits,
                 watch_shutdown.clone(),
             ));
@@ -174,6 +173,7 @@ impl App {
                 listener,
                 Protocol::Http,
                 metrics::router(metrics.clone()),
+                trusted.clone(),
                 small_limits,
                 watch_shutdown.clone(),
             ));
@@ -190,12 +190,13 @@ impl App {
             admin,
             metrics: metrics_addr,
         };
-        let client_router = routes::client_router(state);
+        let client_service = stack::client_service(&state);
         listeners.push(listeners::spawn(
             "icann",
             icann_listener,
             Protocol::Http,
-            client_router.clone(),
+            client_service.clone(),
+            trusted.clone(),
             limits,
             watch_shutdown.clone(),
         ));
@@ -204,7 +205,8 @@ impl App {
             "pubky-tls",
             tls_listener,
             Protocol::PubkyTls(acceptor),
-            client_router,
+            client_service,
+            trusted,
             limits,
             watch_shutdown,
         ));

@@ -272,10 +272,8 @@ fn fuzz_event_queries() {
         .enable_all()
         .build()
         .unwrap();
-    let (app, _dir) = runtime.block_on(crate::routes::tests::app(
-        homestead_config::SignupMode::Open,
-    ));
-    let router = crate::routes::client_router(app);
+    let app = runtime.block_on(crate::routes::tests::TestApp::builder().build());
+    let router = app.client_service();
     fuzz("event_queries", |input| {
         // Any query string: the feed and the stream answer 200, 400 or 404 (a user that does not exist),
         // never a server error.

@@ -1,13 +1,18 @@
 //! The accept loops of the HTTP listeners: plain HTTP (ICANN and admin) and PubkyTLS. Every connection is
-//! served by hyper-util's HTTP/1 + HTTP/2 builder with the router behind a per-connection `PeerLayer`, and
-//! watched so that shutdown can let in-flight requests finish.
+//! served by hyper-util's HTTP/1 + HTTP/2 builder with the service behind a per-connection `PeerLayer`
+//! (which computes each request's client address, believing the trusted proxies), and watched so that
+//! shutdown can let in-flight requests finish.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use homestead_middleware::{Peer, PeerLayer, Transport};
+use std::convert::Infallible;
+
+use axum::response::Response;
+use homestead_middleware::{PeerLayer, Transport, TrustedProxies};
+use http::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -23,7 +28,7 @@ use tokio::sync::watch;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tower::Layer;
+use tower::{Layer, Service};
 
 /// How long shutdown waits for in-flight requests before closing their connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -135,13 +140,34 @@ pub enum Protocol {
     PubkyTls(TlsAcceptor),
 }
 
-/// Serves `router` on `listener` until `shutdown` changes (or its sender is dropped), then drains connections for at most
-/// [`SHUTDOWN_GRACE`].
-pub fn spawn(
+/// What a listener can serve: a router, or the client API's host dispatch.
+pub trait Served:
+    Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Served for S where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Serves `service` on `listener` until `shutdown` changes (or its sender is dropped), then drains
+/// connections for at most [`SHUTDOWN_GRACE`]. Forwarded client addresses are believed from `trusted`
+/// proxies only.
+pub fn spawn<S: Served>(
     name: &'static str,
     listener: TcpListener,
     protocol: Protocol,
-    router: Router,
+    service: S,
+    trusted: TrustedProxies,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -182,7 +208,8 @@ pub fn spawn(
             };
             let connection = Connection {
                 builder: builder.clone(),
-                router: router.clone(),
+                service: service.clone(),
+                trusted: trusted.clone(),
                 remote,
                 watcher: graceful.watcher(),
                 limits,
@@ -207,9 +234,10 @@ pub fn spawn(
     })
 }
 
-struct Connection {
+struct Connection<S> {
     builder: auto::Builder<TokioExecutor>,
-    router: Router,
+    service: S,
+    trusted: TrustedProxies,
     remote: SocketAddr,
     watcher: hyper_util::server::graceful::Watcher,
     limits: ConnectionLimits,
@@ -217,7 +245,7 @@ struct Connection {
     _slot: OwnedSemaphorePermit,
 }
 
-impl Connection {
+impl<S: Served> Connection<S> {
     async fn serve_tls(self, acceptor: TlsAcceptor, stream: TcpStream) {
         let handshake =
             tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream)).await;
@@ -241,11 +269,8 @@ impl Connection {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let peer = Peer {
-            transport,
-            remote: self.remote,
-        };
-        let service = TowerToHyperService::new(PeerLayer::new(peer).layer(self.router));
+        let peer = PeerLayer::new(transport, self.remote, self.trusted);
+        let service = TowerToHyperService::new(peer.layer(self.service));
         let activity = Activity::new();
         let io = Watched {
             io,

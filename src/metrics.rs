@@ -310,8 +310,8 @@ mod tests {
     #[tokio::test]
     async fn the_grafana_dashboard_queries_metrics_that_exist() {
         let metrics = Metrics::new(None).unwrap();
-        let (app, _dir) = crate::routes::tests::app(homestead_config::SignupMode::Open).await;
-        metrics.observe_storage(app.store.clone());
+        let app = crate::routes::tests::TestApp::builder().build().await;
+        metrics.observe_storage(app.store());
         metrics.signups.add(1, &[]);
         metrics.event_streams.add(1, &[]);
         metrics.stream_lagged.add(1, &[]);

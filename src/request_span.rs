@@ -16,7 +16,7 @@ use crate::metrics::method_label;
 pub const MAX_LOGGED_PATH: usize = 256;
 
 /// The path as it may be logged.
-pub fn loggable_path(path: &str) -> String {
+fn loggable_path(path: &str) -> String {
     if path.starts_with("/signup_tokens/") {
         return "/signup_tokens/{token}".to_string();
     }

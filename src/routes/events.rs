@@ -15,9 +15,9 @@ use base64::Engine;
 use homestead_backends::metadata::{Event, EventFilter, EventOp};
 use homestead_backends::{NormalizedPath, Store};
 use homestead_middleware::Peer;
-use homestead_middleware::rate_limit::client_ip;
+use homestead_middleware::query::Query;
 use homestead_middleware::tenant::parse_key;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::http_error::HttpError;
@@ -34,20 +34,6 @@ const MAX_USERS: usize = 50;
 const MAX_PATHS: usize = 50;
 /// Silence after which a stream sends a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
-fn params(query: Option<&str>) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-fn last<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
 
 /// A cursor: a decimal id, or a legacy Crockford base32 timestamp resolved to the event committed at
 /// exactly that time.
@@ -75,19 +61,20 @@ pub async fn feed(
     State(app): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
-    let params = params(query.as_deref());
+    let params = Query::parse(query.as_deref());
     for flag in ["reverse", "shallow"] {
-        if let Some(value) = last(&params, flag) {
+        if let Some(value) = params.last(flag) {
             let valid = ["", "true", "yes", "1", "false", "no", "0"];
             if !valid.contains(&value.to_ascii_lowercase().as_str()) {
                 return Err(HttpError::bad_request("Invalid boolean parameter"));
             }
         }
     }
-    let limit = last(&params, "limit")
+    let limit = params
+        .last("limit")
         .and_then(|l| l.parse::<u16>().ok())
         .map_or(PAGE, |l| u32::from(l).min(MAX_PAGE));
-    let cursor = parse_cursor(&app.store, last(&params, "cursor").unwrap_or_default())
+    let cursor = parse_cursor(&app.store, params.last("cursor").unwrap_or_default())
         .await?
         .ok_or_else(|| HttpError::bad_request("Invalid cursor"))?;
     let events = if limit == 0 {
@@ -129,15 +116,15 @@ struct StreamRequest {
 
 /// Validates the query in the order of §11.2.
 async fn stream_request(store: &Store, query: Option<&str>) -> Result<StreamRequest, HttpError> {
-    let params = params(query);
-    let limit = match last(&params, "limit") {
+    let params = Query::parse(query);
+    let limit = match params.last("limit") {
         None => None,
         Some(text) => Some(
             text.parse::<u16>()
                 .map_err(|_| HttpError::bad_request(format!("Invalid limit: {text}")))?,
         ),
     };
-    let flag = |name| last(&params, name).is_some_and(|v| v == "true" || v == "1");
+    let flag = |name| params.last(name).is_some_and(|v| v == "true" || v == "1");
     let (live, reverse) = (flag("live"), flag("reverse"));
     if live && reverse {
         return Err(HttpError::bad_request(
@@ -146,14 +133,14 @@ async fn stream_request(store: &Store, query: Option<&str>) -> Result<StreamRequ
     }
     let mut users: Vec<(String, Option<String>)> = Vec::new();
     let mut given = 0;
-    for (_, value) in params.iter().filter(|(k, _)| k == "user") {
+    for value in params.all("user") {
         if value.is_empty() {
             continue;
         }
         given += 1;
         let (key, cursor) = match value.split_once(':') {
             Some((key, cursor)) => (key, Some(cursor.to_string())),
-            None => (value.as_str(), None),
+            None => (value, None),
         };
         let key = parse_key(key)
             .ok_or_else(|| HttpError::bad_request(format!("Invalid public key: {key}")))?
@@ -171,22 +158,19 @@ async fn stream_request(store: &Store, query: Option<&str>) -> Result<StreamRequ
             "Too many users. Maximum allowed: {MAX_USERS}"
         )));
     }
-    let given_paths = params
-        .iter()
-        .filter(|(k, v)| k == "path" && !v.is_empty())
-        .count();
+    let given_paths = params.all("path").filter(|v| !v.is_empty()).count();
     if given_paths > MAX_PATHS {
         return Err(HttpError::bad_request(format!(
             "Too many paths. Maximum allowed: {MAX_PATHS}"
         )));
     }
     let mut paths = Vec::new();
-    for (_, path) in params.iter().filter(|(k, _)| k == "path") {
+    for path in params.all("path") {
         if path.is_empty() {
             continue;
         }
         let absolute = if path.starts_with('/') {
-            path.clone()
+            path.to_string()
         } else {
             format!("/{path}")
         };
@@ -238,12 +222,11 @@ fn frame(event: &Event) -> Bytes {
 pub async fn stream(
     State(app): State<AppState>,
     peer: Option<Extension<Peer>>,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     let request = stream_request(&app.store, query.as_deref()).await?;
     let client = peer.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |Extension(peer)| {
-        client_ip(peer.remote.ip(), &headers, &app.trusted_proxies)
+        peer.client_ip
     });
     let slot = app.stream_slots.take(client)?;
     // Subscribe before reading history: every event committed from here on reaches the receiver, and
@@ -454,7 +437,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
-        let (state, _dir) = crate::routes::tests::app(homestead_config::SignupMode::Open).await;
+        let app = crate::routes::tests::TestApp::builder().build().await;
+        let state = &app.state;
         let user = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".to_string();
         state.store.create_user(&user, None).await.unwrap();
         let request = StreamRequest {
@@ -515,7 +499,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_live_stream_gets_keep_alive_comments() {
-        let (state, _dir) = crate::routes::tests::app(homestead_config::SignupMode::Open).await;
+        let app = crate::routes::tests::TestApp::builder().build().await;
+        let state = &app.state;
         let user = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".to_string();
         state.store.create_user(&user, None).await.unwrap();
         let request = StreamRequest {

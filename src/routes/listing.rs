@@ -3,6 +3,7 @@
 use axum::response::{IntoResponse, Response};
 use homestead_backends::store::ListRequest;
 use homestead_backends::{DirPath, NormalizedPath, Store};
+use homestead_middleware::query::Query;
 use homestead_middleware::tenant::parse_key;
 use http::{HeaderValue, StatusCode, header};
 
@@ -29,27 +30,19 @@ pub struct ListQuery {
 /// Parses the query (percent-decoded, last value wins). Bad booleans are a 400; a bad `limit` means the
 /// default.
 pub fn parse_query(query: Option<&str>) -> Result<ListQuery, HttpError> {
-    let mut limit = None;
-    let mut reverse = None;
-    let mut shallow = None;
-    let mut cursor = None;
-    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match name.as_ref() {
-            "limit" => limit = Some(value.into_owned()),
-            "reverse" => reverse = Some(value.into_owned()),
-            "shallow" => shallow = Some(value.into_owned()),
-            "cursor" => cursor = Some(value.into_owned()),
-            _ => {}
-        }
-    }
-    let limit = limit
+    let query = Query::parse(query);
+    let limit = query
+        .last("limit")
         .and_then(|l| l.parse::<u16>().ok())
         .map_or(DEFAULT_LIMIT, |l| u32::from(l).min(MAX_LIMIT));
     Ok(ListQuery {
         limit,
-        reverse: parse_bool(reverse.as_deref())?,
-        shallow: parse_bool(shallow.as_deref())?,
-        cursor: cursor.filter(|c| !c.is_empty()),
+        reverse: parse_bool(query.last("reverse"))?,
+        shallow: parse_bool(query.last("shallow"))?,
+        cursor: query
+            .last("cursor")
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
     })
 }
 

@@ -1,0 +1,157 @@
+//! Router tests on a [`TestApp`]: the real client service (host dispatch, layers, routes) and the admin
+//! router over a Store on a temporary SQLite file and in-memory blobs.
+
+mod admin;
+mod auth;
+mod client;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use homestead_backends::metadata::{self, Quota};
+use homestead_backends::{BlobStore, EventBus, Store};
+use homestead_config::{DatabaseUrl, SignupMode, Storage, StorageType};
+use homestead_middleware::RateLimitLayer;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use pubky_common::auth::AuthToken;
+use pubky_common::capabilities::Capabilities;
+use pubky_common::crypto::Keypair;
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+use super::{AppParts, AppState, admin_router};
+use crate::stack::{HostDispatch, client_service};
+
+/// A server for one test: its state, what its client and admin listeners would serve, and the
+/// temporary directory holding its database (removed when dropped).
+pub(crate) struct TestApp {
+    /// The shared state, e.g. to reach the Store directly.
+    pub(crate) state: AppState,
+    client: HostDispatch,
+    admin: Router,
+    _dir: TempDir,
+}
+
+/// The options of a [`TestApp`].
+pub(crate) struct TestAppBuilder {
+    signup_mode: SignupMode,
+}
+
+impl TestApp {
+    /// A builder with open sign-up.
+    pub(crate) fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            signup_mode: SignupMode::Open,
+        }
+    }
+
+    /// The Store of the app.
+    pub(crate) fn store(&self) -> Store {
+        self.state.store.clone()
+    }
+
+    /// What the ICANN and PubkyTLS listeners serve.
+    pub(crate) fn client_service(&self) -> HostDispatch {
+        self.client.clone()
+    }
+
+    /// Sends `request` to the client API.
+    pub(crate) async fn client(&self, request: Request<Body>) -> Answer {
+        answer(self.client.clone().oneshot(request).await.unwrap()).await
+    }
+
+    /// Sends `request` to the admin API.
+    pub(crate) async fn admin(&self, request: Request<Body>) -> Answer {
+        answer(self.admin.clone().oneshot(request).await.unwrap()).await
+    }
+}
+
+impl TestAppBuilder {
+    /// Who may sign up.
+    pub(crate) fn signup_mode(mut self, signup_mode: SignupMode) -> Self {
+        self.signup_mode = signup_mode;
+        self
+    }
+
+    /// A server state on a temporary SQLite file and in-memory blobs: admin password `secret`, uploads of
+    /// at most 1024 bytes, no rate limits.
+    pub(crate) async fn build(self) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::sqlite_file(&dir.path().join("test.db"));
+        let metadata = metadata::open(&url).await.unwrap();
+        let storage = Storage {
+            kind: StorageType::InMemory,
+            ..Storage::default()
+        };
+        let blobs = BlobStore::open(&storage, &dir.path().join("blobs")).unwrap();
+        let store = Store::new(
+            Arc::from(metadata),
+            &blobs,
+            Quota::Unlimited,
+            homestead_backends::entry_cache::TTL,
+        );
+        let (bus, _pump) = EventBus::start(store.clone()).await.unwrap();
+        let state = AppState::from(AppParts {
+            store,
+            bus,
+            signup_mode: self.signup_mode,
+            max_body_bytes: Some(1024),
+            admin_password: "secret".into(),
+            admin: super::admin::AdminFacts::default(),
+            metrics: Arc::new(crate::metrics::Metrics::new(None).unwrap()),
+            rate_limits: RateLimitLayer::new(Vec::new()),
+            default_quotas: Default::default(),
+            body_read_timeout: std::time::Duration::from_secs(5),
+            stream_slots: crate::stream_slots::StreamSlots::new(100, 10),
+        });
+        TestApp {
+            client: client_service(&state),
+            admin: admin_router(state.clone()),
+            state,
+            _dir: dir,
+        }
+    }
+}
+
+/// A response with its body read.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    headers: http::HeaderMap,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as text.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header's value, empty when absent.
+    pub(crate) fn header(&self, name: header::HeaderName) -> &str {
+        self.headers.get(name).map_or("", |v| v.to_str().unwrap())
+    }
+}
+
+async fn answer(response: axum::response::Response) -> Answer {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body: body.to_vec(),
+    }
+}
+
+/// A request builder.
+pub(crate) fn request(method: Method, uri: &str) -> http::request::Builder {
+    Request::builder().method(method).uri(uri)
+}
+
+/// A signed AuthToken of `keypair` for `capabilities`.
+pub(crate) fn token(keypair: &Keypair, capabilities: &str) -> Vec<u8> {
+    let capabilities: Capabilities = capabilities.parse().unwrap();
+    AuthToken::sign(keypair, capabilities).serialize()
+}
