@@ -234,4 +234,19 @@ mod tests {
         assert_eq!(tenant("/", &[("host", "example.com")]).await, None);
         assert_eq!(tenant("/?pubky-host", &[]).await, None);
     }
+
+    #[tokio::test]
+    async fn the_query_value_is_matched_undecoded() {
+        assert_eq!(
+            tenant(&format!("/?pubky-host=_pubky.{A}"), &[])
+                .await
+                .as_deref(),
+            Some(A)
+        );
+        assert_eq!(
+            tenant(&format!("/?pubky-host=_pubky%2E{A}"), &[]).await,
+            None
+        );
+        assert_eq!(tenant(&format!("/?pubky%2Dhost={A}"), &[]).await, None);
+    }
 }

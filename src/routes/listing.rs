@@ -15,7 +15,7 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
 /// The listing parameters of a query string, before the cursor is checked.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct ListQuery {
     /// `limit`, defaulted and capped.
     pub limit: u32,

@@ -1,5 +1,5 @@
-//! The HTTP routes: thin handlers that answer from request facts and the Store, behind the tenant,
-//! session and signup layers.
+//! The HTTP routes: thin handlers that answer from request facts and the Store, behind the layers that
+//! [`crate::stack`] puts around them.
 
 pub mod admin;
 mod auth;
