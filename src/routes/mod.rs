@@ -1,10 +1,12 @@
-//! The HTTP routes: thin handlers that answer from request facts and the Store, behind the tenant,
-//! session and signup layers.
+//! The HTTP routes: thin handlers that answer from request facts and the Store, behind the tenant and
+//! auth layers.
 
 pub mod admin;
 mod auth;
 mod events;
 pub(crate) mod listing;
+#[cfg(test)]
+mod put_refusals;
 mod signup_tokens;
 pub(crate) mod storage;
 
@@ -14,14 +16,14 @@ use axum::routing::{any, get, post};
 use homestead_backends::{EventBus, Store};
 use homestead_config::SignupMode;
 use homestead_middleware::{
-    BandwidthLayer, DrainLayer, QuotaLayer, RateLimitLayer, SessionLayer, SignupLayer, TenantLayer,
+    AuthLayer, BandwidthLayer, BodySizeLayer, DrainLayer, RateLimitLayer, TenantLayer,
 };
 use http::{HeaderValue, header};
 use tower_http::cors::CorsLayer;
 
 use std::sync::Arc;
 
-use crate::lookups::{StoreBandwidth, StoreQuotas, StoreSessions, StoreSignupTokens};
+use crate::lookups::StoreCredentials;
 use crate::metrics::Metrics;
 
 /// What handlers share: one allocation, so that the per-request clones axum makes cost one counter.
@@ -79,11 +81,9 @@ const DRAIN_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The client API, served identically on the ICANN and PubkyTLS listeners.
 pub fn client_router(app: AppState) -> Router {
-    let signup = match app.signup_mode {
-        SignupMode::Open => SignupLayer::open(),
-        SignupMode::TokenRequired => {
-            SignupLayer::token_required(StoreSignupTokens(app.store.clone()))
-        }
+    let credentials = StoreCredentials {
+        store: app.store.clone(),
+        defaults: app.default_quotas.clone(),
     };
     Router::new()
         .route("/", get(root))
@@ -99,15 +99,9 @@ pub fn client_router(app: AppState) -> Router {
         .route("/storage/{*rest}", any(storage::path_addressed))
         .fallback(storage::tenant_route)
         .with_state(app.clone())
-        .layer(QuotaLayer::new(
-            StoreQuotas(app.store.clone()),
-            app.max_body_bytes,
-        ))
-        .layer(signup)
+        .layer(BodySizeLayer::new(app.max_body_bytes))
         .layer(BandwidthLayer::new(
-            StoreBandwidth {
-                defaults: app.default_quotas.clone(),
-            },
+            credentials.clone(),
             app.default_quotas
                 .unauthenticated_ip_rate_read
                 .map(|b| crate::lookups::rate(b, None)),
@@ -115,7 +109,7 @@ pub fn client_router(app: AppState) -> Router {
             axum::body::Body::new,
         ))
         .layer(app.rate_limits.users())
-        .layer(SessionLayer::new(StoreSessions(app.store.clone())))
+        .layer(AuthLayer::new(credentials))
         .layer(axum::middleware::from_fn_with_state(
             app.store.clone(),
             refuse_while_database_down,
@@ -377,7 +371,7 @@ pub(crate) mod tests {
         let good = call(&router, good).await;
         assert_eq!(good.status, StatusCode::OK);
         assert!(
-            homestead_middleware::signup::is_well_formed(&good.text()),
+            crate::signup_token::is_well_formed(&good.text()),
             "{}",
             good.text()
         );
