@@ -1,31 +1,30 @@
-//! Who may do what on a tenant route (PROTOCOL.md §7): reads of `/pub/` are public; everything else
-//! needs the tenant's own session, and a write needs a capability that covers the path.
+//! Who may do what on a tenant route (PROTOCOL.md §7), the one place that decides access: only the
+//! [`Scope::Public`] area is served; its reads are public; everything else needs the tenant's own
+//! principal, and a write needs a capability that covers the path.
 //!
 //! Unlike the reference, the capability check is segment-aware and runs on the normalized path: a scope
 //! `/pub/app` covers `/pub/app` and `/pub/app/...`, never `/pub/app.evil/x`.
 
-use std::str::FromStr;
-
-use homestead_backends::EntryPath;
-use homestead_middleware::{Session, SessionState};
+use homestead_backends::{EntryPath, Scope};
+use homestead_middleware::{Authentication, Principal};
 use http::{Method, StatusCode};
-use pubky_common::capabilities::{Action, Capabilities};
+use pubky_common::capabilities::Action;
 
 use crate::http_error::HttpError;
 
 /// Checks §7.1 steps 1–7 for a request on the raw storage path `raw_path` of `tenant`. `Ok(None)`: a
-/// public read; `Ok(Some(session))`: the tenant's own session, whose capabilities a write must still
+/// public read; `Ok(Some(principal))`: the tenant's own principal, whose capabilities a write must still
 /// pass with [`check_write`].
 pub fn authorize<'a>(
     method: &Method,
     raw_path: &str,
     tenant: Option<&pkarr::PublicKey>,
-    state: &'a SessionState,
-) -> Result<Option<&'a Session>, HttpError> {
+    authentication: &'a Authentication,
+) -> Result<Option<&'a Principal>, HttpError> {
     let Some(tenant) = tenant else {
         return Err(HttpError::no_tenant());
     };
-    if !raw_path.starts_with("/pub/") {
+    if Scope::of(raw_path) != Scope::Public {
         return Err(HttpError::new(
             StatusCode::FORBIDDEN,
             "Writing to directories other than '/pub/' is forbidden",
@@ -35,34 +34,49 @@ pub fn authorize<'a>(
         return Ok(None);
     }
     let unauthorized = |message| Err(HttpError::new(StatusCode::UNAUTHORIZED, message));
-    match state {
-        SessionState::NoCookie => unauthorized("No session secret found in cookies"),
-        SessionState::Unknown(_) => unauthorized("No session found for session secret"),
-        SessionState::Found { session, .. } if session.public_key != *tenant => {
+    match authentication {
+        Authentication::NoCredential => unauthorized("No session secret found in cookies"),
+        Authentication::Unknown(_) => unauthorized("No session found for session secret"),
+        Authentication::Authenticated(principal) if principal.user != *tenant => {
             unauthorized("SessionInfo public key does not match pubky-host")
         }
-        SessionState::Found { session, .. } => Ok(Some(session)),
+        Authentication::Authenticated(principal) => Ok(Some(principal)),
     }
 }
 
-/// §7.2, segment-aware: the session needs a capability with `w` whose scope covers `path` (no session:
-/// no capability).
-pub fn check_write(session: Option<&Session>, path: &EntryPath) -> Result<(), HttpError> {
-    let capabilities = session
-        .and_then(|s| Capabilities::from_str(&s.capabilities).ok())
-        .unwrap_or_default();
-    let allowed = capabilities.iter().any(|capability| {
+/// The area a normalized path resolves to must be one the server serves: `/pub/` (the raw path was
+/// checked by [`authorize`], but `..` can leave it). A 400, the reference's `Invalid URL` reason.
+pub fn check_scope(scope: Scope) -> Result<(), HttpError> {
+    match scope {
+        Scope::Public => Ok(()),
+        Scope::Private | Scope::Other => Err(HttpError::bad_request(
+            "Invalid URL: Path must start with /pub/",
+        )),
+    }
+}
+
+/// §7.2, segment-aware: the principal needs a capability with `w` whose scope covers `path` (no
+/// principal: no capability).
+pub fn check_write(principal: Option<&Principal>, path: &EntryPath) -> Result<(), HttpError> {
+    let Some(principal) = principal else {
+        return Err(no_write_access());
+    };
+    let allowed = principal.capabilities.iter().any(|capability| {
         capability.actions().contains(&Action::Write)
             && scope_covers(capability.scope().as_str(), path.as_str())
     });
     if allowed {
         Ok(())
     } else {
-        Err(HttpError::new(
-            StatusCode::FORBIDDEN,
-            "Session does not have write access to path",
-        ))
+        Err(no_write_access())
     }
+}
+
+fn no_write_access() -> HttpError {
+    HttpError::new(
+        StatusCode::FORBIDDEN,
+        "Session does not have write access to path",
+    )
 }
 
 /// A scope ending in `/` covers everything below it; another scope covers itself and what lies below it
@@ -77,6 +91,9 @@ fn scope_covers(scope: &str, path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use homestead_backends::NormalizedPath;
+    use homestead_middleware::{Credential, Session};
+
     use super::*;
 
     const A: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
@@ -86,22 +103,26 @@ mod tests {
         pkarr::PublicKey::try_from(z32).unwrap()
     }
 
-    fn session(owner: &str, capabilities: &str) -> Session {
-        Session {
-            public_key: key(owner),
-            capabilities: capabilities.into(),
+    fn principal(owner: &str, capabilities: &str) -> Principal {
+        let session = Session {
+            user: key(owner),
+            capabilities: capabilities.parse().unwrap_or_default(),
             created_at: 0,
-        }
+        };
+        Principal::new(session, cookie())
     }
 
-    fn found(owner: &str, capabilities: &str) -> SessionState {
-        SessionState::Found {
+    fn cookie() -> Credential {
+        Credential::Cookie {
             secret: "S".repeat(26),
-            session: Box::new(session(owner, capabilities)),
         }
     }
 
-    fn message(result: Result<Option<&Session>, HttpError>) -> (u16, String) {
+    fn found(owner: &str, capabilities: &str) -> Authentication {
+        Authentication::Authenticated(Box::new(principal(owner, capabilities)))
+    }
+
+    fn message(result: Result<Option<&Principal>, HttpError>) -> (u16, String) {
         match result {
             Ok(None) => (200, "public".into()),
             Ok(Some(_)) => (200, "session".into()),
@@ -118,7 +139,7 @@ mod tests {
                 None,
                 Method::GET,
                 "/pub/x",
-                SessionState::NoCookie,
+                Authentication::NoCredential,
                 404,
                 "Pubky Host is missing",
             ),
@@ -142,7 +163,7 @@ mod tests {
                 Some(&a),
                 Method::GET,
                 "/pub/x",
-                SessionState::NoCookie,
+                Authentication::NoCredential,
                 200,
                 "public",
             ),
@@ -150,7 +171,7 @@ mod tests {
                 Some(&a),
                 Method::HEAD,
                 "/pub/x",
-                SessionState::NoCookie,
+                Authentication::NoCredential,
                 200,
                 "public",
             ),
@@ -158,7 +179,7 @@ mod tests {
                 Some(&a),
                 put.clone(),
                 "/pub/x",
-                SessionState::NoCookie,
+                Authentication::NoCredential,
                 401,
                 "No session secret found in cookies",
             ),
@@ -166,7 +187,7 @@ mod tests {
                 Some(&a),
                 Method::DELETE,
                 "/pub/x",
-                SessionState::Unknown("S".repeat(26)),
+                Authentication::Unknown(cookie()),
                 401,
                 "No session found for session secret",
             ),
@@ -196,7 +217,7 @@ mod tests {
     #[test]
     fn write_capabilities_are_segment_aware() {
         let check = |caps: &str, path: &str| {
-            check_write(Some(&session(A, caps)), &EntryPath::parse(path).unwrap()).is_ok()
+            check_write(Some(&principal(A, caps)), &EntryPath::parse(path).unwrap()).is_ok()
         };
         let caps = "/pub/pubky.app/:rw,/pub/foo.bar/file:r";
         assert!(check(caps, "/pub/pubky.app/foo"));
@@ -215,5 +236,26 @@ mod tests {
         assert!(!check("", "/pub/anything"));
         // Checked on the normalized path, so encoded or dotted forms cannot slip past the scope.
         assert!(!check("/pub/app/:rw", "/pub/app/../other/x"));
+        // No principal, no capability.
+        let path = EntryPath::parse("/pub/x").unwrap();
+        assert_eq!(
+            check_write(None, &path).unwrap_err().message,
+            "Session does not have write access to path"
+        );
+    }
+
+    #[test]
+    fn only_the_public_area_is_served() {
+        let scope = |path: &str| NormalizedPath::parse(path).unwrap().scope();
+        assert!(check_scope(scope("/pub/a")).is_ok());
+        assert!(check_scope(scope("/pub/a/")).is_ok());
+        for outside in ["/", "/pub", "/priv/a", "/x"] {
+            let err = check_scope(scope(outside)).unwrap_err();
+            assert_eq!(
+                (err.status.as_u16(), err.message.as_str()),
+                (400, "Invalid URL: Path must start with /pub/"),
+                "{outside}: the reference's message"
+            );
+        }
     }
 }

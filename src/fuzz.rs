@@ -145,7 +145,9 @@ fn fuzz_paths() {
         let again = homestead_backends::NormalizedPath::parse(text).unwrap();
         assert_eq!(again.as_str(), text);
         if let Ok(entry) = EntryPath::try_from(path.clone()) {
-            assert!(entry.as_str().starts_with("/pub/") && !entry.as_str().ends_with('/'));
+            assert!(!entry.as_str().ends_with('/'));
+            let public = entry.scope() == homestead_backends::Scope::Public;
+            assert_eq!(public, entry.as_str().starts_with("/pub/"), "{text:?}");
         }
     });
 }
@@ -197,7 +199,7 @@ fn fuzz_capabilities() {
     use std::str::FromStr;
 
     use homestead_backends::EntryPath;
-    use homestead_middleware::Session;
+    use homestead_middleware::{Credential, Principal, Session};
     use pubky_common::capabilities::Capabilities;
 
     use crate::authorization::check_write;
@@ -225,13 +227,17 @@ fn fuzz_capabilities() {
             "{printed:?}"
         );
         let session = Session {
-            public_key: key.clone(),
-            capabilities: printed,
+            user: key.clone(),
+            capabilities: caps.clone(),
             created_at: 0,
         };
+        let via = Credential::Cookie {
+            secret: "S".repeat(26),
+        };
+        let principal = Principal::new(session, via);
         for path in paths {
             let path = EntryPath::parse(path).unwrap();
-            if check_write(Some(&session), &path).is_ok() {
+            if check_write(Some(&principal), &path).is_ok() {
                 // Some write capability covers the path on a segment boundary.
                 let covered = caps.iter().any(|cap| {
                     let scope = cap.scope().as_str();

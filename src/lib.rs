@@ -18,6 +18,7 @@ pub mod request_span;
 pub mod routes;
 pub mod server_key;
 pub mod session_cookie;
+pub mod signup_token;
 pub mod stack;
 pub mod stream_slots;
 pub mod telemetry;

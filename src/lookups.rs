@@ -1,99 +1,56 @@
-//! The Store behind the middleware's lookup traits: sessions by the hash of their secret (with their
-//! user's record, which the bandwidth and quota layers and the handlers then use), signup tokens by their
-//! text, quota room by user and path.
+//! The Store behind the middleware's lookup traits: sessions by the hash of their secret, with their
+//! user's record (the account the bandwidth layer and the handlers then use) and that user's bandwidth.
 
 use homestead_backends::metadata::User;
-use homestead_backends::{EntryPath, Store, StoreError};
+use homestead_backends::{Store, StoreError};
+use std::str::FromStr;
 use std::time::Duration;
 
 use homestead_config::{Bandwidth, DefaultQuotas};
 use homestead_middleware::{
-    BandwidthPolicy, QuotaLedger, Rate, Session, SessionLookup, SignupTokens, TokenStatus,
-    UserRates,
+    BandwidthPolicy, Credential, CredentialLookup, Rate, Session, UserRates,
 };
+use pubky_common::capabilities::Capabilities;
 
-use crate::authorization::check_write;
-use crate::routes::storage::decode_path;
 use crate::session_cookie::secret_hash;
-use homestead_middleware::tenant::storage_path;
 
-/// Sessions from the Store.
+/// Credentials and their users from the Store; users' bandwidth from their own settings, else the
+/// configured defaults.
 #[derive(Debug, Clone)]
-pub struct StoreSessions(pub Store);
+pub struct StoreCredentials {
+    /// Where sessions and users are.
+    pub store: Store,
+    /// `[default_quotas]`.
+    pub defaults: DefaultQuotas,
+}
 
-impl SessionLookup for StoreSessions {
+impl CredentialLookup for StoreCredentials {
     type Error = StoreError;
     type Account = User;
 
-    async fn lookup(&self, secret: &str) -> Result<Option<(Session, User)>, Self::Error> {
+    async fn lookup(
+        &self,
+        credential: &Credential,
+    ) -> Result<Option<(Session, User)>, Self::Error> {
+        let Credential::Cookie { secret } = credential;
         // Looked up by SHA-256: the database never sees the secret, and comparing hashes leaks nothing
         // useful about it.
-        let Some(record) = self.0.session(&secret_hash(secret)).await? else {
+        let Some(record) = self.store.session(&secret_hash(secret)).await? else {
             return Ok(None);
         };
-        let Ok(public_key) = pkarr::PublicKey::try_from(record.user.public_key.as_str()) else {
+        let Ok(user) = pkarr::PublicKey::try_from(record.user.public_key.as_str()) else {
             tracing::error!(key = %record.user.public_key, "a stored session names an invalid key");
             return Ok(None);
         };
+        // A list that does not parse grants nothing.
+        let capabilities = Capabilities::from_str(&record.capabilities).unwrap_or_default();
         let session = Session {
-            public_key,
-            capabilities: record.capabilities,
+            user,
+            capabilities,
             created_at: record.created_at,
         };
         Ok(Some((session, record.user)))
     }
-}
-
-/// Signup tokens from the Store.
-#[derive(Debug, Clone)]
-pub struct StoreSignupTokens(pub Store);
-
-impl SignupTokens for StoreSignupTokens {
-    type Error = StoreError;
-
-    async fn status(&self, token: &str) -> Result<TokenStatus, Self::Error> {
-        Ok(match self.0.signup_token(token).await? {
-            None => TokenStatus::Unknown,
-            Some(record) if record.used_by.is_some() => TokenStatus::Used,
-            Some(_) => TokenStatus::Unused,
-        })
-    }
-}
-
-/// Quota room from the Store.
-#[derive(Debug, Clone)]
-pub struct StoreQuotas(pub Store);
-
-impl QuotaLedger for StoreQuotas {
-    type Error = StoreError;
-    type Account = User;
-
-    async fn admits(
-        &self,
-        session: &Session,
-        user: &User,
-        path: &str,
-        length: u64,
-    ) -> Result<bool, Self::Error> {
-        let Some(path) = decode_path(storage_path(path))
-            .ok()
-            .and_then(|p| EntryPath::try_from(p).ok())
-        else {
-            return Ok(true);
-        };
-        if check_write(Some(session), &path).is_err() {
-            return Ok(true);
-        }
-        let room = self.0.room_for(user, &path).await?;
-        Ok(room.is_none_or(|room| length <= room))
-    }
-}
-
-/// Users' bandwidth from their own settings, else the configured defaults.
-#[derive(Debug, Clone)]
-pub struct StoreBandwidth {
-    /// `[default_quotas]`.
-    pub defaults: DefaultQuotas,
 }
 
 /// A configured bandwidth as a rate, with a burst in the bandwidth's unit.
@@ -121,9 +78,7 @@ fn resolve(
     }
 }
 
-impl BandwidthPolicy for StoreBandwidth {
-    type Account = User;
-
+impl BandwidthPolicy for StoreCredentials {
     fn user_rates(&self, user: &User) -> UserRates {
         let limits = &user.limits;
         let d = &self.defaults;

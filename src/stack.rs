@@ -1,6 +1,6 @@
 //! What serves a client request: the client API's Tower stack, built here from the app state in one place
 //! (outermost first: trace span, metrics, drain, CORS, tenant, address-keyed rate limits, the database
-//! guard, session, user-keyed rate limits, bandwidth, signup, quota; then the routes), and the
+//! guard, authentication, user-keyed rate limits, bandwidth, body-size cap; then the routes), and the
 //! [`HostDispatch`] in front of it that picks a site router by `Host` (websites, issue 21) and hands
 //! every other request to the client router.
 
@@ -15,15 +15,12 @@ use axum::body::{Bytes, HttpBody};
 use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
 use homestead_backends::Store;
-use homestead_config::SignupMode;
-use homestead_middleware::{
-    BandwidthLayer, DrainLayer, QuotaLayer, SessionLayer, SignupLayer, TenantLayer,
-};
+use homestead_middleware::{AuthLayer, BandwidthLayer, BodySizeLayer, DrainLayer, TenantLayer};
 use http::{Request, header::HOST};
 use tower::Service;
 use tower_http::cors::CorsLayer;
 
-use crate::lookups::{StoreBandwidth, StoreQuotas, StoreSessions, StoreSignupTokens};
+use crate::lookups::StoreCredentials;
 use crate::routes::{self, AppState};
 
 /// The most of an unread upload read before a refusal is sent, so that the client sees the refusal
@@ -44,29 +41,21 @@ fn site_routers(_app: &AppState) -> Vec<(String, Router)> {
 
 /// The client API, served identically on the ICANN and PubkyTLS listeners: the routes behind their layers.
 pub fn client_router(app: &AppState) -> Router {
-    let signup = match app.signup_mode {
-        SignupMode::Open => SignupLayer::open(),
-        SignupMode::TokenRequired => {
-            SignupLayer::token_required(StoreSignupTokens(app.store.clone()))
-        }
+    let credentials = StoreCredentials {
+        store: app.store.clone(),
+        defaults: app.default_quotas.clone(),
     };
     routes::client_routes(app.clone())
-        .layer(QuotaLayer::new(
-            StoreQuotas(app.store.clone()),
-            app.max_body_bytes,
-        ))
-        .layer(signup)
+        .layer(BodySizeLayer::new(app.max_body_bytes))
         .layer(BandwidthLayer::new(
-            StoreBandwidth {
-                defaults: app.default_quotas.clone(),
-            },
+            credentials.clone(),
             app.default_quotas
                 .unauthenticated_ip_rate_read
                 .map(|b| crate::lookups::rate(b, None)),
             axum::body::Body::new,
         ))
         .layer(app.rate_limits.users())
-        .layer(SessionLayer::new(StoreSessions(app.store.clone())))
+        .layer(AuthLayer::new(credentials))
         .layer(axum::middleware::from_fn_with_state(
             app.store.clone(),
             refuse_while_database_down,

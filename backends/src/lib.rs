@@ -16,5 +16,5 @@ pub use blobs::{BlobStore, BlobsError};
 pub use event_bus::EventBus;
 pub use health::Health;
 pub use metadata::{Metadata, MetadataError};
-pub use path::{DirPath, EntryPath, NormalizedPath, PathError};
+pub use path::{DirPath, EntryPath, NormalizedPath, PathError, Scope};
 pub use store::{Store, StoreError};

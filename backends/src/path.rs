@@ -1,5 +1,6 @@
 //! Storage paths, validated once at the boundary (PROTOCOL.md §8.1): the Store only ever sees a normalized
-//! [`EntryPath`] (a file) or [`DirPath`] (a directory, ending in `/`).
+//! [`EntryPath`] (a file) or [`DirPath`] (a directory, ending in `/`). The types are purely syntactic: which
+//! [`Scope`] a path is in is told by `scope()`, and who may reach it is the app's authorization's call.
 
 use std::fmt;
 
@@ -26,15 +27,36 @@ pub enum PathError {
     /// Longer than [`MAX_PATH_BYTES`] once normalized.
     #[error("Path is longer than 4096 bytes")]
     TooLong,
-    /// Outside `/pub/`.
-    #[error("Path must start with /pub/")]
-    NotPublic,
     /// A directory where a file is needed.
     #[error("Path names a directory, not a file")]
     IsDirectory,
     /// A file where a directory is needed.
     #[error("Path names a file, not a directory")]
     IsFile,
+}
+
+/// The top-level area a path lies in, which authorization rules are written against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Under `/pub/`: public data.
+    Public,
+    /// Under `/priv/`: private data.
+    Private,
+    /// Anywhere else, including `/pub` and `/priv` themselves.
+    Other,
+}
+
+impl Scope {
+    /// The scope of path text, normalized or raw (a raw path's scope is that of its unescaped prefix).
+    pub fn of(path: &str) -> Self {
+        if path.starts_with("/pub/") {
+            Self::Public
+        } else if path.starts_with("/priv/") {
+            Self::Private
+        } else {
+            Self::Other
+        }
+    }
 }
 
 /// A path normalized per §8.1 steps 1–6: absolute, no empty, `.` or `..` segments, no control
@@ -90,9 +112,14 @@ impl NormalizedPath {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Which area it lies in.
+    pub fn scope(&self) -> Scope {
+        Scope::of(&self.0)
+    }
 }
 
-/// A file path under `/pub/`.
+/// A normalized file path (not ending in `/`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EntryPath(String);
 
@@ -107,6 +134,11 @@ impl EntryPath {
         &self.0
     }
 
+    /// Which area it lies in.
+    pub fn scope(&self) -> Scope {
+        Scope::of(&self.0)
+    }
+
     /// The last segment, e.g. `file.txt`.
     pub fn file_name(&self) -> &str {
         self.0.rsplit('/').next().unwrap_or_default()
@@ -117,9 +149,6 @@ impl TryFrom<NormalizedPath> for EntryPath {
     type Error = PathError;
 
     fn try_from(path: NormalizedPath) -> Result<Self, PathError> {
-        if !path.0.starts_with("/pub/") {
-            return Err(PathError::NotPublic);
-        }
         if path.is_dir() {
             return Err(PathError::IsDirectory);
         }
@@ -127,7 +156,7 @@ impl TryFrom<NormalizedPath> for EntryPath {
     }
 }
 
-/// A directory path under `/pub/`, ending in `/`.
+/// A normalized directory path, ending in `/`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DirPath(String);
 
@@ -141,15 +170,17 @@ impl DirPath {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Which area it lies in.
+    pub fn scope(&self) -> Scope {
+        Scope::of(&self.0)
+    }
 }
 
 impl TryFrom<NormalizedPath> for DirPath {
     type Error = PathError;
 
     fn try_from(path: NormalizedPath) -> Result<Self, PathError> {
-        if !path.0.starts_with("/pub/") {
-            return Err(PathError::NotPublic);
-        }
         if !path.is_dir() {
             return Err(PathError::IsFile);
         }
@@ -222,19 +253,34 @@ mod tests {
     }
 
     #[test]
-    fn entries_and_directories_live_under_pub() {
+    fn entries_are_files_and_directories_end_in_a_slash() {
         assert_eq!(EntryPath::parse("/pub/a").unwrap().file_name(), "a");
-        assert_eq!(EntryPath::parse("/pub"), Err(PathError::NotPublic));
-        assert_eq!(EntryPath::parse("/private/a"), Err(PathError::NotPublic));
         assert_eq!(EntryPath::parse("/pub/a/"), Err(PathError::IsDirectory));
         assert_eq!(EntryPath::parse("/pub/a/.."), Err(PathError::IsDirectory));
         assert_eq!(DirPath::parse("/pub/").unwrap().as_str(), "/pub/");
         assert_eq!(DirPath::parse("/pub/a"), Err(PathError::IsFile));
-        assert_eq!(DirPath::parse("/"), Err(PathError::NotPublic));
+        // Which area a path lies in is no business of the types: authorization decides.
         assert_eq!(
-            PathError::NotPublic.to_string(),
-            "Path must start with /pub/",
-            "the reference's message"
+            EntryPath::parse("/private/a").unwrap().as_str(),
+            "/private/a"
         );
+        assert_eq!(DirPath::parse("/").unwrap().as_str(), "/");
+    }
+
+    #[test]
+    fn scopes_are_the_top_level_areas() {
+        let scope = |path: &str| NormalizedPath::parse(path).unwrap().scope();
+        assert_eq!(scope("/pub/a"), Scope::Public);
+        assert_eq!(scope("/pub/"), Scope::Public);
+        assert_eq!(scope("/priv/a/"), Scope::Private);
+        for other in ["/", "/pub", "/priv", "/public/a", "/private/a", "/x/pub/a"] {
+            assert_eq!(scope(other), Scope::Other, "{other}");
+        }
+        assert_eq!(EntryPath::parse("/pub/a").unwrap().scope(), Scope::Public);
+        assert_eq!(EntryPath::parse("/priv/a").unwrap().scope(), Scope::Private);
+        assert_eq!(DirPath::parse("/pub/a/").unwrap().scope(), Scope::Public);
+        assert_eq!(DirPath::parse("/").unwrap().scope(), Scope::Other);
+        // A raw path's scope is that of its text as sent.
+        assert_eq!(Scope::of("/%70ub/a"), Scope::Other);
     }
 }

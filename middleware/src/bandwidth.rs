@@ -1,7 +1,7 @@
 //! Bandwidth limits (OPERATIONS.md §8.3): request and response bodies are slowed to a byte rate, never
-//! refused. A request with a live session of the tenant (found by the [`SessionLayer`](crate::SessionLayer),
+//! refused. A request with a principal that is the tenant (found by the [`AuthLayer`](crate::AuthLayer),
 //! which must run first) gets that user's write rate (for `PUT`, `POST`, `PATCH`, `DELETE`) or read rate,
-//! from a [`BandwidthPolicy`] reading the account the session lookup attached; any other request gets the
+//! from a [`BandwidthPolicy`] reading the account the credential lookup attached; any other request gets the
 //! anonymous read rate, keyed by client IP. Users with the same key share one bucket; buckets count
 //! 1 KiB cells and may run into debt, so a large chunk waits for the time its bytes are worth.
 
@@ -18,8 +18,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 use tower::{Layer, Service};
 
+use crate::auth::{CredentialLookup, own_account};
 use crate::peer::Peer;
-use crate::session::tenant_session;
 
 /// Bytes in one cell of a bucket.
 const CELL: u64 = 1024;
@@ -45,11 +45,8 @@ pub struct UserRates {
 }
 
 /// Tells the rates of a user; the app implements it with its account record and the configured
-/// defaults.
-pub trait BandwidthPolicy: Clone + Send + Sync + 'static {
-    /// The account the session lookup attached.
-    type Account: Send + Sync + 'static;
-
+/// defaults, on its [`CredentialLookup`], so that the account read here is the one the lookup attached.
+pub trait BandwidthPolicy: CredentialLookup {
     /// The rates of the user of `account`.
     fn user_rates(&self, account: &Self::Account) -> UserRates;
 }
@@ -186,7 +183,7 @@ impl<P: Clone, B> Clone for BandwidthLayer<P, B> {
 }
 
 impl<P, B> BandwidthLayer<P, B> {
-    /// Users' rates come from `policy`; requests without a user's session get `anonymous_read` per
+    /// Users' rates come from `policy`; requests without the tenant's principal get `anonymous_read` per
     /// client IP (the [`Peer`]'s `client_ip`). `wrap` turns a throttled body back into the body type of
     /// the service (e.g. `axum::body::Body::new`).
     pub fn new(policy: P, anonymous_read: Option<Rate>, wrap: fn(Throttled<B>) -> B) -> Self {
@@ -238,17 +235,17 @@ impl<P: BandwidthPolicy, B> BandwidthLayer<P, B> {
             .clone()
     }
 
-    /// The bucket of the tenant's own session (its user's rate for the method), else the anonymous
+    /// The bucket of the tenant's own principal (its user's rate for the method), else the anonymous
     /// read rate's bucket of the client's address.
     fn choose<R>(&self, request: &Request<R>) -> Option<SharedBucket> {
-        if let Some((session, account)) = tenant_session::<_, P::Account>(request) {
+        if let Some((principal, account)) = own_account::<_, P>(request) {
             let rates = self.policy.user_rates(account);
             let writes = matches!(
                 *request.method(),
                 Method::PUT | Method::POST | Method::PATCH | Method::DELETE
             );
             let rate = if writes { rates.write } else { rates.read };
-            return rate.map(|rate| self.bucket(session.public_key.to_string(), rate));
+            return rate.map(|rate| self.bucket(principal.user.to_string(), rate));
         }
         let rate = self.anonymous_read?;
         let peer = request.extensions().get::<Peer>()?;

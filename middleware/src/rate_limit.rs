@@ -5,9 +5,9 @@
 //!
 //! Globs are matched against the storage path a request resolves to, percent-decoded, whichever way it
 //! addresses its owner (`/pub/x` with a tenant, or `/storage/<owner>/pub/x`); other routes match their
-//! own path. `key = "ip"` limits count per client address and run before the session lookup, so a flood
+//! own path. `key = "ip"` limits count per client address and run before the credential lookup, so a flood
 //! costs no database work. `key = "user"` limits run after it and count per **authenticated** user (a
-//! live session of the request's tenant), anonymous requests per client address: a stranger cannot spend
+//! principal that is the request's tenant), anonymous requests per client address: a stranger cannot spend
 //! a user's budget by naming that user (the reference keys on the named user, and refuses with 400 when
 //! none is named).
 //!
@@ -25,9 +25,9 @@ use tower::{Layer, Service};
 
 use percent_encoding::percent_decode_str;
 
+use crate::auth::own_principal;
 use crate::peer::Peer;
 use crate::plain_text::plain_text;
-use crate::session::own_session;
 use crate::tenant::storage_path;
 
 /// How often idle buckets are dropped.
@@ -105,7 +105,7 @@ fn limited_path(path: &str) -> String {
 }
 
 /// Applies the configured request-count limits of one kind: [`RateLimitLayer::new`] those keyed by
-/// client address, [`RateLimitLayer::users`] those keyed by user (behind the session layer).
+/// client address, [`RateLimitLayer::users`] those keyed by user (behind the auth layer).
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
     limits: Arc<Limits>,
@@ -124,7 +124,7 @@ impl RateLimitLayer {
         }
     }
 
-    /// The user-keyed limits of the same configuration, sharing its state; goes behind the session
+    /// The user-keyed limits of the same configuration, sharing its state; goes behind the auth
     /// layer.
     pub fn users(&self) -> Self {
         Self {
@@ -186,8 +186,8 @@ where
             .map_or_else(|| "unknown".to_string(), |peer| peer.client_ip.to_string());
         let user = match self.kind {
             LimitKey::Ip => None,
-            // The authenticated user: a live session of the request's tenant.
-            LimitKey::User => own_session(&request).map(|session| session.public_key.to_string()),
+            // The authenticated user: a principal that is the request's tenant.
+            LimitKey::User => own_principal(&request).map(|principal| principal.user.to_string()),
         };
         let (key, identity) = match &user {
             Some(user) => (user.clone(), user.as_str()),
@@ -222,8 +222,8 @@ mod tests {
     use super::*;
     use homestead_config::IpRange;
 
+    use crate::auth::{Authentication, Credential, Principal, Session};
     use crate::peer::{PeerLayer, Transport, TrustedProxies};
-    use crate::session::SessionState;
     use crate::tenant::Tenant;
 
     const A: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
@@ -363,14 +363,19 @@ mod tests {
         let key = pkarr::PublicKey::try_from(A).unwrap();
         request.extensions_mut().insert(Tenant(key.clone()));
         if signed_in {
-            request.extensions_mut().insert(SessionState::Found {
+            let session = Session {
+                user: key,
+                capabilities: "/:rw".parse().unwrap(),
+                created_at: 0,
+            };
+            let via = Credential::Cookie {
                 secret: "s".repeat(26),
-                session: Box::new(crate::session::Session {
-                    public_key: key,
-                    capabilities: "/:rw".into(),
-                    created_at: 0,
-                }),
-            });
+            };
+            request
+                .extensions_mut()
+                .insert(Authentication::Authenticated(Box::new(Principal::new(
+                    session, via,
+                ))));
         }
         through(layer, peer, request).await.status().as_u16()
     }

@@ -299,8 +299,12 @@ pub async fn delete_entry(
 ) -> Result<http::StatusCode, HttpError> {
     let key = homestead_middleware::tenant::parse_key(&user)
         .ok_or_else(|| HttpError::bad_request(format!("Invalid public key: {user}")))?;
-    let path = homestead_backends::EntryPath::parse(&format!("/pub/{path}"))
-        .map_err(|err| HttpError::bad_request(format!("Invalid URL: {err}")))?;
+    let invalid_url = |err| HttpError::bad_request(format!("Invalid URL: {err}"));
+    // `..` can leave `/pub/`: the same area rule as the client's routes.
+    let path =
+        homestead_backends::NormalizedPath::parse(&format!("/pub/{path}")).map_err(invalid_url)?;
+    crate::authorization::check_scope(path.scope())?;
+    let path = homestead_backends::EntryPath::try_from(path).map_err(invalid_url)?;
     match app.store.delete(&key.to_string(), &path).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Err(HttpError::not_found()),

@@ -1,6 +1,5 @@
 //! Sign-up, sign-in and the session routes (PROTOCOL.md §6.6–§6.9).
 
-use std::str::FromStr;
 use std::time::SystemTime;
 
 use axum::Extension;
@@ -8,7 +7,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use homestead_backends::metadata::SignupOutcome;
-use homestead_middleware::{SessionState, SignupGate, Tenant};
+use homestead_config::SignupMode;
+use homestead_middleware::{Authentication, Credential, Tenant};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use pubky_common::auth::AuthToken;
 use pubky_common::capabilities::Capabilities;
@@ -21,27 +21,27 @@ use crate::routes::AppState;
 use crate::session_cookie::{
     is_secure_host, new_secret, removal_cookie, request_host, secret_hash, set_cookie,
 };
+use crate::signup_token;
 
-/// `POST /signup`: creates the user of the AuthToken (redeeming the signup token the gate admitted) and
-/// a first session.
+/// `POST /signup`: creates the user of the AuthToken (redeeming the signup token, in token-required
+/// mode) and a first session.
 pub async fn signup(
     State(app): State<AppState>,
-    Extension(gate): Extension<SignupGate>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Result<Response, HttpError> {
+    // Judged first, so that a failed lookup answers at once; applied after the AuthToken and user
+    // checks, which the protocol ranks above token errors.
+    let tokens = (app.signup_mode == SignupMode::TokenRequired).then_some(&app.store);
+    let verdict = signup_token::judge(tokens, uri.query()).await?;
     let token = verify_once(&app.store, &body).await?;
     let user = token.public_key().z32();
     let exists = || HttpError::new(StatusCode::CONFLICT, "User already exists");
     if app.store.user(&user).await?.is_some() {
         return Err(exists());
     }
-    let signup_token = match gate {
-        SignupGate::Open => None,
-        SignupGate::Admit(signup_token) => Some(signup_token),
-        SignupGate::Refuse { status, message } => return Err(HttpError::new(status, message)),
-    };
+    let signup_token = verdict.admitted()?;
     match app
         .store
         .create_user(&user, signup_token.as_deref())
@@ -124,12 +124,12 @@ fn session_info_response(info: Vec<u8>, cookie: Option<String>) -> Response {
     response
 }
 
-/// `GET /session`: the SessionInfo of the tenant's session cookie, creation time in seconds. 404 when
-/// there is no such session, or it belongs to another user than the tenant.
+/// `GET /session`: the SessionInfo of the tenant's session, creation time in seconds. 404 when there is
+/// no such session, or it belongs to another user than the tenant.
 pub async fn session(
     State(app): State<AppState>,
     tenant: Option<Extension<Tenant>>,
-    Extension(state): Extension<SessionState>,
+    Extension(authentication): Extension<Authentication>,
 ) -> Result<Response, HttpError> {
     let Some(Extension(Tenant(tenant))) = tenant else {
         return Err(HttpError::no_tenant());
@@ -137,15 +137,18 @@ pub async fn session(
     if app.store.user(&tenant.to_string()).await?.is_none() {
         return Err(HttpError::not_found());
     }
-    let SessionState::Found { session, .. } = state else {
+    let Authentication::Authenticated(principal) = authentication else {
         return Err(HttpError::not_found());
     };
-    if session.public_key != tenant {
+    if principal.user != tenant {
         return Err(HttpError::not_found());
     }
-    let capabilities = Capabilities::from_str(&session.capabilities).unwrap_or_default();
-    let created_secs = u64::try_from(session.created_at / 1_000_000).unwrap_or(0);
-    let info = session_info(&PublicKey::from(tenant), capabilities, created_secs);
+    let created_secs = u64::try_from(principal.created_at / 1_000_000).unwrap_or(0);
+    let info = session_info(
+        &PublicKey::from(tenant),
+        principal.capabilities,
+        created_secs,
+    );
     let mut response = session_info_response(info, None);
     let headers = response.headers_mut();
     headers.insert(header::VARY, HeaderValue::from_static("cookie, pubky-host"));
@@ -161,18 +164,16 @@ pub async fn session(
 pub async fn signout(
     State(app): State<AppState>,
     tenant: Option<Extension<Tenant>>,
-    Extension(state): Extension<SessionState>,
+    Extension(authentication): Extension<Authentication>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, HttpError> {
     let Some(Extension(Tenant(tenant))) = tenant else {
         return Err(HttpError::no_tenant());
     };
-    match state {
-        SessionState::Found { secret, .. } | SessionState::Unknown(secret) => {
-            app.store.delete_session(&secret_hash(&secret)).await?;
-        }
-        SessionState::NoCookie => {}
+    // Known or not, the cookie's session is ended.
+    if let Some(Credential::Cookie { secret }) = authentication.credential() {
+        app.store.delete_session(&secret_hash(secret)).await?;
     }
     let secure = request_host(&headers, &uri).is_some_and(|host| is_secure_host(&host));
     let cookie = removal_cookie(&tenant.to_string(), secure, SystemTime::now());
@@ -185,6 +186,8 @@ pub async fn signout(
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
     use pubky_common::crypto::Keypair;
 
     use super::*;

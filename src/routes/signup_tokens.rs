@@ -4,11 +4,11 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat};
 use homestead_config::SignupMode;
-use homestead_middleware::signup::is_well_formed;
 use http::{HeaderValue, StatusCode, header};
 
 use crate::http_error::HttpError;
 use crate::routes::AppState;
+use crate::signup_token::is_well_formed;
 
 /// The token's status and creation time as JSON; 400 in open mode or for a malformed token, 404 for an
 /// unknown one.

@@ -10,15 +10,18 @@ use axum::body::BodyDataStream;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
-use homestead_backends::metadata::{Entry, User};
+use homestead_backends::metadata::Entry;
 use homestead_backends::store::{ByteRange, Read, ReadOptions, WriteLimits};
-use homestead_backends::{DirPath, EntryPath, NormalizedPath, PathError};
-use homestead_middleware::{SessionState, Tenant};
+use homestead_backends::{DirPath, EntryPath, NormalizedPath, StoreError};
+use homestead_middleware::auth::own_account;
+use homestead_middleware::body_size::declared_length;
+use homestead_middleware::{Authentication, Tenant};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use percent_encoding::percent_decode_str;
 
-use crate::authorization::{authorize, check_write};
+use crate::authorization::{authorize, check_scope, check_write};
 use crate::http_error::HttpError;
+use crate::lookups::StoreCredentials;
 use crate::routes::{AppState, listing};
 
 /// The methods a storage path supports.
@@ -28,12 +31,12 @@ const ALLOW: &str = "GET, HEAD, PUT, DELETE";
 pub async fn tenant_route(
     State(app): State<AppState>,
     tenant: Option<Extension<Tenant>>,
-    Extension(state): Extension<SessionState>,
+    Extension(authentication): Extension<Authentication>,
     request: Request,
 ) -> Response {
     let raw_path = request.uri().path().to_string();
     let tenant = tenant.map(|Extension(Tenant(key))| key);
-    serve(&app, tenant, &state, &raw_path, request)
+    serve(&app, tenant, &authentication, &raw_path, request)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -43,7 +46,7 @@ pub async fn tenant_route(
 pub async fn path_addressed(
     State(app): State<AppState>,
     tenant: Option<Extension<Tenant>>,
-    Extension(state): Extension<SessionState>,
+    Extension(authentication): Extension<Authentication>,
     request: Request,
 ) -> Response {
     let path = request.uri().path();
@@ -57,7 +60,7 @@ pub async fn path_addressed(
         return HttpError::bad_request(format!("Invalid URL: invalid public key {owner:?}"))
             .into_response();
     };
-    serve(&app, Some(owner), &state, &raw_path, request)
+    serve(&app, Some(owner), &authentication, &raw_path, request)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -65,12 +68,12 @@ pub async fn path_addressed(
 async fn serve(
     app: &AppState,
     tenant: Option<pkarr::PublicKey>,
-    state: &SessionState,
+    authentication: &Authentication,
     raw_path: &str,
     request: Request,
 ) -> Result<Response, HttpError> {
     let method = request.method().clone();
-    let session = authorize(&method, raw_path, tenant.as_ref(), state)?;
+    let principal = authorize(&method, raw_path, tenant.as_ref(), authentication)?;
     let owner = tenant.map(|key| key.to_string()).unwrap_or_default();
     let path = decode_path(raw_path)?;
     match method {
@@ -85,12 +88,12 @@ async fn serve(
         Method::HEAD => head(app, &owner, path).await,
         Method::PUT => {
             let path = entry_path(path)?;
-            check_write(session, &path)?;
-            put(app, &owner, path, request).await
+            check_write(principal, &path)?;
+            put(app, path, request).await
         }
         Method::DELETE => {
             let path = entry_path(path)?;
-            check_write(session, &path)?;
+            check_write(principal, &path)?;
             delete(app, &owner, path).await
         }
         _ => {
@@ -115,11 +118,15 @@ pub fn decode_path(raw: &str) -> Result<NormalizedPath, HttpError> {
     NormalizedPath::parse(&decoded).map_err(invalid_url)
 }
 
+/// A file path in an area the server serves.
 fn entry_path(path: NormalizedPath) -> Result<EntryPath, HttpError> {
+    check_scope(path.scope())?;
     EntryPath::try_from(path).map_err(invalid_url)
 }
 
+/// A directory path in an area the server serves.
 fn dir_path(path: NormalizedPath) -> Result<DirPath, HttpError> {
+    check_scope(path.scope())?;
     DirPath::try_from(path).map_err(invalid_url)
 }
 
@@ -255,12 +262,10 @@ async fn get(
 }
 
 async fn head(app: &AppState, owner: &str, path: NormalizedPath) -> Result<Response, HttpError> {
+    check_scope(path.scope())?;
     // HEAD never lists: a directory path names no file.
-    let Ok(path) = EntryPath::try_from(path.clone()) else {
-        return match path.as_str().starts_with("/pub/") {
-            true => Err(HttpError::not_found()),
-            false => Err(invalid_url(PathError::NotPublic)),
-        };
+    let Ok(path) = EntryPath::try_from(path) else {
+        return Err(HttpError::not_found());
     };
     let entry = app
         .store
@@ -272,21 +277,13 @@ async fn head(app: &AppState, owner: &str, path: NormalizedPath) -> Result<Respo
     Ok(response)
 }
 
-async fn put(
-    app: &AppState,
-    owner: &str,
-    path: EntryPath,
-    request: Request,
-) -> Result<Response, HttpError> {
-    // The session layer read the owner's record with their session.
-    let attached = request.extensions().get::<User>();
-    let user = match attached.filter(|user| user.public_key == owner) {
-        Some(user) => user.clone(),
-        None => app
-            .store
-            .user(owner)
-            .await?
-            .ok_or_else(HttpError::not_found)?,
+/// Writes the body to `path` as the owner, whose principal [`check_write`] admitted: their record is the
+/// account the auth layer attached. Every refusal is decided before the body is touched; its unread rest
+/// is the drain layer's.
+async fn put(app: &AppState, path: EntryPath, request: Request) -> Result<Response, HttpError> {
+    let Some((_, user)) = own_account::<_, StoreCredentials>(&request) else {
+        // Only a wiring without the auth layer gets here.
+        return Err(HttpError::not_found());
     };
     if user.disabled {
         return Err(HttpError::new(StatusCode::FORBIDDEN, "User is disabled"));
@@ -294,6 +291,11 @@ async fn put(
     if !user.limits.may_write(path.as_str()) {
         return Err(write_not_allowed());
     }
+    if let Some(length) = declared_length(&request) {
+        // The commit checks again, exactly, on the bytes streamed.
+        fits(app.store.room_for(user, &path).await, length)?;
+    }
+    let user = user.clone();
     let limits = WriteLimits {
         max_bytes: app.max_body_bytes,
     };
@@ -306,6 +308,22 @@ async fn put(
         .await?;
     app.metrics.bytes_written.add(written.content_length, &[]);
     Ok(StatusCode::CREATED.into_response())
+}
+
+/// 507 unless `length` declared bytes fit the `room` the Store told (None: unlimited); a Store that could
+/// not tell is a 503.
+fn fits(room: Result<Option<u64>, StoreError>, length: u64) -> Result<(), HttpError> {
+    match room {
+        Ok(Some(room)) if length > room => Err(HttpError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "Disk space quota exceeded",
+        )),
+        Ok(_) => Ok(()),
+        Err(err) => Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Quota store unavailable: {err}"),
+        )),
+    }
 }
 
 /// The body's pieces, failing with `TimedOut` when the client pauses longer than `timeout` between two.
@@ -374,6 +392,25 @@ mod tests {
         ] {
             assert_eq!(parse_range(ignored), None, "{ignored}");
         }
+    }
+
+    #[test]
+    fn declared_lengths_are_held_against_the_room() {
+        assert!(fits(Ok(None), u64::MAX).is_ok());
+        assert!(fits(Ok(Some(100)), 100).is_ok());
+        let over = fits(Ok(Some(100)), 101).unwrap_err();
+        assert_eq!(
+            (over.status.as_u16(), over.message.as_str()),
+            (507, "Disk space quota exceeded")
+        );
+        let down = StoreError::NoSuchUser {
+            path: "/pub/a".into(),
+        };
+        let down = fits(Err(down), 1).unwrap_err();
+        assert_eq!(
+            (down.status.as_u16(), down.message.as_str()),
+            (503, "Quota store unavailable: /pub/a: no such user")
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ async fn admin_routes_need_the_password() {
     let good = app.admin(good).await;
     assert_eq!(good.status, StatusCode::OK);
     assert!(
-        homestead_middleware::signup::is_well_formed(&good.text()),
+        crate::signup_token::is_well_formed(&good.text()),
         "{}",
         good.text()
     );

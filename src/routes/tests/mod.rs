@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod client;
+mod put_refusals;
 
 use std::sync::Arc;
 
