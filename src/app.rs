@@ -75,7 +75,6 @@ impl App {
         let store = Store::new(Arc::from(metadata), &blobs, default_quota, entry_ttl);
         let sweeper = spawn_sweeper(
             store.clone(),
-            blobs.clone(),
             Duration::from_secs(config.storage.sweep_interval_secs.get()),
             Duration::from_secs(config.storage.orphan_grace_secs),
         );
@@ -293,33 +292,29 @@ fn advertised_address(host: &str, port: u16) -> Option<String> {
     (port != 0).then(|| format!("{host}:{port}"))
 }
 
-/// Removes orphaned blobs older than `grace` at start-up (leftovers of a crash) and then every `every`.
-fn spawn_sweeper(
-    store: Store,
-    blobs: BlobStore,
-    every: Duration,
-    grace: Duration,
-) -> JoinHandle<()> {
+/// Removes orphaned blobs and staging files older than `grace` at start-up (leftovers of a crash) and
+/// then every `every`.
+fn spawn_sweeper(store: Store, every: Duration, grace: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let staging = blobs.clone();
-            match tokio::task::spawn_blocking(move || staging.sweep_staging(grace)).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(removed)) => {
-                    tracing::info!(removed, "removed staging files of interrupted uploads")
-                }
-                Ok(Err(err)) => tracing::warn!(%err, "sweeping staging files failed"),
-                Err(err) => tracing::warn!(%err, "sweeping staging files failed"),
-            }
             match store.sweep(grace).await {
-                Ok(report) if report.deleted > 0 => {
-                    tracing::info!(
-                        examined = report.examined,
-                        deleted = report.deleted,
-                        "swept orphaned blobs"
-                    );
+                Ok(report) => {
+                    if report.staging > 0 {
+                        tracing::info!(
+                            removed = report.staging,
+                            "removed staging files of interrupted uploads"
+                        );
+                    }
+                    if report.deleted > 0 {
+                        tracing::info!(
+                            examined = report.examined,
+                            deleted = report.deleted,
+                            "swept orphaned blobs"
+                        );
+                    } else {
+                        tracing::debug!(examined = report.examined, "no orphaned blobs");
+                    }
                 }
-                Ok(report) => tracing::debug!(examined = report.examined, "no orphaned blobs"),
                 Err(err) => tracing::warn!(%err, "sweeping orphaned blobs failed"),
             }
             tokio::time::sleep(every).await;

@@ -11,9 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path as BlobPath;
-use object_store::{
-    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
-};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::blobs::BlobStore;
 use crate::content_type;
@@ -25,7 +23,7 @@ use crate::metadata::{
     Quota, SessionRecord, SignupOutcome, SignupTokenRecord, User, UserLimits,
 };
 use crate::path::{DirPath, EntryPath, NormalizedPath};
-use crate::small_blobs::{MAX_CACHED_BODY, SmallBlobs};
+use crate::small_blobs::MAX_CACHED_BODY;
 
 /// Bodies up to this size go up in one request; larger ones as multipart uploads in parts of this size.
 pub const PART_BYTES: usize = 5 * 1024 * 1024;
@@ -267,6 +265,8 @@ pub struct SweepReport {
     pub examined: usize,
     /// Unreferenced blobs deleted.
     pub deleted: usize,
+    /// Staging files of interrupted filesystem uploads removed.
+    pub staging: usize,
 }
 
 /// Metadata and blobs, kept consistent. Cheap to clone: one shared allocation.
@@ -278,13 +278,12 @@ pub struct Store {
 #[derive(Debug)]
 struct Parts {
     metadata: Arc<dyn Metadata>,
-    /// The blob store (its object store for reads and writes, itself for flushing filesystem writes).
+    /// The blob store (its object store for reads and writes, itself for sweeping staging files).
     blob_store: BlobStore,
     default_quota: Quota,
     /// Woken after every commit that appended an event, for the [`crate::EventBus`].
     events_committed: Arc<tokio::sync::Notify>,
     health: Arc<Health>,
-    small_blobs: SmallBlobs,
     entries: EntryCache,
 }
 
@@ -310,7 +309,6 @@ impl Store {
                 default_quota,
                 events_committed: Arc::new(tokio::sync::Notify::new()),
                 health: Arc::default(),
-                small_blobs: SmallBlobs::default(),
                 entries: EntryCache::with_ttl(entry_ttl),
                 blob_store: blobs.clone(),
             }),
@@ -397,16 +395,6 @@ impl Store {
         let key = BlobPath::from(format!("{owner}/{:032x}", rand::random::<u128>()));
         let blob = BlobWrite::new(self.blobs().clone(), key.clone());
         let streamed = blob.stream(body, path, limits.max_bytes, quota_cap).await?;
-        if let Err(err) = self.inner.blob_store.flush(&key, streamed.length).await {
-            self.delete_blob_quietly(&key).await;
-            return Err(StoreError::Blob {
-                path: path_text(),
-                source: Box::new(object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: Box::new(err),
-                }),
-            });
-        }
         let entry = NewEntry {
             path: path.clone(),
             content_hash: streamed.hash,
@@ -548,11 +536,8 @@ impl Store {
             .await
             .map_err(|e| blob_error(path, &entry.blob_key, e))?;
         let shown = path.to_string();
-        let stream = match result.payload {
-            GetResultPayload::File(file, _) => file_stream(file, result.range),
-            GetResultPayload::Stream(stream) => stream,
-        };
-        let body = stream
+        let body = result
+            .into_stream()
             .map_err(move |source| StoreError::Blob {
                 path: shown.clone(),
                 source: Box::new(source),
@@ -569,31 +554,25 @@ impl Store {
         })
     }
 
-    /// A small file, from the cache of small bodies or read whole into it.
+    /// A small file, read whole (the blob store's [`crate::small_blobs`] cache spares most reads).
     async fn get_small(
         &self,
         entry: Entry,
         path: &EntryPath,
         range: Option<(u64, u64)>,
     ) -> Result<Read> {
-        let body = match self.inner.small_blobs.get(&entry.blob_key) {
-            Some(body) => body,
-            None => {
-                let key = BlobPath::from(entry.blob_key.as_str());
-                let read = self.blobs().get(&key).await;
-                let read = read.map_err(|e| blob_error(path, &entry.blob_key, e))?;
-                let body = read.bytes().await;
-                let body = body.map_err(|e| blob_error(path, &entry.blob_key, e))?;
-                if body.len() as u64 != entry.content_length {
-                    return Err(StoreError::BlobMissing {
-                        path: path.to_string(),
-                        key: entry.blob_key.clone(),
-                    });
-                }
-                self.inner.small_blobs.insert(&entry.blob_key, body.clone());
-                body
-            }
-        };
+        let key = BlobPath::from(entry.blob_key.as_str());
+        let read = self.blobs().get(&key).await;
+        let read = read.map_err(|e| blob_error(path, &entry.blob_key, e))?;
+        let body = read.bytes().await;
+        let body = body.map_err(|e| blob_error(path, &entry.blob_key, e))?;
+        // A blob of another length than its entry says is not served: it is missing or torn.
+        if body.len() as u64 != entry.content_length {
+            return Err(StoreError::BlobMissing {
+                path: path.to_string(),
+                key: entry.blob_key.clone(),
+            });
+        }
         let one = |bytes: Bytes| futures_util::stream::once(async move { Ok(bytes) }).boxed();
         Ok(match range {
             None => Read::Full(entry, one(body)),
@@ -778,15 +757,20 @@ impl Store {
     }
 
     /// Deletes blobs older than `grace` that no entry references: leftovers of crashed or refused
-    /// uploads, and replaced blobs whose deletion failed. The grace period protects uploads that have
-    /// written their blob but not yet committed.
+    /// uploads, and replaced blobs whose deletion failed; and first the staging files that crashed
+    /// filesystem uploads left (a failure there is logged, and the blobs are swept still). The grace
+    /// period protects uploads that have written their blob but not yet committed.
     pub async fn sweep(&self, grace: Duration) -> Result<SweepReport> {
         let blob_error = |source| StoreError::Blob {
             path: "(sweep)".into(),
             source: Box::new(source),
         };
-        let cutoff = cutoff_micros(grace);
         let mut report = SweepReport::default();
+        match self.inner.blob_store.sweep_staging(grace).await {
+            Ok(removed) => report.staging = removed,
+            Err(err) => tracing::warn!(%err, "sweeping staging files failed"),
+        }
+        let cutoff = cutoff_micros(grace);
         let mut listing = self.blobs().list(None);
         let mut batch = Vec::with_capacity(SWEEP_BATCH);
         loop {
@@ -819,50 +803,12 @@ impl Store {
     }
 
     async fn delete_blob_quietly(&self, key: &BlobPath) {
-        self.inner.small_blobs.remove(key.as_ref());
         match self.blobs().delete(key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             // Not fatal: the sweeper removes it later.
             Err(err) => tracing::warn!(%key, %err, "cannot delete an unreferenced blob"),
         }
     }
-}
-
-/// Bytes read from a local file per blocking call (object_store reads 8 KiB per call, which makes large
-/// downloads from the filesystem CPU-bound).
-const FILE_CHUNK: u64 = 256 * 1024;
-
-/// Streams `range` of a local blob file in [`FILE_CHUNK`] pieces.
-fn file_stream(
-    file: std::fs::File,
-    range: std::ops::Range<u64>,
-) -> BoxStream<'static, object_store::Result<Bytes>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let failed = |err: std::io::Error| object_store::Error::Generic {
-        store: "LocalFileSystem",
-        source: Box::new(err),
-    };
-    let state = (file, range.start, range.end);
-    let start = range.start;
-    futures_util::stream::try_unfold(state, move |(mut file, at, end)| async move {
-        if at >= end {
-            return Ok(None);
-        }
-        let (file, chunk) = tokio::task::spawn_blocking(move || {
-            let mut chunk = vec![0; (end - at).min(FILE_CHUNK) as usize];
-            if at == start {
-                file.seek(SeekFrom::Start(at))?;
-            }
-            file.read_exact(&mut chunk)?;
-            Ok::<_, std::io::Error>((file, chunk))
-        })
-        .await
-        .map_err(|err| failed(std::io::Error::other(err)))?
-        .map_err(failed)?;
-        let next = at + chunk.len() as u64;
-        Ok(Some((Bytes::from(chunk), (file, next, end))))
-    })
-    .boxed()
 }
 
 /// Maps a failed blob read of `path`: a missing blob is named as such, anything else is a store failure.
