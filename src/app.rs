@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use homestead_backends::metadata::{self, Quota};
-use homestead_backends::{BlobStore, EventBus, Store};
+use homestead_backends::{BlobStore, Store};
 use homestead_config::{Config, DataDir, DatabaseUrl, redact_url};
 use homestead_middleware::RateLimitLayer;
 use opentelemetry_otlp::MetricExporter;
@@ -79,7 +79,7 @@ impl App {
             Duration::from_secs(config.storage.orphan_grace_secs),
         );
         let health = store.watch_health();
-        let (bus, pump) = EventBus::start(store.clone()).await?;
+        let event_tail = store.start_event_tail().await?;
         let metrics = Arc::new(Metrics::new(otlp_metrics)?);
         metrics.observe_storage(store.clone());
         let publish_status = SharedPublishStatus::default();
@@ -105,7 +105,7 @@ impl App {
         };
         let state = AppState::from(AppParts {
             store: store.clone(),
-            bus,
+            bus: store.event_bus(),
             admin: admin_facts,
             metrics: metrics.clone(),
             default_quotas: config.default_quotas.clone(),
@@ -217,7 +217,7 @@ impl App {
             .context("cannot build the server's PKARR record")?;
         let publisher =
             pkarr_record::spawn_publisher(pkarr_client, packet, publish_status, metrics.clone());
-        let mut background = vec![publisher, sweeper, pump, health];
+        let mut background = vec![publisher, sweeper, event_tail, health];
         let interval = config.pkdns.user_keys_republisher_interval;
         if interval > 0 {
             background.push(user_republisher::spawn(

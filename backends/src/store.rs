@@ -16,6 +16,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload
 use crate::blobs::BlobStore;
 use crate::content_type;
 use crate::entry_cache::EntryCache;
+use crate::event_bus::{self, EventBus, EventTail};
 use crate::health::Health;
 use crate::listing;
 use crate::metadata::{
@@ -281,8 +282,8 @@ struct Parts {
     /// The blob store (its object store for reads and writes, itself for sweeping staging files).
     blob_store: BlobStore,
     default_quota: Quota,
-    /// Woken after every commit that appended an event, for the [`crate::EventBus`].
-    events_committed: Arc<tokio::sync::Notify>,
+    /// The event tail: woken after every commit that appended an event; its subscribers' channel.
+    events: EventTail,
     health: Arc<Health>,
     entries: EntryCache,
 }
@@ -307,7 +308,7 @@ impl Store {
             inner: Arc::new(Parts {
                 metadata,
                 default_quota,
-                events_committed: Arc::new(tokio::sync::Notify::new()),
+                events: EventTail::new(),
                 health: Arc::default(),
                 entries: EntryCache::with_ttl(entry_ttl),
                 blob_store: blobs.clone(),
@@ -325,9 +326,22 @@ impl Store {
         &self.inner.health
     }
 
-    /// Woken after every commit that appended an event, for the [`crate::EventBus`].
-    pub(crate) fn events_committed(&self) -> Arc<tokio::sync::Notify> {
-        self.inner.events_committed.clone()
+    /// Starts following the event log from its newest event (see [`crate::event_bus`]): evicting
+    /// cached metadata of paths written by other instances, and publishing every event to the
+    /// [`EventBus`] subscribers. Run one per Store for as long as it serves.
+    pub async fn start_event_tail(&self) -> Result<tokio::task::JoinHandle<()>> {
+        let last = event_bus::newest(self).await?;
+        Ok(tokio::spawn(event_bus::follow(self.clone(), last)))
+    }
+
+    /// A handle to subscribe to the events the tail reads.
+    pub fn event_bus(&self) -> EventBus {
+        self.inner.events.bus()
+    }
+
+    /// The event tail's state.
+    pub(crate) fn event_tail(&self) -> &EventTail {
+        &self.inner.events
     }
 
     /// Starts probing the database and the blob store (see [`crate::health`]).
@@ -340,10 +354,10 @@ impl Store {
     }
 
     /// A write or delete of `owner`'s `path` committed: forgets its cached metadata and wakes this
-    /// process's event bus (the write's transaction told other instances).
+    /// process's event tail (the write's transaction told other instances).
     fn committed(&self, owner: &str, path: &EntryPath) {
         self.forget_entry(owner, path.as_str());
-        self.inner.events_committed.notify_one();
+        self.inner.events.wake();
     }
 
     /// The metadata database (for shutdown and the engine name).
@@ -486,7 +500,7 @@ impl Store {
     }
 
     /// Forgets the cached metadata of `owner`'s `path`: it was written or deleted, here or (told by the
-    /// event bus) by another instance.
+    /// event tail) by another instance.
     pub(crate) fn forget_entry(&self, owner: &str, path: &str) {
         self.inner.entries.forget(owner, path);
     }

@@ -252,7 +252,8 @@ pub(crate) mod tests {
             Quota::Unlimited,
             homestead_backends::entry_cache::TTL,
         );
-        let (bus, _pump) = EventBus::start(store.clone()).await.unwrap();
+        let _tail = store.start_event_tail().await.unwrap();
+        let bus = store.event_bus();
         let state = AppState::from(AppParts {
             store,
             bus,
