@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use homestead_backends::metadata::{self, Quota};
-use homestead_backends::{BlobStore, EventBus, Store};
+use homestead_backends::{BlobStore, Store};
 use homestead_config::{Config, DataDir, DatabaseUrl, redact_url};
 use homestead_middleware::{RateLimitLayer, TrustedProxies};
 use opentelemetry_otlp::MetricExporter;
@@ -76,12 +76,11 @@ impl App {
         let store = Store::new(Arc::from(metadata), &blobs, default_quota, entry_ttl);
         let sweeper = spawn_sweeper(
             store.clone(),
-            blobs.clone(),
             Duration::from_secs(config.storage.sweep_interval_secs.get()),
             Duration::from_secs(config.storage.orphan_grace_secs),
         );
         let health = store.watch_health();
-        let (bus, pump) = EventBus::start(store.clone()).await?;
+        let event_tail = store.start_event_tail().await?;
         let metrics = Arc::new(Metrics::new(otlp_metrics)?);
         metrics.observe_storage(store.clone());
         let publish_status = SharedPublishStatus::default();
@@ -107,7 +106,7 @@ impl App {
         };
         let state = AppState::from(AppParts {
             store: store.clone(),
-            bus,
+            bus: store.event_bus(),
             admin: admin_facts,
             metrics: metrics.clone(),
             default_quotas: config.default_quotas.clone(),
@@ -220,7 +219,7 @@ impl App {
             .context("cannot build the server's PKARR record")?;
         let publisher =
             pkarr_record::spawn_publisher(pkarr_client, packet, publish_status, metrics.clone());
-        let mut background = vec![publisher, sweeper, pump, health];
+        let mut background = vec![publisher, sweeper, event_tail, health];
         let interval = config.pkdns.user_keys_republisher_interval;
         if interval > 0 {
             background.push(user_republisher::spawn(
@@ -295,33 +294,29 @@ fn advertised_address(host: &str, port: u16) -> Option<String> {
     (port != 0).then(|| format!("{host}:{port}"))
 }
 
-/// Removes orphaned blobs older than `grace` at start-up (leftovers of a crash) and then every `every`.
-fn spawn_sweeper(
-    store: Store,
-    blobs: BlobStore,
-    every: Duration,
-    grace: Duration,
-) -> JoinHandle<()> {
+/// Removes orphaned blobs and staging files older than `grace` at start-up (leftovers of a crash) and
+/// then every `every`.
+fn spawn_sweeper(store: Store, every: Duration, grace: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let staging = blobs.clone();
-            match tokio::task::spawn_blocking(move || staging.sweep_staging(grace)).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(removed)) => {
-                    tracing::info!(removed, "removed staging files of interrupted uploads")
-                }
-                Ok(Err(err)) => tracing::warn!(%err, "sweeping staging files failed"),
-                Err(err) => tracing::warn!(%err, "sweeping staging files failed"),
-            }
             match store.sweep(grace).await {
-                Ok(report) if report.deleted > 0 => {
-                    tracing::info!(
-                        examined = report.examined,
-                        deleted = report.deleted,
-                        "swept orphaned blobs"
-                    );
+                Ok(report) => {
+                    if report.staging > 0 {
+                        tracing::info!(
+                            removed = report.staging,
+                            "removed staging files of interrupted uploads"
+                        );
+                    }
+                    if report.deleted > 0 {
+                        tracing::info!(
+                            examined = report.examined,
+                            deleted = report.deleted,
+                            "swept orphaned blobs"
+                        );
+                    } else {
+                        tracing::debug!(examined = report.examined, "no orphaned blobs");
+                    }
                 }
-                Ok(report) => tracing::debug!(examined = report.examined, "no orphaned blobs"),
                 Err(err) => tracing::warn!(%err, "sweeping orphaned blobs failed"),
             }
             tokio::time::sleep(every).await;

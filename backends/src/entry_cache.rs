@@ -4,9 +4,10 @@
 //! It is exact for this process's own writes: the [`Store`](crate::Store) forgets a path as soon as its
 //! write or delete commits, before answering, and a read only caches what it fetched if no path was
 //! forgotten meanwhile (a generation count), so a read racing a write cannot put back the old version.
-//! Writes by other instances sharing one PostgreSQL database reach it through the event bus, which
-//! forgets the path of every event it reads (within milliseconds, on the `LISTEN` hint); and every entry
-//! expires after [`TTL`] whatever happens, which bounds how stale another instance's write can look.
+//! Writes by other instances sharing one PostgreSQL database reach it through the Store's event tail,
+//! which forgets the path of every event it reads (within milliseconds, on the `LISTEN` hint); and
+//! every entry expires after [`TTL`] whatever happens, which bounds how stale another instance's write
+//! can look.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -11,13 +11,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path as BlobPath;
-use object_store::{
-    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
-};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::blobs::BlobStore;
 use crate::content_type;
 use crate::entry_cache::EntryCache;
+use crate::event_bus::{self, EventBus, EventTail};
 use crate::health::Health;
 use crate::listing;
 use crate::metadata::{
@@ -25,7 +24,7 @@ use crate::metadata::{
     Quota, SessionRecord, SignupOutcome, SignupTokenRecord, User, UserLimits,
 };
 use crate::path::{DirPath, EntryPath, NormalizedPath};
-use crate::small_blobs::{MAX_CACHED_BODY, SmallBlobs};
+use crate::small_blobs::MAX_CACHED_BODY;
 
 /// Bodies up to this size go up in one request; larger ones as multipart uploads in parts of this size.
 pub const PART_BYTES: usize = 5 * 1024 * 1024;
@@ -267,6 +266,8 @@ pub struct SweepReport {
     pub examined: usize,
     /// Unreferenced blobs deleted.
     pub deleted: usize,
+    /// Staging files of interrupted filesystem uploads removed.
+    pub staging: usize,
 }
 
 /// Metadata and blobs, kept consistent. Cheap to clone: one shared allocation.
@@ -278,13 +279,12 @@ pub struct Store {
 #[derive(Debug)]
 struct Parts {
     metadata: Arc<dyn Metadata>,
-    /// The blob store (its object store for reads and writes, itself for flushing filesystem writes).
+    /// The blob store (its object store for reads and writes, itself for sweeping staging files).
     blob_store: BlobStore,
     default_quota: Quota,
-    /// Woken after every commit that appended an event, for the [`crate::EventBus`].
-    events_committed: Arc<tokio::sync::Notify>,
+    /// The event tail: woken after every commit that appended an event; its subscribers' channel.
+    events: EventTail,
     health: Arc<Health>,
-    small_blobs: SmallBlobs,
     entries: EntryCache,
 }
 
@@ -308,9 +308,8 @@ impl Store {
             inner: Arc::new(Parts {
                 metadata,
                 default_quota,
-                events_committed: Arc::new(tokio::sync::Notify::new()),
+                events: EventTail::new(),
                 health: Arc::default(),
-                small_blobs: SmallBlobs::default(),
                 entries: EntryCache::with_ttl(entry_ttl),
                 blob_store: blobs.clone(),
             }),
@@ -327,9 +326,22 @@ impl Store {
         &self.inner.health
     }
 
-    /// Woken after every commit that appended an event, for the [`crate::EventBus`].
-    pub(crate) fn events_committed(&self) -> Arc<tokio::sync::Notify> {
-        self.inner.events_committed.clone()
+    /// Starts following the event log from its newest event (see [`crate::event_bus`]): evicting
+    /// cached metadata of paths written by other instances, and publishing every event to the
+    /// [`EventBus`] subscribers. Run one per Store for as long as it serves.
+    pub async fn start_event_tail(&self) -> Result<tokio::task::JoinHandle<()>> {
+        let last = event_bus::newest(self).await?;
+        Ok(tokio::spawn(event_bus::follow(self.clone(), last)))
+    }
+
+    /// A handle to subscribe to the events the tail reads.
+    pub fn event_bus(&self) -> EventBus {
+        self.inner.events.bus()
+    }
+
+    /// The event tail's state.
+    pub(crate) fn event_tail(&self) -> &EventTail {
+        &self.inner.events
     }
 
     /// Starts probing the database and the blob store (see [`crate::health`]).
@@ -342,10 +354,10 @@ impl Store {
     }
 
     /// A write or delete of `owner`'s `path` committed: forgets its cached metadata and wakes this
-    /// process's event bus (the write's transaction told other instances).
+    /// process's event tail (the write's transaction told other instances).
     fn committed(&self, owner: &str, path: &EntryPath) {
         self.forget_entry(owner, path.as_str());
-        self.inner.events_committed.notify_one();
+        self.inner.events.wake();
     }
 
     /// The metadata database (for shutdown and the engine name).
@@ -397,16 +409,6 @@ impl Store {
         let key = BlobPath::from(format!("{owner}/{:032x}", rand::random::<u128>()));
         let blob = BlobWrite::new(self.blobs().clone(), key.clone());
         let streamed = blob.stream(body, path, limits.max_bytes, quota_cap).await?;
-        if let Err(err) = self.inner.blob_store.flush(&key, streamed.length).await {
-            self.delete_blob_quietly(&key).await;
-            return Err(StoreError::Blob {
-                path: path_text(),
-                source: Box::new(object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: Box::new(err),
-                }),
-            });
-        }
         let entry = NewEntry {
             path: path.clone(),
             content_hash: streamed.hash,
@@ -498,7 +500,7 @@ impl Store {
     }
 
     /// Forgets the cached metadata of `owner`'s `path`: it was written or deleted, here or (told by the
-    /// event bus) by another instance.
+    /// event tail) by another instance.
     pub(crate) fn forget_entry(&self, owner: &str, path: &str) {
         self.inner.entries.forget(owner, path);
     }
@@ -548,11 +550,8 @@ impl Store {
             .await
             .map_err(|e| blob_error(path, &entry.blob_key, e))?;
         let shown = path.to_string();
-        let stream = match result.payload {
-            GetResultPayload::File(file, _) => file_stream(file, result.range),
-            GetResultPayload::Stream(stream) => stream,
-        };
-        let body = stream
+        let body = result
+            .into_stream()
             .map_err(move |source| StoreError::Blob {
                 path: shown.clone(),
                 source: Box::new(source),
@@ -569,31 +568,25 @@ impl Store {
         })
     }
 
-    /// A small file, from the cache of small bodies or read whole into it.
+    /// A small file, read whole (the blob store's [`crate::small_blobs`] cache spares most reads).
     async fn get_small(
         &self,
         entry: Entry,
         path: &EntryPath,
         range: Option<(u64, u64)>,
     ) -> Result<Read> {
-        let body = match self.inner.small_blobs.get(&entry.blob_key) {
-            Some(body) => body,
-            None => {
-                let key = BlobPath::from(entry.blob_key.as_str());
-                let read = self.blobs().get(&key).await;
-                let read = read.map_err(|e| blob_error(path, &entry.blob_key, e))?;
-                let body = read.bytes().await;
-                let body = body.map_err(|e| blob_error(path, &entry.blob_key, e))?;
-                if body.len() as u64 != entry.content_length {
-                    return Err(StoreError::BlobMissing {
-                        path: path.to_string(),
-                        key: entry.blob_key.clone(),
-                    });
-                }
-                self.inner.small_blobs.insert(&entry.blob_key, body.clone());
-                body
-            }
-        };
+        let key = BlobPath::from(entry.blob_key.as_str());
+        let read = self.blobs().get(&key).await;
+        let read = read.map_err(|e| blob_error(path, &entry.blob_key, e))?;
+        let body = read.bytes().await;
+        let body = body.map_err(|e| blob_error(path, &entry.blob_key, e))?;
+        // A blob of another length than its entry says is not served: it is missing or torn.
+        if body.len() as u64 != entry.content_length {
+            return Err(StoreError::BlobMissing {
+                path: path.to_string(),
+                key: entry.blob_key.clone(),
+            });
+        }
         let one = |bytes: Bytes| futures_util::stream::once(async move { Ok(bytes) }).boxed();
         Ok(match range {
             None => Read::Full(entry, one(body)),
@@ -778,15 +771,20 @@ impl Store {
     }
 
     /// Deletes blobs older than `grace` that no entry references: leftovers of crashed or refused
-    /// uploads, and replaced blobs whose deletion failed. The grace period protects uploads that have
-    /// written their blob but not yet committed.
+    /// uploads, and replaced blobs whose deletion failed; and first the staging files that crashed
+    /// filesystem uploads left (a failure there is logged, and the blobs are swept still). The grace
+    /// period protects uploads that have written their blob but not yet committed.
     pub async fn sweep(&self, grace: Duration) -> Result<SweepReport> {
         let blob_error = |source| StoreError::Blob {
             path: "(sweep)".into(),
             source: Box::new(source),
         };
-        let cutoff = cutoff_micros(grace);
         let mut report = SweepReport::default();
+        match self.inner.blob_store.sweep_staging(grace).await {
+            Ok(removed) => report.staging = removed,
+            Err(err) => tracing::warn!(%err, "sweeping staging files failed"),
+        }
+        let cutoff = cutoff_micros(grace);
         let mut listing = self.blobs().list(None);
         let mut batch = Vec::with_capacity(SWEEP_BATCH);
         loop {
@@ -819,50 +817,12 @@ impl Store {
     }
 
     async fn delete_blob_quietly(&self, key: &BlobPath) {
-        self.inner.small_blobs.remove(key.as_ref());
         match self.blobs().delete(key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             // Not fatal: the sweeper removes it later.
             Err(err) => tracing::warn!(%key, %err, "cannot delete an unreferenced blob"),
         }
     }
-}
-
-/// Bytes read from a local file per blocking call (object_store reads 8 KiB per call, which makes large
-/// downloads from the filesystem CPU-bound).
-const FILE_CHUNK: u64 = 256 * 1024;
-
-/// Streams `range` of a local blob file in [`FILE_CHUNK`] pieces.
-fn file_stream(
-    file: std::fs::File,
-    range: std::ops::Range<u64>,
-) -> BoxStream<'static, object_store::Result<Bytes>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let failed = |err: std::io::Error| object_store::Error::Generic {
-        store: "LocalFileSystem",
-        source: Box::new(err),
-    };
-    let state = (file, range.start, range.end);
-    let start = range.start;
-    futures_util::stream::try_unfold(state, move |(mut file, at, end)| async move {
-        if at >= end {
-            return Ok(None);
-        }
-        let (file, chunk) = tokio::task::spawn_blocking(move || {
-            let mut chunk = vec![0; (end - at).min(FILE_CHUNK) as usize];
-            if at == start {
-                file.seek(SeekFrom::Start(at))?;
-            }
-            file.read_exact(&mut chunk)?;
-            Ok::<_, std::io::Error>((file, chunk))
-        })
-        .await
-        .map_err(|err| failed(std::io::Error::other(err)))?
-        .map_err(failed)?;
-        let next = at + chunk.len() as u64;
-        Ok(Some((Bytes::from(chunk), (file, next, end))))
-    })
-    .boxed()
 }
 
 /// Maps a failed blob read of `path`: a missing blob is named as such, anything else is a store failure.

@@ -552,9 +552,8 @@ async fn events_and_cursors(f: Fixture) {
 
 async fn event_bus_broadcasts_commits_in_order(f: Fixture) {
     f.put(ALICE, "/pub/before", b"0").await.unwrap();
-    let (bus, task) = homestead_backends::EventBus::start(f.store.clone())
-        .await
-        .unwrap();
+    let task = f.store.start_event_tail().await.unwrap();
+    let bus = f.store.event_bus();
     let mut live = bus.subscribe();
     let mut expected = Vec::new();
     for i in 0..5u8 {

@@ -1,12 +1,14 @@
 //! The small-file cache stays within its budget in real memory, counted by the allocator: with 1-byte
-//! bodies (where per-entry overhead dominates) sliced from larger read buffers (which a careless cache
-//! would pin whole).
+//! bodies and their metadata (where per-entry overhead dominates) sliced from larger read buffers
+//! (which a careless cache would pin whole).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use bytes::Bytes;
 use homestead_backends::small_blobs::{CAPACITY_BYTES, SmallBlobs};
+use object_store::ObjectMeta;
+use object_store::path::Path;
 
 /// Bytes allocated and not yet freed by this process.
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -44,7 +46,15 @@ fn tiny_bodies_from_large_buffers_stay_within_the_budget() {
     // About three times what the budget holds at an honest per-entry cost: the oldest must go.
     for i in 0..400_000u32 {
         let buffer = Bytes::from(vec![1u8; 4096]);
-        cache.insert(&format!("blobs/{i:032}"), buffer.slice(0..1));
+        let meta = ObjectMeta {
+            location: Path::from(format!("blobs/{i:032}")),
+            last_modified: Default::default(),
+            size: 1,
+            // As a filesystem store tags a file: inode, modification time, size.
+            e_tag: Some(format!("{i:x}-61f0a8b2c4d10-1")),
+            version: None,
+        };
+        cache.insert(&meta, buffer.slice(0..1));
     }
     let grown = LIVE.load(Ordering::Relaxed) - before;
     let bound = CAPACITY_BYTES as isize * 5 / 4;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use homestead_backends::metadata::{self, Quota};
-use homestead_backends::{BlobStore, EventBus, Store};
+use homestead_backends::{BlobStore, Store};
 use homestead_config::{DatabaseUrl, SignupMode, Storage, StorageType};
 use homestead_middleware::RateLimitLayer;
 use http::{Method, Request, StatusCode, header};
@@ -93,7 +93,8 @@ impl TestAppBuilder {
             Quota::Unlimited,
             homestead_backends::entry_cache::TTL,
         );
-        let (bus, _pump) = EventBus::start(store.clone()).await.unwrap();
+        let _tail = store.start_event_tail().await.unwrap();
+        let bus = store.event_bus();
         let state = AppState::from(AppParts {
             store,
             bus,

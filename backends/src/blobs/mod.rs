@@ -1,4 +1,14 @@
-//! The blob store that keeps file contents: a directory, process memory, or an S3-compatible bucket.
+//! The blob store that keeps file contents: a directory, process memory, or an S3-compatible bucket,
+//! seen by the Store as one `ObjectStore` built of wrappers, one per behaviour:
+//!
+//! - filesystem: [`SmallBlobCache`] over [`ChunkedReads`] over [`UncachedWrites`] over a
+//!   `LocalFileSystem` that fsyncs every write (file and directory entry) before it returns, so that a
+//!   blob is durable before its metadata commits, and a crash never leaves a torn file in place;
+//! - memory and S3: [`SmallBlobCache`] over the store.
+
+mod chunked_reads;
+mod staging;
+mod uncached_writes;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,12 +21,22 @@ use object_store::memory::InMemory;
 use object_store::path::Path as BlobPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
+pub use chunked_reads::{ChunkedReads, FILE_CHUNK};
+pub use uncached_writes::{UNCACHED_BLOB_BYTES, UncachedWrites};
+
+use crate::small_blobs::SmallBlobCache;
+
 /// Name prefix of the start-up probe objects (never user data: user blobs start with a z32 key).
 pub const PROBE_PREFIX: &str = "homestead-probe-";
 
 /// Why the blob store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobsError {
+    /// The configuration names a store Homestead does not support.
+    #[error(
+        "\"google_bucket\" is a reference setting Homestead does not support; allowed: \"file_system\", \"in_memory\", \"s3\""
+    )]
+    GoogleBucket,
     /// The store could not be built from the configuration.
     #[error("cannot open the {what} blob store: {source}")]
     Open {
@@ -44,7 +64,7 @@ pub enum BlobsError {
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     what: String,
-    /// The directory of a filesystem store.
+    /// The directory of a filesystem store, where crashed uploads may leave staging files.
     fs_root: Option<PathBuf>,
 }
 
@@ -54,24 +74,24 @@ impl BlobStore {
         let (what, built) = match storage.kind {
             StorageType::FileSystem => (
                 format!("filesystem ({})", blobs_dir.display()),
-                std::fs::create_dir_all(blobs_dir)
-                    .map_err(|source| object_store::Error::Generic {
-                        store: "LocalFileSystem",
-                        source: Box::new(source),
-                    })
-                    .and_then(|()| LocalFileSystem::new_with_prefix(blobs_dir))
-                    .map(|fs| Arc::new(fs) as Arc<dyn ObjectStore>),
+                local(blobs_dir),
             ),
-            StorageType::InMemory => ("in-memory".to_string(), Ok(Arc::new(InMemory::new()) as _)),
+            StorageType::InMemory => (
+                "in-memory".to_string(),
+                Ok(Arc::new(SmallBlobCache::new(InMemory::new())) as _),
+            ),
             StorageType::S3 => {
                 let bucket = storage.bucket_name.clone().unwrap_or_default();
                 let what = match &storage.s3_endpoint {
                     Some(endpoint) => format!("S3 (bucket {bucket} at {endpoint})"),
                     None => format!("S3 (bucket {bucket})"),
                 };
-                (what, s3(storage).map(|s3| Arc::new(s3) as _))
+                (
+                    what,
+                    s3(storage).map(|s3| Arc::new(SmallBlobCache::new(s3)) as _),
+                )
             }
-            StorageType::GoogleBucket => unreachable!("refused by the config crate"),
+            StorageType::GoogleBucket => return Err(BlobsError::GoogleBucket),
         };
         let store = built.map_err(|source| BlobsError::Open {
             what: what.clone(),
@@ -85,60 +105,15 @@ impl BlobStore {
         })
     }
 
-    /// Removes the staging files of filesystem uploads that a crash cut off, once older than `grace`.
-    /// The filesystem store writes `<key>#<n>` and renames it into place; a crash in between leaves the
-    /// staging file, which listings never show and the orphan sweep therefore never sees. Returns how many
-    /// were removed (always 0 for other stores).
-    pub fn sweep_staging(&self, grace: Duration) -> std::io::Result<usize> {
-        fn walk(dir: &Path, grace: Duration, removed: &mut usize) -> std::io::Result<()> {
-            for entry in std::fs::read_dir(dir)? {
-                let entry = entry?;
-                let kind = entry.file_type()?;
-                if kind.is_dir() {
-                    walk(&entry.path(), grace, removed)?;
-                } else if kind.is_file() && entry.file_name().to_string_lossy().contains('#') {
-                    let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
-                    if age >= grace {
-                        std::fs::remove_file(entry.path())?;
-                        *removed += 1;
-                    }
-                }
-            }
-            Ok(())
-        }
-        let mut removed = 0;
-        if let Some(root) = &self.fs_root {
-            walk(root, grace, &mut removed)?;
-        }
-        Ok(removed)
-    }
-
-    /// Makes a written blob of `length` bytes durable on a filesystem store: flushes the file and the
-    /// directory entry its rename created, so that a file acknowledged with a 201 survives a power loss,
-    /// not only a crash of the process. Other stores are durable once their write returns.
-    ///
-    /// Once durable, a blob of [`UNCACHED_BLOB_BYTES`] or more leaves the page cache (Linux): an upload
-    /// is seldom read back at once, and keeping every upload cached grows the cache into memory the
-    /// kernel must first obtain (on VMs whose idle memory goes back to the host, that costs more than
-    /// the write) while evicting what is read often. Reads cache it again as usual.
-    pub async fn flush(&self, key: &BlobPath, length: u64) -> std::io::Result<()> {
-        let Some(root) = &self.fs_root else {
-            return Ok(());
+    /// Removes the staging files of filesystem uploads that a crash cut off, once older than `grace`
+    /// (see [`staging`]). Returns how many were removed (always 0 for other stores).
+    pub async fn sweep_staging(&self, grace: Duration) -> std::io::Result<usize> {
+        let Some(root) = self.fs_root.clone() else {
+            return Ok(0);
         };
-        let file = root.join(key.as_ref());
-        tokio::task::spawn_blocking(move || {
-            let written = std::fs::File::open(&file)?;
-            written.sync_all()?;
-            if length >= UNCACHED_BLOB_BYTES {
-                forget_cached_pages(&written);
-            }
-            match file.parent() {
-                Some(dir) => std::fs::File::open(dir)?.sync_all(),
-                None => Ok(()),
-            }
-        })
-        .await
-        .map_err(std::io::Error::other)?
+        tokio::task::spawn_blocking(move || staging::sweep(&root, grace))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     /// Writes, reads back and deletes a small object, so that a wrong bucket, missing credentials or a
@@ -164,7 +139,7 @@ impl BlobStore {
             .map_err(|e| fail("delete", e))
     }
 
-    /// The underlying object store.
+    /// The object store, with its wrappers.
     pub fn objects(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }
@@ -175,21 +150,17 @@ impl BlobStore {
     }
 }
 
-/// Blobs at least this large leave the page cache once durable (see [`BlobStore::flush`]).
-pub const UNCACHED_BLOB_BYTES: u64 = 256 * 1024;
-
-/// Drops a flushed file's clean pages from the page cache.
-#[cfg(target_os = "linux")]
-fn forget_cached_pages(file: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the descriptor stays open for the call, which only advises the kernel about the file's
-    // cached pages and touches no memory of this process.
-    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+/// The filesystem store under `dir` (created if missing), durable and wrapped.
+fn local(dir: &Path) -> object_store::Result<Arc<dyn ObjectStore>> {
+    std::fs::create_dir_all(dir).map_err(|source| object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(source),
+    })?;
+    let durable = LocalFileSystem::new_with_prefix(dir)?.with_fsync(true);
+    Ok(Arc::new(SmallBlobCache::new(ChunkedReads::new(
+        UncachedWrites::new(durable),
+    ))))
 }
-
-/// Elsewhere the page cache is left to the kernel.
-#[cfg(not(target_os = "linux"))]
-fn forget_cached_pages(_file: &std::fs::File) {}
 
 fn s3(storage: &Storage) -> object_store::Result<object_store::aws::AmazonS3> {
     // Credentials and region from AWS_* variables unless the config names them.
@@ -233,17 +204,48 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn flushing_needs_the_written_file() {
+    async fn filesystem_writes_are_read_back_through_every_wrapper() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(&Storage::default(), &dir.path().join("blobs")).unwrap();
         let key = BlobPath::from("user/blob");
-        assert!(store.flush(&key, 4).await.is_err(), "nothing written yet");
-        store
-            .objects()
-            .put(&key, PutPayload::from_static(b"data"))
-            .await
-            .unwrap();
-        store.flush(&key, 4).await.unwrap();
+        for length in [4, UNCACHED_BLOB_BYTES as usize + 1] {
+            let data = vec![9u8; length];
+            store
+                .objects()
+                .put(&key, data.clone().into())
+                .await
+                .unwrap();
+            let read = store.objects().get(&key).await.unwrap();
+            assert_eq!(read.bytes().await.unwrap(), data);
+            assert!(dir.path().join("blobs/user/blob").is_file());
+            store.objects().delete(&key).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn staging_files_of_a_filesystem_store_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&Storage::default(), &dir.path().join("blobs")).unwrap();
+        std::fs::create_dir(dir.path().join("blobs/user")).unwrap();
+        std::fs::write(dir.path().join("blobs/user/blob#1"), b"torn").unwrap();
+        assert_eq!(store.sweep_staging(Duration::ZERO).await.unwrap(), 1);
+        let memory = Storage {
+            kind: StorageType::InMemory,
+            ..Storage::default()
+        };
+        let store = BlobStore::open(&memory, dir.path()).unwrap();
+        assert_eq!(store.sweep_staging(Duration::ZERO).await.unwrap(), 0);
+    }
+
+    #[test]
+    fn a_google_bucket_is_refused_by_type() {
+        let storage = Storage {
+            kind: StorageType::GoogleBucket,
+            ..Storage::default()
+        };
+        let err = BlobStore::open(&storage, Path::new("/nonexistent")).unwrap_err();
+        assert!(matches!(err, BlobsError::GoogleBucket));
+        assert!(err.to_string().contains("does not support"), "{err}");
     }
 
     #[tokio::test]
