@@ -12,9 +12,8 @@ use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{
-    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
-    Result,
+    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ObjectMeta, ObjectStore,
+    RenameOptions, Result,
 };
 
 /// Bodies up to this size are cached.
@@ -168,23 +167,7 @@ fn answer(meta: ObjectMeta, body: Bytes, attributes: Attributes) -> GetResult {
 
 #[async_trait]
 impl<T: ObjectStore> ObjectStore for SmallBlobCache<T> {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
+    crate::blobs::forward_to_inner!(put_opts, put_multipart_opts, list, list_with_delimiter);
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         if !whole(&options) {
             return self.inner.get_opts(location, options).await;
@@ -219,14 +202,6 @@ impl<T: ObjectStore> ObjectStore for SmallBlobCache<T> {
             location
         });
         self.inner.delete_stream(forgotten.boxed())
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {

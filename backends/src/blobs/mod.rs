@@ -26,6 +26,122 @@ pub use uncached_writes::{UNCACHED_BLOB_BYTES, UncachedWrites};
 
 use crate::small_blobs::SmallBlobCache;
 
+/// Pass-through methods of an `ObjectStore` wrapper whose wrapped store is its field `inner`: each
+/// method named hands its call on unchanged and returns the inner store's own future or stream.
+macro_rules! forward_to_inner {
+    ($($method:ident),+ $(,)?) => {
+        $($crate::blobs::forward_to_inner!(@ $method);)+
+    };
+    (@ put_opts) => {
+        fn put_opts<'life0, 'life1, 'async_trait>(
+            &'life0 self,
+            location: &'life1 object_store::path::Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> futures_util::future::BoxFuture<'async_trait, object_store::Result<object_store::PutResult>>
+        where
+            'life0: 'async_trait,
+            'life1: 'async_trait,
+            Self: 'async_trait,
+        {
+            self.inner.put_opts(location, payload, opts)
+        }
+    };
+    (@ put_multipart_opts) => {
+        fn put_multipart_opts<'life0, 'life1, 'async_trait>(
+            &'life0 self,
+            location: &'life1 object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> futures_util::future::BoxFuture<
+            'async_trait,
+            object_store::Result<Box<dyn object_store::MultipartUpload>>,
+        >
+        where
+            'life0: 'async_trait,
+            'life1: 'async_trait,
+            Self: 'async_trait,
+        {
+            self.inner.put_multipart_opts(location, opts)
+        }
+    };
+    (@ get_opts) => {
+        fn get_opts<'life0, 'life1, 'async_trait>(
+            &'life0 self,
+            location: &'life1 object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> futures_util::future::BoxFuture<'async_trait, object_store::Result<object_store::GetResult>>
+        where
+            'life0: 'async_trait,
+            'life1: 'async_trait,
+            Self: 'async_trait,
+        {
+            self.inner.get_opts(location, options)
+        }
+    };
+    (@ delete_stream) => {
+        fn delete_stream(
+            &self,
+            locations: futures_util::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+            self.inner.delete_stream(locations)
+        }
+    };
+    (@ list) => {
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+    };
+    (@ list_with_delimiter) => {
+        fn list_with_delimiter<'life0, 'life1, 'async_trait>(
+            &'life0 self,
+            prefix: Option<&'life1 object_store::path::Path>,
+        ) -> futures_util::future::BoxFuture<'async_trait, object_store::Result<object_store::ListResult>>
+        where
+            'life0: 'async_trait,
+            'life1: 'async_trait,
+            Self: 'async_trait,
+        {
+            self.inner.list_with_delimiter(prefix)
+        }
+    };
+    (@ copy_opts) => {
+        fn copy_opts<'life0, 'life1, 'life2, 'async_trait>(
+            &'life0 self,
+            from: &'life1 object_store::path::Path,
+            to: &'life2 object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> futures_util::future::BoxFuture<'async_trait, object_store::Result<()>>
+        where
+            'life0: 'async_trait,
+            'life1: 'async_trait,
+            'life2: 'async_trait,
+            Self: 'async_trait,
+        {
+            self.inner.copy_opts(from, to, options)
+        }
+    };
+    (@ rename_opts) => {
+        fn rename_opts<'life0, 'life1, 'life2, 'async_trait>(
+            &'life0 self,
+            from: &'life1 object_store::path::Path,
+            to: &'life2 object_store::path::Path,
+            options: object_store::RenameOptions,
+        ) -> futures_util::future::BoxFuture<'async_trait, object_store::Result<()>>
+        where
+            'life0: 'async_trait,
+            'life1: 'async_trait,
+            'life2: 'async_trait,
+            Self: 'async_trait,
+        {
+            self.inner.rename_opts(from, to, options)
+        }
+    };
+}
+pub(crate) use forward_to_inner;
+
 /// Name prefix of the start-up probe objects (never user data: user blobs start with a z32 key).
 pub const PROBE_PREFIX: &str = "homestead-probe-";
 
