@@ -8,13 +8,10 @@
 //! let layer = BodySizeLayer::new(Some(100 << 20));
 //! ```
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use http::{Method, Request, Response, StatusCode, header};
-use tower::{Layer, Service};
+use tower::Layer;
 
+use crate::gate::{Gate, GateService};
 use crate::plain_text::plain_text;
 
 /// Refuses oversized uploads from their `Content-Length`.
@@ -34,19 +31,12 @@ impl<S> Layer<S> for BodySizeLayer {
     type Service = BodySizeService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BodySizeService {
-            inner,
-            max_body_bytes: self.max_body_bytes,
-        }
+        GateService::new(inner, *self)
     }
 }
 
 /// The service of [`BodySizeLayer`].
-#[derive(Debug, Clone)]
-pub struct BodySizeService<S> {
-    inner: S,
-    max_body_bytes: Option<u64>,
-}
+pub type BodySizeService<S> = GateService<S, BodySizeLayer>;
 
 /// The `Content-Length` a `PUT` declares, if any.
 pub fn declared_length<B>(request: &Request<B>) -> Option<u64> {
@@ -56,33 +46,15 @@ pub fn declared_length<B>(request: &Request<B>) -> Option<u64> {
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BodySizeService<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
-    ResBody: From<String> + Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let over = declared_length(&request)
+impl Gate for BodySizeLayer {
+    fn refuse<B>(&self, request: &Request<B>) -> Option<Response<String>> {
+        let (_, max) = declared_length(request)
             .zip(self.max_body_bytes)
-            .filter(|(length, max)| length > max);
-        let Some((_, max)) = over else {
-            return Box::pin(self.inner.call(request));
-        };
-        let response = plain_text(
+            .filter(|(length, max)| length > max)?;
+        Some(plain_text(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("Request body is larger than the limit of {max} bytes"),
-        );
-        Box::pin(std::future::ready(Ok(response)))
+        ))
     }
 }
 

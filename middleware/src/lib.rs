@@ -5,6 +5,7 @@ pub mod auth;
 pub mod bandwidth;
 pub mod body_size;
 pub mod drain;
+pub mod gate;
 pub mod peer;
 mod plain_text;
 pub mod query;

@@ -16,16 +16,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use homestead_config::{LimitKey, RateLimit};
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use tower::{Layer, Service};
+use tower::Layer;
 
 use percent_encoding::percent_decode_str;
 
 use crate::auth::own_principal;
+use crate::gate::{Gate, GateService};
 use crate::peer::Peer;
 use crate::plain_text::plain_text;
 use crate::tenant::storage_path;
@@ -138,47 +138,22 @@ impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimitService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimitService {
-            inner,
-            limits: self.limits.clone(),
-            kind: self.kind,
-        }
+        GateService::new(inner, self.clone())
     }
 }
 
 /// The service of [`RateLimitLayer`].
-#[derive(Debug, Clone)]
-pub struct RateLimitService<S> {
-    inner: S,
-    limits: Arc<Limits>,
-    kind: LimitKey,
-}
+pub type RateLimitService<S> = GateService<S, RateLimitLayer>;
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
-    ResBody: From<String> + Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+impl Gate for RateLimitLayer {
+    fn refuse<B>(&self, request: &Request<B>) -> Option<Response<String>> {
         if !self
             .limits
             .limits
             .iter()
             .any(|limit| limit.key == self.kind)
         {
-            return Box::pin(self.inner.call(request));
+            return None;
         }
         let ip = request
             .extensions()
@@ -187,28 +162,23 @@ where
         let user = match self.kind {
             LimitKey::Ip => None,
             // The authenticated user: a principal that is the request's tenant.
-            LimitKey::User => own_principal(&request).map(|principal| principal.user.to_string()),
+            LimitKey::User => own_principal(request).map(|principal| principal.user.to_string()),
         };
         let (key, identity) = match &user {
             Some(user) => (user.clone(), user.as_str()),
             None => (format!("ip:{ip}"), ip.as_str()),
         };
         let path = limited_path(request.uri().path());
-        match self
+        let wait = self
             .limits
             .check(request.method(), &path, self.kind, &key, identity)
-        {
-            Ok(()) => Box::pin(self.inner.call(request)),
-            Err(wait) => {
-                let mut response =
-                    plain_text(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded".into());
-                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-                Box::pin(async move { Ok(response) })
-            }
-        }
+            .err()?;
+        let mut response = plain_text(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded".into());
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        Some(response)
     }
 }
 

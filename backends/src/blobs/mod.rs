@@ -33,50 +33,42 @@ macro_rules! forward_to_inner {
         $($crate::blobs::forward_to_inner!(@ $method);)+
     };
     (@ put_opts) => {
-        fn put_opts<'life0, 'life1, 'async_trait>(
-            &'life0 self,
+        $crate::blobs::forward_to_inner!(@future put_opts<'life1>(
             location: &'life1 object_store::path::Path,
             payload: object_store::PutPayload,
             opts: object_store::PutOptions,
-        ) -> futures_util::future::BoxFuture<'async_trait, object_store::Result<object_store::PutResult>>
-        where
-            'life0: 'async_trait,
-            'life1: 'async_trait,
-            Self: 'async_trait,
-        {
-            self.inner.put_opts(location, payload, opts)
-        }
+        ) -> object_store::PutResult);
     };
     (@ put_multipart_opts) => {
-        fn put_multipart_opts<'life0, 'life1, 'async_trait>(
-            &'life0 self,
+        $crate::blobs::forward_to_inner!(@future put_multipart_opts<'life1>(
             location: &'life1 object_store::path::Path,
             opts: object_store::PutMultipartOptions,
-        ) -> futures_util::future::BoxFuture<
-            'async_trait,
-            object_store::Result<Box<dyn object_store::MultipartUpload>>,
-        >
-        where
-            'life0: 'async_trait,
-            'life1: 'async_trait,
-            Self: 'async_trait,
-        {
-            self.inner.put_multipart_opts(location, opts)
-        }
+        ) -> Box<dyn object_store::MultipartUpload>);
     };
     (@ get_opts) => {
-        fn get_opts<'life0, 'life1, 'async_trait>(
-            &'life0 self,
+        $crate::blobs::forward_to_inner!(@future get_opts<'life1>(
             location: &'life1 object_store::path::Path,
             options: object_store::GetOptions,
-        ) -> futures_util::future::BoxFuture<'async_trait, object_store::Result<object_store::GetResult>>
-        where
-            'life0: 'async_trait,
-            'life1: 'async_trait,
-            Self: 'async_trait,
-        {
-            self.inner.get_opts(location, options)
-        }
+        ) -> object_store::GetResult);
+    };
+    (@ list_with_delimiter) => {
+        $crate::blobs::forward_to_inner!(@future list_with_delimiter<'life1>(
+            prefix: Option<&'life1 object_store::path::Path>,
+        ) -> object_store::ListResult);
+    };
+    (@ copy_opts) => {
+        $crate::blobs::forward_to_inner!(@future copy_opts<'life1, 'life2>(
+            from: &'life1 object_store::path::Path,
+            to: &'life2 object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> ());
+    };
+    (@ rename_opts) => {
+        $crate::blobs::forward_to_inner!(@future rename_opts<'life1, 'life2>(
+            from: &'life1 object_store::path::Path,
+            to: &'life2 object_store::path::Path,
+            options: object_store::RenameOptions,
+        ) -> ());
     };
     (@ delete_stream) => {
         fn delete_stream(
@@ -94,49 +86,18 @@ macro_rules! forward_to_inner {
             self.inner.list(prefix)
         }
     };
-    (@ list_with_delimiter) => {
-        fn list_with_delimiter<'life0, 'life1, 'async_trait>(
+    // An `async_trait` method, spelled out: its future is the inner store's.
+    (@future $name:ident<$($lifetime:lifetime),+>($($arg:ident: $type:ty),+ $(,)?) -> $output:ty) => {
+        fn $name<'life0, $($lifetime,)+ 'async_trait>(
             &'life0 self,
-            prefix: Option<&'life1 object_store::path::Path>,
-        ) -> futures_util::future::BoxFuture<'async_trait, object_store::Result<object_store::ListResult>>
+            $($arg: $type),+
+        ) -> futures_util::future::BoxFuture<'async_trait, object_store::Result<$output>>
         where
             'life0: 'async_trait,
-            'life1: 'async_trait,
+            $($lifetime: 'async_trait,)+
             Self: 'async_trait,
         {
-            self.inner.list_with_delimiter(prefix)
-        }
-    };
-    (@ copy_opts) => {
-        fn copy_opts<'life0, 'life1, 'life2, 'async_trait>(
-            &'life0 self,
-            from: &'life1 object_store::path::Path,
-            to: &'life2 object_store::path::Path,
-            options: object_store::CopyOptions,
-        ) -> futures_util::future::BoxFuture<'async_trait, object_store::Result<()>>
-        where
-            'life0: 'async_trait,
-            'life1: 'async_trait,
-            'life2: 'async_trait,
-            Self: 'async_trait,
-        {
-            self.inner.copy_opts(from, to, options)
-        }
-    };
-    (@ rename_opts) => {
-        fn rename_opts<'life0, 'life1, 'life2, 'async_trait>(
-            &'life0 self,
-            from: &'life1 object_store::path::Path,
-            to: &'life2 object_store::path::Path,
-            options: object_store::RenameOptions,
-        ) -> futures_util::future::BoxFuture<'async_trait, object_store::Result<()>>
-        where
-            'life0: 'async_trait,
-            'life1: 'async_trait,
-            'life2: 'async_trait,
-            Self: 'async_trait,
-        {
-            self.inner.rename_opts(from, to, options)
+            self.inner.$name($($arg),+)
         }
     };
 }
