@@ -283,7 +283,7 @@ impl App {
         for task in self.background {
             task.abort();
         }
-        self.store.metadata().close().await;
+        self.store.operations().close().await;
         tracing::info!("stopped");
     }
 }

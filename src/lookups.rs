@@ -2,7 +2,7 @@
 //! user's record, which the bandwidth and quota layers and the handlers then use), signup tokens by their
 //! text, quota room by user and path.
 
-use homestead_backends::metadata::User;
+use homestead_backends::metadata::{Quota, User};
 use homestead_backends::{EntryPath, Store, StoreError};
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ impl SessionLookup for StoreSessions {
     async fn lookup(&self, secret: &str) -> Result<Option<(Session, User)>, Self::Error> {
         // Looked up by SHA-256: the database never sees the secret, and comparing hashes leaks nothing
         // useful about it.
-        let Some(record) = self.0.session(&secret_hash(secret)).await? else {
+        let Some(record) = self.0.accounts().session(&secret_hash(secret)).await? else {
             return Ok(None);
         };
         let Ok(public_key) = pkarr::PublicKey::try_from(record.user.public_key.as_str()) else {
@@ -52,7 +52,7 @@ impl SignupTokens for StoreSignupTokens {
     type Error = StoreError;
 
     async fn status(&self, token: &str) -> Result<TokenStatus, Self::Error> {
-        Ok(match self.0.signup_token(token).await? {
+        Ok(match self.0.accounts().signup_token(token).await? {
             None => TokenStatus::Unknown,
             Some(record) if record.used_by.is_some() => TokenStatus::Used,
             Some(_) => TokenStatus::Unused,
@@ -84,8 +84,15 @@ impl QuotaLedger for StoreQuotas {
         if check_write(Some(session), &path).is_err() {
             return Ok(true);
         }
-        let room = self.0.room_for(user, &path).await?;
-        Ok(room.is_none_or(|room| length <= room))
+        // Under no quota there is no room to measure (and nothing to read).
+        if user.quota.unwrap_or(self.0.default_quota()) == Quota::Unlimited {
+            return Ok(true);
+        }
+        // A refused write is answered by the handler, with its own reason.
+        let Ok(plan) = self.0.prepare(user, &path).await? else {
+            return Ok(true);
+        };
+        Ok(plan.room().is_none_or(|room| length <= room))
     }
 }
 

@@ -7,7 +7,7 @@ use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use homestead_backends::metadata::SignupOutcome;
+use homestead_backends::metadata::{SignupOutcome, now_micros};
 use homestead_middleware::{SessionState, SignupGate, Tenant};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use pubky_common::auth::AuthToken;
@@ -34,7 +34,7 @@ pub async fn signup(
     let token = verify_once(&app.store, &body).await?;
     let user = token.public_key().z32();
     let exists = || HttpError::new(StatusCode::CONFLICT, "User already exists");
-    if app.store.user(&user).await?.is_some() {
+    if app.store.accounts().user(&user).await?.is_some() {
         return Err(exists());
     }
     let signup_token = match gate {
@@ -44,7 +44,8 @@ pub async fn signup(
     };
     match app
         .store
-        .create_user(&user, signup_token.as_deref())
+        .accounts()
+        .create_user(&user, signup_token.as_deref(), now_micros())
         .await?
     {
         SignupOutcome::Created => {}
@@ -72,7 +73,13 @@ pub async fn signin(
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let token = verify_once(&app.store, &body).await?;
-    if app.store.user(&token.public_key().z32()).await?.is_none() {
+    if app
+        .store
+        .accounts()
+        .user(&token.public_key().z32())
+        .await?
+        .is_none()
+    {
         return Err(HttpError::not_found());
     }
     new_session(&app, &token, &headers, &uri).await
@@ -91,7 +98,13 @@ async fn new_session(
     let z32 = user.z32();
     let stored = app
         .store
-        .create_session(&secret_hash(&secret), &z32, &capabilities.to_string())
+        .accounts()
+        .create_session(
+            &secret_hash(&secret),
+            &z32,
+            &capabilities.to_string(),
+            now_micros(),
+        )
         .await?;
     if !stored {
         // The user was deleted between the check and the insert.
@@ -134,7 +147,13 @@ pub async fn session(
     let Some(Extension(Tenant(tenant))) = tenant else {
         return Err(HttpError::no_tenant());
     };
-    if app.store.user(&tenant.to_string()).await?.is_none() {
+    if app
+        .store
+        .accounts()
+        .user(&tenant.to_string())
+        .await?
+        .is_none()
+    {
         return Err(HttpError::not_found());
     }
     let SessionState::Found { session, .. } = state else {
@@ -170,7 +189,10 @@ pub async fn signout(
     };
     match state {
         SessionState::Found { secret, .. } | SessionState::Unknown(secret) => {
-            app.store.delete_session(&secret_hash(&secret)).await?;
+            app.store
+                .accounts()
+                .delete_session(&secret_hash(&secret))
+                .await?;
         }
         SessionState::NoCookie => {}
     }

@@ -196,7 +196,7 @@ async fn stream_request(store: &Store, query: Option<&str>) -> Result<StreamRequ
     }
     let mut resolved = Vec::with_capacity(users.len());
     for (key, cursor) in users {
-        if store.user(&key).await?.is_none() {
+        if store.accounts().user(&key).await?.is_none() {
             return Err(HttpError::not_found());
         }
         let id = match &cursor {
@@ -422,7 +422,7 @@ async fn run_stream(
 
 #[cfg(test)]
 mod tests {
-    use homestead_backends::metadata::EventOp;
+    use homestead_backends::metadata::{EventOp, WriteMode, now_micros};
 
     use super::*;
 
@@ -456,7 +456,13 @@ mod tests {
     async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
         let (state, _dir) = crate::routes::tests::app(homestead_config::SignupMode::Open).await;
         let user = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".to_string();
-        state.store.create_user(&user, None).await.unwrap();
+        state
+            .store
+            .accounts()
+            .create_user(&user, None, now_micros())
+            .await
+            .unwrap();
+        let writer = state.store.accounts().user(&user).await.unwrap().unwrap();
         let request = StreamRequest {
             users: vec![(user.clone(), 0)],
             limit: None,
@@ -484,9 +490,11 @@ mod tests {
         for i in 0..writes {
             let path = homestead_backends::EntryPath::parse(&format!("/pub/{i}")).unwrap();
             let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from("x"))]);
-            state
-                .store
-                .put_stream(&user, &path, body, Default::default())
+            let store = &state.store;
+            let plan = store.prepare(&writer, &path).await;
+            let plan = plan.unwrap().unwrap();
+            store
+                .commit(plan, body, WriteMode::Overwrite, Default::default())
                 .await
                 .unwrap();
         }
@@ -517,7 +525,12 @@ mod tests {
     async fn an_idle_live_stream_gets_keep_alive_comments() {
         let (state, _dir) = crate::routes::tests::app(homestead_config::SignupMode::Open).await;
         let user = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".to_string();
-        state.store.create_user(&user, None).await.unwrap();
+        state
+            .store
+            .accounts()
+            .create_user(&user, None, now_micros())
+            .await
+            .unwrap();
         let request = StreamRequest {
             users: vec![(user, 0)],
             limit: None,

@@ -224,7 +224,7 @@ pub(crate) mod tests {
 
     use axum::body::Body;
     use homestead_backends::BlobStore;
-    use homestead_backends::metadata::{self, Quota};
+    use homestead_backends::metadata::{self, Quota, WriteMode, now_micros};
     use homestead_config::{DatabaseUrl, Storage, StorageType};
     use http::{Method, Request, StatusCode, header};
     use http_body_util::BodyExt;
@@ -545,13 +545,20 @@ pub(crate) mod tests {
         let store = state.store.clone();
         let router = client_router(state);
         let user = Keypair::random().public_key().z32();
-        store.create_user(&user, None).await.unwrap();
+        store
+            .accounts()
+            .create_user(&user, None, now_micros())
+            .await
+            .unwrap();
+        let writer = store.accounts().user(&user).await.unwrap().unwrap();
         for name in ["first", "second"] {
             let path = homestead_backends::EntryPath::parse(&format!("/pub/{name}")).unwrap();
             let body =
                 futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("x"))]);
+            let plan = store.prepare(&writer, &path).await;
+            let plan = plan.unwrap().unwrap();
             store
-                .put_stream(&user, &path, body, Default::default())
+                .commit(plan, body, WriteMode::Overwrite, Default::default())
                 .await
                 .unwrap();
         }
@@ -601,7 +608,11 @@ pub(crate) mod tests {
             .collect();
         keys.sort();
         for key in &keys {
-            store.create_user(key, None).await.unwrap();
+            store
+                .accounts()
+                .create_user(key, None, now_micros())
+                .await
+                .unwrap();
         }
         let first = call(&router, admin(Method::GET, "/users?limit=2")).await;
         let first: serde_json::Value = serde_json::from_slice(&first.body).unwrap();
@@ -638,8 +649,11 @@ pub(crate) mod tests {
 
         let path = homestead_backends::EntryPath::parse("/pub/app/file").unwrap();
         let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("x"))]);
+        let writer = store.accounts().user(&keys[0]).await.unwrap().unwrap();
+        let plan = store.prepare(&writer, &path).await;
+        let plan = plan.unwrap().unwrap();
         store
-            .put_stream(&keys[0], &path, body, Default::default())
+            .commit(plan, body, WriteMode::Overwrite, Default::default())
             .await
             .unwrap();
         let uri = format!("/webdav/{}/pub/app/file", keys[0]);

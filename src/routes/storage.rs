@@ -10,8 +10,8 @@ use axum::body::BodyDataStream;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
-use homestead_backends::metadata::{Entry, User};
-use homestead_backends::store::{ByteRange, Read, ReadOptions, WriteLimits};
+use homestead_backends::metadata::{Entry, User, WriteMode};
+use homestead_backends::store::{ByteRange, Read, ReadOptions, Refusal, WriteLimits};
 use homestead_backends::{DirPath, EntryPath, NormalizedPath, PathError};
 use homestead_middleware::{SessionState, Tenant};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -284,16 +284,18 @@ async fn put(
         Some(user) => user.clone(),
         None => app
             .store
+            .accounts()
             .user(owner)
             .await?
             .ok_or_else(HttpError::not_found)?,
     };
-    if user.disabled {
-        return Err(HttpError::new(StatusCode::FORBIDDEN, "User is disabled"));
-    }
-    if !user.limits.may_write(path.as_str()) {
-        return Err(write_not_allowed());
-    }
+    let plan = match app.store.prepare(&user, &path).await? {
+        Ok(plan) => plan,
+        Err(Refusal::Disabled) => {
+            return Err(HttpError::new(StatusCode::FORBIDDEN, "User is disabled"));
+        }
+        Err(Refusal::NotAllowed) => return Err(write_not_allowed()),
+    };
     let limits = WriteLimits {
         max_bytes: app.max_body_bytes,
     };
@@ -302,7 +304,7 @@ async fn put(
     // A refused body's unread rest is read by the drain layer before the refusal goes out.
     let written = app
         .store
-        .put_stream_as(&user, &path, patient, limits)
+        .commit(plan, patient, WriteMode::Overwrite, limits)
         .await?;
     app.metrics.bytes_written.add(written.content_length, &[]);
     Ok(StatusCode::CREATED.into_response())
@@ -340,6 +342,7 @@ fn write_not_allowed() -> HttpError {
 async fn delete(app: &AppState, owner: &str, path: EntryPath) -> Result<Response, HttpError> {
     let user = app
         .store
+        .accounts()
         .user(owner)
         .await?
         .ok_or_else(HttpError::not_found)?;
