@@ -28,7 +28,7 @@ use crate::path::{DirPath, EntryPath, NormalizedPath};
 use crate::small_blobs::{MAX_CACHED_BODY, SmallBlobs};
 
 /// Bodies up to this size go up in one request; larger ones as multipart uploads in parts of this size.
-pub const PART_BYTES: usize = 5 * 1024 * 1024;
+const PART_BYTES: usize = 5 * 1024 * 1024;
 /// Parts uploaded at once; with [`PART_BYTES`] this bounds the memory one upload holds.
 const PARTS_IN_FLIGHT: usize = 2;
 /// Blob keys examined per metadata query by the sweeper.
@@ -173,16 +173,6 @@ pub struct WritePlan {
 }
 
 impl WritePlan {
-    /// The writer, as read with their session.
-    pub fn user(&self) -> &User {
-        &self.user
-    }
-
-    /// The file written.
-    pub fn path(&self) -> &EntryPath {
-        &self.path
-    }
-
     /// The file's current version (None: no file), as read through the entry cache. The commit checks
     /// its [`WriteMode`] again under the user's row lock.
     pub fn current(&self) -> Option<&Entry> {

@@ -47,12 +47,12 @@ pub struct UserLimits {
 
 impl UserLimits {
     /// The column value: None when everything is default.
-    pub fn to_column(&self) -> Option<String> {
+    pub(crate) fn to_column(&self) -> Option<String> {
         (self != &Self::default()).then(|| serde_json::to_string(self).unwrap_or_default())
     }
 
     /// Reads the column; an unreadable value counts as all-default (and is logged).
-    pub fn from_column(column: Option<String>) -> Self {
+    pub(crate) fn from_column(column: Option<String>) -> Self {
         column
             .and_then(|text| {
                 serde_json::from_str(&text)
@@ -104,7 +104,7 @@ impl Quota {
 
     /// Whether a change of `delta` bytes on top of `used` stays within this quota (reaching it exactly
     /// is allowed; shrinking is always allowed).
-    pub fn allows(self, used: i64, delta: i64) -> bool {
+    pub(crate) fn allows(self, used: i64, delta: i64) -> bool {
         match self {
             Self::Unlimited => true,
             Self::Bytes(limit) => {

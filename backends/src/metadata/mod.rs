@@ -91,7 +91,7 @@ fn query(operation: &'static str) -> impl FnOnce(sqlx::Error) -> MetadataError {
 impl MetadataError {
     /// Whether the database refused a value as too large for it (PostgreSQL's `program_limit_exceeded`,
     /// e.g. a path too long for its index): the client's doing, not an outage.
-    pub fn exceeds_a_limit(&self) -> bool {
+    pub(crate) fn exceeds_a_limit(&self) -> bool {
         matches!(
             self,
             Self::Query { source: sqlx::Error::Database(err), .. } if err.code().as_deref() == Some("54000")

@@ -1,7 +1,8 @@
 //! The SQL both engines share: statements as named constants, rows mapped to types by plain functions,
-//! the decision of a write from its locked read, and a macro that instantiates [`Files`], [`Accounts`]
-//! and [`Operations`] over one engine's sqlx types (a macro, because code generic over
-//! `sqlx::Database` drowns in trait bounds).
+//! the decision of a write from its locked read and the statements built at run time; and a macro that
+//! implements [`Files`], [`Accounts`] and [`Operations`] for one engine by naming its sqlx database
+//! type in plain code that binds, runs and maps (a macro, because code generic over `sqlx::Database`
+//! drowns in trait bounds).
 //!
 //! The engine module provides: fields `read` (a pool for reads), `write` (a pool whose transactions
 //! write), `probe` (the health probe's pool) and `puts` (the sender of the group commit, from
@@ -385,610 +386,552 @@ pub(super) fn used_after_delete(used: i64, length: i64) -> i64 {
 
 macro_rules! impl_metadata {
     ($engine:ty, $db:ty, $kind:expr) => {
-        #[async_trait::async_trait]
-        impl $crate::metadata::Accounts for $engine {
-            async fn create_user(
-                &self,
-                public_key: &str,
-                token: Option<&str>,
-                now: $crate::metadata::Micros,
-            ) -> $crate::metadata::Result<$crate::metadata::SignupOutcome> {
-                use $crate::metadata::{SignupOutcome, query, sql};
-                let mut tx = self.write.begin().await.map_err(query("begin sign-up"))?;
-                let exists: Option<i64> = sqlx::query_scalar(sql::USER_ID)
-                    .bind(public_key)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(query("look up user"))?;
-                if exists.is_some() {
-                    return Ok(SignupOutcome::UserExists);
-                }
-                let mut granted: (Option<i64>, Option<String>) = (None, None);
-                if let Some(token) = token {
-                    let row: Option<(Option<String>, Option<i64>, Option<String>)> =
-                        sqlx::query_as(sql::TOKEN_FOR_SIGNUP)
-                            .bind(token)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(query("look up signup token"))?;
-                    match row {
-                        None => return Ok(SignupOutcome::TokenUnknown),
-                        Some((Some(_), _, _)) => return Ok(SignupOutcome::TokenUsed),
-                        Some((None, quota, limits)) => granted = (quota, limits),
+        const _: () = {
+            use $crate::metadata::{
+                Accounts, Counts, Deleted, Entry, Event, EventFilter, Files, Micros, NewEntry,
+                Operations, PathScan, PutOutcome, Quota, Result, SessionRecord, SignupOutcome,
+                SignupTokenRecord, User, UserLimits, WriteMode, group_commit, query, sql,
+            };
+            use $crate::path::EntryPath;
+
+            type Engine = $engine;
+            type Db = $db;
+            const KIND: homestead_config::DatabaseKind = $kind;
+
+            #[async_trait::async_trait]
+            impl Accounts for Engine {
+                async fn create_user(
+                    &self,
+                    public_key: &str,
+                    token: Option<&str>,
+                    now: Micros,
+                ) -> Result<SignupOutcome> {
+                    let mut tx = self.write.begin().await.map_err(query("begin sign-up"))?;
+                    let exists: Option<i64> = sqlx::query_scalar(sql::USER_ID)
+                        .bind(public_key)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(query("look up user"))?;
+                    if exists.is_some() {
+                        return Ok(SignupOutcome::UserExists);
                     }
-                    let claimed = sqlx::query(sql::REDEEM_TOKEN)
+                    let mut granted: (Option<i64>, Option<String>) = (None, None);
+                    if let Some(token) = token {
+                        let row: Option<(Option<String>, Option<i64>, Option<String>)> =
+                            sqlx::query_as(sql::TOKEN_FOR_SIGNUP)
+                                .bind(token)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err(query("look up signup token"))?;
+                        match row {
+                            None => return Ok(SignupOutcome::TokenUnknown),
+                            Some((Some(_), _, _)) => return Ok(SignupOutcome::TokenUsed),
+                            Some((None, quota, limits)) => granted = (quota, limits),
+                        }
+                        let claimed = sqlx::query(sql::REDEEM_TOKEN)
+                            .bind(public_key)
+                            .bind(now)
+                            .bind(token)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(query("redeem signup token"))?;
+                        if claimed.rows_affected() != 1 {
+                            return Ok(SignupOutcome::TokenUsed);
+                        }
+                    }
+                    let inserted = sqlx::query(sql::INSERT_USER)
                         .bind(public_key)
                         .bind(now)
-                        .bind(token)
+                        .bind(granted.0)
+                        .bind(granted.1)
                         .execute(&mut *tx)
                         .await
-                        .map_err(query("redeem signup token"))?;
-                    if claimed.rows_affected() != 1 {
-                        return Ok(SignupOutcome::TokenUsed);
+                        .map_err(query("create user"))?;
+                    if inserted.rows_affected() != 1 {
+                        return Ok(SignupOutcome::UserExists);
                     }
+                    tx.commit().await.map_err(query("commit sign-up"))?;
+                    Ok(SignupOutcome::Created)
                 }
-                let inserted = sqlx::query(sql::INSERT_USER)
-                    .bind(public_key)
-                    .bind(now)
-                    .bind(granted.0)
-                    .bind(granted.1)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query("create user"))?;
-                if inserted.rows_affected() != 1 {
-                    return Ok(SignupOutcome::UserExists);
+
+                async fn user(&self, public_key: &str) -> Result<Option<User>> {
+                    let row: Option<sql::UserRow> = sqlx::query_as(sql::USER)
+                        .bind(public_key)
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err(query("read user"))?;
+                    Ok(row.map(sql::user))
                 }
-                tx.commit().await.map_err(query("commit sign-up"))?;
-                Ok(SignupOutcome::Created)
-            }
 
-            async fn user(
-                &self,
-                public_key: &str,
-            ) -> $crate::metadata::Result<Option<$crate::metadata::User>> {
-                use $crate::metadata::{query, sql};
-                let row: Option<sql::UserRow> = sqlx::query_as(sql::USER)
-                    .bind(public_key)
-                    .fetch_optional(&self.read)
-                    .await
-                    .map_err(query("read user"))?;
-                Ok(row.map(sql::user))
-            }
-
-            async fn set_disabled(
-                &self,
-                public_key: &str,
-                disabled: bool,
-            ) -> $crate::metadata::Result<bool> {
-                use $crate::metadata::{query, sql};
-                let done = sqlx::query(sql::SET_DISABLED)
-                    .bind(disabled)
-                    .bind(public_key)
-                    .execute(&self.write)
-                    .await
-                    .map_err(query("disable user"))?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn set_quota(
-                &self,
-                public_key: &str,
-                quota: Option<$crate::metadata::Quota>,
-            ) -> $crate::metadata::Result<bool> {
-                use $crate::metadata::{Quota, query, sql};
-                let done = sqlx::query(sql::SET_QUOTA)
-                    .bind(quota.map(Quota::to_column))
-                    .bind(public_key)
-                    .execute(&self.write)
-                    .await
-                    .map_err(query("set quota"))?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn set_limits(
-                &self,
-                public_key: &str,
-                quota: Option<$crate::metadata::Quota>,
-                limits: &$crate::metadata::UserLimits,
-            ) -> $crate::metadata::Result<bool> {
-                use $crate::metadata::{Quota, query, sql};
-                let done = sqlx::query(sql::SET_LIMITS)
-                    .bind(quota.map(Quota::to_column))
-                    .bind(limits.to_column())
-                    .bind(public_key)
-                    .execute(&self.write)
-                    .await
-                    .map_err(query("set limits"))?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn list_users(
-                &self,
-                after: Option<&str>,
-                limit: u32,
-            ) -> $crate::metadata::Result<Vec<$crate::metadata::User>> {
-                use $crate::metadata::{query, sql};
-                let rows: Vec<sql::UserRow> = sqlx::query_as(sql::LIST_USERS)
-                    .bind(after.unwrap_or_default())
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err(query("list users"))?;
-                Ok(rows.into_iter().map(sql::user).collect())
-            }
-
-            async fn create_signup_token(
-                &self,
-                token: &str,
-                now: $crate::metadata::Micros,
-                quota: Option<$crate::metadata::Quota>,
-                limits: &$crate::metadata::UserLimits,
-            ) -> $crate::metadata::Result<()> {
-                use $crate::metadata::{Quota, query, sql};
-                sqlx::query(sql::INSERT_SIGNUP_TOKEN)
-                    .bind(token)
-                    .bind(now)
-                    .bind(quota.map(Quota::to_column))
-                    .bind(limits.to_column())
-                    .execute(&self.write)
-                    .await
-                    .map_err(query("create signup token"))?;
-                Ok(())
-            }
-
-            async fn signup_token(
-                &self,
-                token: &str,
-            ) -> $crate::metadata::Result<Option<$crate::metadata::SignupTokenRecord>> {
-                use $crate::metadata::{query, sql};
-                let row: Option<sql::TokenRow> = sqlx::query_as(sql::SIGNUP_TOKEN)
-                    .bind(token)
-                    .fetch_optional(&self.read)
-                    .await
-                    .map_err(query("read signup token"))?;
-                Ok(row.map(sql::signup_token))
-            }
-
-            async fn list_signup_tokens(
-                &self,
-                after: Option<&str>,
-                limit: u32,
-            ) -> $crate::metadata::Result<Vec<$crate::metadata::SignupTokenRecord>> {
-                use $crate::metadata::{query, sql};
-                let rows: Vec<sql::TokenRow> = sqlx::query_as(sql::LIST_SIGNUP_TOKENS)
-                    .bind(after.unwrap_or_default())
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err(query("list signup tokens"))?;
-                Ok(rows.into_iter().map(sql::signup_token).collect())
-            }
-
-            async fn create_session(
-                &self,
-                secret_hash: &[u8; 32],
-                public_key: &str,
-                capabilities: &str,
-                now: $crate::metadata::Micros,
-            ) -> $crate::metadata::Result<bool> {
-                use $crate::metadata::{query, sql};
-                let done = sqlx::query(sql::INSERT_SESSION)
-                    .bind(&secret_hash[..])
-                    .bind(capabilities)
-                    .bind(now)
-                    .bind(public_key)
-                    .execute(&self.write)
-                    .await
-                    .map_err(query("create session"))?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn session(
-                &self,
-                secret_hash: &[u8; 32],
-            ) -> $crate::metadata::Result<Option<$crate::metadata::SessionRecord>> {
-                use $crate::metadata::{query, sql};
-                let row: Option<sql::SessionRow> = sqlx::query_as(sql::SESSION)
-                    .bind(&secret_hash[..])
-                    .fetch_optional(&self.read)
-                    .await
-                    .map_err(query("read session"))?;
-                Ok(row.map(sql::session))
-            }
-
-            async fn delete_session(
-                &self,
-                secret_hash: &[u8; 32],
-            ) -> $crate::metadata::Result<bool> {
-                use $crate::metadata::{query, sql};
-                let done = sqlx::query(sql::DELETE_SESSION)
-                    .bind(&secret_hash[..])
-                    .execute(&self.write)
-                    .await
-                    .map_err(query("delete session"))?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn use_auth_token(
-                &self,
-                token_id: &[u8],
-                expires_at: $crate::metadata::Micros,
-                now: $crate::metadata::Micros,
-            ) -> $crate::metadata::Result<bool> {
-                use $crate::metadata::{query, sql};
-                let mut tx = self.write.begin().await.map_err(query("begin token use"))?;
-                sqlx::query(sql::PURGE_USED_TOKENS)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query("purge used tokens"))?;
-                let done = sqlx::query(sql::INSERT_USED_TOKEN)
-                    .bind(token_id)
-                    .bind(expires_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query("record token use"))?;
-                tx.commit().await.map_err(query("commit token use"))?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn active_users_with_packets(
-                &self,
-            ) -> $crate::metadata::Result<Vec<(String, Option<Vec<u8>>)>> {
-                use $crate::metadata::{query, sql};
-                sqlx::query_as(sql::ACTIVE_USERS_WITH_PACKETS)
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err(query("list users for republishing"))
-            }
-
-            async fn store_pkarr_packet(
-                &self,
-                public_key: &str,
-                packet: &[u8],
-            ) -> $crate::metadata::Result<()> {
-                use $crate::metadata::{query, sql};
-                sqlx::query(sql::STORE_PKARR_PACKET)
-                    .bind(packet)
-                    .bind(public_key)
-                    .execute(&self.write)
-                    .await
-                    .map_err(query("store a user's PKARR packet"))?;
-                Ok(())
-            }
-        }
-
-        #[async_trait::async_trait]
-        impl $crate::metadata::Files for $engine {
-            async fn entry(
-                &self,
-                public_key: &str,
-                path: &$crate::path::EntryPath,
-            ) -> $crate::metadata::Result<Option<$crate::metadata::Entry>> {
-                use $crate::metadata::{query, sql};
-                let row: Option<sql::EntryRow> = sqlx::query_as(sql::ENTRY)
-                    .bind(public_key)
-                    .bind(path.as_str())
-                    .fetch_optional(&self.read)
-                    .await
-                    .map_err(query("read entry"))?;
-                Ok(row.map(|row| sql::entry(path, row)))
-            }
-
-            async fn commit_put(
-                &self,
-                public_key: &str,
-                entry: &$crate::metadata::NewEntry,
-                mode: &$crate::metadata::WriteMode,
-                default_quota: $crate::metadata::Quota,
-            ) -> $crate::metadata::Result<$crate::metadata::PutOutcome> {
-                $crate::metadata::group_commit::submit(
-                    &self.puts,
-                    public_key,
-                    entry,
-                    mode,
-                    default_quota,
-                )
-                .await
-            }
-
-            async fn commit_delete(
-                &self,
-                public_key: &str,
-                path: &$crate::path::EntryPath,
-                now: $crate::metadata::Micros,
-            ) -> $crate::metadata::Result<Option<$crate::metadata::Deleted>> {
-                use $crate::metadata::{Deleted, query, sql};
-                let mut tx = self.write.begin().await.map_err(query("begin delete"))?;
-                // The event-order lock before any user row, as the group commit takes them.
-                Self::begin_write(&mut tx).await?;
-                let user: Option<(i64, i64, Option<i64>)> = sqlx::query_as(Self::LOCK_USER)
-                    .bind(public_key)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(query("lock user"))?;
-                let Some((user_id, used, _)) = user else {
-                    return Ok(None);
-                };
-                let old: Option<(i64, String)> = sqlx::query_as(sql::DELETE_ENTRY)
-                    .bind(user_id)
-                    .bind(path.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(query("delete entry"))?;
-                let Some((length, blob_key)) = old else {
-                    return Ok(None);
-                };
-                sqlx::query(sql::SET_USED_BYTES)
-                    .bind(sql::used_after_delete(used, length))
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query("update used bytes"))?;
-                let event_id =
-                    Self::append_event(&mut tx, "DEL", user_id, path.as_str(), None, now).await?;
-                tx.commit().await.map_err(query("commit delete"))?;
-                Ok(Some(Deleted { blob_key, event_id }))
-            }
-
-            async fn scan_paths(
-                &self,
-                public_key: &str,
-                scan: &$crate::metadata::PathScan,
-            ) -> $crate::metadata::Result<Vec<String>> {
-                use $crate::metadata::{query, sql};
-                let statement = if scan.reverse {
-                    sql::SCAN_PATHS_REVERSE
-                } else {
-                    sql::SCAN_PATHS
-                };
-                sqlx::query_scalar(statement)
-                    .bind(public_key)
-                    .bind(&scan.from)
-                    .bind(&scan.until)
-                    .bind(i64::from(scan.limit))
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err(query("list entries"))
-            }
-
-            async fn unreferenced_blobs(
-                &self,
-                keys: &[String],
-            ) -> $crate::metadata::Result<Vec<String>> {
-                use $crate::metadata::{query, sql};
-                if keys.is_empty() {
-                    return Ok(Vec::new());
+                async fn set_disabled(&self, public_key: &str, disabled: bool) -> Result<bool> {
+                    let done = sqlx::query(sql::SET_DISABLED)
+                        .bind(disabled)
+                        .bind(public_key)
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("disable user"))?;
+                    Ok(done.rows_affected() == 1)
                 }
-                let statement = sql::referenced_blobs(keys.len());
-                let mut select = sqlx::query_scalar(&statement);
-                for key in keys {
-                    select = select.bind(key);
+
+                async fn set_quota(&self, public_key: &str, quota: Option<Quota>) -> Result<bool> {
+                    let done = sqlx::query(sql::SET_QUOTA)
+                        .bind(quota.map(Quota::to_column))
+                        .bind(public_key)
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("set quota"))?;
+                    Ok(done.rows_affected() == 1)
                 }
-                let referenced: Vec<String> = select
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err(query("find referenced blobs"))?;
-                Ok(sql::unreferenced(keys, referenced))
+
+                async fn set_limits(
+                    &self,
+                    public_key: &str,
+                    quota: Option<Quota>,
+                    limits: &UserLimits,
+                ) -> Result<bool> {
+                    let done = sqlx::query(sql::SET_LIMITS)
+                        .bind(quota.map(Quota::to_column))
+                        .bind(limits.to_column())
+                        .bind(public_key)
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("set limits"))?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>> {
+                    let rows: Vec<sql::UserRow> = sqlx::query_as(sql::LIST_USERS)
+                        .bind(after.unwrap_or_default())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.read)
+                        .await
+                        .map_err(query("list users"))?;
+                    Ok(rows.into_iter().map(sql::user).collect())
+                }
+
+                async fn create_signup_token(
+                    &self,
+                    token: &str,
+                    now: Micros,
+                    quota: Option<Quota>,
+                    limits: &UserLimits,
+                ) -> Result<()> {
+                    sqlx::query(sql::INSERT_SIGNUP_TOKEN)
+                        .bind(token)
+                        .bind(now)
+                        .bind(quota.map(Quota::to_column))
+                        .bind(limits.to_column())
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("create signup token"))?;
+                    Ok(())
+                }
+
+                async fn signup_token(&self, token: &str) -> Result<Option<SignupTokenRecord>> {
+                    let row: Option<sql::TokenRow> = sqlx::query_as(sql::SIGNUP_TOKEN)
+                        .bind(token)
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err(query("read signup token"))?;
+                    Ok(row.map(sql::signup_token))
+                }
+
+                async fn list_signup_tokens(
+                    &self,
+                    after: Option<&str>,
+                    limit: u32,
+                ) -> Result<Vec<SignupTokenRecord>> {
+                    let rows: Vec<sql::TokenRow> = sqlx::query_as(sql::LIST_SIGNUP_TOKENS)
+                        .bind(after.unwrap_or_default())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.read)
+                        .await
+                        .map_err(query("list signup tokens"))?;
+                    Ok(rows.into_iter().map(sql::signup_token).collect())
+                }
+
+                async fn create_session(
+                    &self,
+                    secret_hash: &[u8; 32],
+                    public_key: &str,
+                    capabilities: &str,
+                    now: Micros,
+                ) -> Result<bool> {
+                    let done = sqlx::query(sql::INSERT_SESSION)
+                        .bind(&secret_hash[..])
+                        .bind(capabilities)
+                        .bind(now)
+                        .bind(public_key)
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("create session"))?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn session(&self, secret_hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
+                    let row: Option<sql::SessionRow> = sqlx::query_as(sql::SESSION)
+                        .bind(&secret_hash[..])
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err(query("read session"))?;
+                    Ok(row.map(sql::session))
+                }
+
+                async fn delete_session(&self, secret_hash: &[u8; 32]) -> Result<bool> {
+                    let done = sqlx::query(sql::DELETE_SESSION)
+                        .bind(&secret_hash[..])
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("delete session"))?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn use_auth_token(
+                    &self,
+                    token_id: &[u8],
+                    expires_at: Micros,
+                    now: Micros,
+                ) -> Result<bool> {
+                    let mut tx = self.write.begin().await.map_err(query("begin token use"))?;
+                    sqlx::query(sql::PURGE_USED_TOKENS)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query("purge used tokens"))?;
+                    let done = sqlx::query(sql::INSERT_USED_TOKEN)
+                        .bind(token_id)
+                        .bind(expires_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query("record token use"))?;
+                    tx.commit().await.map_err(query("commit token use"))?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn active_users_with_packets(
+                    &self,
+                ) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+                    sqlx::query_as(sql::ACTIVE_USERS_WITH_PACKETS)
+                        .fetch_all(&self.read)
+                        .await
+                        .map_err(query("list users for republishing"))
+                }
+
+                async fn store_pkarr_packet(&self, public_key: &str, packet: &[u8]) -> Result<()> {
+                    sqlx::query(sql::STORE_PKARR_PACKET)
+                        .bind(packet)
+                        .bind(public_key)
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("store a user's PKARR packet"))?;
+                    Ok(())
+                }
             }
 
-            async fn events(
-                &self,
-                cursor: u64,
-                limit: u32,
-                filter: &$crate::metadata::EventFilter,
-            ) -> $crate::metadata::Result<Vec<$crate::metadata::Event>> {
-                use $crate::metadata::{query, sql};
-                let (statement, params) = sql::events(cursor, limit, filter);
-                let mut select = sqlx::query_as::<_, sql::EventRow>(&statement);
-                for param in params {
-                    select = match param {
-                        sql::Param::Text(text) => select.bind(text),
-                        sql::Param::BigInt(n) => select.bind(n),
-                        sql::Param::Int(n) => select.bind(n),
+            #[async_trait::async_trait]
+            impl Files for Engine {
+                async fn entry(&self, public_key: &str, path: &EntryPath) -> Result<Option<Entry>> {
+                    let row: Option<sql::EntryRow> = sqlx::query_as(sql::ENTRY)
+                        .bind(public_key)
+                        .bind(path.as_str())
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err(query("read entry"))?;
+                    Ok(row.map(|row| sql::entry(path, row)))
+                }
+
+                async fn commit_put(
+                    &self,
+                    public_key: &str,
+                    entry: &NewEntry,
+                    mode: &WriteMode,
+                    default_quota: Quota,
+                ) -> Result<PutOutcome> {
+                    group_commit::submit(&self.puts, public_key, entry, mode, default_quota).await
+                }
+
+                async fn commit_delete(
+                    &self,
+                    public_key: &str,
+                    path: &EntryPath,
+                    now: Micros,
+                ) -> Result<Option<Deleted>> {
+                    let mut tx = self.write.begin().await.map_err(query("begin delete"))?;
+                    // The event-order lock before any user row, as the group commit takes them.
+                    Self::begin_write(&mut tx).await?;
+                    let user: Option<(i64, i64, Option<i64>)> = sqlx::query_as(Self::LOCK_USER)
+                        .bind(public_key)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(query("lock user"))?;
+                    let Some((user_id, used, _)) = user else {
+                        return Ok(None);
                     };
-                }
-                let rows = select
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err(query("read events"))?;
-                Ok(rows.into_iter().map(sql::event).collect())
-            }
-
-            async fn event_id_at(
-                &self,
-                created_at: $crate::metadata::Micros,
-            ) -> $crate::metadata::Result<Option<u64>> {
-                use $crate::metadata::{query, sql};
-                let id: Option<i64> = sqlx::query_scalar(sql::EVENT_ID_AT)
-                    .bind(created_at)
-                    .fetch_one(&self.read)
-                    .await
-                    .map_err(query("find event by time"))?;
-                Ok(id.map(|id| id as u64))
-            }
-
-            fn event_hints(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
-                self.hints()
-            }
-        }
-
-        #[async_trait::async_trait]
-        impl $crate::metadata::Operations for $engine {
-            fn kind(&self) -> homestead_config::DatabaseKind {
-                $kind
-            }
-
-            async fn counts(&self) -> $crate::metadata::Result<$crate::metadata::Counts> {
-                use $crate::metadata::{query, sql};
-                let users: (i64, i64, i64) = sqlx::query_as(sql::COUNT_USERS)
-                    .fetch_one(&self.read)
-                    .await
-                    .map_err(query("count users"))?;
-                let tokens: (i64, i64) = sqlx::query_as(sql::COUNT_SIGNUP_TOKENS)
-                    .fetch_one(&self.read)
-                    .await
-                    .map_err(query("count signup tokens"))?;
-                Ok(sql::counts(users, tokens))
-            }
-
-            fn pool_stats(&self) -> Vec<(&'static str, u32, u32)> {
-                let stat = |name, pool: &sqlx::Pool<$db>| {
-                    (
-                        name,
-                        pool.size(),
-                        u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
-                    )
-                };
-                if Self::SEPARATE_WRITE_POOL {
-                    vec![stat("read", &self.read), stat("write", &self.write)]
-                } else {
-                    vec![stat("main", &self.read)]
-                }
-            }
-
-            async fn ping(&self) -> $crate::metadata::Result<()> {
-                use $crate::metadata::{query, sql};
-                sqlx::query(sql::PING)
-                    .execute(&self.probe)
-                    .await
-                    .map_err(query("ping"))?;
-                Ok(())
-            }
-
-            async fn close(&self) {
-                self.stop_listening();
-                self.read.close().await;
-                self.write.close().await;
-                self.probe.close().await;
-            }
-        }
-
-        impl $engine {
-            /// Starts a write transaction with the engine's `BEGIN_WRITE`, if it has one.
-            async fn begin_write(
-                tx: &mut sqlx::Transaction<'_, $db>,
-            ) -> $crate::metadata::Result<()> {
-                if let Some(lock) = Self::BEGIN_WRITE {
-                    sqlx::query(lock)
-                        .execute(&mut **tx)
-                        .await
-                        .map_err($crate::metadata::query("lock event order"))?;
-                }
-                Ok(())
-            }
-
-            /// One write inside the batch's transaction: checks the mode and the quota under the user's
-            /// row lock, records the entry, the user's usage and the event.
-            async fn put_in_tx(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                pending: &$crate::metadata::group_commit::PendingPut,
-            ) -> $crate::metadata::Result<$crate::metadata::PutOutcome> {
-                use $crate::metadata::{PutOutcome, query, sql};
-                let entry = &pending.entry;
-                // The caller holds the event-order lock, so no other write can change this path's entry
-                // before the commit; the user's row lock guards usage against the admin.
-                let read: Option<sql::PutRow> = sqlx::query_as(Self::READ_FOR_PUT)
-                    .bind(&pending.public_key)
-                    .bind(entry.path.as_str())
-                    .fetch_optional(&mut **tx)
-                    .await
-                    .map_err(query("lock user"))?;
-                let (user_id, used, replaced_blob) =
-                    match sql::put_step(read, entry, &pending.mode, pending.default_quota) {
-                        sql::PutStep::Refuse(outcome) => return Ok(outcome),
-                        sql::PutStep::Write {
-                            user_id,
-                            used,
-                            replaced_blob,
-                        } => (user_id, used, replaced_blob),
-                    };
-                let write = sqlx::query(Self::WRITE_PUT)
-                    .bind(user_id)
-                    .bind(entry.path.as_str())
-                    .bind(&entry.content_hash[..])
-                    .bind(entry.content_length as i64)
-                    .bind(&entry.content_type)
-                    .bind(&entry.blob_key)
-                    .bind(entry.now)
-                    .bind(used);
-                let event_id = if Self::WRITE_PUT_WHOLE {
-                    let row = write
-                        .fetch_one(&mut **tx)
-                        .await
-                        .map_err(query("write entry"))?;
-                    let id: i64 = sqlx::Row::try_get(&row, 0).map_err(query("write entry"))?;
-                    id as u64
-                } else {
-                    write
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(query("write entry"))?;
-                    sqlx::query(sql::SET_USED_BYTES)
-                        .bind(used)
+                    let old: Option<(i64, String)> = sqlx::query_as(sql::DELETE_ENTRY)
                         .bind(user_id)
-                        .execute(&mut **tx)
+                        .bind(path.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(query("delete entry"))?;
+                    let Some((length, blob_key)) = old else {
+                        return Ok(None);
+                    };
+                    sqlx::query(sql::SET_USED_BYTES)
+                        .bind(sql::used_after_delete(used, length))
+                        .bind(user_id)
+                        .execute(&mut *tx)
                         .await
                         .map_err(query("update used bytes"))?;
-                    Self::append_event(
-                        tx,
-                        "PUT",
-                        user_id,
-                        entry.path.as_str(),
-                        Some(&entry.content_hash[..]),
-                        entry.now,
-                    )
-                    .await?
-                };
-                Ok(PutOutcome::Committed {
-                    replaced_blob,
-                    event_id,
-                })
-            }
-
-            /// Appends an event inside the caller's transaction and returns its id.
-            async fn append_event(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                op: &str,
-                user_id: i64,
-                path: &str,
-                content_hash: Option<&[u8]>,
-                now: $crate::metadata::Micros,
-            ) -> $crate::metadata::Result<u64> {
-                use $crate::metadata::{query, sql};
-                // The caller took the event-order lock when its transaction began.
-                let id: i64 = sqlx::query_scalar(sql::INSERT_EVENT)
-                    .bind(op)
-                    .bind(user_id)
-                    .bind(path)
-                    .bind(content_hash)
-                    .bind(now)
-                    .fetch_one(&mut **tx)
-                    .await
-                    .map_err(query("append event"))?;
-                Ok(id as u64)
-            }
-        }
-
-        #[async_trait::async_trait]
-        impl $crate::metadata::group_commit::CommitBatch for sqlx::Pool<$db> {
-            async fn commit_batch(
-                &self,
-                batch: &[$crate::metadata::group_commit::PendingPut],
-            ) -> $crate::metadata::Result<Vec<$crate::metadata::PutOutcome>> {
-                use $crate::metadata::query;
-                let mut tx = self.begin().await.map_err(query("begin write"))?;
-                // The order lock first, then user rows, in every write transaction: no deadlock between
-                // instances or with deletes.
-                <$engine>::begin_write(&mut tx).await?;
-                let mut outcomes = Vec::with_capacity(batch.len());
-                for pending in batch {
-                    outcomes.push(<$engine>::put_in_tx(&mut tx, pending).await?);
+                    let event_id =
+                        Self::append_event(&mut tx, "DEL", user_id, path.as_str(), None, now)
+                            .await?;
+                    tx.commit().await.map_err(query("commit delete"))?;
+                    Ok(Some(Deleted { blob_key, event_id }))
                 }
-                tx.commit().await.map_err(query("commit write"))?;
-                Ok(outcomes)
+
+                async fn scan_paths(
+                    &self,
+                    public_key: &str,
+                    scan: &PathScan,
+                ) -> Result<Vec<String>> {
+                    let statement = if scan.reverse {
+                        sql::SCAN_PATHS_REVERSE
+                    } else {
+                        sql::SCAN_PATHS
+                    };
+                    sqlx::query_scalar(statement)
+                        .bind(public_key)
+                        .bind(&scan.from)
+                        .bind(&scan.until)
+                        .bind(i64::from(scan.limit))
+                        .fetch_all(&self.read)
+                        .await
+                        .map_err(query("list entries"))
+                }
+
+                async fn unreferenced_blobs(&self, keys: &[String]) -> Result<Vec<String>> {
+                    if keys.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let statement = sql::referenced_blobs(keys.len());
+                    let mut select = sqlx::query_scalar(&statement);
+                    for key in keys {
+                        select = select.bind(key);
+                    }
+                    let referenced: Vec<String> = select
+                        .fetch_all(&self.read)
+                        .await
+                        .map_err(query("find referenced blobs"))?;
+                    Ok(sql::unreferenced(keys, referenced))
+                }
+
+                async fn events(
+                    &self,
+                    cursor: u64,
+                    limit: u32,
+                    filter: &EventFilter,
+                ) -> Result<Vec<Event>> {
+                    let (statement, params) = sql::events(cursor, limit, filter);
+                    let mut select = sqlx::query_as::<_, sql::EventRow>(&statement);
+                    for param in params {
+                        select = match param {
+                            sql::Param::Text(text) => select.bind(text),
+                            sql::Param::BigInt(n) => select.bind(n),
+                            sql::Param::Int(n) => select.bind(n),
+                        };
+                    }
+                    let rows = select
+                        .fetch_all(&self.read)
+                        .await
+                        .map_err(query("read events"))?;
+                    Ok(rows.into_iter().map(sql::event).collect())
+                }
+
+                async fn event_id_at(&self, created_at: Micros) -> Result<Option<u64>> {
+                    let id: Option<i64> = sqlx::query_scalar(sql::EVENT_ID_AT)
+                        .bind(created_at)
+                        .fetch_one(&self.read)
+                        .await
+                        .map_err(query("find event by time"))?;
+                    Ok(id.map(|id| id as u64))
+                }
+
+                fn event_hints(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+                    self.hints()
+                }
             }
-        }
+
+            #[async_trait::async_trait]
+            impl Operations for Engine {
+                fn kind(&self) -> homestead_config::DatabaseKind {
+                    KIND
+                }
+
+                async fn counts(&self) -> Result<Counts> {
+                    let users: (i64, i64, i64) = sqlx::query_as(sql::COUNT_USERS)
+                        .fetch_one(&self.read)
+                        .await
+                        .map_err(query("count users"))?;
+                    let tokens: (i64, i64) = sqlx::query_as(sql::COUNT_SIGNUP_TOKENS)
+                        .fetch_one(&self.read)
+                        .await
+                        .map_err(query("count signup tokens"))?;
+                    Ok(sql::counts(users, tokens))
+                }
+
+                fn pool_stats(&self) -> Vec<(&'static str, u32, u32)> {
+                    let stat = |name, pool: &sqlx::Pool<Db>| {
+                        (
+                            name,
+                            pool.size(),
+                            u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+                        )
+                    };
+                    if Self::SEPARATE_WRITE_POOL {
+                        vec![stat("read", &self.read), stat("write", &self.write)]
+                    } else {
+                        vec![stat("main", &self.read)]
+                    }
+                }
+
+                async fn ping(&self) -> Result<()> {
+                    sqlx::query(sql::PING)
+                        .execute(&self.probe)
+                        .await
+                        .map_err(query("ping"))?;
+                    Ok(())
+                }
+
+                async fn close(&self) {
+                    self.stop_listening();
+                    self.read.close().await;
+                    self.write.close().await;
+                    self.probe.close().await;
+                }
+            }
+
+            impl Engine {
+                /// Starts a write transaction with the engine's `BEGIN_WRITE`, if it has one.
+                async fn begin_write(tx: &mut sqlx::Transaction<'_, Db>) -> Result<()> {
+                    if let Some(lock) = Self::BEGIN_WRITE {
+                        sqlx::query(lock)
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(query("lock event order"))?;
+                    }
+                    Ok(())
+                }
+
+                /// One write inside the batch's transaction: checks the mode and the quota
+                /// under the user's row lock, records the entry, the user's usage and the event.
+                async fn put_in_tx(
+                    tx: &mut sqlx::Transaction<'_, Db>,
+                    pending: &group_commit::PendingPut,
+                ) -> Result<PutOutcome> {
+                    let entry = &pending.entry;
+                    // The caller holds the event-order lock, so no other write can change this
+                    // path's entry before the commit; the user's row lock guards usage against
+                    // the admin.
+                    let read: Option<sql::PutRow> = sqlx::query_as(Self::READ_FOR_PUT)
+                        .bind(&pending.public_key)
+                        .bind(entry.path.as_str())
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(query("lock user"))?;
+                    let (user_id, used, replaced_blob) =
+                        match sql::put_step(read, entry, &pending.mode, pending.default_quota) {
+                            sql::PutStep::Refuse(outcome) => return Ok(outcome),
+                            sql::PutStep::Write {
+                                user_id,
+                                used,
+                                replaced_blob,
+                            } => (user_id, used, replaced_blob),
+                        };
+                    let write = sqlx::query(Self::WRITE_PUT)
+                        .bind(user_id)
+                        .bind(entry.path.as_str())
+                        .bind(&entry.content_hash[..])
+                        .bind(entry.content_length as i64)
+                        .bind(&entry.content_type)
+                        .bind(&entry.blob_key)
+                        .bind(entry.now)
+                        .bind(used);
+                    let event_id = if Self::WRITE_PUT_WHOLE {
+                        let row = write
+                            .fetch_one(&mut **tx)
+                            .await
+                            .map_err(query("write entry"))?;
+                        let id: i64 = sqlx::Row::try_get(&row, 0).map_err(query("write entry"))?;
+                        id as u64
+                    } else {
+                        write
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(query("write entry"))?;
+                        sqlx::query(sql::SET_USED_BYTES)
+                            .bind(used)
+                            .bind(user_id)
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(query("update used bytes"))?;
+                        Self::append_event(
+                            tx,
+                            "PUT",
+                            user_id,
+                            entry.path.as_str(),
+                            Some(&entry.content_hash[..]),
+                            entry.now,
+                        )
+                        .await?
+                    };
+                    Ok(PutOutcome::Committed {
+                        replaced_blob,
+                        event_id,
+                    })
+                }
+
+                /// Appends an event inside the caller's transaction and returns its id.
+                async fn append_event(
+                    tx: &mut sqlx::Transaction<'_, Db>,
+                    op: &str,
+                    user_id: i64,
+                    path: &str,
+                    content_hash: Option<&[u8]>,
+                    now: Micros,
+                ) -> Result<u64> {
+                    // The caller took the event-order lock when its transaction began.
+                    let id: i64 = sqlx::query_scalar(sql::INSERT_EVENT)
+                        .bind(op)
+                        .bind(user_id)
+                        .bind(path)
+                        .bind(content_hash)
+                        .bind(now)
+                        .fetch_one(&mut **tx)
+                        .await
+                        .map_err(query("append event"))?;
+                    Ok(id as u64)
+                }
+            }
+
+            #[async_trait::async_trait]
+            impl group_commit::CommitBatch for sqlx::Pool<Db> {
+                async fn commit_batch(
+                    &self,
+                    batch: &[group_commit::PendingPut],
+                ) -> Result<Vec<PutOutcome>> {
+                    let mut tx = self.begin().await.map_err(query("begin write"))?;
+                    // The order lock first, then user rows, in every write transaction: no
+                    // deadlock between instances or with deletes.
+                    Engine::begin_write(&mut tx).await?;
+                    let mut outcomes = Vec::with_capacity(batch.len());
+                    for pending in batch {
+                        outcomes.push(Engine::put_in_tx(&mut tx, pending).await?);
+                    }
+                    tx.commit().await.map_err(query("commit write"))?;
+                    Ok(outcomes)
+                }
+            }
+        };
     };
 }
 
