@@ -1,9 +1,11 @@
-//! The [`Store`]: the only thing handlers call. It combines the metadata database and the blob store so
-//! that every write is atomic: the body streams into a blob under a fresh key while its BLAKE3 hash,
-//! length and content type are computed; one metadata transaction then writes the entry, appends the
-//! event and moves the user's used bytes (refusing if the quota would be exceeded); only then is the
-//! replaced blob deleted. A failed, refused or interrupted upload leaves the previous version in place,
-//! and the sweeper removes blobs that no entry references.
+//! The [`Store`]: the only thing handlers call for files (accounts and operations it hands out as
+//! traits). It combines the metadata database and the blob store so that every write is atomic: a write
+//! is prepared before its body is read ([`Store::prepare`]: refusals, the current version, the room
+//! left); then ([`Store::commit`]) the body streams into a blob under a fresh key while its BLAKE3 hash,
+//! length and content type are computed; one metadata transaction then checks the write's
+//! [`WriteMode`] and the quota again, writes the entry, appends the event and moves the user's used
+//! bytes; only then is the replaced blob deleted. A failed, refused or interrupted upload leaves the
+//! previous version in place, and the sweeper removes blobs that no entry references.
 
 use std::sync::Arc;
 use std::time::Duration;
