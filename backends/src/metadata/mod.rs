@@ -1,8 +1,8 @@
 //! The metadata database, split by job into three traits: [`Files`] (entries and the event log, which
 //! the Store owns), [`Accounts`] (users, sessions, signup tokens, used AuthToken ids, PKARR packets) and
 //! [`Operations`] (engine, counts, pools, ping). A PostgreSQL and a SQLite implementation run the same
-//! SQL (written once, in the `sql` module) except for the few statements where the engines differ: row locking,
-//! the event-order lock and how a write transaction starts.
+//! SQL (written once, in the `sql` module) except for the few statements where the engines differ: row
+//! locking, the event-order lock and how a write transaction starts.
 
 mod accounts;
 mod files;
