@@ -284,7 +284,7 @@ impl App {
         for task in self.background {
             task.abort();
         }
-        self.store.metadata().close().await;
+        self.store.operations().close().await;
         tracing::info!("stopped");
     }
 }

@@ -3,6 +3,7 @@
 //! metadata database, so that instances sharing PostgreSQL refuse each other's replays.
 
 use homestead_backends::Store;
+use homestead_backends::metadata::now_micros;
 use pubky_common::auth::AuthToken;
 
 use crate::http_error::HttpError;
@@ -39,7 +40,11 @@ pub async fn verify_once(store: &Store, body: &[u8]) -> Result<AuthToken, HttpEr
     let expires_at = i64::try_from(timestamp)
         .unwrap_or(i64::MAX)
         .saturating_add(REMEMBER_MICROS);
-    if store.use_auth_token(&id, expires_at).await? {
+    if store
+        .accounts()
+        .use_auth_token(&id, expires_at, now_micros())
+        .await?
+    {
         Ok(token)
     } else {
         Err(HttpError::bad_request("AuthToken already used"))

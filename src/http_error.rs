@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::response::{IntoResponse, Response};
-use homestead_backends::StoreError;
+use homestead_backends::{MetadataError, StoreError};
 use http::{HeaderValue, StatusCode, header};
 
 /// An error answer.
@@ -56,6 +56,12 @@ pub static STORAGE_FAILURES: StorageFailures = StorageFailures {
     database: AtomicU64::new(0),
 };
 
+impl From<MetadataError> for HttpError {
+    fn from(err: MetadataError) -> Self {
+        StoreError::Metadata(err).into()
+    }
+}
+
 impl From<StoreError> for HttpError {
     fn from(err: StoreError) -> Self {
         let counter = match &err {
@@ -74,6 +80,9 @@ impl From<StoreError> for HttpError {
                 StatusCode::INSUFFICIENT_STORAGE,
                 "Disk space quota exceeded",
             ),
+            StoreError::PreconditionFailed { .. } => {
+                Self::new(StatusCode::PRECONDITION_FAILED, "Precondition failed")
+            }
             StoreError::PathTooLong { .. } => {
                 Self::bad_request("Invalid URL: Path is too long to store")
             }

@@ -35,7 +35,7 @@ impl CredentialLookup for StoreCredentials {
         let Credential::Cookie { secret } = credential;
         // Looked up by SHA-256: the database never sees the secret, and comparing hashes leaks nothing
         // useful about it.
-        let Some(record) = self.store.session(&secret_hash(secret)).await? else {
+        let Some(record) = self.store.accounts().session(&secret_hash(secret)).await? else {
             return Ok(None);
         };
         let Ok(user) = pkarr::PublicKey::try_from(record.user.public_key.as_str()) else {

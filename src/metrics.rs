@@ -141,7 +141,7 @@ impl Metrics {
             .u64_observable_gauge("db_pool_connections")
             .with_description("Database pool connections by pool and state")
             .with_callback(move |gauge| {
-                for (pool, open, idle) in pools.metadata().pool_stats() {
+                for (pool, open, idle) in pools.operations().pool_stats() {
                     let busy = open.saturating_sub(idle);
                     gauge.observe(
                         u64::from(busy),

@@ -29,7 +29,7 @@ pub trait SignupTokens {
 
 impl SignupTokens for Store {
     async fn status(&self, token: &str) -> Result<TokenStatus, StoreError> {
-        Ok(match self.signup_token(token).await? {
+        Ok(match self.accounts().signup_token(token).await? {
             None => TokenStatus::Unknown,
             Some(record) if record.used_by.is_some() => TokenStatus::Used,
             Some(_) => TokenStatus::Unused,

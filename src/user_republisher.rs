@@ -129,7 +129,7 @@ pub async fn run(
     server: &PublicKey,
     metrics: &Metrics,
 ) -> Result<RunSummary, homestead_backends::StoreError> {
-    let users = store.active_users_with_packets().await?;
+    let users = store.accounts().active_users_with_packets().await?;
     let server = server.to_string();
     let outcomes: Vec<Outcome> = futures_util::stream::iter(users)
         .map(|(user, stored)| {
@@ -168,7 +168,12 @@ async fn republish(
         (Some(found), Some(kept)) if kept.more_recent_than(&found) => (kept, true),
         (Some(found), kept) => {
             let newer = kept.is_none_or(|kept| found.more_recent_than(&kept));
-            if newer && let Err(err) = store.store_pkarr_packet(user, &found.serialize()).await {
+            if newer
+                && let Err(err) = store
+                    .accounts()
+                    .store_pkarr_packet(user, &found.serialize())
+                    .await
+            {
                 tracing::warn!(user, %err, "cannot store a user's PKARR packet");
             }
             (found, false)

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
-use homestead_backends::metadata::{self, Quota};
+use homestead_backends::metadata::{self, Quota, WriteMode, now_micros};
 use homestead_backends::store::{Read, ReadOptions, WriteLimits};
 use homestead_backends::{BlobStore, EntryPath, Store};
 use homestead_config::{DatabaseUrl, Storage, StorageType};
@@ -49,7 +49,12 @@ async fn measure(name: &str, storage: Storage, mib: usize) {
         Quota::Unlimited,
         homestead_backends::entry_cache::TTL,
     );
-    store.create_user(USER, None).await.unwrap();
+    let accounts = store.accounts();
+    accounts
+        .create_user(USER, None, now_micros())
+        .await
+        .unwrap();
+    let user = accounts.user(USER).await.unwrap().unwrap();
     let path = EntryPath::parse("/pub/large.bin").unwrap();
     let chunk: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
     let chunks = mib * 1024 * 1024 / CHUNK;
@@ -61,8 +66,10 @@ async fn measure(name: &str, storage: Storage, mib: usize) {
     // A fresh allocation per chunk, as an HTTP body delivers them (a shared buffer would hide copies).
     let body =
         stream::iter((0..chunks).map(|_| Ok::<_, std::io::Error>(Bytes::copy_from_slice(&chunk))));
+    let plan = store.prepare(&user, &path).await;
+    let plan = plan.unwrap().unwrap();
     store
-        .put_stream(USER, &path, body, WriteLimits::default())
+        .commit(plan, body, WriteMode::Overwrite, WriteLimits::default())
         .await
         .unwrap();
     let up_secs = start.elapsed().as_secs_f64();

@@ -130,7 +130,7 @@ mod tests {
     use bytes::Bytes;
     use homestead_config::{DatabaseUrl, Storage, StorageType};
 
-    use crate::metadata::{self, Quota};
+    use crate::metadata::{self, Quota, WriteMode, now_micros};
     use crate::store::WriteLimits;
     use crate::{BlobStore, EntryPath, Store};
 
@@ -151,11 +151,17 @@ mod tests {
         let ttl = Duration::from_secs(3600);
         let here = Store::new(shared.clone(), &blobs, Quota::Unlimited, ttl);
         let there = Store::new(shared, &blobs, Quota::Unlimited, ttl);
-        here.create_user(OWNER, None).await.unwrap();
+        let accounts = here.accounts();
+        accounts
+            .create_user(OWNER, None, now_micros())
+            .await
+            .unwrap();
+        let writer = accounts.user(OWNER).await.unwrap().unwrap();
         let path = EntryPath::parse("/pub/file").unwrap();
         let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"v"))]);
+        let plan = there.prepare(&writer, &path).await.unwrap().unwrap();
         there
-            .put_stream(OWNER, &path, body, WriteLimits::default())
+            .commit(plan, body, WriteMode::Overwrite, WriteLimits::default())
             .await
             .unwrap();
         assert!(here.head(OWNER, &path).await.unwrap().is_some(), "cached");

@@ -1,10 +1,10 @@
-//! Directory listings (PROTOCOL.md §9) on top of [`Metadata::scan_paths`]: deep listings are one range
+//! Directory listings (PROTOCOL.md §9) on top of [`Files::scan_paths`]: deep listings are one range
 //! scan; shallow listings collapse each sub-directory into one `name/` line and jump past its files, so a
 //! directory with a huge sub-tree costs one query per sub-directory, not one row per file.
 
 use async_trait::async_trait;
 
-use crate::metadata::{Metadata, PathScan, Result};
+use crate::metadata::{Files, PathScan, Result};
 use crate::store::ListRequest;
 
 /// The smallest string greater than `path` that a stored path can equal: control characters are never
@@ -17,7 +17,7 @@ pub(crate) trait Paths: Sync {
 }
 
 #[async_trait]
-impl Paths for dyn Metadata {
+impl Paths for dyn Files {
     async fn scan(&self, owner: &str, scan: &PathScan) -> Result<Vec<String>> {
         self.scan_paths(owner, scan).await
     }

@@ -1,12 +1,14 @@
-//! The [`Store`]: the only thing handlers call. It combines the metadata database and the blob store so
-//! that every write is atomic: the body streams into a blob under a fresh key while its BLAKE3 hash,
-//! length and content type are computed; one metadata transaction then writes the entry, appends the
-//! event and moves the user's used bytes (refusing if the quota would be exceeded); only then is the
-//! replaced blob deleted. A failed, refused or interrupted upload leaves the previous version in place,
-//! and the sweeper removes blobs that no entry references.
+//! The [`Store`]: the only thing handlers call for files (accounts and operations it hands out as
+//! traits). It combines the metadata database and the blob store so that every write is atomic: a write
+//! is prepared before its body is read ([`Store::prepare`]: refusals, the current version, the room
+//! left); then ([`Store::commit`]) the body streams into a blob under a fresh key while its BLAKE3 hash,
+//! length and content type are computed; one metadata transaction then checks the write's
+//! [`WriteMode`] and the quota again, writes the entry, appends the event and moves the user's used
+//! bytes; only then is the replaced blob deleted. A failed, refused or interrupted upload leaves the
+//! previous version in place, and the sweeper removes blobs that no entry references.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
@@ -20,14 +22,14 @@ use crate::event_bus::{self, EventBus, EventTail};
 use crate::health::Health;
 use crate::listing;
 use crate::metadata::{
-    Deleted, Entry, Event, EventFilter, Metadata, MetadataError, Micros, NewEntry, PutOutcome,
-    Quota, SessionRecord, SignupOutcome, SignupTokenRecord, User, UserLimits,
+    Accounts, Deleted, Entry, Event, EventFilter, Files, Metadata, MetadataError, Micros, NewEntry,
+    Operations, PutOutcome, Quota, User, WriteMode, now_micros,
 };
 use crate::path::{DirPath, EntryPath, NormalizedPath};
 use crate::small_blobs::MAX_CACHED_BODY;
 
 /// Bodies up to this size go up in one request; larger ones as multipart uploads in parts of this size.
-pub const PART_BYTES: usize = 5 * 1024 * 1024;
+const PART_BYTES: usize = 5 * 1024 * 1024;
 /// Parts uploaded at once; with [`PART_BYTES`] this bounds the memory one upload holds.
 const PARTS_IN_FLIGHT: usize = 2;
 /// Blob keys examined per metadata query by the sweeper.
@@ -48,6 +50,12 @@ pub enum StoreError {
     /// The write would exceed the user's storage quota; nothing was stored.
     #[error("{path}: storage quota exceeded")]
     QuotaExceeded {
+        /// The path written.
+        path: String,
+    },
+    /// The file's current version is not the one the write's [`WriteMode`] expects; nothing was stored.
+    #[error("{path}: the current version is not the expected one")]
+    PreconditionFailed {
         /// The path written.
         path: String,
     },
@@ -142,12 +150,41 @@ pub struct WriteLimits {
 pub struct Written {
     /// The PUT event.
     pub event_id: u64,
-    /// BLAKE3 of the content.
-    pub content_hash: [u8; 32],
     /// Length in bytes.
     pub content_length: u64,
-    /// Inferred content type.
-    pub content_type: String,
+}
+
+/// Why a write is refused before its body is read (see [`Store::prepare`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The user is disabled: they may read and delete but not write.
+    Disabled,
+    /// The user's write allow-list does not include the path.
+    NotAllowed,
+}
+
+/// A write checked before its body is read: who writes where, the version found there and the room
+/// the body has. [`Store::commit`] carries it out.
+#[derive(Debug, Clone)]
+pub struct WritePlan {
+    user: User,
+    path: EntryPath,
+    current: Option<Entry>,
+    room: Option<u64>,
+}
+
+impl WritePlan {
+    /// The file's current version (None: no file), as read through the entry cache. The commit checks
+    /// its [`WriteMode`] again under the user's row lock.
+    pub fn current(&self) -> Option<&Entry> {
+        self.current.as_ref()
+    }
+
+    /// The most bytes the body may have within the user's quota; None when unlimited. The commit
+    /// checks again, exactly, under the user's row lock.
+    pub fn room(&self) -> Option<u64> {
+        self.room
+    }
 }
 
 /// A byte range of a read, as in an HTTP `Range: bytes=` header.
@@ -288,13 +325,6 @@ struct Parts {
     entries: EntryCache,
 }
 
-fn now_micros() -> Micros {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
-}
-
 impl Store {
     /// A store over a metadata database and a blob store, with the server's default quota, keeping
     /// files' metadata in memory for `entry_ttl` at most (see [`crate::entry_cache`]).
@@ -360,55 +390,77 @@ impl Store {
         self.inner.events.wake();
     }
 
-    /// The metadata database (for shutdown and the engine name).
-    pub fn metadata(&self) -> &dyn Metadata {
+    /// The metadata database, for the event bus's hints.
+    pub(crate) fn metadata(&self) -> &dyn Metadata {
         self.inner.metadata.as_ref()
     }
 
-    /// Streams `body` into a fresh blob, then commits it as the new version of `path` (see the module
-    /// documentation). On any error nothing changes and the new blob is removed.
-    pub async fn put_stream<S, E>(
-        &self,
-        owner: &str,
-        path: &EntryPath,
-        body: S,
-        limits: WriteLimits,
-    ) -> Result<Written>
-    where
-        S: futures_util::Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
-        E: Into<BodyError>,
-    {
-        let user =
-            self.inner
-                .metadata
-                .user(owner)
-                .await?
-                .ok_or_else(|| StoreError::NoSuchUser {
-                    path: path.to_string(),
-                })?;
-        self.put_stream_as(&user, path, body, limits).await
+    /// Entries and the event log.
+    fn files(&self) -> &(dyn Files + 'static) {
+        self.inner.metadata.as_ref()
     }
 
-    /// [`Store::put_stream`] for a user the caller has just read (their quota and usage bound the
-    /// upload; the commit checks again, exactly, under a lock).
-    pub async fn put_stream_as<S, E>(
+    /// Users, sessions, signup tokens, used AuthToken ids and PKARR packets.
+    pub fn accounts(&self) -> &dyn Accounts {
+        self.inner.metadata.as_ref()
+    }
+
+    /// The engine, totals, connection pools and shutdown of the metadata database.
+    pub fn operations(&self) -> &dyn Operations {
+        self.inner.metadata.as_ref()
+    }
+
+    /// Prepares `user`'s write of `path` before its body is read: refuses a disabled user, then a path
+    /// outside the user's write allow-list; otherwise reads the current version once, through the entry
+    /// cache, and computes the room left for the body within the user's quota.
+    pub async fn prepare(
         &self,
         user: &User,
         path: &EntryPath,
+    ) -> Result<std::result::Result<WritePlan, Refusal>> {
+        if user.disabled {
+            return Ok(Err(Refusal::Disabled));
+        }
+        if !user.limits.may_write(path.as_str()) {
+            return Ok(Err(Refusal::NotAllowed));
+        }
+        let current = self.head(&user.public_key, path).await?;
+        let room = quota_cap(
+            user.quota.unwrap_or(self.inner.default_quota),
+            user.used_bytes,
+            current.as_ref().map(|e| e.content_length),
+        );
+        Ok(Ok(WritePlan {
+            user: user.clone(),
+            path: path.clone(),
+            current,
+            room,
+        }))
+    }
+
+    /// Carries out a plan: streams `body` into a fresh blob (stopping as soon as it exceeds the plan's
+    /// room or `limits`), then commits it as the new version of the path if the current version is
+    /// still one that `mode` may replace (checked again under the user's row lock). On any error nothing
+    /// changes and the new blob is removed.
+    pub async fn commit<S, E>(
+        &self,
+        plan: WritePlan,
         body: S,
+        mode: WriteMode,
         limits: WriteLimits,
     ) -> Result<Written>
     where
         S: futures_util::Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: Into<BodyError>,
     {
+        let WritePlan {
+            user, path, room, ..
+        } = plan;
         let path_text = || path.to_string();
         let owner = user.public_key.as_str();
-        // Stop streaming as soon as the body cannot fit.
-        let quota_cap = self.room(user, path).await?;
         let key = BlobPath::from(format!("{owner}/{:032x}", rand::random::<u128>()));
         let blob = BlobWrite::new(self.blobs().clone(), key.clone());
-        let streamed = blob.stream(body, path, limits.max_bytes, quota_cap).await?;
+        let streamed = blob.stream(body, &path, limits.max_bytes, room).await?;
         let entry = NewEntry {
             path: path.clone(),
             content_hash: streamed.hash,
@@ -420,7 +472,7 @@ impl Store {
         let outcome = self
             .inner
             .metadata
-            .commit_put(owner, &entry, self.inner.default_quota)
+            .commit_put(owner, &entry, &mode, self.inner.default_quota)
             .await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
@@ -437,52 +489,28 @@ impl Store {
                 replaced_blob,
                 event_id,
             } => {
-                self.committed(owner, path);
+                self.committed(owner, &path);
                 if let Some(old) = replaced_blob {
                     self.delete_blob_quietly(&BlobPath::from(old)).await;
                 }
                 Ok(Written {
                     event_id,
-                    content_hash: entry.content_hash,
                     content_length: entry.content_length,
-                    content_type: entry.content_type,
                 })
             }
             PutOutcome::QuotaExceeded => {
                 self.delete_blob_quietly(&key).await;
                 Err(StoreError::QuotaExceeded { path: path_text() })
             }
+            PutOutcome::PreconditionFailed => {
+                self.delete_blob_quietly(&key).await;
+                Err(StoreError::PreconditionFailed { path: path_text() })
+            }
             PutOutcome::NoSuchUser => {
                 self.delete_blob_quietly(&key).await;
                 Err(StoreError::NoSuchUser { path: path_text() })
             }
         }
-    }
-
-    /// The most bytes a new version of `path` may have within the owner's quota; None when unlimited, or
-    /// when the user is disabled or not allowed to write there (the write itself will say so). Used to refuse a declared
-    /// `Content-Length` before reading the body; the commit checks again, exactly.
-    pub async fn room_for(&self, user: &User, path: &EntryPath) -> Result<Option<u64>> {
-        if user.disabled || !user.limits.may_write(path.as_str()) {
-            return Ok(None);
-        }
-        self.room(user, path).await
-    }
-
-    /// How many bytes `user` may write to `path`; None when their quota is unlimited (then the old
-    /// version's size does not matter and is not read).
-    async fn room(&self, user: &User, path: &EntryPath) -> Result<Option<u64>> {
-        let quota = user.quota.unwrap_or(self.inner.default_quota);
-        if quota == Quota::Unlimited {
-            return Ok(None);
-        }
-        let old_length = self
-            .inner
-            .metadata
-            .entry(&user.public_key, path)
-            .await?
-            .map(|e| e.content_length);
-        Ok(quota_cap(quota, user.used_bytes, old_length))
     }
 
     /// A file's metadata, without its bytes: from the entry cache, else from the database (then cached).
@@ -616,7 +644,7 @@ impl Store {
 
     /// Lists a directory as normalized paths; None when no file lies under it.
     pub async fn list(&self, owner: &str, request: &ListRequest) -> Result<Option<Vec<String>>> {
-        Ok(listing::list(self.inner.metadata.as_ref(), owner, request).await?)
+        Ok(listing::list(self.files(), owner, request).await?)
     }
 
     /// A page of the event log after `cursor` (see [`EventFilter`]).
@@ -634,140 +662,9 @@ impl Store {
         Ok(self.inner.metadata.event_id_at(created_at).await?)
     }
 
-    /// Creates a user, consuming `token` if given.
-    pub async fn create_user(
-        &self,
-        public_key: &str,
-        token: Option<&str>,
-    ) -> Result<SignupOutcome> {
-        Ok(self
-            .inner
-            .metadata
-            .create_user(public_key, token, now_micros())
-            .await?)
-    }
-
-    /// A user by key.
-    pub async fn user(&self, public_key: &str) -> Result<Option<User>> {
-        Ok(self.inner.metadata.user(public_key).await?)
-    }
-
-    /// Disables or enables a user; false when there is no such user.
-    pub async fn set_disabled(&self, public_key: &str, disabled: bool) -> Result<bool> {
-        Ok(self
-            .inner
-            .metadata
-            .set_disabled(public_key, disabled)
-            .await?)
-    }
-
-    /// Sets or clears a user's own quota; false when there is no such user.
-    pub async fn set_quota(&self, public_key: &str, quota: Option<Quota>) -> Result<bool> {
-        Ok(self.inner.metadata.set_quota(public_key, quota).await?)
-    }
-
-    /// Stores a new signup token whose user gets `quota` and `limits`.
-    pub async fn create_signup_token(
-        &self,
-        token: &str,
-        quota: Option<Quota>,
-        limits: &UserLimits,
-    ) -> Result<()> {
-        Ok(self
-            .inner
-            .metadata
-            .create_signup_token(token, now_micros(), quota, limits)
-            .await?)
-    }
-
-    /// Sets a user's storage quota and other limits together; false when there is no such user.
-    pub async fn set_limits(
-        &self,
-        public_key: &str,
-        quota: Option<Quota>,
-        limits: &UserLimits,
-    ) -> Result<bool> {
-        Ok(self
-            .inner
-            .metadata
-            .set_limits(public_key, quota, limits)
-            .await?)
-    }
-
     /// The server's default storage quota.
     pub fn default_quota(&self) -> Quota {
         self.inner.default_quota
-    }
-
-    /// A signup token by text.
-    pub async fn signup_token(&self, token: &str) -> Result<Option<SignupTokenRecord>> {
-        Ok(self.inner.metadata.signup_token(token).await?)
-    }
-
-    /// Stores a session under the hash of its secret; false when there is no such user.
-    pub async fn create_session(
-        &self,
-        secret_hash: &[u8; 32],
-        public_key: &str,
-        capabilities: &str,
-    ) -> Result<bool> {
-        Ok(self
-            .inner
-            .metadata
-            .create_session(secret_hash, public_key, capabilities, now_micros())
-            .await?)
-    }
-
-    /// A session by the hash of its secret.
-    pub async fn session(&self, secret_hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
-        Ok(self.inner.metadata.session(secret_hash).await?)
-    }
-
-    /// Deletes a session; false when there was none.
-    pub async fn delete_session(&self, secret_hash: &[u8; 32]) -> Result<bool> {
-        Ok(self.inner.metadata.delete_session(secret_hash).await?)
-    }
-
-    /// Records an AuthToken id as used until `expires_at`; false on a replay.
-    pub async fn use_auth_token(&self, token_id: &[u8], expires_at: Micros) -> Result<bool> {
-        Ok(self
-            .inner
-            .metadata
-            .use_auth_token(token_id, expires_at, now_micros())
-            .await?)
-    }
-
-    /// Every enabled user with the PKARR packet last stored for them.
-    pub async fn active_users_with_packets(&self) -> Result<Vec<(String, Option<Vec<u8>>)>> {
-        Ok(self.inner.metadata.active_users_with_packets().await?)
-    }
-
-    /// Stores a user's latest signed PKARR packet.
-    pub async fn store_pkarr_packet(&self, public_key: &str, packet: &[u8]) -> Result<()> {
-        Ok(self
-            .inner
-            .metadata
-            .store_pkarr_packet(public_key, packet)
-            .await?)
-    }
-
-    /// Users ordered by key, after `after`, at most `limit`.
-    pub async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>> {
-        Ok(self.inner.metadata.list_users(after, limit).await?)
-    }
-
-    /// Signup tokens ordered by text, after `after`, at most `limit`.
-    pub async fn list_signup_tokens(
-        &self,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<SignupTokenRecord>> {
-        Ok(self.inner.metadata.list_signup_tokens(after, limit).await?)
-    }
-
-    /// Server-wide totals.
-    pub async fn counts(&self) -> Result<crate::metadata::Counts> {
-        Ok(self.inner.metadata.counts().await?)
     }
 
     /// Deletes blobs older than `grace` that no entry references: leftovers of crashed or refused

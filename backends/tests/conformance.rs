@@ -10,8 +10,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{TryStreamExt, stream};
-use homestead_backends::metadata::{self, EventFilter, EventOp, Quota, SignupOutcome};
-use homestead_backends::store::{ByteRange, ListRequest, Read, ReadOptions, WriteLimits};
+use homestead_backends::metadata::{
+    self, EventFilter, EventOp, Quota, SignupOutcome, User, UserLimits, WriteMode, now_micros,
+};
+use homestead_backends::store::{
+    ByteRange, ListRequest, Read, ReadOptions, Refusal, WriteLimits, Written,
+};
 use homestead_backends::{BlobStore, DirPath, EntryPath, NormalizedPath, Store, StoreError};
 use homestead_config::{DatabaseUrl, Storage, StorageType};
 use object_store::ObjectStore;
@@ -124,7 +128,11 @@ impl Fixture {
         );
         for user in [ALICE, BOB] {
             assert_eq!(
-                store.create_user(user, None).await.unwrap(),
+                store
+                    .accounts()
+                    .create_user(user, None, now_micros())
+                    .await
+                    .unwrap(),
                 SignupOutcome::Created
             );
         }
@@ -141,16 +149,49 @@ impl Fixture {
             .chunks(64 * 1024)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
+        let body = stream::iter(chunks);
         let written = self
-            .store
-            .put_stream(
+            .write(
                 owner,
-                &p(path),
-                stream::iter(chunks),
+                path,
+                body,
+                WriteMode::Overwrite,
                 WriteLimits::default(),
             )
             .await?;
         Ok(written.event_id)
+    }
+
+    /// Prepares and commits a write of `body` as the user's record says (a key that never signed up
+    /// writes as a fresh user would).
+    async fn write<S>(
+        &self,
+        owner: &str,
+        path: &str,
+        body: S,
+        mode: WriteMode,
+        limits: WriteLimits,
+    ) -> Result<Written, StoreError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
+    {
+        let user = self.writer(owner).await;
+        let plan = self.store.prepare(&user, &p(path)).await?;
+        let plan = plan.expect("the write is not refused");
+        self.store.commit(plan, body, mode, limits).await
+    }
+
+    /// The user as stored, or as a stranger with that key.
+    async fn writer(&self, owner: &str) -> User {
+        let stored = self.store.accounts().user(owner).await.unwrap();
+        stored.unwrap_or_else(|| User {
+            public_key: owner.to_string(),
+            disabled: false,
+            used_bytes: 0,
+            quota: None,
+            created_at: 0,
+            limits: UserLimits::default(),
+        })
     }
 
     async fn read(&self, owner: &str, path: &str) -> Option<Vec<u8>> {
@@ -167,7 +208,13 @@ impl Fixture {
     }
 
     async fn used(&self, owner: &str) -> i64 {
-        self.store.user(owner).await.unwrap().unwrap().used_bytes
+        self.store
+            .accounts()
+            .user(owner)
+            .await
+            .unwrap()
+            .unwrap()
+            .used_bytes
     }
 
     async fn blob_count(&self) -> usize {
@@ -579,6 +626,7 @@ async fn event_bus_broadcasts_commits_in_order(f: Fixture) {
 async fn quota_accounting(f: Fixture) {
     // PROTOCOL.md §8.8 with a 1 MB quota.
     f.store
+        .accounts()
         .set_quota(ALICE, Some(Quota::Bytes(1_048_576)))
         .await
         .unwrap();
@@ -613,6 +661,7 @@ async fn quota_accounting(f: Fixture) {
     // The server default applies to users without their own quota; the override wins.
     assert_eq!(f.used(BOB).await, 0);
     f.store
+        .accounts()
         .set_quota(ALICE, Some(Quota::Unlimited))
         .await
         .unwrap();
@@ -631,8 +680,7 @@ async fn default_quota_applies(f: Fixture) {
     };
     let body = stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"01234567890"))]);
     let err = f
-        .store
-        .put_stream(ALICE, &p("/pub/x"), body, limited)
+        .write(ALICE, "/pub/x", body, WriteMode::Overwrite, limited)
         .await
         .unwrap_err();
     assert!(
@@ -701,6 +749,7 @@ async fn concurrent_writers_many_paths(f: Fixture) {
 async fn quota_holds_under_concurrent_writes(f: Fixture) {
     // Room for exactly 10 files of 744 bytes (1000 bytes each with overhead).
     f.store
+        .accounts()
         .set_quota(ALICE, Some(Quota::Bytes(10_000)))
         .await
         .unwrap();
@@ -725,12 +774,13 @@ async fn failed_upload_leaves_nothing(f: Fixture) {
     let chunks = (0..7)
         .map(|_| Ok(Bytes::from(vec![7; 1024 * 1024])))
         .chain([Err(std::io::Error::other("client went away"))]);
+    let body = stream::iter(chunks);
     let err = f
-        .store
-        .put_stream(
+        .write(
             ALICE,
-            &p("/pub/doc"),
-            stream::iter(chunks),
+            "/pub/doc",
+            body,
+            WriteMode::Overwrite,
             WriteLimits::default(),
         )
         .await
@@ -805,7 +855,7 @@ async fn a_path_the_index_cannot_hold_fails_alone(f: Fixture) {
         result.unwrap_or_else(|err| panic!("{path}: {err}"));
         assert_eq!(f.read(ALICE, path).await.unwrap(), b"ok");
     }
-    let files = match f.store.metadata().kind() {
+    let files = match f.store.operations().kind() {
         homestead_config::DatabaseKind::Postgres => {
             match refused {
                 Err(StoreError::PathTooLong { path }) => assert_eq!(path, long),
@@ -828,19 +878,20 @@ async fn a_path_the_index_cannot_hold_fails_alone(f: Fixture) {
 }
 
 async fn pkarr_packets_and_counts(f: Fixture) {
-    let before = f.store.counts().await.unwrap();
+    let before = f.store.operations().counts().await.unwrap();
     f.put(ALICE, "/pub/a", b"12345").await.unwrap();
     f.store
-        .create_signup_token("AAAA-BBBB-CCCC", None, &Default::default())
+        .accounts()
+        .create_signup_token("AAAA-BBBB-CCCC", now_micros(), None, &Default::default())
         .await
         .unwrap();
-    f.store.set_disabled(BOB, true).await.unwrap();
-    let counts = f.store.counts().await.unwrap();
+    f.store.accounts().set_disabled(BOB, true).await.unwrap();
+    let counts = f.store.operations().counts().await.unwrap();
     assert_eq!(counts.users, before.users);
     assert_eq!(counts.disabled_users, 1);
     assert_eq!(counts.used_bytes, before.used_bytes + 5 + 256);
     assert_eq!((counts.signup_tokens, counts.unused_signup_tokens), (1, 1));
-    let users = f.store.list_users(None, 10).await.unwrap();
+    let users = f.store.accounts().list_users(None, 10).await.unwrap();
     assert_eq!(
         users
             .iter()
@@ -848,20 +899,43 @@ async fn pkarr_packets_and_counts(f: Fixture) {
             .collect::<Vec<_>>(),
         [ALICE, BOB]
     );
-    let after_alice = f.store.list_users(Some(ALICE), 10).await.unwrap();
+    let after_alice = f
+        .store
+        .accounts()
+        .list_users(Some(ALICE), 10)
+        .await
+        .unwrap();
     assert_eq!(after_alice.len(), 1);
-    assert_eq!(f.store.list_users(None, 1).await.unwrap().len(), 1);
-    let tokens = f.store.list_signup_tokens(None, 10).await.unwrap();
+    assert_eq!(
+        f.store.accounts().list_users(None, 1).await.unwrap().len(),
+        1
+    );
+    let tokens = f
+        .store
+        .accounts()
+        .list_signup_tokens(None, 10)
+        .await
+        .unwrap();
     assert_eq!(tokens.len(), 1);
     assert!(
         f.store
+            .accounts()
             .list_signup_tokens(Some("AAAA-BBBB-CCCC"), 10)
             .await
             .unwrap()
             .is_empty()
     );
-    f.store.store_pkarr_packet(ALICE, b"packet").await.unwrap();
-    let active = f.store.active_users_with_packets().await.unwrap();
+    f.store
+        .accounts()
+        .store_pkarr_packet(ALICE, b"packet")
+        .await
+        .unwrap();
+    let active = f
+        .store
+        .accounts()
+        .active_users_with_packets()
+        .await
+        .unwrap();
     assert!(active.contains(&(ALICE.to_string(), Some(b"packet".to_vec()))));
     assert!(
         !active.iter().any(|(key, _)| key == BOB),
@@ -876,18 +950,25 @@ async fn limits_travel_with_signup_tokens(f: Fixture) {
         ..Default::default()
     };
     f.store
-        .create_signup_token("LLLL-LLLL-LLLL", Some(Quota::Bytes(5 << 20)), &limits)
+        .accounts()
+        .create_signup_token(
+            "LLLL-LLLL-LLLL",
+            now_micros(),
+            Some(Quota::Bytes(5 << 20)),
+            &limits,
+        )
         .await
         .unwrap();
     let carol = "pxnu33x7jtpx9ar1ytsi4yxbp6a5o36gwhffs8zoxmbuptici1jy";
     assert_eq!(
         f.store
-            .create_user(carol, Some("LLLL-LLLL-LLLL"))
+            .accounts()
+            .create_user(carol, Some("LLLL-LLLL-LLLL"), now_micros())
             .await
             .unwrap(),
         SignupOutcome::Created
     );
-    let user = f.store.user(carol).await.unwrap().unwrap();
+    let user = f.store.accounts().user(carol).await.unwrap().unwrap();
     assert_eq!(user.quota, Some(Quota::Bytes(5 << 20)));
     assert_eq!(user.limits, limits);
     assert!(user.limits.may_write("/pub/app/x/y"));
@@ -898,20 +979,28 @@ async fn limits_travel_with_signup_tokens(f: Fixture) {
         allowed_write_paths: Some(Vec::new()),
         ..Default::default()
     };
-    assert!(f.store.set_limits(carol, None, &read_only).await.unwrap());
-    let user = f.store.user(carol).await.unwrap().unwrap();
+    assert!(
+        f.store
+            .accounts()
+            .set_limits(carol, None, &read_only)
+            .await
+            .unwrap()
+    );
+    let user = f.store.accounts().user(carol).await.unwrap().unwrap();
     assert_eq!(
         (user.quota, user.limits.may_write("/pub/app/x")),
         (None, false)
     );
     assert!(
         f.store
+            .accounts()
             .set_limits(carol, None, &Default::default())
             .await
             .unwrap()
     );
     assert!(
         f.store
+            .accounts()
             .user(carol)
             .await
             .unwrap()
@@ -921,6 +1010,7 @@ async fn limits_travel_with_signup_tokens(f: Fixture) {
     );
     assert!(
         !f.store
+            .accounts()
             .set_limits("nobody", None, &read_only)
             .await
             .unwrap()
@@ -929,26 +1019,36 @@ async fn limits_travel_with_signup_tokens(f: Fixture) {
 
 async fn users_sessions_and_tokens(f: Fixture) {
     assert_eq!(
-        f.store.create_user(ALICE, None).await.unwrap(),
+        f.store
+            .accounts()
+            .create_user(ALICE, None, now_micros())
+            .await
+            .unwrap(),
         SignupOutcome::UserExists
     );
     f.store
-        .create_signup_token("AAAA-BBBB-CCCC", None, &Default::default())
+        .accounts()
+        .create_signup_token("AAAA-BBBB-CCCC", now_micros(), None, &Default::default())
         .await
         .unwrap();
     let carol = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewy";
     let dave = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qo";
     assert_eq!(
         f.store
-            .create_user(carol, Some("NOPE-NOPE-NOPE"))
+            .accounts()
+            .create_user(carol, Some("NOPE-NOPE-NOPE"), now_micros())
             .await
             .unwrap(),
         SignupOutcome::TokenUnknown
     );
     // Two sign-ups race for one token: exactly one wins.
     let (a, b) = tokio::join!(
-        f.store.create_user(carol, Some("AAAA-BBBB-CCCC")),
-        f.store.create_user(dave, Some("AAAA-BBBB-CCCC")),
+        f.store
+            .accounts()
+            .create_user(carol, Some("AAAA-BBBB-CCCC"), now_micros()),
+        f.store
+            .accounts()
+            .create_user(dave, Some("AAAA-BBBB-CCCC"), now_micros()),
     );
     let outcomes = [a.unwrap(), b.unwrap()];
     assert_eq!(
@@ -962,6 +1062,7 @@ async fn users_sessions_and_tokens(f: Fixture) {
     assert!(outcomes.contains(&SignupOutcome::TokenUsed));
     let token = f
         .store
+        .accounts()
         .signup_token("AAAA-BBBB-CCCC")
         .await
         .unwrap()
@@ -969,8 +1070,14 @@ async fn users_sessions_and_tokens(f: Fixture) {
     assert!(token.used_by.is_some());
     // Sessions are found by the hash of their secret only.
     let hash = [9u8; 32];
-    assert!(f.store.create_session(&hash, ALICE, "/:rw").await.unwrap());
-    let session = f.store.session(&hash).await.unwrap().unwrap();
+    assert!(
+        f.store
+            .accounts()
+            .create_session(&hash, ALICE, "/:rw", now_micros())
+            .await
+            .unwrap()
+    );
+    let session = f.store.accounts().session(&hash).await.unwrap().unwrap();
     assert_eq!(
         (
             session.user.public_key.as_str(),
@@ -978,22 +1085,155 @@ async fn users_sessions_and_tokens(f: Fixture) {
         ),
         (ALICE, "/:rw")
     );
-    assert!(f.store.delete_session(&hash).await.unwrap());
-    assert!(f.store.session(&hash).await.unwrap().is_none());
+    assert!(f.store.accounts().delete_session(&hash).await.unwrap());
+    assert!(f.store.accounts().session(&hash).await.unwrap().is_none());
     // Replayed AuthToken ids are refused.
     let far = i64::MAX;
-    assert!(f.store.use_auth_token(b"token-1", far).await.unwrap());
-    assert!(!f.store.use_auth_token(b"token-1", far).await.unwrap());
-    assert!(f.store.set_disabled(ALICE, true).await.unwrap());
-    assert!(f.store.user(ALICE).await.unwrap().unwrap().disabled);
-    let stranger = "ybndrfg8ejkmcpqxot1uwisza345h769ybndrfg8ejkmcpqxot1u";
-    assert!(!f.store.set_disabled(stranger, true).await.unwrap());
     assert!(
-        !f.store
-            .create_session(&[1; 32], stranger, "/:rw")
+        f.store
+            .accounts()
+            .use_auth_token(b"token-1", far, now_micros())
             .await
             .unwrap()
     );
+    assert!(
+        !f.store
+            .accounts()
+            .use_auth_token(b"token-1", far, now_micros())
+            .await
+            .unwrap()
+    );
+    assert!(f.store.accounts().set_disabled(ALICE, true).await.unwrap());
+    assert!(
+        f.store
+            .accounts()
+            .user(ALICE)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+    );
+    let stranger = "ybndrfg8ejkmcpqxot1uwisza345h769ybndrfg8ejkmcpqxot1u";
+    assert!(
+        !f.store
+            .accounts()
+            .set_disabled(stranger, true)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !f.store
+            .accounts()
+            .create_session(&[1; 32], stranger, "/:rw", now_micros())
+            .await
+            .unwrap()
+    );
+}
+
+async fn conditional_writes(f: Fixture) {
+    let once =
+        |data: &'static [u8]| stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(data))]);
+    let write = |mode: WriteMode, data: &'static [u8]| {
+        f.write(ALICE, "/pub/doc", once(data), mode, WriteLimits::default())
+    };
+    // Create: only where nothing is.
+    write(WriteMode::Create, b"first").await.unwrap();
+    let err = write(WriteMode::Create, b"second").await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::PreconditionFailed { .. }),
+        "{err}"
+    );
+    assert_eq!(f.read(ALICE, "/pub/doc").await.unwrap(), b"first");
+    // Update: only the version named, as the plan found it.
+    let plan = f
+        .store
+        .prepare(&f.writer(ALICE).await, &p("/pub/doc"))
+        .await
+        .unwrap()
+        .unwrap();
+    let current = plan.current().expect("the plan read the current version");
+    assert_eq!(current.content_length, 5);
+    let mode = WriteMode::Update(current.version());
+    write(mode.clone(), b"third").await.unwrap();
+    let err = write(mode.clone(), b"fourth").await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::PreconditionFailed { .. }),
+        "{err}"
+    );
+    assert_eq!(f.read(ALICE, "/pub/doc").await.unwrap(), b"third");
+    // Two writes prepared against the same version: the commit's check under the row lock lets one
+    // through.
+    let current = f
+        .store
+        .head(ALICE, &p("/pub/doc"))
+        .await
+        .unwrap()
+        .unwrap()
+        .version();
+    let (a, b) = tokio::join!(
+        write(WriteMode::Update(current.clone()), b"fifth"),
+        write(WriteMode::Update(current), b"sixth"),
+    );
+    assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+    // A deleted file has no version to update.
+    f.store.delete(ALICE, &p("/pub/doc")).await.unwrap();
+    let err = write(mode, b"seventh").await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::PreconditionFailed { .. }),
+        "{err}"
+    );
+    // Refused writes change nothing: no entry, no usage, no blob, no event beyond the committed ones.
+    assert_eq!(f.read(ALICE, "/pub/doc").await, None);
+    assert_eq!(f.used(ALICE).await, 0);
+    assert_eq!(f.blob_count().await, 0);
+    let events = f
+        .store
+        .events(0, 100, &EventFilter::default())
+        .await
+        .unwrap();
+    let ops: Vec<EventOp> = events.iter().map(|e| e.op).collect();
+    assert_eq!(
+        ops,
+        [EventOp::Put, EventOp::Put, EventOp::Put, EventOp::Del]
+    );
+}
+
+async fn prepare_refuses_and_measures_room(f: Fixture) {
+    let refused = |user: User, path: &'static str| {
+        let store = f.store.clone();
+        async move { store.prepare(&user, &p(path)).await.unwrap().err() }
+    };
+    let mut user = f.writer(ALICE).await;
+    user.limits.allowed_write_paths = Some(vec!["/pub/app/".into()]);
+    assert_eq!(
+        refused(user.clone(), "/pub/other").await,
+        Some(Refusal::NotAllowed)
+    );
+    assert_eq!(refused(user.clone(), "/pub/app/x").await, None);
+    user.disabled = true;
+    assert_eq!(
+        refused(user.clone(), "/pub/other").await,
+        Some(Refusal::Disabled)
+    );
+    assert_eq!(refused(user, "/pub/app/x").await, Some(Refusal::Disabled));
+    // The room counts the overhead of a new file, and what an overwrite frees.
+    f.store
+        .accounts()
+        .set_quota(ALICE, Some(Quota::Bytes(1000)))
+        .await
+        .unwrap();
+    let room = |path: &'static str| {
+        let f = &f;
+        async move {
+            let user = f.writer(ALICE).await;
+            let plan = f.store.prepare(&user, &p(path)).await;
+            plan.unwrap().unwrap().room()
+        }
+    };
+    assert_eq!(room("/pub/a").await, Some(744));
+    f.put(ALICE, "/pub/a", &[0; 100]).await.unwrap();
+    assert_eq!(room("/pub/a").await, Some(744));
+    assert_eq!(room("/pub/b").await, Some(388));
 }
 
 macro_rules! conformance {
@@ -1037,6 +1277,10 @@ macro_rules! conformance {
             async fn users_sessions_and_tokens() { super::users_sessions_and_tokens(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn limits_travel_with_signup_tokens() { super::limits_travel_with_signup_tokens(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn conditional_writes() { super::conditional_writes(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn prepare_refuses_and_measures_room() { super::prepare_refuses_and_measures_room(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn pkarr_packets_and_counts() { super::pkarr_packets_and_counts(fixture().await).await }
         }

@@ -7,7 +7,7 @@ use axum::response::Response;
 use http::StatusCode;
 use rand::RngCore;
 
-use homestead_backends::metadata::{Quota, UserLimits};
+use homestead_backends::metadata::{Quota, UserLimits, now_micros};
 
 use crate::http_error::HttpError;
 use crate::pkarr_record::SharedPublishStatus;
@@ -123,7 +123,10 @@ async fn mint_token(
     rand::rng().fill_bytes(&mut bytes);
     let code = base32::encode(base32::Alphabet::Crockford, &bytes);
     let token = format!("{}-{}-{}", &code[0..4], &code[4..8], &code[8..12]);
-    app.store.create_signup_token(&token, quota, limits).await?;
+    app.store
+        .accounts()
+        .create_signup_token(&token, now_micros(), quota, limits)
+        .await?;
     Ok(token)
 }
 
@@ -144,6 +147,7 @@ pub async fn user_quota(
 ) -> Result<axum::Json<serde_json::Value>, HttpError> {
     let user = app
         .store
+        .accounts()
         .user(&user_key(&user)?)
         .await?
         .ok_or_else(HttpError::not_found)?;
@@ -164,13 +168,19 @@ pub async fn patch_user_quota(
     let patch = QuotaPatch::parse(&body).map_err(unprocessable)?;
     let user = app
         .store
+        .accounts()
         .user(&key)
         .await?
         .ok_or_else(HttpError::not_found)?;
     let (quota, limits) = patch
         .apply(user.quota, &user.limits)
         .map_err(unprocessable)?;
-    if app.store.set_limits(&key, quota, &limits).await? {
+    if app
+        .store
+        .accounts()
+        .set_limits(&key, quota, &limits)
+        .await?
+    {
         Ok(StatusCode::OK)
     } else {
         Err(HttpError::not_found())
@@ -180,7 +190,7 @@ pub async fn patch_user_quota(
 /// `GET /info`: the reference's totals and addresses, then how the PKARR upkeep goes.
 pub async fn info(State(app): State<AppState>) -> Result<axum::response::Response, HttpError> {
     use axum::response::IntoResponse;
-    let counts = app.store.counts().await?;
+    let counts = app.store.operations().counts().await?;
     let facts = &app.admin;
     let publish = facts
         .publish
@@ -248,7 +258,11 @@ pub async fn users(
     axum::extract::Query(page): axum::extract::Query<Page>,
 ) -> Result<axum::Json<serde_json::Value>, HttpError> {
     let limit = page.limit();
-    let users = app.store.list_users(page.cursor.as_deref(), limit).await?;
+    let users = app
+        .store
+        .accounts()
+        .list_users(page.cursor.as_deref(), limit)
+        .await?;
     let next = (users.len() == limit as usize).then(|| users.last().map(|u| u.public_key.clone()));
     let users: Vec<_> = users
         .iter()
@@ -274,6 +288,7 @@ pub async fn signup_tokens(
     let limit = page.limit();
     let tokens = app
         .store
+        .accounts()
         .list_signup_tokens(page.cursor.as_deref(), limit)
         .await?;
     let next = (tokens.len() == limit as usize).then(|| tokens.last().map(|t| t.token.clone()));
@@ -334,7 +349,12 @@ async fn set_disabled(
 ) -> Result<&'static str, HttpError> {
     let key = homestead_middleware::tenant::parse_key(user)
         .ok_or_else(|| HttpError::bad_request(format!("Invalid public key: {user}")))?;
-    if app.store.set_disabled(&key.to_string(), disabled).await? {
+    if app
+        .store
+        .accounts()
+        .set_disabled(&key.to_string(), disabled)
+        .await?
+    {
         Ok("Ok")
     } else {
         Err(HttpError::new(StatusCode::NOT_FOUND, "User not found"))

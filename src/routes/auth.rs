@@ -6,7 +6,7 @@ use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use homestead_backends::metadata::SignupOutcome;
+use homestead_backends::metadata::{SignupOutcome, now_micros};
 use homestead_config::SignupMode;
 use homestead_middleware::{Authentication, Credential, Tenant};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -38,13 +38,14 @@ pub async fn signup(
     let token = verify_once(&app.store, &body).await?;
     let user = token.public_key().z32();
     let exists = || HttpError::new(StatusCode::CONFLICT, "User already exists");
-    if app.store.user(&user).await?.is_some() {
+    if app.store.accounts().user(&user).await?.is_some() {
         return Err(exists());
     }
     let signup_token = verdict.admitted()?;
     match app
         .store
-        .create_user(&user, signup_token.as_deref())
+        .accounts()
+        .create_user(&user, signup_token.as_deref(), now_micros())
         .await?
     {
         SignupOutcome::Created => {}
@@ -72,7 +73,13 @@ pub async fn signin(
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let token = verify_once(&app.store, &body).await?;
-    if app.store.user(&token.public_key().z32()).await?.is_none() {
+    if app
+        .store
+        .accounts()
+        .user(&token.public_key().z32())
+        .await?
+        .is_none()
+    {
         return Err(HttpError::not_found());
     }
     new_session(&app, &token, &headers, &uri).await
@@ -91,7 +98,13 @@ async fn new_session(
     let z32 = user.z32();
     let stored = app
         .store
-        .create_session(&secret_hash(&secret), &z32, &capabilities.to_string())
+        .accounts()
+        .create_session(
+            &secret_hash(&secret),
+            &z32,
+            &capabilities.to_string(),
+            now_micros(),
+        )
         .await?;
     if !stored {
         // The user was deleted between the check and the insert.
@@ -134,7 +147,13 @@ pub async fn session(
     let Some(Extension(Tenant(tenant))) = tenant else {
         return Err(HttpError::no_tenant());
     };
-    if app.store.user(&tenant.to_string()).await?.is_none() {
+    if app
+        .store
+        .accounts()
+        .user(&tenant.to_string())
+        .await?
+        .is_none()
+    {
         return Err(HttpError::not_found());
     }
     let Authentication::Authenticated(principal) = authentication else {
@@ -173,7 +192,10 @@ pub async fn signout(
     };
     // Known or not, the cookie's session is ended.
     if let Some(Credential::Cookie { secret }) = authentication.credential() {
-        app.store.delete_session(&secret_hash(secret)).await?;
+        app.store
+            .accounts()
+            .delete_session(&secret_hash(secret))
+            .await?;
     }
     let secure = request_host(&headers, &uri).is_some_and(|host| is_secure_host(&host));
     let cookie = removal_cookie(&tenant.to_string(), secure, SystemTime::now());

@@ -180,7 +180,7 @@ async fn stream_request(store: &Store, query: Option<&str>) -> Result<StreamRequ
     }
     let mut resolved = Vec::with_capacity(users.len());
     for (key, cursor) in users {
-        if store.user(&key).await?.is_none() {
+        if store.accounts().user(&key).await?.is_none() {
             return Err(HttpError::not_found());
         }
         let id = match &cursor {
@@ -405,7 +405,7 @@ async fn run_stream(
 
 #[cfg(test)]
 mod tests {
-    use homestead_backends::metadata::EventOp;
+    use homestead_backends::metadata::{EventOp, WriteMode, now_micros};
 
     use super::*;
 
@@ -440,7 +440,13 @@ mod tests {
         let app = crate::routes::tests::TestApp::builder().build().await;
         let state = &app.state;
         let user = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".to_string();
-        state.store.create_user(&user, None).await.unwrap();
+        state
+            .store
+            .accounts()
+            .create_user(&user, None, now_micros())
+            .await
+            .unwrap();
+        let writer = state.store.accounts().user(&user).await.unwrap().unwrap();
         let request = StreamRequest {
             users: vec![(user.clone(), 0)],
             limit: None,
@@ -468,9 +474,11 @@ mod tests {
         for i in 0..writes {
             let path = homestead_backends::EntryPath::parse(&format!("/pub/{i}")).unwrap();
             let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from("x"))]);
-            state
-                .store
-                .put_stream(&user, &path, body, Default::default())
+            let store = &state.store;
+            let plan = store.prepare(&writer, &path).await;
+            let plan = plan.unwrap().unwrap();
+            store
+                .commit(plan, body, WriteMode::Overwrite, Default::default())
                 .await
                 .unwrap();
         }
@@ -502,7 +510,12 @@ mod tests {
         let app = crate::routes::tests::TestApp::builder().build().await;
         let state = &app.state;
         let user = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".to_string();
-        state.store.create_user(&user, None).await.unwrap();
+        state
+            .store
+            .accounts()
+            .create_user(&user, None, now_micros())
+            .await
+            .unwrap();
         let request = StreamRequest {
             users: vec![(user, 0)],
             limit: None,

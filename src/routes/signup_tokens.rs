@@ -24,7 +24,7 @@ pub async fn status(
             "Invalid signup token format: Invalid signup code id",
         ));
     }
-    let Some(record) = app.store.signup_token(&token).await? else {
+    let Some(record) = app.store.accounts().signup_token(&token).await? else {
         return Err(HttpError::new(StatusCode::NOT_FOUND, "Token not found"));
     };
     let status = if record.used_by.is_some() {

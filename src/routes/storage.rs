@@ -10,9 +10,9 @@ use axum::body::BodyDataStream;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
-use homestead_backends::metadata::Entry;
-use homestead_backends::store::{ByteRange, Read, ReadOptions, WriteLimits};
-use homestead_backends::{DirPath, EntryPath, NormalizedPath, StoreError};
+use homestead_backends::metadata::{Entry, WriteMode};
+use homestead_backends::store::{ByteRange, Read, ReadOptions, Refusal, WriteLimits};
+use homestead_backends::{DirPath, EntryPath, NormalizedPath};
 use homestead_middleware::auth::own_account;
 use homestead_middleware::body_size::declared_length;
 use homestead_middleware::{Authentication, Tenant};
@@ -285,17 +285,18 @@ async fn put(app: &AppState, path: EntryPath, request: Request) -> Result<Respon
         // Only a wiring without the auth layer gets here.
         return Err(HttpError::not_found());
     };
-    if user.disabled {
-        return Err(HttpError::new(StatusCode::FORBIDDEN, "User is disabled"));
-    }
-    if !user.limits.may_write(path.as_str()) {
-        return Err(write_not_allowed());
-    }
+    // The one read of the current entry (through the entry cache), and what the plan refuses.
+    let plan = match app.store.prepare(user, &path).await? {
+        Ok(plan) => plan,
+        Err(Refusal::Disabled) => {
+            return Err(HttpError::new(StatusCode::FORBIDDEN, "User is disabled"));
+        }
+        Err(Refusal::NotAllowed) => return Err(write_not_allowed()),
+    };
+    // A declared length that cannot fit is refused now; the commit checks the bytes streamed, exactly.
     if let Some(length) = declared_length(&request) {
-        // The commit checks again, exactly, on the bytes streamed.
-        fits(app.store.room_for(user, &path).await, length)?;
+        fits(plan.room(), length)?;
     }
-    let user = user.clone();
     let limits = WriteLimits {
         max_bytes: app.max_body_bytes,
     };
@@ -304,25 +305,20 @@ async fn put(app: &AppState, path: EntryPath, request: Request) -> Result<Respon
     // A refused body's unread rest is read by the drain layer before the refusal goes out.
     let written = app
         .store
-        .put_stream_as(&user, &path, patient, limits)
+        .commit(plan, patient, WriteMode::Overwrite, limits)
         .await?;
     app.metrics.bytes_written.add(written.content_length, &[]);
     Ok(StatusCode::CREATED.into_response())
 }
 
-/// 507 unless `length` declared bytes fit the `room` the Store told (None: unlimited); a Store that could
-/// not tell is a 503.
-fn fits(room: Result<Option<u64>, StoreError>, length: u64) -> Result<(), HttpError> {
+/// 507 unless `length` declared bytes fit the `room` the plan left (None: unlimited).
+fn fits(room: Option<u64>, length: u64) -> Result<(), HttpError> {
     match room {
-        Ok(Some(room)) if length > room => Err(HttpError::new(
+        Some(room) if length > room => Err(HttpError::new(
             StatusCode::INSUFFICIENT_STORAGE,
             "Disk space quota exceeded",
         )),
-        Ok(_) => Ok(()),
-        Err(err) => Err(HttpError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("Quota store unavailable: {err}"),
-        )),
+        _ => Ok(()),
     }
 }
 
@@ -358,6 +354,7 @@ fn write_not_allowed() -> HttpError {
 async fn delete(app: &AppState, owner: &str, path: EntryPath) -> Result<Response, HttpError> {
     let user = app
         .store
+        .accounts()
         .user(owner)
         .await?
         .ok_or_else(HttpError::not_found)?;
@@ -396,20 +393,12 @@ mod tests {
 
     #[test]
     fn declared_lengths_are_held_against_the_room() {
-        assert!(fits(Ok(None), u64::MAX).is_ok());
-        assert!(fits(Ok(Some(100)), 100).is_ok());
-        let over = fits(Ok(Some(100)), 101).unwrap_err();
+        assert!(fits(None, u64::MAX).is_ok());
+        assert!(fits(Some(100), 100).is_ok());
+        let over = fits(Some(100), 101).unwrap_err();
         assert_eq!(
             (over.status.as_u16(), over.message.as_str()),
             (507, "Disk space quota exceeded")
-        );
-        let down = StoreError::NoSuchUser {
-            path: "/pub/a".into(),
-        };
-        let down = fits(Err(down), 1).unwrap_err();
-        assert_eq!(
-            (down.status.as_u16(), down.message.as_str()),
-            (503, "Quota store unavailable: /pub/a: no such user")
         );
     }
 

@@ -23,7 +23,7 @@ pub struct PostgresMetadata {
     probe: PgPool,
     hints: Arc<Notify>,
     listener: AbortHandle,
-    puts: tokio::sync::mpsc::Sender<super::PendingPut>,
+    puts: tokio::sync::mpsc::Sender<super::group_commit::PendingPut>,
 }
 
 /// The longest any statement of the serving connections may run before PostgreSQL cancels it.
@@ -99,7 +99,7 @@ impl PostgresMetadata {
         let listener = tokio::spawn(listen(pool.clone(), hints.clone())).abort_handle();
         Ok(Self {
             read: pool.clone(),
-            puts: Self::start_group_commit(pool.clone()),
+            puts: super::group_commit::start(pool.clone()),
             write: pool,
             probe,
             hints,

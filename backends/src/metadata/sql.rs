@@ -1,16 +1,29 @@
-//! The SQL both engines share, as one `impl Metadata` written once and instantiated for each engine's
-//! concrete sqlx types (a macro, because code generic over `sqlx::Database` drowns in trait bounds).
+//! The SQL both engines share: statements as named constants, rows mapped to types by plain functions,
+//! the decision of a write from its locked read and the statements built at run time; and a macro that
+//! implements [`Files`], [`Accounts`] and [`Operations`] for one engine by naming its sqlx database
+//! type in plain code that binds, runs and maps (a macro, because code generic over `sqlx::Database`
+//! drowns in trait bounds).
 //!
 //! The engine module provides: fields `read` (a pool for reads), `write` (a pool whose transactions
-//! write) and `puts` (the sender of the group commit, from `start_group_commit(write)`), and constants
-//! `LOCK_USER` (select a user's row for the rest of the transaction), `READ_FOR_PUT` (the same, joined
-//! with the entry at a path), `WRITE_PUT` (the statement that writes a file's entry from the parameters
-//! user id, path, hash, length, type, blob key, time and new usage) and `WRITE_PUT_WHOLE` (whether it
-//! also moves the usage and appends the PUT event, returning its id), `BEGIN_WRITE` (the first statement of every write
-//! transaction: makes event ids visible in increasing order and wakes other instances at the commit, or
-//! `None`),
-//! `SEPARATE_WRITE_POOL` (whether `write` is a pool of its own rather than a clone of `read`), and methods
-//! `hints()` and `stop_listening()` for the wake-ups other instances send.
+//! write), `probe` (the health probe's pool) and `puts` (the sender of the group commit, from
+//! `group_commit::start(write)`), and constants `LOCK_USER` (select a user's row for the rest of the
+//! transaction), `READ_FOR_PUT` (the same, joined with the entry at a path), `WRITE_PUT` (the statement
+//! that writes a file's entry from the parameters user id, path, hash, length, type, blob key, time and
+//! new usage) and `WRITE_PUT_WHOLE` (whether it also moves the usage and appends the PUT event,
+//! returning its id), `BEGIN_WRITE` (the first statement of every write transaction: makes event ids
+//! visible in increasing order and wakes other instances at the commit, or `None`),
+//! `SEPARATE_WRITE_POOL` (whether `write` is a pool of its own rather than a clone of `read`), and
+//! methods `hints()` and `stop_listening()` for the wake-ups other instances send.
+//!
+//! [`Files`]: super::Files
+//! [`Accounts`]: super::Accounts
+//! [`Operations`]: super::Operations
+
+use super::{
+    Counts, Entry, Event, EventFilter, EventOp, FILE_OVERHEAD_BYTES, NewEntry, PutOutcome, Quota,
+    SessionRecord, SignupTokenRecord, User, UserLimits, WriteMode,
+};
+use crate::path::EntryPath;
 
 /// The statement that inserts or replaces a file's entry: parameters user id, path, hash, length, type,
 /// blob key and time (as created and modified time); a literal, for `concat!`.
@@ -25,7 +38,7 @@ macro_rules! upsert_entry {
 }
 
 /// The statement that reads a user's id, usage and quota joined with their entry at a path (or NULLs):
-/// parameters public key and path; a literal, for `concat!`.
+/// parameters public key and path; a literal, for `concat!`. Its row is a [`PutRow`].
 macro_rules! read_for_put {
     () => {
         "SELECT u.id, u.used_bytes, u.quota_bytes, e.content_length, e.blob_key \
@@ -34,746 +47,1047 @@ macro_rules! read_for_put {
     };
 }
 
+// Accounts.
+
+/// A user's id by key.
+pub(super) const USER_ID: &str = "SELECT id FROM users WHERE public_key = $1";
+/// What sign-up needs of a token: who redeemed it, and the quota and limits it grants.
+pub(super) const TOKEN_FOR_SIGNUP: &str =
+    "SELECT used_by, quota_bytes, limits FROM signup_tokens WHERE token = $1";
+/// Redeems a token: parameters user, time, token. The `used_by IS NULL` guard makes the token
+/// single-use even if two sign-ups race.
+pub(super) const REDEEM_TOKEN: &str =
+    "UPDATE signup_tokens SET used_by = $1, used_at = $2 WHERE token = $3 AND used_by IS NULL";
+/// Creates a user: parameters key, time, quota, limits.
+pub(super) const INSERT_USER: &str = "INSERT INTO users (public_key, created_at, quota_bytes, limits) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (public_key) DO NOTHING";
+/// A user by key, as a [`UserRow`].
+pub(super) const USER: &str = "SELECT public_key, disabled, used_bytes, quota_bytes, created_at, limits \
+     FROM users WHERE public_key = $1";
+/// Users after a key, as [`UserRow`]s: parameters key, limit.
+pub(super) const LIST_USERS: &str = "SELECT public_key, disabled, used_bytes, quota_bytes, created_at, limits \
+     FROM users WHERE public_key > $1 ORDER BY public_key LIMIT $2";
+/// Parameters flag, key.
+pub(super) const SET_DISABLED: &str = "UPDATE users SET disabled = $1 WHERE public_key = $2";
+/// Parameters quota, key.
+pub(super) const SET_QUOTA: &str = "UPDATE users SET quota_bytes = $1 WHERE public_key = $2";
+/// Parameters quota, limits, key.
+pub(super) const SET_LIMITS: &str =
+    "UPDATE users SET quota_bytes = $1, limits = $2 WHERE public_key = $3";
+/// Parameters token, time, quota, limits.
+pub(super) const INSERT_SIGNUP_TOKEN: &str =
+    "INSERT INTO signup_tokens (token, created_at, quota_bytes, limits) VALUES ($1, $2, $3, $4)";
+/// A token by text, as a [`TokenRow`].
+pub(super) const SIGNUP_TOKEN: &str =
+    "SELECT token, created_at, used_by FROM signup_tokens WHERE token = $1";
+/// Tokens after a text, as [`TokenRow`]s: parameters text, limit.
+pub(super) const LIST_SIGNUP_TOKENS: &str =
+    "SELECT token, created_at, used_by FROM signup_tokens WHERE token > $1 ORDER BY token LIMIT $2";
+/// Parameters secret hash, capabilities, time, key.
+pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions (secret_hash, user_id, capabilities, created_at) \
+     SELECT $1, id, $2, $3 FROM users WHERE public_key = $4";
+/// A session with its user, as a [`SessionRow`].
+pub(super) const SESSION: &str = "SELECT s.capabilities, s.created_at, \
+     u.public_key, u.disabled, u.used_bytes, u.quota_bytes, u.created_at, u.limits \
+     FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.secret_hash = $1";
+/// Parameter secret hash.
+pub(super) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE secret_hash = $1";
+/// Parameter the current time.
+pub(super) const PURGE_USED_TOKENS: &str = "DELETE FROM used_auth_tokens WHERE expires_at < $1";
+/// Parameters token id, expiry; affects no row on a replay.
+pub(super) const INSERT_USED_TOKEN: &str = "INSERT INTO used_auth_tokens (token_id, expires_at) \
+     VALUES ($1, $2) ON CONFLICT (token_id) DO NOTHING";
+/// Every enabled user with their packet.
+pub(super) const ACTIVE_USERS_WITH_PACKETS: &str =
+    "SELECT public_key, pkarr_packet FROM users WHERE NOT disabled ORDER BY id";
+/// Parameters packet, key.
+pub(super) const STORE_PKARR_PACKET: &str =
+    "UPDATE users SET pkarr_packet = $1 WHERE public_key = $2";
+
+// Files.
+
+/// An entry by user key and path, as an [`EntryRow`].
+pub(super) const ENTRY: &str = "SELECT e.content_hash, e.content_length, e.content_type, e.blob_key, \
+     e.created_at, e.modified_at \
+     FROM entries e JOIN users u ON u.id = e.user_id WHERE u.public_key = $1 AND e.path = $2";
+/// Parameters user id, path; returns the removed entry's length and blob.
+pub(super) const DELETE_ENTRY: &str =
+    "DELETE FROM entries WHERE user_id = $1 AND path = $2 RETURNING content_length, blob_key";
+/// Parameters usage, user id.
+pub(super) const SET_USED_BYTES: &str = "UPDATE users SET used_bytes = $1 WHERE id = $2";
+/// Parameters op, user id, path, hash, time; returns the id.
+pub(super) const INSERT_EVENT: &str = "INSERT INTO events (op, user_id, path, content_hash, created_at) \
+     VALUES ($1, $2, $3, $4, $5) RETURNING id";
+/// Paths in a range, ascending: parameters key, from, until, limit.
+pub(super) const SCAN_PATHS: &str = "SELECT e.path FROM entries e JOIN users u ON u.id = e.user_id \
+     WHERE u.public_key = $1 AND e.path >= $2 AND e.path < $3 ORDER BY e.path ASC LIMIT $4";
+/// [`SCAN_PATHS`], descending.
+pub(super) const SCAN_PATHS_REVERSE: &str = "SELECT e.path FROM entries e JOIN users u ON u.id = e.user_id \
+     WHERE u.public_key = $1 AND e.path >= $2 AND e.path < $3 ORDER BY e.path DESC LIMIT $4";
+/// Parameter the time.
+pub(super) const EVENT_ID_AT: &str = "SELECT MIN(id) FROM events WHERE created_at = $1";
+
+// Operations.
+
+/// Users, disabled users and used bytes.
+pub(super) const COUNT_USERS: &str = "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN disabled THEN 1 ELSE 0 END), 0) AS BIGINT), \
+     CAST(COALESCE(SUM(used_bytes), 0) AS BIGINT) FROM users";
+/// Tokens and unused tokens.
+pub(super) const COUNT_SIGNUP_TOKENS: &str = "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN used_by IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) \
+     FROM signup_tokens";
+/// The health probe.
+pub(super) const PING: &str = "SELECT 1";
+
+/// A parameter of a statement built at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Param {
+    /// Text.
+    Text(String),
+    /// A 64-bit integer.
+    BigInt(i64),
+    /// A 32-bit integer (where the function called takes an `integer`).
+    Int(i32),
+}
+
+/// The statement finding which of `count` blob keys (its parameters) an entry references.
+pub(super) fn referenced_blobs(count: usize) -> String {
+    let list: Vec<String> = (1..=count).map(|n| format!("${n}")).collect();
+    format!(
+        "SELECT blob_key FROM entries WHERE blob_key IN ({})",
+        list.join(", ")
+    )
+}
+
+/// The keys of `keys` that are not `referenced`, in order.
+pub(super) fn unreferenced(keys: &[String], referenced: Vec<String>) -> Vec<String> {
+    let referenced: std::collections::HashSet<String> = referenced.into_iter().collect();
+    keys.iter()
+        .filter(|key| !referenced.contains(*key))
+        .cloned()
+        .collect()
+}
+
+/// The statement and parameters of a page of events (as [`EventRow`]s) after (before, when reversed)
+/// `cursor`, or each user's own cursor.
+pub(super) fn events(cursor: u64, limit: u32, filter: &EventFilter) -> (String, Vec<Param>) {
+    let mut statement = String::from(
+        "SELECT e.id, e.op, u.public_key, e.path, e.content_hash, e.created_at \
+         FROM events e JOIN users u ON u.id = e.user_id WHERE ",
+    );
+    let mut params = Vec::new();
+    let mut bind = |statement: &mut String, param: Param| {
+        params.push(param);
+        statement.push_str(&format!("${}", params.len()));
+    };
+    let after = if filter.reverse {
+        " AND e.id < "
+    } else {
+        " AND e.id > "
+    };
+    // A reversed scan from cursor 0 means "from the newest".
+    let bound = |cursor: u64| match filter.reverse && cursor == 0 {
+        true => i64::MAX,
+        false => cursor as i64,
+    };
+    match &filter.users {
+        Some(users) => {
+            let mut any = Vec::new();
+            for (user, user_cursor) in users {
+                let mut one = String::from("(u.public_key = ");
+                bind(&mut one, Param::Text(user.clone()));
+                one.push_str(after);
+                bind(&mut one, Param::BigInt(bound(*user_cursor)));
+                one.push(')');
+                any.push(one);
+            }
+            if any.is_empty() {
+                any.push("FALSE".into());
+            }
+            statement.push_str(&format!("({})", any.join(" OR ")));
+        }
+        None => {
+            statement.push_str("TRUE");
+            statement.push_str(after);
+            bind(&mut statement, Param::BigInt(bound(cursor)));
+        }
+    }
+    if !filter.path_prefixes.is_empty() {
+        let mut any = Vec::new();
+        for prefix in &filter.path_prefixes {
+            let mut one = String::from("substr(e.path, 1, ");
+            let length = i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX);
+            bind(&mut one, Param::Int(length));
+            one.push_str(") = ");
+            bind(&mut one, Param::Text(prefix.clone()));
+            any.push(one);
+        }
+        statement.push_str(&format!(" AND ({})", any.join(" OR ")));
+    }
+    statement.push_str(match filter.reverse {
+        true => " ORDER BY e.id DESC LIMIT ",
+        false => " ORDER BY e.id ASC LIMIT ",
+    });
+    bind(&mut statement, Param::BigInt(i64::from(limit)));
+    (statement, params)
+}
+
+// Rows.
+
+/// Key, disabled, used bytes, quota, sign-up time, limits.
+pub(super) type UserRow = (String, bool, i64, Option<i64>, i64, Option<String>);
+/// Capabilities and creation time, then the user's [`UserRow`].
+pub(super) type SessionRow = (
+    String,
+    i64,
+    String,
+    bool,
+    i64,
+    Option<i64>,
+    i64,
+    Option<String>,
+);
+/// Token, creation time, redeemer.
+pub(super) type TokenRow = (String, i64, Option<String>);
+/// Hash, length, type, blob key, creation and modification time.
+pub(super) type EntryRow = (Vec<u8>, i64, String, String, i64, i64);
+/// Id, op, user key, path, hash, time.
+pub(super) type EventRow = (i64, String, String, String, Option<Vec<u8>>, i64);
+/// User id, used bytes, own quota, then the current entry's length and blob (NULLs when none).
+pub(super) type PutRow = (i64, i64, Option<i64>, Option<i64>, Option<String>);
+
+/// A user from a [`UserRow`].
+pub(super) fn user(row: UserRow) -> User {
+    let (public_key, disabled, used_bytes, quota, created_at, limits) = row;
+    User {
+        public_key,
+        disabled,
+        used_bytes,
+        quota: Quota::from_column(quota),
+        created_at,
+        limits: UserLimits::from_column(limits),
+    }
+}
+
+/// A session from a [`SessionRow`].
+pub(super) fn session(row: SessionRow) -> SessionRecord {
+    let (capabilities, created_at, public_key, disabled, used_bytes, quota, signed_up, limits) =
+        row;
+    SessionRecord {
+        capabilities,
+        created_at,
+        user: user((public_key, disabled, used_bytes, quota, signed_up, limits)),
+    }
+}
+
+/// A signup token from a [`TokenRow`].
+pub(super) fn signup_token((token, created_at, used_by): TokenRow) -> SignupTokenRecord {
+    SignupTokenRecord {
+        token,
+        created_at,
+        used_by,
+    }
+}
+
+/// The entry at `path` from an [`EntryRow`].
+pub(super) fn entry(path: &EntryPath, row: EntryRow) -> Entry {
+    let (hash, length, content_type, blob_key, created_at, modified_at) = row;
+    Entry {
+        path: path.clone(),
+        content_hash: hash32(hash),
+        content_length: length as u64,
+        content_type,
+        blob_key,
+        created_at,
+        modified_at,
+    }
+}
+
+/// An event from an [`EventRow`].
+pub(super) fn event((id, op, user, path, hash, created_at): EventRow) -> Event {
+    Event {
+        id: id as u64,
+        op: if op == "DEL" {
+            EventOp::Del
+        } else {
+            EventOp::Put
+        },
+        user,
+        path,
+        content_hash: hash.map(hash32),
+        created_at,
+    }
+}
+
+/// The totals from the rows of [`COUNT_USERS`] and [`COUNT_SIGNUP_TOKENS`].
+pub(super) fn counts(users: (i64, i64, i64), tokens: (i64, i64)) -> Counts {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Counts {
+        users: count(users.0),
+        disabled_users: count(users.1),
+        used_bytes: count(users.2),
+        signup_tokens: count(tokens.0),
+        unused_signup_tokens: count(tokens.1),
+    }
+}
+
+fn hash32(bytes: Vec<u8>) -> [u8; 32] {
+    bytes.try_into().unwrap_or([0; 32])
+}
+
+/// How one write of a group commit goes on, decided from its locked read.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum PutStep {
+    /// Refused: nothing is written.
+    Refuse(PutOutcome),
+    /// Write the entry and set the user's usage to `used`.
+    Write {
+        /// The user's row.
+        user_id: i64,
+        /// The usage after the write.
+        used: i64,
+        /// The blob of the version replaced (never the new blob itself).
+        replaced_blob: Option<String>,
+    },
+}
+
+/// Decides a write from its [`PutRow`] (None: no such user): the mode first, then the quota.
+pub(super) fn put_step(
+    read: Option<PutRow>,
+    entry: &NewEntry,
+    mode: &WriteMode,
+    default_quota: Quota,
+) -> PutStep {
+    let Some((user_id, used, quota, old_length, old_blob)) = read else {
+        return PutStep::Refuse(PutOutcome::NoSuchUser);
+    };
+    if !mode.admits(old_blob.as_deref()) {
+        return PutStep::Refuse(PutOutcome::PreconditionFailed);
+    }
+    let new_length = entry.content_length as i64;
+    let delta = match old_length {
+        Some(old_length) => new_length - old_length,
+        None => new_length + FILE_OVERHEAD_BYTES,
+    };
+    let limit = Quota::from_column(quota).unwrap_or(default_quota);
+    if !limit.allows(used, delta) {
+        return PutStep::Refuse(PutOutcome::QuotaExceeded);
+    }
+    PutStep::Write {
+        user_id,
+        used: (used + delta).max(0),
+        replaced_blob: old_blob.filter(|old| *old != entry.blob_key),
+    }
+}
+
+/// The usage after deleting a file of `length` bytes.
+pub(super) fn used_after_delete(used: i64, length: i64) -> i64 {
+    (used - length - FILE_OVERHEAD_BYTES).max(0)
+}
+
 macro_rules! impl_metadata {
     ($engine:ty, $db:ty, $kind:expr) => {
-        #[async_trait::async_trait]
-        impl $crate::metadata::Metadata for $engine {
-            fn kind(&self) -> homestead_config::DatabaseKind {
-                $kind
-            }
+        const _: () = {
+            use $crate::metadata::{
+                Accounts, Counts, Deleted, Entry, Event, EventFilter, Files, Micros, NewEntry,
+                Operations, PathScan, PutOutcome, Quota, Result, SessionRecord, SignupOutcome,
+                SignupTokenRecord, User, UserLimits, WriteMode, group_commit, query, sql,
+            };
+            use $crate::path::EntryPath;
 
-            async fn create_user(
-                &self,
-                public_key: &str,
-                token: Option<&str>,
-                now: $crate::metadata::Micros,
-            ) -> $crate::metadata::Result<$crate::metadata::SignupOutcome> {
-                use $crate::metadata::{SignupOutcome, query};
-                let mut tx = self.write.begin().await.map_err(query("begin sign-up"))?;
-                let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE public_key = $1")
-                    .bind(public_key)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(query("look up user"))?;
-                if exists.is_some() {
-                    return Ok(SignupOutcome::UserExists);
-                }
-                let mut granted: (Option<i64>, Option<String>) = (None, None);
-                if let Some(token) = token {
-                    let row: Option<(Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
-                        "SELECT used_by, quota_bytes, limits FROM signup_tokens WHERE token = $1",
-                    )
-                    .bind(token)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(query("look up signup token"))?;
-                    match row {
-                        None => return Ok(SignupOutcome::TokenUnknown),
-                        Some((Some(_), _, _)) => return Ok(SignupOutcome::TokenUsed),
-                        Some((None, quota, limits)) => granted = (quota, limits),
+            type Engine = $engine;
+            type Db = $db;
+            const KIND: homestead_config::DatabaseKind = $kind;
+
+            #[async_trait::async_trait]
+            impl Accounts for Engine {
+                async fn create_user(
+                    &self,
+                    public_key: &str,
+                    token: Option<&str>,
+                    now: Micros,
+                ) -> Result<SignupOutcome> {
+                    let mut tx = self.write.begin().await.map_err(query("begin sign-up"))?;
+                    let exists: Option<i64> = sqlx::query_scalar(sql::USER_ID)
+                        .bind(public_key)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(query("look up user"))?;
+                    if exists.is_some() {
+                        return Ok(SignupOutcome::UserExists);
                     }
-                    // The `used_by IS NULL` guard makes the token single-use even if two sign-ups race.
-                    let claimed = sqlx::query(
-                        "UPDATE signup_tokens SET used_by = $1, used_at = $2 WHERE token = $3 AND used_by IS NULL",
-                    )
-                    .bind(public_key)
-                    .bind(now)
-                    .bind(token)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query("redeem signup token"))?;
-                    if claimed.rows_affected() != 1 {
-                        return Ok(SignupOutcome::TokenUsed);
+                    let mut granted: (Option<i64>, Option<String>) = (None, None);
+                    if let Some(token) = token {
+                        let row: Option<(Option<String>, Option<i64>, Option<String>)> =
+                            sqlx::query_as(sql::TOKEN_FOR_SIGNUP)
+                                .bind(token)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err(query("look up signup token"))?;
+                        match row {
+                            None => return Ok(SignupOutcome::TokenUnknown),
+                            Some((Some(_), _, _)) => return Ok(SignupOutcome::TokenUsed),
+                            Some((None, quota, limits)) => granted = (quota, limits),
+                        }
+                        let claimed = sqlx::query(sql::REDEEM_TOKEN)
+                            .bind(public_key)
+                            .bind(now)
+                            .bind(token)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(query("redeem signup token"))?;
+                        if claimed.rows_affected() != 1 {
+                            return Ok(SignupOutcome::TokenUsed);
+                        }
                     }
+                    let inserted = sqlx::query(sql::INSERT_USER)
+                        .bind(public_key)
+                        .bind(now)
+                        .bind(granted.0)
+                        .bind(granted.1)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query("create user"))?;
+                    if inserted.rows_affected() != 1 {
+                        return Ok(SignupOutcome::UserExists);
+                    }
+                    tx.commit().await.map_err(query("commit sign-up"))?;
+                    Ok(SignupOutcome::Created)
                 }
-                let inserted = sqlx::query(
-                    "INSERT INTO users (public_key, created_at, quota_bytes, limits) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (public_key) DO NOTHING",
-                )
-                .bind(public_key)
-                .bind(now)
-                .bind(granted.0)
-                .bind(granted.1)
-                .execute(&mut *tx)
-                .await
-                .map_err(query("create user"))?;
-                if inserted.rows_affected() != 1 {
-                    return Ok(SignupOutcome::UserExists);
+
+                async fn user(&self, public_key: &str) -> Result<Option<User>> {
+                    let row: Option<sql::UserRow> = sqlx::query_as(sql::USER)
+                        .bind(public_key)
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err(query("read user"))?;
+                    Ok(row.map(sql::user))
                 }
-                tx.commit().await.map_err(query("commit sign-up"))?;
-                Ok(SignupOutcome::Created)
-            }
 
-            async fn user(&self, public_key: &str) -> $crate::metadata::Result<Option<$crate::metadata::User>> {
-                use $crate::metadata::{Quota, User, query};
-                let row: Option<(bool, i64, Option<i64>, i64, Option<String>)> = sqlx::query_as(
-                    "SELECT disabled, used_bytes, quota_bytes, created_at, limits FROM users WHERE public_key = $1",
-                )
-                .bind(public_key)
-                .fetch_optional(&self.read)
-                .await
-                .map_err(query("read user"))?;
-                Ok(row.map(|(disabled, used_bytes, quota, created_at, limits)| User {
-                    public_key: public_key.to_string(),
-                    disabled,
-                    used_bytes,
-                    quota: Quota::from_column(quota),
-                    created_at,
-                    limits: $crate::metadata::UserLimits::from_column(limits),
-                }))
-            }
+                async fn set_disabled(&self, public_key: &str, disabled: bool) -> Result<bool> {
+                    let done = sqlx::query(sql::SET_DISABLED)
+                        .bind(disabled)
+                        .bind(public_key)
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("disable user"))?;
+                    Ok(done.rows_affected() == 1)
+                }
 
-            async fn set_disabled(&self, public_key: &str, disabled: bool) -> $crate::metadata::Result<bool> {
-                let done = sqlx::query("UPDATE users SET disabled = $1 WHERE public_key = $2")
-                    .bind(disabled)
-                    .bind(public_key)
-                    .execute(&self.write)
-                    .await
-                    .map_err($crate::metadata::query("disable user"))?;
-                Ok(done.rows_affected() == 1)
-            }
+                async fn set_quota(&self, public_key: &str, quota: Option<Quota>) -> Result<bool> {
+                    let done = sqlx::query(sql::SET_QUOTA)
+                        .bind(quota.map(Quota::to_column))
+                        .bind(public_key)
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("set quota"))?;
+                    Ok(done.rows_affected() == 1)
+                }
 
-            async fn set_quota(
-                &self,
-                public_key: &str,
-                quota: Option<$crate::metadata::Quota>,
-            ) -> $crate::metadata::Result<bool> {
-                let done = sqlx::query("UPDATE users SET quota_bytes = $1 WHERE public_key = $2")
-                    .bind(quota.map($crate::metadata::Quota::to_column))
-                    .bind(public_key)
-                    .execute(&self.write)
-                    .await
-                    .map_err($crate::metadata::query("set quota"))?;
-                Ok(done.rows_affected() == 1)
-            }
+                async fn set_limits(
+                    &self,
+                    public_key: &str,
+                    quota: Option<Quota>,
+                    limits: &UserLimits,
+                ) -> Result<bool> {
+                    let done = sqlx::query(sql::SET_LIMITS)
+                        .bind(quota.map(Quota::to_column))
+                        .bind(limits.to_column())
+                        .bind(public_key)
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("set limits"))?;
+                    Ok(done.rows_affected() == 1)
+                }
 
-            async fn set_limits(
-                &self,
-                public_key: &str,
-                quota: Option<$crate::metadata::Quota>,
-                limits: &$crate::metadata::UserLimits,
-            ) -> $crate::metadata::Result<bool> {
-                let done = sqlx::query("UPDATE users SET quota_bytes = $1, limits = $2 WHERE public_key = $3")
-                    .bind(quota.map(|q| q.to_column()))
-                    .bind(limits.to_column())
-                    .bind(public_key)
-                    .execute(&self.write)
-                    .await
-                    .map_err($crate::metadata::query("set limits"))?;
-                Ok(done.rows_affected() == 1)
-            }
+                async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>> {
+                    let rows: Vec<sql::UserRow> = sqlx::query_as(sql::LIST_USERS)
+                        .bind(after.unwrap_or_default())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.read)
+                        .await
+                        .map_err(query("list users"))?;
+                    Ok(rows.into_iter().map(sql::user).collect())
+                }
 
-            async fn create_signup_token(
-                &self,
-                token: &str,
-                now: $crate::metadata::Micros,
-                quota: Option<$crate::metadata::Quota>,
-                limits: &$crate::metadata::UserLimits,
-            ) -> $crate::metadata::Result<()> {
-                sqlx::query("INSERT INTO signup_tokens (token, created_at, quota_bytes, limits) VALUES ($1, $2, $3, $4)")
-                    .bind(token)
-                    .bind(now)
-                    .bind(quota.map(|q| q.to_column()))
-                    .bind(limits.to_column())
-                    .execute(&self.write)
-                    .await
-                    .map_err($crate::metadata::query("create signup token"))?;
-                Ok(())
-            }
+                async fn create_signup_token(
+                    &self,
+                    token: &str,
+                    now: Micros,
+                    quota: Option<Quota>,
+                    limits: &UserLimits,
+                ) -> Result<()> {
+                    sqlx::query(sql::INSERT_SIGNUP_TOKEN)
+                        .bind(token)
+                        .bind(now)
+                        .bind(quota.map(Quota::to_column))
+                        .bind(limits.to_column())
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("create signup token"))?;
+                    Ok(())
+                }
 
-            async fn signup_token(
-                &self,
-                token: &str,
-            ) -> $crate::metadata::Result<Option<$crate::metadata::SignupTokenRecord>> {
-                let row: Option<(i64, Option<String>)> =
-                    sqlx::query_as("SELECT created_at, used_by FROM signup_tokens WHERE token = $1")
+                async fn signup_token(&self, token: &str) -> Result<Option<SignupTokenRecord>> {
+                    let row: Option<sql::TokenRow> = sqlx::query_as(sql::SIGNUP_TOKEN)
                         .bind(token)
                         .fetch_optional(&self.read)
                         .await
-                        .map_err($crate::metadata::query("read signup token"))?;
-                Ok(row.map(|(created_at, used_by)| $crate::metadata::SignupTokenRecord {
-                    token: token.to_string(),
-                    created_at,
-                    used_by,
-                }))
-            }
-
-            async fn create_session(
-                &self,
-                secret_hash: &[u8; 32],
-                public_key: &str,
-                capabilities: &str,
-                now: $crate::metadata::Micros,
-            ) -> $crate::metadata::Result<bool> {
-                let done = sqlx::query(
-                    "INSERT INTO sessions (secret_hash, user_id, capabilities, created_at) \
-                     SELECT $1, id, $2, $3 FROM users WHERE public_key = $4",
-                )
-                .bind(&secret_hash[..])
-                .bind(capabilities)
-                .bind(now)
-                .bind(public_key)
-                .execute(&self.write)
-                .await
-                .map_err($crate::metadata::query("create session"))?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn session(
-                &self,
-                secret_hash: &[u8; 32],
-            ) -> $crate::metadata::Result<Option<$crate::metadata::SessionRecord>> {
-                use $crate::metadata::{Quota, SessionRecord, User, UserLimits};
-                type Row = (String, i64, String, bool, i64, Option<i64>, i64, Option<String>);
-                let row: Option<Row> = sqlx::query_as(
-                    "SELECT s.capabilities, s.created_at, \
-                     u.public_key, u.disabled, u.used_bytes, u.quota_bytes, u.created_at, u.limits \
-                     FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.secret_hash = $1",
-                )
-                .bind(&secret_hash[..])
-                .fetch_optional(&self.read)
-                .await
-                .map_err($crate::metadata::query("read session"))?;
-                Ok(row.map(
-                    |(capabilities, created_at, public_key, disabled, used_bytes, quota, signed_up, limits)| SessionRecord {
-                        capabilities,
-                        created_at,
-                        user: User {
-                            public_key,
-                            disabled,
-                            used_bytes,
-                            quota: Quota::from_column(quota),
-                            created_at: signed_up,
-                            limits: UserLimits::from_column(limits),
-                        },
-                    },
-                ))
-            }
-
-            async fn delete_session(&self, secret_hash: &[u8; 32]) -> $crate::metadata::Result<bool> {
-                let done = sqlx::query("DELETE FROM sessions WHERE secret_hash = $1")
-                    .bind(&secret_hash[..])
-                    .execute(&self.write)
-                    .await
-                    .map_err($crate::metadata::query("delete session"))?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn use_auth_token(
-                &self,
-                token_id: &[u8],
-                expires_at: $crate::metadata::Micros,
-                now: $crate::metadata::Micros,
-            ) -> $crate::metadata::Result<bool> {
-                use $crate::metadata::query;
-                let mut tx = self.write.begin().await.map_err(query("begin token use"))?;
-                sqlx::query("DELETE FROM used_auth_tokens WHERE expires_at < $1")
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query("purge used tokens"))?;
-                let done = sqlx::query(
-                    "INSERT INTO used_auth_tokens (token_id, expires_at) VALUES ($1, $2) ON CONFLICT (token_id) DO NOTHING",
-                )
-                .bind(token_id)
-                .bind(expires_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(query("record token use"))?;
-                tx.commit().await.map_err(query("commit token use"))?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn entry(
-                &self,
-                public_key: &str,
-                path: &$crate::path::EntryPath,
-            ) -> $crate::metadata::Result<Option<$crate::metadata::Entry>> {
-                let row: Option<(Vec<u8>, i64, String, String, i64, i64)> = sqlx::query_as(
-                    "SELECT e.content_hash, e.content_length, e.content_type, e.blob_key, e.created_at, e.modified_at \
-                     FROM entries e JOIN users u ON u.id = e.user_id WHERE u.public_key = $1 AND e.path = $2",
-                )
-                .bind(public_key)
-                .bind(path.as_str())
-                .fetch_optional(&self.read)
-                .await
-                .map_err($crate::metadata::query("read entry"))?;
-                Ok(row.map(|(hash, length, content_type, blob_key, created_at, modified_at)| {
-                    $crate::metadata::Entry {
-                        path: path.clone(),
-                        content_hash: $crate::metadata::hash32(hash),
-                        content_length: length as u64,
-                        content_type,
-                        blob_key,
-                        created_at,
-                        modified_at,
-                    }
-                }))
-            }
-
-            async fn commit_put(
-                &self,
-                public_key: &str,
-                entry: &$crate::metadata::NewEntry,
-                default_quota: $crate::metadata::Quota,
-            ) -> $crate::metadata::Result<$crate::metadata::PutOutcome> {
-                use $crate::metadata::{PendingPut, query};
-                let (reply, outcome) = tokio::sync::oneshot::channel();
-                let pending = PendingPut {
-                    public_key: public_key.to_string(),
-                    entry: entry.clone(),
-                    default_quota,
-                    reply,
-                };
-                if self.puts.send(pending).await.is_err() {
-                    return Err(query("queue write")(sqlx::Error::PoolClosed));
+                        .map_err(query("read signup token"))?;
+                    Ok(row.map(sql::signup_token))
                 }
-                outcome
-                    .await
-                    .unwrap_or_else(|_| Err(query("commit write")(sqlx::Error::PoolClosed)))
-            }
 
-            async fn commit_delete(
-                &self,
-                public_key: &str,
-                path: &$crate::path::EntryPath,
-                now: $crate::metadata::Micros,
-            ) -> $crate::metadata::Result<Option<$crate::metadata::Deleted>> {
-                use $crate::metadata::{Deleted, FILE_OVERHEAD_BYTES, query};
-                let mut tx = self.write.begin().await.map_err(query("begin delete"))?;
-                // The event-order lock before any user row, as the group commit takes them.
-                Self::begin_write(&mut tx).await?;
-                let user: Option<(i64, i64, Option<i64>)> = sqlx::query_as(Self::LOCK_USER)
-                    .bind(public_key)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(query("lock user"))?;
-                let Some((user_id, used, _)) = user else {
-                    return Ok(None);
-                };
-                let old: Option<(i64, String)> = sqlx::query_as(
-                    "DELETE FROM entries WHERE user_id = $1 AND path = $2 RETURNING content_length, blob_key",
-                )
-                .bind(user_id)
-                .bind(path.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(query("delete entry"))?;
-                let Some((length, blob_key)) = old else {
-                    return Ok(None);
-                };
-                sqlx::query("UPDATE users SET used_bytes = $1 WHERE id = $2")
-                    .bind((used - length - FILE_OVERHEAD_BYTES).max(0))
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query("update used bytes"))?;
-                let event_id = Self::append_event(&mut tx, "DEL", user_id, path.as_str(), None, now).await?;
-                tx.commit().await.map_err(query("commit delete"))?;
-                Ok(Some(Deleted { blob_key, event_id }))
-            }
-
-            async fn scan_paths(
-                &self,
-                public_key: &str,
-                scan: &$crate::metadata::PathScan,
-            ) -> $crate::metadata::Result<Vec<String>> {
-                let sql = if scan.reverse {
-                    "SELECT e.path FROM entries e JOIN users u ON u.id = e.user_id \
-                     WHERE u.public_key = $1 AND e.path >= $2 AND e.path < $3 ORDER BY e.path DESC LIMIT $4"
-                } else {
-                    "SELECT e.path FROM entries e JOIN users u ON u.id = e.user_id \
-                     WHERE u.public_key = $1 AND e.path >= $2 AND e.path < $3 ORDER BY e.path ASC LIMIT $4"
-                };
-                sqlx::query_scalar(sql)
-                    .bind(public_key)
-                    .bind(&scan.from)
-                    .bind(&scan.until)
-                    .bind(i64::from(scan.limit))
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err($crate::metadata::query("list entries"))
-            }
-
-            async fn events(
-                &self,
-                cursor: u64,
-                limit: u32,
-                filter: &$crate::metadata::EventFilter,
-            ) -> $crate::metadata::Result<Vec<$crate::metadata::Event>> {
-                use $crate::metadata::{Event, EventOp, hash32, query};
-                let mut sql = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT e.id, e.op, u.public_key, e.path, e.content_hash, e.created_at \
-                     FROM events e JOIN users u ON u.id = e.user_id WHERE ",
-                );
-                let after = if filter.reverse { " AND e.id < " } else { " AND e.id > " };
-                match &filter.users {
-                    Some(users) => {
-                        sql.push("(");
-                        for (i, (user, user_cursor)) in users.iter().enumerate() {
-                            if i > 0 {
-                                sql.push(" OR ");
-                            }
-                            sql.push("(u.public_key = ").push_bind(user.clone());
-                            // A reversed scan from cursor 0 means "from the newest".
-                            let bound = if filter.reverse && *user_cursor == 0 { i64::MAX } else { *user_cursor as i64 };
-                            sql.push(after).push_bind(bound).push(")");
-                        }
-                        if users.is_empty() {
-                            sql.push("FALSE");
-                        }
-                        sql.push(")");
-                    }
-                    None => {
-                        let bound = if filter.reverse && cursor == 0 { i64::MAX } else { cursor as i64 };
-                        sql.push("TRUE").push(after).push_bind(bound);
-                    }
-                }
-                if !filter.path_prefixes.is_empty() {
-                    sql.push(" AND (");
-                    for (i, prefix) in filter.path_prefixes.iter().enumerate() {
-                        if i > 0 {
-                            sql.push(" OR ");
-                        }
-                        sql.push("substr(e.path, 1, ")
-                            .push_bind(i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX))
-                            .push(") = ")
-                            .push_bind(prefix.clone());
-                    }
-                    sql.push(")");
-                }
-                sql.push(if filter.reverse { " ORDER BY e.id DESC" } else { " ORDER BY e.id ASC" });
-                sql.push(" LIMIT ").push_bind(i64::from(limit));
-                let rows: Vec<(i64, String, String, String, Option<Vec<u8>>, i64)> = sql
-                    .build_query_as()
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err(query("read events"))?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(id, op, user, path, hash, created_at)| Event {
-                        id: id as u64,
-                        op: if op == "DEL" { EventOp::Del } else { EventOp::Put },
-                        user,
-                        path,
-                        content_hash: hash.map(hash32),
-                        created_at,
-                    })
-                    .collect())
-            }
-
-            async fn event_id_at(&self, created_at: $crate::metadata::Micros) -> $crate::metadata::Result<Option<u64>> {
-                let id: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM events WHERE created_at = $1")
-                    .bind(created_at)
-                    .fetch_one(&self.read)
-                    .await
-                    .map_err($crate::metadata::query("find event by time"))?;
-                Ok(id.map(|id| id as u64))
-            }
-
-            async fn active_users_with_packets(&self) -> $crate::metadata::Result<Vec<(String, Option<Vec<u8>>)>> {
-                sqlx::query_as("SELECT public_key, pkarr_packet FROM users WHERE NOT disabled ORDER BY id")
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err($crate::metadata::query("list users for republishing"))
-            }
-
-            async fn store_pkarr_packet(&self, public_key: &str, packet: &[u8]) -> $crate::metadata::Result<()> {
-                sqlx::query("UPDATE users SET pkarr_packet = $1 WHERE public_key = $2")
-                    .bind(packet)
-                    .bind(public_key)
-                    .execute(&self.write)
-                    .await
-                    .map_err($crate::metadata::query("store a user's PKARR packet"))?;
-                Ok(())
-            }
-
-            async fn list_users(&self, after: Option<&str>, limit: u32) -> $crate::metadata::Result<Vec<$crate::metadata::User>> {
-                use $crate::metadata::{Quota, User, query};
-                let rows: Vec<(String, bool, i64, Option<i64>, i64, Option<String>)> = sqlx::query_as(
-                    "SELECT public_key, disabled, used_bytes, quota_bytes, created_at, limits FROM users \
-                     WHERE public_key > $1 ORDER BY public_key LIMIT $2",
-                )
-                .bind(after.unwrap_or_default())
-                .bind(i64::from(limit))
-                .fetch_all(&self.read)
-                .await
-                .map_err(query("list users"))?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(public_key, disabled, used_bytes, quota, created_at, limits)| User {
-                        public_key,
-                        disabled,
-                        used_bytes,
-                        quota: Quota::from_column(quota),
-                        created_at,
-                        limits: $crate::metadata::UserLimits::from_column(limits),
-                    })
-                    .collect())
-            }
-
-            async fn list_signup_tokens(
-                &self,
-                after: Option<&str>,
-                limit: u32,
-            ) -> $crate::metadata::Result<Vec<$crate::metadata::SignupTokenRecord>> {
-                let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
-                    "SELECT token, created_at, used_by FROM signup_tokens WHERE token > $1 ORDER BY token LIMIT $2",
-                )
-                .bind(after.unwrap_or_default())
-                .bind(i64::from(limit))
-                .fetch_all(&self.read)
-                .await
-                .map_err($crate::metadata::query("list signup tokens"))?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(token, created_at, used_by)| $crate::metadata::SignupTokenRecord { token, created_at, used_by })
-                    .collect())
-            }
-
-            async fn counts(&self) -> $crate::metadata::Result<$crate::metadata::Counts> {
-                let (users, disabled_users, used_bytes): (i64, i64, i64) = sqlx::query_as(
-                    "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN disabled THEN 1 ELSE 0 END), 0) AS BIGINT), \
-                     CAST(COALESCE(SUM(used_bytes), 0) AS BIGINT) FROM users",
-                )
-                .fetch_one(&self.read)
-                .await
-                .map_err($crate::metadata::query("count users"))?;
-                let (tokens, unused): (i64, i64) = sqlx::query_as(
-                    "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN used_by IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) \
-                     FROM signup_tokens",
-                )
-                .fetch_one(&self.read)
-                .await
-                .map_err($crate::metadata::query("count signup tokens"))?;
-                let count = |n: i64| u64::try_from(n).unwrap_or(0);
-                Ok($crate::metadata::Counts {
-                    users: count(users),
-                    disabled_users: count(disabled_users),
-                    used_bytes: count(used_bytes),
-                    signup_tokens: count(tokens),
-                    unused_signup_tokens: count(unused),
-                })
-            }
-
-            fn pool_stats(&self) -> Vec<(&'static str, u32, u32)> {
-                let stat = |name, pool: &sqlx::Pool<$db>| (name, pool.size(), u32::try_from(pool.num_idle()).unwrap_or(u32::MAX));
-                if Self::SEPARATE_WRITE_POOL {
-                    vec![stat("read", &self.read), stat("write", &self.write)]
-                } else {
-                    vec![stat("main", &self.read)]
-                }
-            }
-
-            fn event_hints(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
-                self.hints()
-            }
-
-            async fn unreferenced_blobs(&self, keys: &[String]) -> $crate::metadata::Result<Vec<String>> {
-                if keys.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut sql = sqlx::QueryBuilder::<$db>::new("SELECT blob_key FROM entries WHERE blob_key IN (");
-                let mut list = sql.separated(", ");
-                for key in keys {
-                    list.push_bind(key.clone());
-                }
-                sql.push(")");
-                let referenced: std::collections::HashSet<String> = sql
-                    .build_query_scalar()
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err($crate::metadata::query("find referenced blobs"))?
-                    .into_iter()
-                    .collect();
-                Ok(keys.iter().filter(|k| !referenced.contains(*k)).cloned().collect())
-            }
-
-            async fn ping(&self) -> $crate::metadata::Result<()> {
-                sqlx::query("SELECT 1")
-                    .execute(&self.probe)
-                    .await
-                    .map_err($crate::metadata::query("ping"))?;
-                Ok(())
-            }
-
-            async fn close(&self) {
-                self.stop_listening();
-                self.read.close().await;
-                self.write.close().await;
-                self.probe.close().await;
-            }
-        }
-
-        impl $engine {
-            /// Starts a write transaction with the engine's `BEGIN_WRITE`, if it has one.
-            async fn begin_write(tx: &mut sqlx::Transaction<'_, $db>) -> $crate::metadata::Result<()> {
-                if let Some(lock) = Self::BEGIN_WRITE {
-                    sqlx::query(lock)
-                        .execute(&mut **tx)
+                async fn list_signup_tokens(
+                    &self,
+                    after: Option<&str>,
+                    limit: u32,
+                ) -> Result<Vec<SignupTokenRecord>> {
+                    let rows: Vec<sql::TokenRow> = sqlx::query_as(sql::LIST_SIGNUP_TOKENS)
+                        .bind(after.unwrap_or_default())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.read)
                         .await
-                        .map_err($crate::metadata::query("lock event order"))?;
+                        .map_err(query("list signup tokens"))?;
+                    Ok(rows.into_iter().map(sql::signup_token).collect())
                 }
-                Ok(())
-            }
 
-            /// Starts the group commit on `pool`: writes queued on the returned sender are committed
-            /// together, as many as are waiting (up to `MAX_BATCH`), one transaction at a time.
-            fn start_group_commit(
-                pool: sqlx::Pool<$db>,
-            ) -> tokio::sync::mpsc::Sender<$crate::metadata::PendingPut> {
-                let (sender, receiver) = tokio::sync::mpsc::channel($crate::metadata::MAX_BATCH * 4);
-                tokio::spawn(Self::group_commit(pool, receiver));
-                sender
-            }
-
-            async fn group_commit(
-                pool: sqlx::Pool<$db>,
-                mut receiver: tokio::sync::mpsc::Receiver<$crate::metadata::PendingPut>,
-            ) {
-                while let Some(first) = receiver.recv().await {
-                    let mut batch = vec![first];
-                    while batch.len() < $crate::metadata::MAX_BATCH {
-                        match receiver.try_recv() {
-                            Ok(next) => batch.push(next),
-                            Err(_) => break,
-                        }
-                    }
-                    let outcomes = match Self::commit_batch(&pool, &batch).await {
-                        // One write's statement failed and took the shared transaction with it: nothing
-                        // was committed, so each write is tried again in a transaction of its own.
-                        Err(err) if batch.len() > 1 && $crate::metadata::failed_statement(&err) => {
-                            let mut outcomes = Vec::with_capacity(batch.len());
-                            for pending in &batch {
-                                let alone = Self::commit_batch(&pool, std::slice::from_ref(pending)).await;
-                                outcomes.push(alone.and_then(|mut one| {
-                                    one.pop().ok_or_else(|| $crate::metadata::query("commit write")(sqlx::Error::RowNotFound))
-                                }));
-                            }
-                            outcomes
-                        }
-                        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-                        Err(err) if batch.len() == 1 => vec![Err(err)],
-                        Err(err) => {
-                            let text = err.to_string();
-                            batch
-                                .iter()
-                                .map(|_| Err($crate::metadata::query("commit write")(sqlx::Error::Protocol(text.clone()))))
-                                .collect()
-                        }
-                    };
-                    for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                        let _ = pending.reply.send(outcome);
-                    }
-                }
-            }
-
-            /// Commits `batch` in one transaction; any error fails the whole transaction (see
-            /// [`failed_statement`](crate::metadata::failed_statement) for when the writes are retried alone).
-            async fn commit_batch(
-                pool: &sqlx::Pool<$db>,
-                batch: &[$crate::metadata::PendingPut],
-            ) -> $crate::metadata::Result<Vec<$crate::metadata::PutOutcome>> {
-                use $crate::metadata::query;
-                let mut tx = pool.begin().await.map_err(query("begin write"))?;
-                // The order lock first, then user rows, in every write transaction: no deadlock between
-                // instances or with deletes.
-                Self::begin_write(&mut tx).await?;
-                let mut outcomes = Vec::with_capacity(batch.len());
-                for pending in batch {
-                    outcomes.push(Self::put_in_tx(&mut tx, &pending.public_key, &pending.entry, pending.default_quota).await?);
-                }
-                tx.commit().await.map_err(query("commit write"))?;
-                Ok(outcomes)
-            }
-
-            /// One write inside the batch's transaction: checks the quota under the user's row lock,
-            /// records the entry, the user's usage and the event.
-            async fn put_in_tx(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                public_key: &str,
-                entry: &$crate::metadata::NewEntry,
-                default_quota: $crate::metadata::Quota,
-            ) -> $crate::metadata::Result<$crate::metadata::PutOutcome> {
-                use $crate::metadata::{FILE_OVERHEAD_BYTES, PutOutcome, Quota, query};
-                // The caller holds the event-order lock, so no other write can change this path's entry
-                // before the commit; the user's row lock guards usage against the admin.
-                let read: Option<(i64, i64, Option<i64>, Option<i64>, Option<String>)> =
-                    sqlx::query_as(Self::READ_FOR_PUT)
+                async fn create_session(
+                    &self,
+                    secret_hash: &[u8; 32],
+                    public_key: &str,
+                    capabilities: &str,
+                    now: Micros,
+                ) -> Result<bool> {
+                    let done = sqlx::query(sql::INSERT_SESSION)
+                        .bind(&secret_hash[..])
+                        .bind(capabilities)
+                        .bind(now)
                         .bind(public_key)
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("create session"))?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn session(&self, secret_hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
+                    let row: Option<sql::SessionRow> = sqlx::query_as(sql::SESSION)
+                        .bind(&secret_hash[..])
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err(query("read session"))?;
+                    Ok(row.map(sql::session))
+                }
+
+                async fn delete_session(&self, secret_hash: &[u8; 32]) -> Result<bool> {
+                    let done = sqlx::query(sql::DELETE_SESSION)
+                        .bind(&secret_hash[..])
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("delete session"))?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn use_auth_token(
+                    &self,
+                    token_id: &[u8],
+                    expires_at: Micros,
+                    now: Micros,
+                ) -> Result<bool> {
+                    let mut tx = self.write.begin().await.map_err(query("begin token use"))?;
+                    sqlx::query(sql::PURGE_USED_TOKENS)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query("purge used tokens"))?;
+                    let done = sqlx::query(sql::INSERT_USED_TOKEN)
+                        .bind(token_id)
+                        .bind(expires_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query("record token use"))?;
+                    tx.commit().await.map_err(query("commit token use"))?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn active_users_with_packets(
+                    &self,
+                ) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+                    sqlx::query_as(sql::ACTIVE_USERS_WITH_PACKETS)
+                        .fetch_all(&self.read)
+                        .await
+                        .map_err(query("list users for republishing"))
+                }
+
+                async fn store_pkarr_packet(&self, public_key: &str, packet: &[u8]) -> Result<()> {
+                    sqlx::query(sql::STORE_PKARR_PACKET)
+                        .bind(packet)
+                        .bind(public_key)
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("store a user's PKARR packet"))?;
+                    Ok(())
+                }
+            }
+
+            #[async_trait::async_trait]
+            impl Files for Engine {
+                async fn entry(&self, public_key: &str, path: &EntryPath) -> Result<Option<Entry>> {
+                    let row: Option<sql::EntryRow> = sqlx::query_as(sql::ENTRY)
+                        .bind(public_key)
+                        .bind(path.as_str())
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err(query("read entry"))?;
+                    Ok(row.map(|row| sql::entry(path, row)))
+                }
+
+                async fn commit_put(
+                    &self,
+                    public_key: &str,
+                    entry: &NewEntry,
+                    mode: &WriteMode,
+                    default_quota: Quota,
+                ) -> Result<PutOutcome> {
+                    group_commit::submit(&self.puts, public_key, entry, mode, default_quota).await
+                }
+
+                async fn commit_delete(
+                    &self,
+                    public_key: &str,
+                    path: &EntryPath,
+                    now: Micros,
+                ) -> Result<Option<Deleted>> {
+                    let mut tx = self.write.begin().await.map_err(query("begin delete"))?;
+                    // The event-order lock before any user row, as the group commit takes them.
+                    Self::begin_write(&mut tx).await?;
+                    let user: Option<(i64, i64, Option<i64>)> = sqlx::query_as(Self::LOCK_USER)
+                        .bind(public_key)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(query("lock user"))?;
+                    let Some((user_id, used, _)) = user else {
+                        return Ok(None);
+                    };
+                    let old: Option<(i64, String)> = sqlx::query_as(sql::DELETE_ENTRY)
+                        .bind(user_id)
+                        .bind(path.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(query("delete entry"))?;
+                    let Some((length, blob_key)) = old else {
+                        return Ok(None);
+                    };
+                    sqlx::query(sql::SET_USED_BYTES)
+                        .bind(sql::used_after_delete(used, length))
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query("update used bytes"))?;
+                    let event_id =
+                        Self::append_event(&mut tx, "DEL", user_id, path.as_str(), None, now)
+                            .await?;
+                    tx.commit().await.map_err(query("commit delete"))?;
+                    Ok(Some(Deleted { blob_key, event_id }))
+                }
+
+                async fn scan_paths(
+                    &self,
+                    public_key: &str,
+                    scan: &PathScan,
+                ) -> Result<Vec<String>> {
+                    let statement = if scan.reverse {
+                        sql::SCAN_PATHS_REVERSE
+                    } else {
+                        sql::SCAN_PATHS
+                    };
+                    sqlx::query_scalar(statement)
+                        .bind(public_key)
+                        .bind(&scan.from)
+                        .bind(&scan.until)
+                        .bind(i64::from(scan.limit))
+                        .fetch_all(&self.read)
+                        .await
+                        .map_err(query("list entries"))
+                }
+
+                async fn unreferenced_blobs(&self, keys: &[String]) -> Result<Vec<String>> {
+                    if keys.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let statement = sql::referenced_blobs(keys.len());
+                    let mut select = sqlx::query_scalar(&statement);
+                    for key in keys {
+                        select = select.bind(key);
+                    }
+                    let referenced: Vec<String> = select
+                        .fetch_all(&self.read)
+                        .await
+                        .map_err(query("find referenced blobs"))?;
+                    Ok(sql::unreferenced(keys, referenced))
+                }
+
+                async fn events(
+                    &self,
+                    cursor: u64,
+                    limit: u32,
+                    filter: &EventFilter,
+                ) -> Result<Vec<Event>> {
+                    let (statement, params) = sql::events(cursor, limit, filter);
+                    let mut select = sqlx::query_as::<_, sql::EventRow>(&statement);
+                    for param in params {
+                        select = match param {
+                            sql::Param::Text(text) => select.bind(text),
+                            sql::Param::BigInt(n) => select.bind(n),
+                            sql::Param::Int(n) => select.bind(n),
+                        };
+                    }
+                    let rows = select
+                        .fetch_all(&self.read)
+                        .await
+                        .map_err(query("read events"))?;
+                    Ok(rows.into_iter().map(sql::event).collect())
+                }
+
+                async fn event_id_at(&self, created_at: Micros) -> Result<Option<u64>> {
+                    let id: Option<i64> = sqlx::query_scalar(sql::EVENT_ID_AT)
+                        .bind(created_at)
+                        .fetch_one(&self.read)
+                        .await
+                        .map_err(query("find event by time"))?;
+                    Ok(id.map(|id| id as u64))
+                }
+
+                fn event_hints(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+                    self.hints()
+                }
+            }
+
+            #[async_trait::async_trait]
+            impl Operations for Engine {
+                fn kind(&self) -> homestead_config::DatabaseKind {
+                    KIND
+                }
+
+                async fn counts(&self) -> Result<Counts> {
+                    let users: (i64, i64, i64) = sqlx::query_as(sql::COUNT_USERS)
+                        .fetch_one(&self.read)
+                        .await
+                        .map_err(query("count users"))?;
+                    let tokens: (i64, i64) = sqlx::query_as(sql::COUNT_SIGNUP_TOKENS)
+                        .fetch_one(&self.read)
+                        .await
+                        .map_err(query("count signup tokens"))?;
+                    Ok(sql::counts(users, tokens))
+                }
+
+                fn pool_stats(&self) -> Vec<(&'static str, u32, u32)> {
+                    let stat = |name, pool: &sqlx::Pool<Db>| {
+                        (
+                            name,
+                            pool.size(),
+                            u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+                        )
+                    };
+                    if Self::SEPARATE_WRITE_POOL {
+                        vec![stat("read", &self.read), stat("write", &self.write)]
+                    } else {
+                        vec![stat("main", &self.read)]
+                    }
+                }
+
+                async fn ping(&self) -> Result<()> {
+                    sqlx::query(sql::PING)
+                        .execute(&self.probe)
+                        .await
+                        .map_err(query("ping"))?;
+                    Ok(())
+                }
+
+                async fn close(&self) {
+                    self.stop_listening();
+                    self.read.close().await;
+                    self.write.close().await;
+                    self.probe.close().await;
+                }
+            }
+
+            impl Engine {
+                /// Starts a write transaction with the engine's `BEGIN_WRITE`, if it has one.
+                async fn begin_write(tx: &mut sqlx::Transaction<'_, Db>) -> Result<()> {
+                    if let Some(lock) = Self::BEGIN_WRITE {
+                        sqlx::query(lock)
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(query("lock event order"))?;
+                    }
+                    Ok(())
+                }
+
+                /// One write inside the batch's transaction: checks the mode and the quota
+                /// under the user's row lock, records the entry, the user's usage and the event.
+                async fn put_in_tx(
+                    tx: &mut sqlx::Transaction<'_, Db>,
+                    pending: &group_commit::PendingPut,
+                ) -> Result<PutOutcome> {
+                    let entry = &pending.entry;
+                    // The caller holds the event-order lock, so no other write can change this
+                    // path's entry before the commit; the user's row lock guards usage against
+                    // the admin.
+                    let read: Option<sql::PutRow> = sqlx::query_as(Self::READ_FOR_PUT)
+                        .bind(&pending.public_key)
                         .bind(entry.path.as_str())
                         .fetch_optional(&mut **tx)
                         .await
                         .map_err(query("lock user"))?;
-                let Some((user_id, used, quota, old_length, old_blob)) = read else {
-                    return Ok(PutOutcome::NoSuchUser);
-                };
-                let new_length = entry.content_length as i64;
-                let delta = match old_length {
-                    Some(old_length) => new_length - old_length,
-                    None => new_length + FILE_OVERHEAD_BYTES,
-                };
-                let limit = Quota::from_column(quota).unwrap_or(default_quota);
-                if !limit.allows(used, delta) {
-                    return Ok(PutOutcome::QuotaExceeded);
-                }
-                let used = (used + delta).max(0);
-                let write = sqlx::query(Self::WRITE_PUT)
-                    .bind(user_id)
-                    .bind(entry.path.as_str())
-                    .bind(&entry.content_hash[..])
-                    .bind(new_length)
-                    .bind(&entry.content_type)
-                    .bind(&entry.blob_key)
-                    .bind(entry.now)
-                    .bind(used);
-                let event_id = if Self::WRITE_PUT_WHOLE {
-                    let row = write.fetch_one(&mut **tx).await.map_err(query("write entry"))?;
-                    let id: i64 = sqlx::Row::try_get(&row, 0).map_err(query("write entry"))?;
-                    id as u64
-                } else {
-                    write.execute(&mut **tx).await.map_err(query("write entry"))?;
-                    sqlx::query("UPDATE users SET used_bytes = $1 WHERE id = $2")
-                        .bind(used)
+                    let (user_id, used, replaced_blob) =
+                        match sql::put_step(read, entry, &pending.mode, pending.default_quota) {
+                            sql::PutStep::Refuse(outcome) => return Ok(outcome),
+                            sql::PutStep::Write {
+                                user_id,
+                                used,
+                                replaced_blob,
+                            } => (user_id, used, replaced_blob),
+                        };
+                    let write = sqlx::query(Self::WRITE_PUT)
                         .bind(user_id)
-                        .execute(&mut **tx)
+                        .bind(entry.path.as_str())
+                        .bind(&entry.content_hash[..])
+                        .bind(entry.content_length as i64)
+                        .bind(&entry.content_type)
+                        .bind(&entry.blob_key)
+                        .bind(entry.now)
+                        .bind(used);
+                    let event_id = if Self::WRITE_PUT_WHOLE {
+                        let row = write
+                            .fetch_one(&mut **tx)
+                            .await
+                            .map_err(query("write entry"))?;
+                        let id: i64 = sqlx::Row::try_get(&row, 0).map_err(query("write entry"))?;
+                        id as u64
+                    } else {
+                        write
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(query("write entry"))?;
+                        sqlx::query(sql::SET_USED_BYTES)
+                            .bind(used)
+                            .bind(user_id)
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(query("update used bytes"))?;
+                        Self::append_event(
+                            tx,
+                            "PUT",
+                            user_id,
+                            entry.path.as_str(),
+                            Some(&entry.content_hash[..]),
+                            entry.now,
+                        )
+                        .await?
+                    };
+                    Ok(PutOutcome::Committed {
+                        replaced_blob,
+                        event_id,
+                    })
+                }
+
+                /// Appends an event inside the caller's transaction and returns its id.
+                async fn append_event(
+                    tx: &mut sqlx::Transaction<'_, Db>,
+                    op: &str,
+                    user_id: i64,
+                    path: &str,
+                    content_hash: Option<&[u8]>,
+                    now: Micros,
+                ) -> Result<u64> {
+                    // The caller took the event-order lock when its transaction began.
+                    let id: i64 = sqlx::query_scalar(sql::INSERT_EVENT)
+                        .bind(op)
+                        .bind(user_id)
+                        .bind(path)
+                        .bind(content_hash)
+                        .bind(now)
+                        .fetch_one(&mut **tx)
                         .await
-                        .map_err(query("update used bytes"))?;
-                    Self::append_event(tx, "PUT", user_id, entry.path.as_str(), Some(&entry.content_hash[..]), entry.now).await?
-                };
-                Ok(PutOutcome::Committed {
-                    // Never the new blob itself, whatever the database said.
-                    replaced_blob: old_blob.filter(|old| *old != entry.blob_key),
-                    event_id,
-                })
+                        .map_err(query("append event"))?;
+                    Ok(id as u64)
+                }
             }
 
-            /// Appends an event inside the caller's transaction and returns its id.
-            async fn append_event(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                op: &str,
-                user_id: i64,
-                path: &str,
-                content_hash: Option<&[u8]>,
-                now: $crate::metadata::Micros,
-            ) -> $crate::metadata::Result<u64> {
-                use $crate::metadata::query;
-                // The caller took the event-order lock when its transaction began.
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO events (op, user_id, path, content_hash, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                )
-                .bind(op)
-                .bind(user_id)
-                .bind(path)
-                .bind(content_hash)
-                .bind(now)
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(query("append event"))?;
-                Ok(id as u64)
+            #[async_trait::async_trait]
+            impl group_commit::CommitBatch for sqlx::Pool<Db> {
+                async fn commit_batch(
+                    &self,
+                    batch: &[group_commit::PendingPut],
+                ) -> Result<Vec<PutOutcome>> {
+                    let mut tx = self.begin().await.map_err(query("begin write"))?;
+                    // The order lock first, then user rows, in every write transaction: no
+                    // deadlock between instances or with deletes.
+                    Engine::begin_write(&mut tx).await?;
+                    let mut outcomes = Vec::with_capacity(batch.len());
+                    for pending in batch {
+                        outcomes.push(Engine::put_in_tx(&mut tx, pending).await?);
+                    }
+                    tx.commit().await.map_err(query("commit write"))?;
+                    Ok(outcomes)
+                }
             }
-        }
+        };
     };
 }
 
 pub(crate) use {impl_metadata, read_for_put, upsert_entry};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::Version;
+
+    fn new_entry(length: u64, blob_key: &str) -> NewEntry {
+        NewEntry {
+            path: EntryPath::parse("/pub/a").unwrap(),
+            content_hash: [0; 32],
+            content_length: length,
+            content_type: "text/plain".into(),
+            blob_key: blob_key.into(),
+            now: 0,
+        }
+    }
+
+    #[test]
+    fn a_write_is_checked_for_its_user_then_its_mode_then_the_quota() {
+        let new = new_entry(100, "new");
+        let bytes = |n| Quota::Bytes(n);
+        let step = |read, mode: &WriteMode, quota| put_step(read, &new, mode, quota);
+        assert_eq!(
+            step(None, &WriteMode::Overwrite, Quota::Unlimited),
+            PutStep::Refuse(PutOutcome::NoSuchUser)
+        );
+        let existing = Some((7, 400, None, Some(50), Some("old".to_string())));
+        assert_eq!(
+            step(existing.clone(), &WriteMode::Create, bytes(0)),
+            PutStep::Refuse(PutOutcome::PreconditionFailed)
+        );
+        assert_eq!(
+            step(
+                existing.clone(),
+                &WriteMode::Update(Version("x".into())),
+                bytes(0)
+            ),
+            PutStep::Refuse(PutOutcome::PreconditionFailed)
+        );
+        assert_eq!(
+            step(existing.clone(), &WriteMode::Overwrite, bytes(449)),
+            PutStep::Refuse(PutOutcome::QuotaExceeded)
+        );
+        assert_eq!(
+            step(
+                existing.clone(),
+                &WriteMode::Update(Version("old".into())),
+                bytes(450)
+            ),
+            PutStep::Write {
+                user_id: 7,
+                used: 450,
+                replaced_blob: Some("old".into())
+            }
+        );
+        // A new file counts its overhead; the user's own quota overrides the default.
+        let absent = Some((7, 0, Some(356), None, None));
+        assert_eq!(
+            step(absent, &WriteMode::Create, bytes(0)),
+            PutStep::Write {
+                user_id: 7,
+                used: 356,
+                replaced_blob: None
+            }
+        );
+    }
+
+    #[test]
+    fn the_new_blob_is_never_reported_as_replaced() {
+        let read = Some((1, 0, None, Some(100), Some("same".to_string())));
+        let step = put_step(
+            read,
+            &new_entry(100, "same"),
+            &WriteMode::Overwrite,
+            Quota::Unlimited,
+        );
+        assert!(matches!(
+            step,
+            PutStep::Write {
+                replaced_blob: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn event_pages_bind_every_value() {
+        let (all, params) = events(
+            0,
+            10,
+            &EventFilter {
+                reverse: true,
+                ..Default::default()
+            },
+        );
+        assert!(
+            all.ends_with("WHERE TRUE AND e.id < $1 ORDER BY e.id DESC LIMIT $2"),
+            "{all}"
+        );
+        assert_eq!(params, [Param::BigInt(i64::MAX), Param::BigInt(10)]);
+        let filter = EventFilter {
+            users: Some(vec![("a".into(), 5), ("b".into(), 0)]),
+            path_prefixes: vec!["/pub/é".into()],
+            reverse: false,
+        };
+        let (some, params) = events(99, 3, &filter);
+        assert!(
+            some.ends_with(
+                "WHERE ((u.public_key = $1 AND e.id > $2) OR (u.public_key = $3 AND e.id > $4)) \
+                 AND (substr(e.path, 1, $5) = $6) ORDER BY e.id ASC LIMIT $7"
+            ),
+            "{some}"
+        );
+        assert_eq!(params[4], Param::Int(6));
+        assert_eq!(params.len(), 7);
+        let nobody = EventFilter {
+            users: Some(Vec::new()),
+            ..Default::default()
+        };
+        assert!(events(0, 1, &nobody).0.contains("WHERE (FALSE) ORDER BY"));
+        assert_eq!(
+            referenced_blobs(3),
+            "SELECT blob_key FROM entries WHERE blob_key IN ($1, $2, $3)"
+        );
+        let keys = ["a".to_string(), "b".into(), "c".into()];
+        assert_eq!(unreferenced(&keys, vec!["b".into()]), ["a", "c"]);
+    }
+
+    #[test]
+    fn one_user_row_mapping_serves_users_and_sessions() {
+        let row: UserRow = (
+            "key".into(),
+            true,
+            5,
+            Some(-1),
+            9,
+            Some(r#"{"rate_read":"1mb/s"}"#.into()),
+        );
+        let mapped = user(row);
+        assert_eq!(mapped.quota, Some(Quota::Unlimited));
+        assert_eq!(mapped.limits.rate_read.as_deref(), Some("1mb/s"));
+        let session = session((
+            "caps".into(),
+            3,
+            "key".into(),
+            true,
+            5,
+            Some(-1),
+            9,
+            Some(r#"{"rate_read":"1mb/s"}"#.into()),
+        ));
+        assert_eq!(session.user, mapped);
+        assert_eq!(used_after_delete(300, 100), 0);
+    }
+}

@@ -56,7 +56,7 @@ pub struct SqliteMetadata {
     write: SqlitePool,
     /// The health probe's own connection, so that a busy pool never reads as a database that is down.
     probe: SqlitePool,
-    puts: tokio::sync::mpsc::Sender<super::PendingPut>,
+    puts: tokio::sync::mpsc::Sender<super::group_commit::PendingPut>,
 }
 
 impl SqliteMetadata {
@@ -118,7 +118,7 @@ impl SqliteMetadata {
             .map_err(connect)?;
         Ok(Self {
             read,
-            puts: Self::start_group_commit(write.clone()),
+            puts: super::group_commit::start(write.clone()),
             write,
             probe,
         })

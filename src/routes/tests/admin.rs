@@ -81,7 +81,6 @@ async fn admin_lists_users_and_tokens_and_deletes_entries() {
         .signup_mode(SignupMode::TokenRequired)
         .build()
         .await;
-    let store = app.store();
     let admin = |method: Method, uri: &str| {
         request(method, uri)
             .header("x-admin-password", "secret")
@@ -93,7 +92,7 @@ async fn admin_lists_users_and_tokens_and_deletes_entries() {
         .collect();
     keys.sort();
     for key in &keys {
-        store.create_user(key, None).await.unwrap();
+        app.sign_up(key).await;
     }
     let first = app.admin(admin(Method::GET, "/users?limit=2")).await;
     let first: serde_json::Value = serde_json::from_slice(&first.body).unwrap();
@@ -130,12 +129,7 @@ async fn admin_lists_users_and_tokens_and_deletes_entries() {
         (Some(3), Some(1))
     );
 
-    let path = homestead_backends::EntryPath::parse("/pub/app/file").unwrap();
-    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("x"))]);
-    store
-        .put_stream(&keys[0], &path, body, Default::default())
-        .await
-        .unwrap();
+    app.write(&keys[0], "/pub/app/file", "x").await;
     let uri = format!("/webdav/{}/pub/app/file", keys[0]);
     assert_eq!(
         app.admin(admin(Method::DELETE, &uri)).await.status,

@@ -38,14 +38,9 @@ async fn feed_accepts_legacy_timestamp_cursors() {
     let app = TestApp::builder().build().await;
     let store = app.store();
     let user = Keypair::random().public_key().z32();
-    store.create_user(&user, None).await.unwrap();
+    app.sign_up(&user).await;
     for name in ["first", "second"] {
-        let path = homestead_backends::EntryPath::parse(&format!("/pub/{name}")).unwrap();
-        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("x"))]);
-        store
-            .put_stream(&user, &path, body, Default::default())
-            .await
-            .unwrap();
+        app.write(&user, &format!("/pub/{name}"), "x").await;
     }
     let events = store.events(0, 10, &Default::default()).await.unwrap();
     let legacy = base32::encode(

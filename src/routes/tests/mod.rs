@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use homestead_backends::metadata::{self, Quota};
+use homestead_backends::metadata::{self, Quota, WriteMode, now_micros};
 use homestead_backends::{BlobStore, Store};
 use homestead_config::{DatabaseUrl, SignupMode, Storage, StorageType};
 use homestead_middleware::RateLimitLayer;
@@ -46,6 +46,26 @@ impl TestApp {
         TestAppBuilder {
             signup_mode: SignupMode::Open,
         }
+    }
+
+    /// Creates the user `key` directly in the Store.
+    pub(crate) async fn sign_up(&self, key: &str) {
+        let accounts = self.state.store.accounts();
+        accounts.create_user(key, None, now_micros()).await.unwrap();
+    }
+
+    /// Writes `body` to `path` of `user` directly through the Store.
+    pub(crate) async fn write(&self, user: &str, path: &str, body: &'static str) {
+        let store = &self.state.store;
+        let writer = store.accounts().user(user).await.unwrap().unwrap();
+        let path = homestead_backends::EntryPath::parse(path).unwrap();
+        let plan = store.prepare(&writer, &path).await.unwrap().unwrap();
+        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(body))]);
+        let mode = WriteMode::Overwrite;
+        store
+            .commit(plan, body, mode, Default::default())
+            .await
+            .unwrap();
     }
 
     /// The Store of the app.
