@@ -66,10 +66,10 @@ async fn measure(name: &str, storage: Storage, mib: usize) {
     // A fresh allocation per chunk, as an HTTP body delivers them (a shared buffer would hide copies).
     let body =
         stream::iter((0..chunks).map(|_| Ok::<_, std::io::Error>(Bytes::copy_from_slice(&chunk))));
-    let plan = store.prepare(&user, &path).await;
+    let plan = store.prepare(&user, &path, WriteMode::Overwrite).await;
     let plan = plan.unwrap().unwrap();
     store
-        .commit(plan, body, WriteMode::Overwrite, WriteLimits::default())
+        .commit(plan, body, WriteLimits::default())
         .await
         .unwrap();
     let up_secs = start.elapsed().as_secs_f64();

@@ -159,9 +159,10 @@ mod tests {
         let writer = accounts.user(OWNER).await.unwrap().unwrap();
         let path = EntryPath::parse("/pub/file").unwrap();
         let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"v"))]);
-        let plan = there.prepare(&writer, &path).await.unwrap().unwrap();
+        let plan = there.prepare(&writer, &path, WriteMode::Overwrite);
+        let plan = plan.await.unwrap().unwrap();
         there
-            .commit(plan, body, WriteMode::Overwrite, WriteLimits::default())
+            .commit(plan, body, WriteLimits::default())
             .await
             .unwrap();
         assert!(here.head(OWNER, &path).await.unwrap().is_some(), "cached");

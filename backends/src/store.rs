@@ -163,21 +163,24 @@ pub enum Refusal {
     NotAllowed,
 }
 
-/// A write checked before its body is read: who writes where, the version found there and the room
-/// the body has. [`Store::commit`] carries it out.
+/// A write checked before its body is read: who writes where, which versions it may replace, the
+/// version found there and the room the body has. [`Store::commit`] carries it out.
 #[derive(Debug, Clone)]
 pub struct WritePlan {
     user: User,
     path: EntryPath,
-    current: Option<Entry>,
+    mode: WriteMode,
+    /// None when nothing in the plan depended on it, so it was not read.
+    current: Option<Option<Entry>>,
     room: Option<u64>,
 }
 
 impl WritePlan {
-    /// The file's current version (None: no file), as read through the entry cache. The commit checks
-    /// its [`WriteMode`] again under the user's row lock.
-    pub fn current(&self) -> Option<&Entry> {
-        self.current.as_ref()
+    /// The file's current version as read through the entry cache (`Some(None)`: no file); None when the
+    /// plan did not read it, because neither its mode nor a quota depends on it. The commit checks the
+    /// plan's [`WriteMode`] again under the user's row lock.
+    pub fn current(&self) -> Option<Option<&Entry>> {
+        self.current.as_ref().map(Option::as_ref)
     }
 
     /// The most bytes the body may have within the user's quota; None when unlimited. The commit
@@ -410,13 +413,15 @@ impl Store {
         self.inner.metadata.as_ref()
     }
 
-    /// Prepares `user`'s write of `path` before its body is read: refuses a disabled user, then a path
-    /// outside the user's write allow-list; otherwise reads the current version once, through the entry
-    /// cache, and computes the room left for the body within the user's quota.
+    /// Prepares `user`'s write of `path` in `mode` before its body is read: refuses a disabled user,
+    /// then a path outside the user's write allow-list; otherwise reads the current version once,
+    /// through the entry cache, when the mode or the user's quota depends on it (an unconditional write
+    /// under no quota needs nothing of it), and computes the room left for the body within the quota.
     pub async fn prepare(
         &self,
         user: &User,
         path: &EntryPath,
+        mode: WriteMode,
     ) -> Result<std::result::Result<WritePlan, Refusal>> {
         if user.disabled {
             return Ok(Err(Refusal::Disabled));
@@ -424,29 +429,31 @@ impl Store {
         if !user.limits.may_write(path.as_str()) {
             return Ok(Err(Refusal::NotAllowed));
         }
-        let current = self.head(&user.public_key, path).await?;
-        let room = quota_cap(
-            user.quota.unwrap_or(self.inner.default_quota),
-            user.used_bytes,
-            current.as_ref().map(|e| e.content_length),
-        );
+        let quota = user.quota.unwrap_or(self.inner.default_quota);
+        let current = match (quota, &mode) {
+            (Quota::Unlimited, WriteMode::Overwrite) => None,
+            _ => Some(self.head(&user.public_key, path).await?),
+        };
+        let current_length = current
+            .as_ref()
+            .and_then(|c| c.as_ref().map(|e| e.content_length));
         Ok(Ok(WritePlan {
             user: user.clone(),
             path: path.clone(),
+            mode,
+            room: quota_cap(quota, user.used_bytes, current_length),
             current,
-            room,
         }))
     }
 
     /// Carries out a plan: streams `body` into a fresh blob (stopping as soon as it exceeds the plan's
     /// room or `limits`), then commits it as the new version of the path if the current version is
-    /// still one that `mode` may replace (checked again under the user's row lock). On any error nothing
-    /// changes and the new blob is removed.
+    /// still one that the plan's mode may replace (checked again under the user's row lock). On any
+    /// error nothing changes and the new blob is removed.
     pub async fn commit<S, E>(
         &self,
         plan: WritePlan,
         body: S,
-        mode: WriteMode,
         limits: WriteLimits,
     ) -> Result<Written>
     where
@@ -454,7 +461,11 @@ impl Store {
         E: Into<BodyError>,
     {
         let WritePlan {
-            user, path, room, ..
+            user,
+            path,
+            mode,
+            room,
+            ..
         } = plan;
         let path_text = || path.to_string();
         let owner = user.public_key.as_str();

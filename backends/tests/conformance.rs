@@ -176,9 +176,9 @@ impl Fixture {
         S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
     {
         let user = self.writer(owner).await;
-        let plan = self.store.prepare(&user, &p(path)).await?;
+        let plan = self.store.prepare(&user, &p(path), mode).await?;
         let plan = plan.expect("the write is not refused");
-        self.store.commit(plan, body, mode, limits).await
+        self.store.commit(plan, body, limits).await
     }
 
     /// The user as stored, or as a stranger with that key.
@@ -1144,14 +1144,17 @@ async fn conditional_writes(f: Fixture) {
         "{err}"
     );
     assert_eq!(f.read(ALICE, "/pub/doc").await.unwrap(), b"first");
-    // Update: only the version named, as the plan found it.
-    let plan = f
-        .store
-        .prepare(&f.writer(ALICE).await, &p("/pub/doc"))
-        .await
-        .unwrap()
-        .unwrap();
-    let current = plan.current().expect("the plan read the current version");
+    // An unconditional write under no quota needs nothing of the current version: it is not read.
+    let (alice, doc) = (f.writer(ALICE).await, p("/pub/doc"));
+    let overwrite = f.store.prepare(&alice, &doc, WriteMode::Overwrite);
+    assert_eq!(overwrite.await.unwrap().unwrap().current(), None);
+    // Update: only the version named, as a conditional plan found it.
+    let plan = f.store.prepare(&alice, &doc, WriteMode::Create);
+    let plan = plan.await.unwrap().unwrap();
+    let current = plan
+        .current()
+        .flatten()
+        .expect("the plan read the current version");
     assert_eq!(current.content_length, 5);
     let mode = WriteMode::Update(current.version());
     write(mode.clone(), b"third").await.unwrap();
@@ -1201,7 +1204,11 @@ async fn conditional_writes(f: Fixture) {
 async fn prepare_refuses_and_measures_room(f: Fixture) {
     let refused = |user: User, path: &'static str| {
         let store = f.store.clone();
-        async move { store.prepare(&user, &p(path)).await.unwrap().err() }
+        async move {
+            let path = p(path);
+            let plan = store.prepare(&user, &path, WriteMode::Overwrite);
+            plan.await.unwrap().err()
+        }
     };
     let mut user = f.writer(ALICE).await;
     user.limits.allowed_write_paths = Some(vec!["/pub/app/".into()]);
@@ -1226,7 +1233,7 @@ async fn prepare_refuses_and_measures_room(f: Fixture) {
         let f = &f;
         async move {
             let user = f.writer(ALICE).await;
-            let plan = f.store.prepare(&user, &p(path)).await;
+            let plan = f.store.prepare(&user, &p(path), WriteMode::Overwrite).await;
             plan.unwrap().unwrap().room()
         }
     };

@@ -1,6 +1,7 @@
 //! Which metadata calls a write makes: a counting wrapper around the SQLite engine shows that a
-//! prepared write reads the current entry once (through the entry cache, so not at all when it is
-//! cached) and never the user, and that its commit is one group-commit call.
+//! prepared write reads the current entry at most once (through the entry cache, so not at all when it
+//! is cached, nor when an unconditional write has no quota to measure) and never the user, and that
+//! its commit is one group-commit call.
 
 use std::sync::{Arc, Mutex};
 
@@ -204,10 +205,11 @@ impl Operations for Counting {
 }
 
 async fn write(store: &Store, user: &User, path: &EntryPath, body: &'static [u8]) {
-    let plan = store.prepare(user, path).await.unwrap().unwrap();
+    let plan = store.prepare(user, path, WriteMode::Overwrite).await;
+    let plan = plan.unwrap().unwrap();
     let body = stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(body))]);
     store
-        .commit(plan, body, WriteMode::Overwrite, WriteLimits::default())
+        .commit(plan, body, WriteLimits::default())
         .await
         .unwrap();
 }
@@ -253,4 +255,12 @@ async fn a_write_reads_the_current_entry_once_and_never_the_user() {
     counting.take();
     write(&store, &user, &path, b"third").await;
     assert_eq!(counting.take(), ["commit_put"], "a cached file");
+    // Under no quota, an unconditional write needs nothing of the current entry: no read at all.
+    let unlimited = User {
+        quota: Some(Quota::Unlimited),
+        ..user
+    };
+    let fresh = EntryPath::parse("/pub/fresh").unwrap();
+    write(&store, &unlimited, &fresh, b"fourth").await;
+    assert_eq!(counting.take(), ["commit_put"], "no quota");
 }

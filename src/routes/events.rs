@@ -475,12 +475,9 @@ mod tests {
             let path = homestead_backends::EntryPath::parse(&format!("/pub/{i}")).unwrap();
             let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from("x"))]);
             let store = &state.store;
-            let plan = store.prepare(&writer, &path).await;
+            let plan = store.prepare(&writer, &path, WriteMode::Overwrite).await;
             let plan = plan.unwrap().unwrap();
-            store
-                .commit(plan, body, WriteMode::Overwrite, Default::default())
-                .await
-                .unwrap();
+            store.commit(plan, body, Default::default()).await.unwrap();
         }
         // Only once the bus has published the last write must the stream have fallen behind.
         let last_path = format!("/pub/{}", writes - 1);

@@ -286,7 +286,7 @@ async fn put(app: &AppState, path: EntryPath, request: Request) -> Result<Respon
         return Err(HttpError::not_found());
     };
     // The one read of the current entry (through the entry cache), and what the plan refuses.
-    let plan = match app.store.prepare(user, &path).await? {
+    let plan = match app.store.prepare(user, &path, WriteMode::Overwrite).await? {
         Ok(plan) => plan,
         Err(Refusal::Disabled) => {
             return Err(HttpError::new(StatusCode::FORBIDDEN, "User is disabled"));
@@ -303,10 +303,7 @@ async fn put(app: &AppState, path: EntryPath, request: Request) -> Result<Respon
     let mut body = request.into_body().into_data_stream();
     let patient = patient_body(&mut body, app.body_read_timeout);
     // A refused body's unread rest is read by the drain layer before the refusal goes out.
-    let written = app
-        .store
-        .commit(plan, patient, WriteMode::Overwrite, limits)
-        .await?;
+    let written = app.store.commit(plan, patient, limits).await?;
     app.metrics.bytes_written.add(written.content_length, &[]);
     Ok(StatusCode::CREATED.into_response())
 }

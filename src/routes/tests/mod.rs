@@ -59,13 +59,10 @@ impl TestApp {
         let store = &self.state.store;
         let writer = store.accounts().user(user).await.unwrap().unwrap();
         let path = homestead_backends::EntryPath::parse(path).unwrap();
-        let plan = store.prepare(&writer, &path).await.unwrap().unwrap();
+        let plan = store.prepare(&writer, &path, WriteMode::Overwrite);
+        let plan = plan.await.unwrap().unwrap();
         let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(body))]);
-        let mode = WriteMode::Overwrite;
-        store
-            .commit(plan, body, mode, Default::default())
-            .await
-            .unwrap();
+        store.commit(plan, body, Default::default()).await.unwrap();
     }
 
     /// The Store of the app.
