@@ -479,11 +479,12 @@ impl Store {
             content_type: content_type::infer(&streamed.head, path.file_name()),
             blob_key: key.to_string(),
             now: now_micros(),
+            mode,
         };
         let outcome = self
             .inner
             .metadata
-            .commit_put(owner, &entry, &mode, self.inner.default_quota)
+            .commit_put(owner, &entry, self.inner.default_quota)
             .await;
         let outcome = match outcome {
             Ok(outcome) => outcome,

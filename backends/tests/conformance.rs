@@ -11,7 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{TryStreamExt, stream};
 use homestead_backends::metadata::{
-    self, EventFilter, EventOp, Quota, SignupOutcome, User, UserLimits, WriteMode, now_micros,
+    self, EventFilter, EventOp, NewSession, NewSignupToken, Quota, SignupOutcome, User, UserLimits,
+    WriteMode, now_micros,
 };
 use homestead_backends::store::{
     ByteRange, ListRequest, Read, ReadOptions, Refusal, WriteLimits, Written,
@@ -47,6 +48,30 @@ struct Fixture {
 fn env(name: &str) -> String {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
+}
+
+/// A signup token minted now.
+fn signup_token<'a>(
+    token: &'a str,
+    quota: Option<Quota>,
+    limits: &'a UserLimits,
+) -> NewSignupToken<'a> {
+    NewSignupToken {
+        token,
+        created_at: now_micros(),
+        quota,
+        limits,
+    }
+}
+
+/// A session with every capability, created now.
+fn new_session<'a>(secret_hash: &'a [u8; 32], public_key: &'a str) -> NewSession<'a> {
+    NewSession {
+        secret_hash,
+        public_key,
+        capabilities: "/:rw",
+        created_at: now_micros(),
+    }
 }
 
 fn unique(prefix: &str) -> String {
@@ -882,7 +907,7 @@ async fn pkarr_packets_and_counts(f: Fixture) {
     f.put(ALICE, "/pub/a", b"12345").await.unwrap();
     f.store
         .accounts()
-        .create_signup_token("AAAA-BBBB-CCCC", now_micros(), None, &Default::default())
+        .create_signup_token(&signup_token("AAAA-BBBB-CCCC", None, &Default::default()))
         .await
         .unwrap();
     f.store.accounts().set_disabled(BOB, true).await.unwrap();
@@ -951,12 +976,11 @@ async fn limits_travel_with_signup_tokens(f: Fixture) {
     };
     f.store
         .accounts()
-        .create_signup_token(
+        .create_signup_token(&signup_token(
             "LLLL-LLLL-LLLL",
-            now_micros(),
             Some(Quota::Bytes(5 << 20)),
             &limits,
-        )
+        ))
         .await
         .unwrap();
     let carol = "pxnu33x7jtpx9ar1ytsi4yxbp6a5o36gwhffs8zoxmbuptici1jy";
@@ -1028,7 +1052,7 @@ async fn users_sessions_and_tokens(f: Fixture) {
     );
     f.store
         .accounts()
-        .create_signup_token("AAAA-BBBB-CCCC", now_micros(), None, &Default::default())
+        .create_signup_token(&signup_token("AAAA-BBBB-CCCC", None, &Default::default()))
         .await
         .unwrap();
     let carol = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewy";
@@ -1073,7 +1097,7 @@ async fn users_sessions_and_tokens(f: Fixture) {
     assert!(
         f.store
             .accounts()
-            .create_session(&hash, ALICE, "/:rw", now_micros())
+            .create_session(&new_session(&hash, ALICE))
             .await
             .unwrap()
     );
@@ -1124,7 +1148,7 @@ async fn users_sessions_and_tokens(f: Fixture) {
     assert!(
         !f.store
             .accounts()
-            .create_session(&[1; 32], stranger, "/:rw", now_micros())
+            .create_session(&new_session(&[1; 32], stranger))
             .await
             .unwrap()
     );

@@ -7,7 +7,7 @@ use axum::response::Response;
 use http::StatusCode;
 use rand::RngCore;
 
-use homestead_backends::metadata::{Quota, UserLimits, now_micros};
+use homestead_backends::metadata::{NewSignupToken, Quota, UserLimits, now_micros};
 
 use crate::http_error::HttpError;
 use crate::pkarr_record::SharedPublishStatus;
@@ -125,7 +125,12 @@ async fn mint_token(
     let token = format!("{}-{}-{}", &code[0..4], &code[4..8], &code[8..12]);
     app.store
         .accounts()
-        .create_signup_token(&token, now_micros(), quota, limits)
+        .create_signup_token(&NewSignupToken {
+            token: &token,
+            created_at: now_micros(),
+            quota,
+            limits,
+        })
         .await?;
     Ok(token)
 }

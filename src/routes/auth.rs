@@ -6,7 +6,7 @@ use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use homestead_backends::metadata::{SignupOutcome, now_micros};
+use homestead_backends::metadata::{NewSession, SignupOutcome, now_micros};
 use homestead_config::SignupMode;
 use homestead_middleware::{Authentication, Credential, Tenant};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -99,12 +99,12 @@ async fn new_session(
     let stored = app
         .store
         .accounts()
-        .create_session(
-            &secret_hash(&secret),
-            &z32,
-            &capabilities.to_string(),
-            now_micros(),
-        )
+        .create_session(&NewSession {
+            secret_hash: &secret_hash(&secret),
+            public_key: &z32,
+            capabilities: &capabilities.to_string(),
+            created_at: now_micros(),
+        })
         .await?;
     if !stored {
         // The user was deleted between the check and the insert.

@@ -405,7 +405,7 @@ async fn run_stream(
 
 #[cfg(test)]
 mod tests {
-    use homestead_backends::metadata::{EventOp, WriteMode, now_micros};
+    use homestead_backends::metadata::EventOp;
 
     use super::*;
 
@@ -440,13 +440,7 @@ mod tests {
         let app = crate::routes::tests::TestApp::builder().build().await;
         let state = &app.state;
         let user = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".to_string();
-        state
-            .store
-            .accounts()
-            .create_user(&user, None, now_micros())
-            .await
-            .unwrap();
-        let writer = state.store.accounts().user(&user).await.unwrap().unwrap();
+        app.sign_up(&user).await;
         let request = StreamRequest {
             users: vec![(user.clone(), 0)],
             limit: None,
@@ -472,12 +466,7 @@ mod tests {
         let writes = homestead_backends::event_bus::BUS_CAPACITY + 50;
         let mut watch = state.bus.subscribe();
         for i in 0..writes {
-            let path = homestead_backends::EntryPath::parse(&format!("/pub/{i}")).unwrap();
-            let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from("x"))]);
-            let store = &state.store;
-            let plan = store.prepare(&writer, &path, WriteMode::Overwrite).await;
-            let plan = plan.unwrap().unwrap();
-            store.commit(plan, body, Default::default()).await.unwrap();
+            app.write(&user, &format!("/pub/{i}"), "x").await;
         }
         // Only once the bus has published the last write must the stream have fallen behind.
         let last_path = format!("/pub/{}", writes - 1);
@@ -507,12 +496,7 @@ mod tests {
         let app = crate::routes::tests::TestApp::builder().build().await;
         let state = &app.state;
         let user = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".to_string();
-        state
-            .store
-            .accounts()
-            .create_user(&user, None, now_micros())
-            .await
-            .unwrap();
+        app.sign_up(&user).await;
         let request = StreamRequest {
             users: vec![(user, 0)],
             limit: None,

@@ -128,6 +128,32 @@ pub enum SignupOutcome {
     TokenUsed,
 }
 
+/// A signup token to store, with what its user will get.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSignupToken<'a> {
+    /// The token text.
+    pub token: &'a str,
+    /// Creation time.
+    pub created_at: Micros,
+    /// The quota its user will get (None: the server default).
+    pub quota: Option<Quota>,
+    /// The other limits its user will get.
+    pub limits: &'a UserLimits,
+}
+
+/// A session to store under the hash of its secret (the secret itself is never stored).
+#[derive(Debug, Clone, Copy)]
+pub struct NewSession<'a> {
+    /// SHA-256 of the secret.
+    pub secret_hash: &'a [u8; 32],
+    /// Whose session.
+    pub public_key: &'a str,
+    /// Its capabilities, as a capability list string.
+    pub capabilities: &'a str,
+    /// Creation time.
+    pub created_at: Micros,
+}
+
 /// A signup token as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignupTokenRecord {
@@ -179,13 +205,7 @@ pub trait Accounts: Send + Sync + Debug {
     async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>>;
 
     /// Stores a new signup token, with the quota and limits its user will get.
-    async fn create_signup_token(
-        &self,
-        token: &str,
-        now: Micros,
-        quota: Option<Quota>,
-        limits: &UserLimits,
-    ) -> Result<()>;
+    async fn create_signup_token(&self, token: &NewSignupToken<'_>) -> Result<()>;
     /// A signup token by text.
     async fn signup_token(&self, token: &str) -> Result<Option<SignupTokenRecord>>;
     /// Signup tokens ordered by text, after `after`, at most `limit`.
@@ -196,13 +216,7 @@ pub trait Accounts: Send + Sync + Debug {
     ) -> Result<Vec<SignupTokenRecord>>;
 
     /// Stores a session under the hash of its secret; false when there is no such user.
-    async fn create_session(
-        &self,
-        secret_hash: &[u8; 32],
-        public_key: &str,
-        capabilities: &str,
-        now: Micros,
-    ) -> Result<bool>;
+    async fn create_session(&self, session: &NewSession<'_>) -> Result<bool>;
     /// A session by the hash of its secret, with its user.
     async fn session(&self, secret_hash: &[u8; 32]) -> Result<Option<SessionRecord>>;
     /// Deletes a session; false when there was none.

@@ -83,6 +83,8 @@ pub struct NewEntry {
     pub blob_key: String,
     /// Commit time.
     pub now: Micros,
+    /// Which current version it may replace.
+    pub mode: WriteMode,
 }
 
 /// How a write's commit ended.
@@ -184,7 +186,6 @@ pub trait Files: Send + Sync + Debug {
         &self,
         public_key: &str,
         entry: &NewEntry,
-        mode: &WriteMode,
         default_quota: Quota,
     ) -> Result<PutOutcome>;
     /// In one transaction: removes the entry, credits the used bytes and appends the DEL event; None when

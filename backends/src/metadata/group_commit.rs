@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{NewEntry, PutOutcome, Quota, Result, WriteMode, failed_statement, query};
+use super::{NewEntry, PutOutcome, Quota, Result, failed_statement, query};
 
 /// Most writes committed in one transaction.
 pub(crate) const MAX_BATCH: usize = 64;
@@ -18,8 +18,6 @@ pub(crate) struct PendingPut {
     pub(crate) public_key: String,
     /// What to write.
     pub(crate) entry: NewEntry,
-    /// Which current version it may replace.
-    pub(crate) mode: WriteMode,
     /// The quota of users without their own.
     pub(crate) default_quota: Quota,
     /// Where the outcome goes.
@@ -46,14 +44,12 @@ pub(crate) async fn submit(
     queue: &mpsc::Sender<PendingPut>,
     public_key: &str,
     entry: &NewEntry,
-    mode: &WriteMode,
     default_quota: Quota,
 ) -> Result<PutOutcome> {
     let (reply, outcome) = oneshot::channel();
     let pending = PendingPut {
         public_key: public_key.to_string(),
         entry: entry.clone(),
-        mode: mode.clone(),
         default_quota,
         reply,
     };
@@ -114,6 +110,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::metadata::WriteMode;
     use crate::path::EntryPath;
 
     /// A database error such as a refused constraint.
@@ -174,11 +171,11 @@ mod tests {
             content_type: String::new(),
             blob_key: String::new(),
             now: 0,
+            mode: WriteMode::Overwrite,
         };
         let pending = PendingPut {
             public_key: String::new(),
             entry,
-            mode: WriteMode::Overwrite,
             default_quota: Quota::Unlimited,
             reply,
         };

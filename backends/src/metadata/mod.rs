@@ -17,7 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use homestead_config::{DatabaseKind, DatabaseUrl, redact_url};
 
 pub use accounts::{
-    Accounts, Quota, SessionRecord, SignupOutcome, SignupTokenRecord, User, UserLimits,
+    Accounts, NewSession, NewSignupToken, Quota, SessionRecord, SignupOutcome, SignupTokenRecord,
+    User, UserLimits,
 };
 pub use files::{
     Deleted, Entry, Event, EventFilter, EventOp, FILE_OVERHEAD_BYTES, Files, NewEntry, PathScan,

@@ -21,7 +21,7 @@
 
 use super::{
     Counts, Entry, Event, EventFilter, EventOp, FILE_OVERHEAD_BYTES, NewEntry, PutOutcome, Quota,
-    SessionRecord, SignupTokenRecord, User, UserLimits, WriteMode,
+    SessionRecord, SignupTokenRecord, User, UserLimits,
 };
 use crate::path::EntryPath;
 
@@ -351,16 +351,11 @@ pub(super) enum PutStep {
 }
 
 /// Decides a write from its [`PutRow`] (None: no such user): the mode first, then the quota.
-pub(super) fn put_step(
-    read: Option<PutRow>,
-    entry: &NewEntry,
-    mode: &WriteMode,
-    default_quota: Quota,
-) -> PutStep {
+pub(super) fn put_step(read: Option<PutRow>, entry: &NewEntry, default_quota: Quota) -> PutStep {
     let Some((user_id, used, quota, old_length, old_blob)) = read else {
         return PutStep::Refuse(PutOutcome::NoSuchUser);
     };
-    if !mode.admits(old_blob.as_deref()) {
+    if !entry.mode.admits(old_blob.as_deref()) {
         return PutStep::Refuse(PutOutcome::PreconditionFailed);
     }
     let new_length = entry.content_length as i64;
@@ -389,8 +384,9 @@ macro_rules! impl_metadata {
         const _: () = {
             use $crate::metadata::{
                 Accounts, Counts, Deleted, Entry, Event, EventFilter, Files, Micros, NewEntry,
-                Operations, PathScan, PutOutcome, Quota, Result, SessionRecord, SignupOutcome,
-                SignupTokenRecord, User, UserLimits, WriteMode, group_commit, query, sql,
+                NewSession, NewSignupToken, Operations, PathScan, PutOutcome, Quota, Result,
+                SessionRecord, SignupOutcome, SignupTokenRecord, User, UserLimits, group_commit,
+                query, sql,
             };
             use $crate::path::EntryPath;
 
@@ -509,18 +505,12 @@ macro_rules! impl_metadata {
                     Ok(rows.into_iter().map(sql::user).collect())
                 }
 
-                async fn create_signup_token(
-                    &self,
-                    token: &str,
-                    now: Micros,
-                    quota: Option<Quota>,
-                    limits: &UserLimits,
-                ) -> Result<()> {
+                async fn create_signup_token(&self, token: &NewSignupToken<'_>) -> Result<()> {
                     sqlx::query(sql::INSERT_SIGNUP_TOKEN)
-                        .bind(token)
-                        .bind(now)
-                        .bind(quota.map(Quota::to_column))
-                        .bind(limits.to_column())
+                        .bind(token.token)
+                        .bind(token.created_at)
+                        .bind(token.quota.map(Quota::to_column))
+                        .bind(token.limits.to_column())
                         .execute(&self.write)
                         .await
                         .map_err(query("create signup token"))?;
@@ -550,18 +540,12 @@ macro_rules! impl_metadata {
                     Ok(rows.into_iter().map(sql::signup_token).collect())
                 }
 
-                async fn create_session(
-                    &self,
-                    secret_hash: &[u8; 32],
-                    public_key: &str,
-                    capabilities: &str,
-                    now: Micros,
-                ) -> Result<bool> {
+                async fn create_session(&self, session: &NewSession<'_>) -> Result<bool> {
                     let done = sqlx::query(sql::INSERT_SESSION)
-                        .bind(&secret_hash[..])
-                        .bind(capabilities)
-                        .bind(now)
-                        .bind(public_key)
+                        .bind(&session.secret_hash[..])
+                        .bind(session.capabilities)
+                        .bind(session.created_at)
+                        .bind(session.public_key)
                         .execute(&self.write)
                         .await
                         .map_err(query("create session"))?;
@@ -644,10 +628,9 @@ macro_rules! impl_metadata {
                     &self,
                     public_key: &str,
                     entry: &NewEntry,
-                    mode: &WriteMode,
                     default_quota: Quota,
                 ) -> Result<PutOutcome> {
-                    group_commit::submit(&self.puts, public_key, entry, mode, default_quota).await
+                    group_commit::submit(&self.puts, public_key, entry, default_quota).await
                 }
 
                 async fn commit_delete(
@@ -839,7 +822,7 @@ macro_rules! impl_metadata {
                         .await
                         .map_err(query("lock user"))?;
                     let (user_id, used, replaced_blob) =
-                        match sql::put_step(read, entry, &pending.mode, pending.default_quota) {
+                        match sql::put_step(read, entry, pending.default_quota) {
                             sql::PutStep::Refuse(outcome) => return Ok(outcome),
                             sql::PutStep::Write {
                                 user_id,
@@ -940,7 +923,7 @@ pub(crate) use {impl_metadata, read_for_put, upsert_entry};
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::Version;
+    use crate::metadata::{Version, WriteMode};
 
     fn new_entry(length: u64, blob_key: &str) -> NewEntry {
         NewEntry {
@@ -950,6 +933,7 @@ mod tests {
             content_type: "text/plain".into(),
             blob_key: blob_key.into(),
             now: 0,
+            mode: WriteMode::Overwrite,
         }
     }
 
@@ -957,7 +941,13 @@ mod tests {
     fn a_write_is_checked_for_its_user_then_its_mode_then_the_quota() {
         let new = new_entry(100, "new");
         let bytes = |n| Quota::Bytes(n);
-        let step = |read, mode: &WriteMode, quota| put_step(read, &new, mode, quota);
+        let step = |read, mode: &WriteMode, quota| {
+            let entry = NewEntry {
+                mode: mode.clone(),
+                ..new.clone()
+            };
+            put_step(read, &entry, quota)
+        };
         assert_eq!(
             step(None, &WriteMode::Overwrite, Quota::Unlimited),
             PutStep::Refuse(PutOutcome::NoSuchUser)
@@ -1006,12 +996,7 @@ mod tests {
     #[test]
     fn the_new_blob_is_never_reported_as_replaced() {
         let read = Some((1, 0, None, Some(100), Some("same".to_string())));
-        let step = put_step(
-            read,
-            &new_entry(100, "same"),
-            &WriteMode::Overwrite,
-            Quota::Unlimited,
-        );
+        let step = put_step(read, &new_entry(100, "same"), Quota::Unlimited);
         assert!(matches!(
             step,
             PutStep::Write {
