@@ -84,7 +84,7 @@ pub(crate) async fn newest(store: &Store) -> crate::store::Result<u64> {
 /// Follows the event log after `last` for as long as the task lives.
 pub(crate) async fn follow(store: Store, mut last: u64) {
     let tail = store.event_tail();
-    let remote = store.metadata().event_hints();
+    let remote = store.files().event_hints();
     loop {
         let remote_wake = async {
             match &remote {

@@ -163,26 +163,17 @@ pub enum Refusal {
     NotAllowed,
 }
 
-/// A write checked before its body is read: who writes where, which versions it may replace, the
-/// version found there and the room the body has. [`Store::commit`] carries it out.
+/// A write checked before its body is read: whose file, which versions it may replace and the room
+/// the body has. [`Store::commit`] carries it out.
 #[derive(Debug, Clone)]
 pub struct WritePlan {
-    user: User,
+    owner: String,
     path: EntryPath,
     mode: WriteMode,
-    /// None when nothing in the plan depended on it, so it was not read.
-    current: Option<Option<Entry>>,
     room: Option<u64>,
 }
 
 impl WritePlan {
-    /// The file's current version as read through the entry cache (`Some(None)`: no file); None when the
-    /// plan did not read it, because neither its mode nor a quota depends on it. The commit checks the
-    /// plan's [`WriteMode`] again under the user's row lock.
-    pub fn current(&self) -> Option<Option<&Entry>> {
-        self.current.as_ref().map(Option::as_ref)
-    }
-
     /// The most bytes the body may have within the user's quota; None when unlimited. The commit
     /// checks again, exactly, under the user's row lock.
     pub fn room(&self) -> Option<u64> {
@@ -393,13 +384,8 @@ impl Store {
         self.inner.events.wake();
     }
 
-    /// The metadata database, for the event bus's hints.
-    pub(crate) fn metadata(&self) -> &dyn Metadata {
-        self.inner.metadata.as_ref()
-    }
-
     /// Entries and the event log.
-    fn files(&self) -> &(dyn Files + 'static) {
+    pub(crate) fn files(&self) -> &(dyn Files + 'static) {
         self.inner.metadata.as_ref()
     }
 
@@ -414,9 +400,9 @@ impl Store {
     }
 
     /// Prepares `user`'s write of `path` in `mode` before its body is read: refuses a disabled user,
-    /// then a path outside the user's write allow-list; otherwise reads the current version once,
-    /// through the entry cache, when the mode or the user's quota depends on it (an unconditional write
-    /// under no quota needs nothing of it), and computes the room left for the body within the quota.
+    /// then a path outside the user's write allow-list; otherwise computes the room left for the body
+    /// within the user's quota, reading the current version once, through the entry cache, when the
+    /// quota depends on it (under no quota nothing is read; the mode is checked at the commit).
     pub async fn prepare(
         &self,
         user: &User,
@@ -430,19 +416,18 @@ impl Store {
             return Ok(Err(Refusal::NotAllowed));
         }
         let quota = user.quota.unwrap_or(self.inner.default_quota);
-        let current = match (quota, &mode) {
-            (Quota::Unlimited, WriteMode::Overwrite) => None,
-            _ => Some(self.head(&user.public_key, path).await?),
+        let room = match quota {
+            Quota::Unlimited => None,
+            Quota::Bytes(_) => {
+                let current = self.head(&user.public_key, path).await?;
+                quota_cap(quota, user.used_bytes, current.map(|e| e.content_length))
+            }
         };
-        let current_length = current
-            .as_ref()
-            .and_then(|c| c.as_ref().map(|e| e.content_length));
         Ok(Ok(WritePlan {
-            user: user.clone(),
+            owner: user.public_key.clone(),
             path: path.clone(),
             mode,
-            room: quota_cap(quota, user.used_bytes, current_length),
-            current,
+            room,
         }))
     }
 
@@ -461,14 +446,13 @@ impl Store {
         E: Into<BodyError>,
     {
         let WritePlan {
-            user,
+            owner,
             path,
             mode,
             room,
-            ..
         } = plan;
         let path_text = || path.to_string();
-        let owner = user.public_key.as_str();
+        let owner = owner.as_str();
         let key = BlobPath::from(format!("{owner}/{:032x}", rand::random::<u128>()));
         let blob = BlobWrite::new(self.blobs().clone(), key.clone());
         let streamed = blob.stream(body, &path, limits.max_bytes, room).await?;
@@ -576,14 +560,14 @@ impl Store {
         if entry.content_length == 0 {
             return Ok(Read::Full(entry, futures_util::stream::empty().boxed()));
         }
+        if entry.content_length <= MAX_CACHED_BODY {
+            return self.get_small(entry, path, range).await;
+        }
         let get = GetOptions {
             range: range.map(|(first, last)| GetRange::Bounded(first..last + 1)),
             ..GetOptions::default()
         };
         let key = BlobPath::from(entry.blob_key.as_str());
-        if entry.content_length <= MAX_CACHED_BODY {
-            return self.get_small(entry, path, range).await;
-        }
         let result = self
             .blobs()
             .get_opts(&key, get)
