@@ -257,10 +257,9 @@ fn fuzz_grants() {
 
     let server =
         pkarr::PublicKey::try_from("orhzqdiexwmi6iidktucgud63ufa5nwtsuzdxe176a8izd6jsqky").unwrap();
-    let g1 = pubky_common::auth::grant::GrantClaims::decode(include_str!(
-        "../fuzz/corpus/grants/g1"
-    ))
-    .unwrap();
+    let g1 =
+        pubky_common::auth::grant::GrantClaims::decode(include_str!("../fuzz/corpus/grants/g1"))
+            .unwrap();
     fuzz("grants", |input| {
         let Ok(text) = std::str::from_utf8(input) else {
             return;

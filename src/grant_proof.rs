@@ -144,8 +144,8 @@ fn decode_signed<T: DeserializeOwned>(
 /// logout accepts expired grants).
 pub fn verify_grant_signature(compact: &str) -> Result<GrantClaims, GrantError> {
     let unverified = GrantClaims::decode(compact).map_err(|_| GrantError::Format)?;
-    let verified =
-        decode_signed::<GrantClaims>(compact, &unverified.iss).map_err(|_| GrantError::Signature)?;
+    let verified = decode_signed::<GrantClaims>(compact, &unverified.iss)
+        .map_err(|_| GrantError::Signature)?;
     if verified.header.typ.as_deref() != Some("pubky-grant") {
         return Err(GrantError::HeaderType);
     }
@@ -315,28 +315,54 @@ mod tests {
             verify_pop(P1, &g1, &hs, NOW + 181).unwrap_err(),
             PopError::Timestamp
         );
-        assert!(verify_pop(P1, &g1, &hs, NOW - 180).is_ok(), "bounds inclusive");
+        assert!(
+            verify_pop(P1, &g1, &hs, NOW - 180).is_ok(),
+            "bounds inclusive"
+        );
     }
 
     #[test]
     fn grant_refusals_follow_the_step_order() {
         let cases = [
             // Step 1: claims the SDK could not have written.
-            (sign(&seed(0), GRANT_HEADER, &claims_json(r#"["/pub/x:"]"#)), GrantError::Format),
+            (
+                sign(&seed(0), GRANT_HEADER, &claims_json(r#"["/pub/x:"]"#)),
+                GrantError::Format,
+            ),
             (sign(&seed(0), GRANT_HEADER, "{}"), GrantError::Format),
-            (sign(&seed(0), GRANT_HEADER, &claims_json(r#""/:rw""#)), GrantError::Format),
+            (
+                sign(&seed(0), GRANT_HEADER, &claims_json(r#""/:rw""#)),
+                GrantError::Format,
+            ),
             ("a.b.c".to_string(), GrantError::Format),
             // Step 2: the wrong signer, a non-EdDSA algorithm, an unreadable header.
-            (sign(&seed(5), GRANT_HEADER, &claims_json(r#"["/:rw"]"#)), GrantError::Signature),
             (
-                sign(&seed(0), r#"{"alg":"HS256","typ":"pubky-grant"}"#, &claims_json(r#"["/:rw"]"#)),
+                sign(&seed(5), GRANT_HEADER, &claims_json(r#"["/:rw"]"#)),
                 GrantError::Signature,
             ),
-            (sign(&seed(0), "not json", &claims_json(r#"["/:rw"]"#)), GrantError::Signature),
-            // Step 3: a missing or different typ.
-            (sign(&seed(0), r#"{"alg":"EdDSA"}"#, &claims_json(r#"["/:rw"]"#)), GrantError::HeaderType),
             (
-                sign(&seed(0), r#"{"alg":"EdDSA","typ":"Pubky-Grant"}"#, &claims_json(r#"["/:rw"]"#)),
+                sign(
+                    &seed(0),
+                    r#"{"alg":"HS256","typ":"pubky-grant"}"#,
+                    &claims_json(r#"["/:rw"]"#),
+                ),
+                GrantError::Signature,
+            ),
+            (
+                sign(&seed(0), "not json", &claims_json(r#"["/:rw"]"#)),
+                GrantError::Signature,
+            ),
+            // Step 3: a missing or different typ.
+            (
+                sign(&seed(0), r#"{"alg":"EdDSA"}"#, &claims_json(r#"["/:rw"]"#)),
+                GrantError::HeaderType,
+            ),
+            (
+                sign(
+                    &seed(0),
+                    r#"{"alg":"EdDSA","typ":"Pubky-Grant"}"#,
+                    &claims_json(r#"["/:rw"]"#),
+                ),
                 GrantError::HeaderType,
             ),
         ];
@@ -398,7 +424,10 @@ mod tests {
                 .err()
                 .map(|e| (e.status.as_u16(), e.message))
         };
-        assert_eq!(message(grant("pubky.signup", r#"["/:rw"]"#, NOW, NOW + 300)), None);
+        assert_eq!(
+            message(grant("pubky.signup", r#"["/:rw"]"#, NOW, NOW + 300)),
+            None
+        );
         assert_eq!(
             message(grant("example.app", r#"["/:rw"]"#, NOW, NOW + 300)),
             Some((400, "signup grants must use client_id pubky.signup".into()))
@@ -416,7 +445,10 @@ mod tests {
             Some((400, "signup grant iat is too far in the future".into()))
         );
         // exp before iat passes the lifetime rule (saturating), as in the reference.
-        assert_eq!(message(grant("pubky.signup", r#"["/:rw"]"#, NOW, NOW - 10)), None);
+        assert_eq!(
+            message(grant("pubky.signup", r#"["/:rw"]"#, NOW, NOW - 10)),
+            None
+        );
     }
 
     #[test]
@@ -435,7 +467,10 @@ mod tests {
         let parse = |json: &str| serde_json::from_str::<GrantProof>(json).map(|_| ());
         assert!(parse(r#"{"grant":"a.b.c","pop":"d.e.f","extra":1}"#).is_ok());
         let err = parse(r#"{"grant":"a.b","pop":"a.b.c"}"#).unwrap_err();
-        assert!(err.to_string().contains("exactly 3 dot-separated parts"), "{err}");
+        assert!(
+            err.to_string().contains("exactly 3 dot-separated parts"),
+            "{err}"
+        );
         assert!(parse(r#"{"grant":"a.b.c"}"#).is_err());
         assert!(parse(r#"{"grant":1,"pop":"a.b.c"}"#).is_err());
     }

@@ -56,7 +56,12 @@ impl CredentialLookup for StoreCredentials {
                     token_expires_at: u64::try_from(record.expires_at).unwrap_or(0),
                 };
                 let created_at = record.grant.created_at.saturating_mul(1_000_000);
-                (record.user, record.grant.capabilities, created_at, Some(grant))
+                (
+                    record.user,
+                    record.grant.capabilities,
+                    created_at,
+                    Some(grant),
+                )
             }
         };
         let Ok(key) = pkarr::PublicKey::try_from(user.public_key.as_str()) else {

@@ -75,7 +75,11 @@ impl StorageRequest<'_> {
     /// The label values, without key, path or secret.
     fn labels(&self) -> [KeyValue; 4] {
         use homestead_middleware::{Authentication, Credential};
-        let mode = if self.path_addressed { "path" } else { "legacy" };
+        let mode = if self.path_addressed {
+            "path"
+        } else {
+            "legacy"
+        };
         let header = match self.headers.get("pubky-host") {
             None => "absent",
             Some(value) => match value.to_str().map(pkarr::PublicKey::try_from) {

@@ -557,7 +557,10 @@ async fn http_semantics(server: &TestServer) {
 
     // /info and path-addressed storage: the owner in the URL wins over pubky-host.
     let info = raw(server, "GET", "/info", &[], vec![]).await;
-    assert_eq!(info.text, r#"{"features":["path-addressed-storage","grant-proof-logout"]}"#);
+    assert_eq!(
+        info.text,
+        r#"{"features":["path-addressed-storage","grant-proof-logout"]}"#
+    );
     assert_eq!(info.header("cache-control"), "no-store");
     let b = User::signup(server, "/:rw").await;
     let addressed = format!("/storage/{}/pub/file.txt", a.z32);

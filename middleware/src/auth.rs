@@ -461,7 +461,11 @@ mod tests {
         let short = format!("Bearer {}", &BEARER_OF_B[..42]);
         let lower = format!("bearer {BEARER_OF_B}");
         let basic = "Basic dXNlcjpwYXNz";
-        for values in [vec![short.as_str()], vec![lower.as_str()], vec![basic, &bearer]] {
+        for values in [
+            vec![short.as_str()],
+            vec![lower.as_str()],
+            vec![basic, &bearer],
+        ] {
             let body = with_authorization(lookup(), true, &[], &values)
                 .await
                 .into_body();

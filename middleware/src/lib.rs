@@ -13,9 +13,8 @@ pub mod rate_limit;
 pub mod tenant;
 
 pub use auth::{
-    GrantSession, bearer_token,
-    Account, AuthLayer, AuthService, Authentication, Credential, CredentialLookup, Principal,
-    Session,
+    Account, AuthLayer, AuthService, Authentication, Credential, CredentialLookup, GrantSession,
+    Principal, Session, bearer_token,
 };
 pub use bandwidth::{
     BandwidthLayer, BandwidthPolicy, BandwidthService, Rate, Throttled, UserRates,

@@ -348,9 +348,5 @@ fn not_owner() -> HttpError {
 /// A 200 with `value` as compact JSON.
 fn json(value: &impl Serialize) -> Response {
     let body = serde_json::to_string(value).unwrap_or_default();
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

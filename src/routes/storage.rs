@@ -61,9 +61,15 @@ pub async fn path_addressed(
         return HttpError::bad_request(format!("Invalid URL: invalid public key {owner:?}"))
             .into_response();
     };
-    serve(&app, Some(owner), &authentication, (true, &raw_path), request)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    serve(
+        &app,
+        Some(owner),
+        &authentication,
+        (true, &raw_path),
+        request,
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Serves a storage request; `(path_addressed, raw_path)` says how it was addressed and the raw path

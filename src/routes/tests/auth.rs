@@ -103,10 +103,7 @@ async fn signup_session_write_and_signout() {
     let after = app.client(put("/pub/app/a.txt", "again")).await;
     assert_eq!(
         (after.status, after.text().as_str()),
-        (
-            StatusCode::UNAUTHORIZED,
-            "No authenticated session found"
-        )
+        (StatusCode::UNAUTHORIZED, "No authenticated session found")
     );
 }
 
