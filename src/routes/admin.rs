@@ -209,6 +209,7 @@ pub async fn info(State(app): State<AppState>) -> Result<axum::response::Respons
         "total_disk_used_mb": (counts.used_bytes as f64 / 1_048_576.0).round() as u64,
         "num_signup_codes": counts.signup_tokens,
         "num_unused_signup_codes": counts.unused_signup_tokens,
+        "num_pop_nonces": counts.pop_nonces,
         "public_key": facts.public_key,
         "pkarr_pubky_address": facts.pubky_address,
         "pkarr_icann_domain": facts.icann_domain,

@@ -124,9 +124,10 @@ async fn admin_lists_users_and_tokens_and_deletes_entries() {
     assert_eq!(
         (
             info["num_users"].as_u64(),
-            info["num_unused_signup_codes"].as_u64()
+            info["num_unused_signup_codes"].as_u64(),
+            info["num_pop_nonces"].as_u64()
         ),
-        (Some(3), Some(1))
+        (Some(3), Some(1), Some(0))
     );
 
     app.write(&keys[0], "/pub/app/file", "x").await;
