@@ -105,6 +105,7 @@ impl App {
             republisher: last_republish.clone(),
         };
         let state = AppState::from(AppParts {
+            server_key: keypair.public_key(),
             store: store.clone(),
             bus: store.event_bus(),
             admin: admin_facts,

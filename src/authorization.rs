@@ -2,8 +2,9 @@
 //! [`Scope::Public`] area is served; its reads are public; everything else needs the tenant's own
 //! principal, and a write needs a capability that covers the path.
 //!
-//! Unlike the reference, the capability check is segment-aware and runs on the normalized path: a scope
-//! `/pub/app` covers `/pub/app` and `/pub/app/...`, never `/pub/app.evil/x`.
+//! Unlike the 0.9.3 reference, and like 0.17.1, the capability check is segment-aware and runs on the
+//! normalized path: a scope `/pub/app/` covers what lies below it, a scope `/pub/app` only that file, and
+//! neither covers `/pub/app.evil/x`.
 
 use homestead_backends::{EntryPath, Scope};
 use homestead_middleware::{Authentication, Principal};
@@ -12,15 +13,28 @@ use pubky_common::capabilities::Action;
 
 use crate::http_error::HttpError;
 
-/// Checks §7.1 steps 1–7 for a request on the raw storage path `raw_path` of `tenant`. `Ok(None)`: a
-/// public read; `Ok(Some(principal))`: the tenant's own principal, whose capabilities a write must still
-/// pass with [`check_write`].
+/// Checks who may touch the raw storage path `raw_path` of `tenant` (PROTOCOL.md §7.1 with the identity
+/// rules of PROTOCOL-0.17.md §12.3): a write needs an identity first (401), then a tenant, the public area
+/// and the tenant's own user (403 for another user's bearer). `Ok(None)`: a public read;
+/// `Ok(Some(principal))`: the tenant's own principal, whose capabilities a write must still pass with
+/// [`check_write`].
 pub fn authorize<'a>(
     method: &Method,
     raw_path: &str,
     tenant: Option<&pkarr::PublicKey>,
     authentication: &'a Authentication,
 ) -> Result<Option<&'a Principal>, HttpError> {
+    let read = method == Method::GET || method == Method::HEAD;
+    let principal = match authentication {
+        Authentication::Authenticated(principal) => Some(principal.as_ref()),
+        _ => None,
+    };
+    if !read && principal.is_none() {
+        return Err(HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "No authenticated session found",
+        ));
+    }
     let Some(tenant) = tenant else {
         return Err(HttpError::no_tenant());
     };
@@ -30,17 +44,13 @@ pub fn authorize<'a>(
             "Writing to directories other than '/pub/' is forbidden",
         ));
     }
-    if method == Method::GET || method == Method::HEAD {
-        return Ok(None);
-    }
-    let unauthorized = |message| Err(HttpError::new(StatusCode::UNAUTHORIZED, message));
-    match authentication {
-        Authentication::NoCredential => unauthorized("No session secret found in cookies"),
-        Authentication::Unknown(_) => unauthorized("No session found for session secret"),
-        Authentication::Authenticated(principal) if principal.user != *tenant => {
-            unauthorized("SessionInfo public key does not match pubky-host")
-        }
-        Authentication::Authenticated(principal) => Ok(Some(principal)),
+    match principal {
+        _ if read => Ok(None),
+        Some(principal) if principal.user != *tenant => Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "Session user does not match target tenant",
+        )),
+        principal => Ok(principal),
     }
 }
 
@@ -79,14 +89,14 @@ fn no_write_access() -> HttpError {
     )
 }
 
-/// A scope ending in `/` covers everything below it; another scope covers itself and what lies below it
-/// as a directory.
+/// PROTOCOL-0.17.md §4.3: a scope ending in `/` covers everything below it; another scope covers only
+/// itself.
 fn scope_covers(scope: &str, path: &str) -> bool {
     if scope.ends_with('/') {
-        return path.starts_with(scope);
+        path.starts_with(scope)
+    } else {
+        path == scope
     }
-    path.strip_prefix(scope)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -108,6 +118,7 @@ mod tests {
             user: key(owner),
             capabilities: capabilities.parse().unwrap_or_default(),
             created_at: 0,
+            grant: None,
         };
         Principal::new(session, cookie())
     }
@@ -142,6 +153,14 @@ mod tests {
                 Authentication::NoCredential,
                 404,
                 "Pubky Host is missing",
+            ),
+            (
+                None,
+                put.clone(),
+                "/pub/x",
+                Authentication::NoCredential,
+                401,
+                "No authenticated session found",
             ),
             (
                 Some(&a),
@@ -181,7 +200,7 @@ mod tests {
                 "/pub/x",
                 Authentication::NoCredential,
                 401,
-                "No session secret found in cookies",
+                "No authenticated session found",
             ),
             (
                 Some(&a),
@@ -189,15 +208,15 @@ mod tests {
                 "/pub/x",
                 Authentication::Unknown(cookie()),
                 401,
-                "No session found for session secret",
+                "No authenticated session found",
             ),
             (
                 Some(&a),
                 put.clone(),
                 "/pub/x",
                 found(B, "/:rw"),
-                401,
-                "SessionInfo public key does not match pubky-host",
+                403,
+                "Session user does not match target tenant",
             ),
             (
                 Some(&a),
@@ -225,9 +244,9 @@ mod tests {
         assert!(!check(caps, "/pub/pubky.app"));
         assert!(!check(caps, "/pub/foo.bar/file"));
         assert!(!check(caps, "/pub/other"));
-        // No trailing slash: the path itself and below it, but not a sibling sharing the prefix.
+        // No trailing slash: the file itself only (PROTOCOL-0.17.md §4.3), never a sibling.
         assert!(check("/pub/app:rw", "/pub/app"));
-        assert!(check("/pub/app:rw", "/pub/app/x"));
+        assert!(!check("/pub/app:rw", "/pub/app/x"));
         assert!(!check("/pub/app:rw", "/pub/app.evil/x"));
         assert!(!check("/pub/app:rw", "/pub/apple"));
         assert!(check("/:rw", "/pub/anything"));

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod fd_limit;
 #[cfg(test)]
 mod fuzz;
+pub mod grant_proof;
 pub mod http_error;
 pub mod listeners;
 pub mod logging;

@@ -1,17 +1,19 @@
-//! The Store behind the middleware's lookup traits: sessions by the hash of their secret, with their
-//! user's record (the account the bandwidth layer and the handlers then use) and that user's bandwidth.
+//! The Store behind the middleware's lookup traits: cookie sessions and grant sessions' bearers by the hash
+//! of their secret, with their user's record (the account the bandwidth layer and the handlers then use)
+//! and that user's bandwidth.
 
-use homestead_backends::metadata::User;
+use homestead_backends::metadata::{User, now_micros};
 use homestead_backends::{Store, StoreError};
 use std::str::FromStr;
 use std::time::Duration;
 
 use homestead_config::{Bandwidth, DefaultQuotas};
 use homestead_middleware::{
-    BandwidthPolicy, Credential, CredentialLookup, Rate, Session, UserRates,
+    BandwidthPolicy, Credential, CredentialLookup, GrantSession, Rate, Session, UserRates,
 };
 use pubky_common::capabilities::Capabilities;
 
+use crate::grant_proof::bearer_hash;
 use crate::session_cookie::secret_hash;
 
 /// Credentials and their users from the Store; users' bandwidth from their own settings, else the
@@ -32,25 +34,49 @@ impl CredentialLookup for StoreCredentials {
         &self,
         credential: &Credential,
     ) -> Result<Option<(Session, User)>, Self::Error> {
-        let Credential::Cookie { secret } = credential;
-        // Looked up by SHA-256: the database never sees the secret, and comparing hashes leaks nothing
-        // useful about it.
-        let Some(record) = self.store.accounts().session(&secret_hash(secret)).await? else {
-            return Ok(None);
+        // Both are looked up by SHA-256: the database never sees a secret, and comparing hashes leaks
+        // nothing useful about it. One query each, with the user: no cache, so a revocation or sign-out
+        // on any instance counts at once.
+        let (user, capabilities, created_at, grant) = match credential {
+            Credential::Cookie { secret } => {
+                let hash = secret_hash(secret);
+                let Some(record) = self.store.accounts().session(&hash).await? else {
+                    return Ok(None);
+                };
+                (record.user, record.capabilities, record.created_at, None)
+            }
+            Credential::Bearer { token } => {
+                let now = unix_seconds();
+                let hash = bearer_hash(token);
+                let Some(record) = self.store.grants().bearer(&hash, now).await? else {
+                    return Ok(None);
+                };
+                let grant = GrantSession {
+                    grant_id: record.grant.id,
+                    token_expires_at: u64::try_from(record.expires_at).unwrap_or(0),
+                };
+                let created_at = record.grant.created_at.saturating_mul(1_000_000);
+                (record.user, record.grant.capabilities, created_at, Some(grant))
+            }
         };
-        let Ok(user) = pkarr::PublicKey::try_from(record.user.public_key.as_str()) else {
-            tracing::error!(key = %record.user.public_key, "a stored session names an invalid key");
+        let Ok(key) = pkarr::PublicKey::try_from(user.public_key.as_str()) else {
+            tracing::error!(key = %user.public_key, "a stored session names an invalid key");
             return Ok(None);
         };
         // A list that does not parse grants nothing.
-        let capabilities = Capabilities::from_str(&record.capabilities).unwrap_or_default();
         let session = Session {
-            user,
-            capabilities,
-            created_at: record.created_at,
+            user: key,
+            capabilities: Capabilities::from_str(&capabilities).unwrap_or_default(),
+            created_at,
+            grant,
         };
-        Ok(Some((session, record.user)))
+        Ok(Some((session, user)))
     }
+}
+
+/// The current Unix time in whole seconds (the unit of grant authentication).
+pub fn unix_seconds() -> i64 {
+    now_micros() / 1_000_000
 }
 
 /// A configured bandwidth as a rate, with a burst in the bandwidth's unit.

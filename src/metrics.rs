@@ -51,6 +51,56 @@ pub struct Metrics {
     pub pkarr_publishes: Counter<u64>,
     /// User records handled by the republisher, by outcome.
     pub user_republishes: Counter<u64>,
+    /// Storage requests by addressing and authentication (PROTOCOL-0.17.md §20).
+    storage_requests: Counter<u64>,
+}
+
+/// What a storage request with a resolved owner says about the client that sent it (PROTOCOL-0.17.md
+/// §20): operators read from it when the legacy addressing and cookies can be retired.
+#[derive(Debug, Clone, Copy)]
+pub struct StorageRequest<'a> {
+    /// `/storage/<owner>/...` rather than the owner-relative route.
+    pub path_addressed: bool,
+    /// The request's headers (`pubky-host`).
+    pub headers: &'a http::HeaderMap,
+    /// The request's query string.
+    pub query: Option<&'a str>,
+    /// The owner the request resolved to.
+    pub owner: &'a pkarr::PublicKey,
+    /// Who the request proved to be.
+    pub authentication: &'a homestead_middleware::Authentication,
+}
+
+impl StorageRequest<'_> {
+    /// The label values, without key, path or secret.
+    fn labels(&self) -> [KeyValue; 4] {
+        use homestead_middleware::{Authentication, Credential};
+        let mode = if self.path_addressed { "path" } else { "legacy" };
+        let header = match self.headers.get("pubky-host") {
+            None => "absent",
+            Some(value) => match value.to_str().map(pkarr::PublicKey::try_from) {
+                Ok(Ok(key)) if key == *self.owner => "matching",
+                _ => "other",
+            },
+        };
+        let query = homestead_middleware::query::Query::parse(self.query)
+            .all("pubky-host")
+            .next()
+            .is_some();
+        let auth = match self.authentication {
+            Authentication::Authenticated(principal) => match principal.via {
+                Credential::Cookie { .. } => "cookie",
+                Credential::Bearer { .. } => "grant",
+            },
+            _ => "none",
+        };
+        [
+            KeyValue::new("addressing_mode", mode),
+            KeyValue::new("pubky_host_header", header),
+            KeyValue::new("pubky_host_query", if query { "true" } else { "false" }),
+            KeyValue::new("auth_method", auth),
+        ]
+    }
 }
 
 impl Metrics {
@@ -127,9 +177,18 @@ impl Metrics {
                 .u64_counter("pkarr_user_record_republishes")
                 .with_description("User PKARR records handled by the republisher, by outcome")
                 .build(),
+            storage_requests: meter
+                .u64_counter("storage_request_count")
+                .with_description("Number of client storage requests by migration mode")
+                .build(),
             registry,
             provider,
         })
+    }
+
+    /// Counts one storage request.
+    pub fn count_storage_request(&self, request: StorageRequest<'_>) {
+        self.storage_requests.add(1, &request.labels());
     }
 
     /// Adds the gauges read from the storage at each collection: connections of the database pools,

@@ -1,5 +1,5 @@
-//! The [`Store`]: the only thing handlers call for files (accounts and operations it hands out as
-//! traits). It combines the metadata database and the blob store so that every write is atomic: a write
+//! The [`Store`]: the only thing handlers call for files (accounts, grants and operations it hands out
+//! as traits). It combines the metadata database and the blob store so that every write is atomic: a write
 //! is prepared before its body is read ([`Store::prepare`]: refusals, the current version, the room
 //! left); then ([`Store::commit`]) the body streams into a blob under a fresh key while its BLAKE3 hash,
 //! length and content type are computed; one metadata transaction then checks the write's
@@ -22,8 +22,8 @@ use crate::event_bus::{self, EventBus, EventTail};
 use crate::health::Health;
 use crate::listing;
 use crate::metadata::{
-    Accounts, Deleted, Entry, Event, EventFilter, Files, Metadata, MetadataError, Micros, NewEntry,
-    Operations, PutOutcome, Quota, User, WriteMode, now_micros,
+    Accounts, Deleted, Entry, Event, EventFilter, Files, Grants, Metadata, MetadataError, Micros,
+    NewEntry, Operations, PutOutcome, Quota, User, WriteMode, now_micros,
 };
 use crate::path::{DirPath, EntryPath, NormalizedPath};
 use crate::small_blobs::MAX_CACHED_BODY;
@@ -391,6 +391,11 @@ impl Store {
 
     /// Users, sessions, signup tokens, used AuthToken ids and PKARR packets.
     pub fn accounts(&self) -> &dyn Accounts {
+        self.inner.metadata.as_ref()
+    }
+
+    /// Stored grants, their bearer sessions and the PoP nonces already used.
+    pub fn grants(&self) -> &dyn Grants {
         self.inner.metadata.as_ref()
     }
 

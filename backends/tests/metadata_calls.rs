@@ -9,9 +9,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream;
 use homestead_backends::metadata::{
-    self, Accounts, Counts, Deleted, Entry, Event, EventFilter, Files, Metadata, Micros, NewEntry,
-    NewSession, NewSignupToken, Operations, PathScan, PutOutcome, Quota, Result, SessionRecord,
-    SignupOutcome, SignupTokenRecord, User, UserLimits, WriteMode, now_micros,
+    self, Accounts, BearerRecord, Counts, Deleted, Entry, Event, EventFilter, Files, GrantRecord,
+    Grants, Metadata, Micros, MintOutcome, NewEntry, NewGrant, NewSession, NewSignupToken,
+    Operations, PathScan, PutOutcome, Quota, Result, SessionRecord, SignupOutcome,
+    SignupTokenRecord, User, UserLimits, WriteMode, now_micros,
 };
 use homestead_backends::store::{ReadOptions, WriteLimits};
 use homestead_backends::{BlobStore, EntryPath, Store};
@@ -77,6 +78,15 @@ counted!(Accounts {
     use_auth_token(token_id: &[u8], expires_at: Micros, now: Micros) -> bool;
     active_users_with_packets() -> Vec<(String, Option<Vec<u8>>)>;
     store_pkarr_packet(public_key: &str, packet: &[u8]) -> ();
+});
+
+counted!(Grants {
+    use_pop_nonce(nonce: &str, now: i64, window: i64) -> bool;
+    mint_bearer(grant: &NewGrant<'_>, token_hash: &[u8; 32], expires_at: i64, now: i64) -> MintOutcome;
+    bearer(token_hash: &[u8; 32], now: i64) -> Option<BearerRecord>;
+    grant(id: &str) -> Option<GrantRecord>;
+    revoke_grant(id: &str, now: i64) -> bool;
+    live_grants(public_key: &str, now: i64) -> Vec<GrantRecord>;
 });
 
 counted!(Operations {

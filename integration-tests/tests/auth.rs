@@ -175,7 +175,7 @@ async fn sdk_sessions(net: &TestNet, server: &TestServer) {
     let (status, message) = server_error(session.storage().put("/pub/app/d.txt", "x").await);
     assert_eq!(
         (status, message.as_str()),
-        (401, "No session found for session secret")
+        (401, "No authenticated session found")
     );
     assert!(
         PubkySession::import_secret(&exported, Some(net.sdk_client()))
@@ -210,7 +210,7 @@ async fn strangers_cannot_write(net: &TestNet, server: &TestServer) {
     assert_eq!(response.status(), 401);
     assert_eq!(
         response.text().await.unwrap(),
-        "No session secret found in cookies"
+        "No authenticated session found"
     );
     // Bob's own cookie is named after Bob, not Alice.
     let bob_secret = bob_session.export_secret();
@@ -235,7 +235,7 @@ async fn strangers_cannot_write(net: &TestNet, server: &TestServer) {
     assert_eq!(response.status(), 401);
     assert_eq!(
         response.text().await.unwrap(),
-        "SessionInfo public key does not match pubky-host"
+        "No authenticated session found"
     );
     // Bob's session writing through Alice's address (path-addressed form too).
     let path_addressed = format!(

@@ -557,7 +557,7 @@ async fn http_semantics(server: &TestServer) {
 
     // /info and path-addressed storage: the owner in the URL wins over pubky-host.
     let info = raw(server, "GET", "/info", &[], vec![]).await;
-    assert_eq!(info.text, r#"{"features":["path-addressed-storage"]}"#);
+    assert_eq!(info.text, r#"{"features":["path-addressed-storage","grant-proof-logout"]}"#);
     assert_eq!(info.header("cache-control"), "no-store");
     let b = User::signup(server, "/:rw").await;
     let addressed = format!("/storage/{}/pub/file.txt", a.z32);
@@ -736,7 +736,7 @@ async fn hostile_table(server: &TestServer) {
     let control = invalid_url("Path contains a control character");
     let forbidden = "Writing to directories other than '/pub/' is forbidden".to_string();
     let missing_host = "Pubky Host is missing".to_string();
-    let no_cookie = "No session secret found in cookies".to_string();
+    let no_cookie = "No authenticated session found".to_string();
     let not_found = "Not Found".to_string();
     let is_dir = invalid_url("Path names a directory, not a file");
 
@@ -1231,7 +1231,7 @@ async fn hostile_table(server: &TestServer) {
             cookie_only(format!("{}=AAAAAAAAAAAAAAAAAAAAAAAAAA", a.z32)),
             b"x".to_vec(),
             401,
-            Some("No session found for session secret".into()),
+            Some("No authenticated session found".into()),
         ),
         (
             "PUT",
@@ -1239,7 +1239,7 @@ async fn hostile_table(server: &TestServer) {
             cookie_only(format!("{}={b_secret}", a.z32)),
             b"x".to_vec(),
             401,
-            Some("SessionInfo public key does not match pubky-host".into()),
+            Some("No authenticated session found".into()),
         ),
         (
             "PUT",

@@ -1,11 +1,12 @@
-//! Who is making a request (PROTOCOL.md §6.5): the request's [`Credential`] (today the cookie named after
-//! the [`Tenant`]'s key, if its value has the 26 characters of a session secret), looked up through a
-//! [`CredentialLookup`]. The outcome is stored as an [`Authentication`] extension, so that handlers can
-//! tell "no credential" from "unknown credential"; a found credential becomes a [`Principal`] (user,
-//! typed capabilities, and the credential it came by), and what the lookup read about the user (its
-//! [`CredentialLookup::Account`], the one account type of the stack) is attached beside it as an
-//! [`Account`], so that later layers and handlers need not read the user again. A failed lookup (database
-//! down) answers 503 at once.
+//! Who is making a request (PROTOCOL.md §6.5, PROTOCOL-0.17.md §10): the request's [`Credential`] (a
+//! grant session's bearer token in `Authorization`, else the cookie named after the [`Tenant`]'s key), looked
+//! up through a [`CredentialLookup`]. A bearer that resolves wins and cookies are not read; one that does
+//! not falls back to the cookie. A cookie only proves a session of the tenant's own user. The outcome is
+//! stored as an [`Authentication`] extension, so that handlers can tell "no credential" from "unknown
+//! credential"; a found credential becomes a [`Principal`] (user, typed capabilities, and the credential it
+//! came by), and what the lookup read about the user (its [`CredentialLookup::Account`], the one account
+//! type of the stack) is attached beside it as an [`Account`], so that later layers and handlers need not
+//! read the user again. A failed lookup (database down) answers 503 at once.
 //!
 //! ```
 //! # use homestead_middleware::auth::{AuthLayer, Credential, CredentialLookup, Session};
@@ -40,7 +41,10 @@ use crate::tenant::Tenant;
 /// Length of a session secret: 16 bytes in Crockford base32.
 pub const SECRET_LEN: usize = 26;
 
-/// What a request presents to prove who it is. Bearer grant sessions (issue 18) become a second variant.
+/// Length of a bearer token: 32 bytes in base64url without padding.
+pub const BEARER_LEN: usize = 43;
+
+/// What a request presents to prove who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     /// The secret of the session cookie named after the tenant.
@@ -48,6 +52,20 @@ pub enum Credential {
         /// The cookie's value.
         secret: String,
     },
+    /// The token of a grant session, from `Authorization: Bearer <token>`.
+    Bearer {
+        /// The token (any 43 bytes of UTF-8: it is looked up, not parsed).
+        token: String,
+    },
+}
+
+/// What a grant session adds to its user and capabilities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantSession {
+    /// The grant's id (`jti`).
+    pub grant_id: String,
+    /// When the bearer stops working, Unix seconds.
+    pub token_expires_at: u64,
 }
 
 /// A live session, as the lookup returns it.
@@ -59,6 +77,8 @@ pub struct Session {
     pub capabilities: Capabilities,
     /// Creation time, microseconds since the epoch.
     pub created_at: i64,
+    /// The grant, for a bearer session.
+    pub grant: Option<GrantSession>,
 }
 
 /// An authenticated request's user, what it may do, and the credential that proved it.
@@ -70,6 +90,8 @@ pub struct Principal {
     pub capabilities: Capabilities,
     /// When the session was created, microseconds since the epoch.
     pub created_at: i64,
+    /// The grant, for a bearer session.
+    pub grant: Option<GrantSession>,
     /// How the request proved it.
     pub via: Credential,
 }
@@ -81,6 +103,7 @@ impl Principal {
             user: session.user,
             capabilities: session.capabilities,
             created_at: session.created_at,
+            grant: session.grant,
             via,
         }
     }
@@ -89,7 +112,7 @@ impl Principal {
 /// What a request's credential amounts to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Authentication {
-    /// No tenant, or no credential for it.
+    /// No bearer token, and no tenant or no cookie for it.
     NoCredential,
     /// A credential that names no session.
     Unknown(Credential),
@@ -168,11 +191,37 @@ pub fn session_secret(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|secret| secret.len() == SECRET_LEN)
 }
 
-/// The credential a request presents: the tenant's session cookie.
-fn credential<B>(request: &Request<B>) -> Option<Credential> {
-    let Tenant(tenant) = request.extensions().get::<Tenant>()?;
-    let secret = session_secret(request.headers(), &tenant.to_string())?;
-    Some(Credential::Cookie { secret })
+/// The bearer token of the first `Authorization` header, if it is exactly `Bearer ` and 43 bytes.
+pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let token = value.strip_prefix(b"Bearer ")?;
+    if token.len() != BEARER_LEN {
+        return None;
+    }
+    String::from_utf8(token.to_vec()).ok()
+}
+
+/// The credentials a request presents, in the order they are tried: its bearer token, then the tenant's
+/// session cookie.
+fn credentials<B>(request: &Request<B>) -> impl Iterator<Item = Credential> {
+    let bearer = bearer_token(request.headers()).map(|token| Credential::Bearer { token });
+    let cookie = request
+        .extensions()
+        .get::<Tenant>()
+        .and_then(|Tenant(tenant)| session_secret(request.headers(), &tenant.to_string()))
+        .map(|secret| Credential::Cookie { secret });
+    bearer.into_iter().chain(cookie)
+}
+
+/// Whether `session` may stand for the request: a cookie proves only a session of the tenant's user.
+fn proves<B>(request: &Request<B>, credential: &Credential, session: &Session) -> bool {
+    match credential {
+        Credential::Bearer { .. } => true,
+        Credential::Cookie { .. } => request
+            .extensions()
+            .get::<Tenant>()
+            .is_some_and(|Tenant(tenant)| *tenant == session.user),
+    }
 }
 
 /// Adds the [`Authentication`] extension, and the [`Account`] of an authenticated request.
@@ -228,14 +277,16 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let lookup = self.lookup.clone();
         Box::pin(async move {
-            let authentication = match credential(&request) {
-                None => Authentication::NoCredential,
-                Some(credential) => match lookup.lookup(&credential).await {
-                    Ok(Some((session, account))) => {
+            let mut authentication = Authentication::NoCredential;
+            for credential in credentials(&request).collect::<Vec<_>>() {
+                match lookup.lookup(&credential).await {
+                    Ok(Some((session, account))) if proves(&request, &credential, &session) => {
                         request.extensions_mut().insert(Account(account));
-                        Authentication::Authenticated(Box::new(Principal::new(session, credential)))
+                        let principal = Principal::new(session, credential);
+                        authentication = Authentication::Authenticated(Box::new(principal));
+                        break;
                     }
-                    Ok(None) => Authentication::Unknown(credential),
+                    Ok(_) => authentication = Authentication::Unknown(credential),
                     Err(err) => {
                         tracing::warn!(%err, "session lookup failed");
                         return Ok(plain_text(
@@ -243,8 +294,8 @@ where
                             "Storage unavailable: the session lookup failed".into(),
                         ));
                     }
-                },
-            };
+                }
+            }
             request.extensions_mut().insert(authentication);
             inner.call(request).await
         })
@@ -260,8 +311,15 @@ mod tests {
     use super::*;
 
     const A: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
+    const B: &str = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qy";
     const SECRET: &str = "6HHZ06GHB964CZMDAA0WCNV2C8";
+    /// A cookie secret whose session belongs to user B.
+    const SECRET_OF_B: &str = "BBBBBBBBBBBBBBBBBBBBBBBBBB";
+    /// A bearer token of user B's grant session.
+    const BEARER_OF_B: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
 
+    /// Knows the cookie secret it holds (user A, account "alice"), [`SECRET_OF_B`] and [`BEARER_OF_B`]
+    /// (user B, account "bob"), or fails every lookup.
     #[derive(Clone)]
     struct Fixed(Result<Option<&'static str>, &'static str>);
 
@@ -274,22 +332,38 @@ mod tests {
             credential: &Credential,
         ) -> Result<Option<(Session, &'static str)>, Self::Error> {
             let found = self.0?;
-            let Credential::Cookie { secret } = credential;
-            Ok(found.filter(|known| known == secret).map(|_| {
-                let session = Session {
-                    user: PublicKey::try_from(A).unwrap(),
-                    capabilities: "/:rw".parse().unwrap(),
-                    created_at: 0,
-                };
-                (session, "alice")
-            }))
+            let (user, account) = match credential {
+                Credential::Cookie { secret } if found == Some(secret.as_str()) => (A, "alice"),
+                Credential::Cookie { secret } if secret == SECRET_OF_B => (B, "bob"),
+                Credential::Bearer { token } if token == BEARER_OF_B => (B, "bob"),
+                _ => return Ok(None),
+            };
+            let session = Session {
+                user: PublicKey::try_from(user).unwrap(),
+                capabilities: "/:rw".parse().unwrap(),
+                created_at: 0,
+                grant: None,
+            };
+            Ok(Some((session, account)))
         }
     }
 
     async fn state(lookup: Fixed, tenant: bool, cookies: &[&str]) -> Response<String> {
+        with_authorization(lookup, tenant, cookies, &[]).await
+    }
+
+    async fn with_authorization(
+        lookup: Fixed,
+        tenant: bool,
+        cookies: &[&str],
+        authorization: &[&str],
+    ) -> Response<String> {
         let mut request = Request::builder().uri("/session");
         for cookie in cookies {
             request = request.header(header::COOKIE, *cookie);
+        }
+        for value in authorization {
+            request = request.header(header::AUTHORIZATION, *value);
         }
         let mut request = request.body(()).unwrap();
         if tenant {
@@ -357,6 +431,57 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_bearer_wins_over_the_cookie_and_falls_back_to_it() {
+        let cookie = format!("{A}={SECRET}");
+        let lookup = || Fixed(Ok(Some(SECRET)));
+        let bearer = format!("Bearer {BEARER_OF_B}");
+        let body = with_authorization(lookup(), true, &[&cookie], &[&bearer])
+            .await
+            .into_body();
+        assert!(body.contains("via: Bearer"), "{body}");
+        assert!(body.ends_with(" with bob"), "{body}");
+        // Without a tenant the bearer still works: it names its own user.
+        let body = with_authorization(lookup(), false, &[], &[&bearer])
+            .await
+            .into_body();
+        assert!(body.starts_with("Some(Authenticated"), "{body}");
+        // An unknown bearer falls back to the cookie.
+        let unknown = format!("Bearer {}", "x".repeat(43));
+        let body = with_authorization(lookup(), true, &[&cookie], &[&unknown])
+            .await
+            .into_body();
+        assert!(body.contains("via: Cookie"), "{body}");
+        assert!(body.ends_with(" with alice"), "{body}");
+        let body = with_authorization(lookup(), true, &[], &[&unknown])
+            .await
+            .into_body();
+        assert!(body.starts_with("Some(Unknown(Bearer"), "{body}");
+        // Not a bearer: another length, another spelling of the scheme; only the first header counts.
+        let short = format!("Bearer {}", &BEARER_OF_B[..42]);
+        let lower = format!("bearer {BEARER_OF_B}");
+        let basic = "Basic dXNlcjpwYXNz";
+        for values in [vec![short.as_str()], vec![lower.as_str()], vec![basic, &bearer]] {
+            let body = with_authorization(lookup(), true, &[], &values)
+                .await
+                .into_body();
+            assert_eq!(body, "Some(NoCredential)", "{values:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cookie_proves_only_a_session_of_the_tenant() {
+        // B's session under the cookie named after A (the tenant) is no identity.
+        let cookie = format!("{A}={SECRET_OF_B}");
+        let body = state(Fixed(Ok(Some(SECRET))), true, &[&cookie])
+            .await
+            .into_body();
+        assert_eq!(
+            body,
+            format!("Some(Unknown(Cookie {{ secret: \"{SECRET_OF_B}\" }}))")
+        );
+    }
+
     #[test]
     fn the_credential_is_kept_known_or_not() {
         let cookie = Credential::Cookie {
@@ -371,6 +496,7 @@ mod tests {
             user: PublicKey::try_from(A).unwrap(),
             capabilities: Capabilities::default(),
             created_at: 0,
+            grant: None,
         };
         let principal = Principal::new(session, cookie.clone());
         assert_eq!(

@@ -13,6 +13,7 @@ pub mod rate_limit;
 pub mod tenant;
 
 pub use auth::{
+    GrantSession, bearer_token,
     Account, AuthLayer, AuthService, Authentication, Credential, CredentialLookup, Principal,
     Session,
 };

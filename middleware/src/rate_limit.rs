@@ -337,6 +337,7 @@ mod tests {
                 user: key,
                 capabilities: "/:rw".parse().unwrap(),
                 created_at: 0,
+                grant: None,
             };
             let via = Credential::Cookie {
                 secret: "s".repeat(26),

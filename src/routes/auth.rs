@@ -36,16 +36,27 @@ pub async fn signup(
     let tokens = (app.signup_mode == SignupMode::TokenRequired).then_some(&app.store);
     let verdict = signup_token::judge(tokens, uri.query()).await?;
     let token = verify_once(&app.store, &body).await?;
-    let user = token.public_key().z32();
+    create_account(&app, &token.public_key().z32(), verdict).await?;
+    new_session(&app, &token, &headers, &uri).await
+}
+
+/// Creates `user`'s account, redeeming the token the verdict admits in the same transaction: 409 when
+/// the user exists, else the verdict's refusal, else the token's fate under a race. Shared by both sign-up
+/// routes.
+pub(super) async fn create_account(
+    app: &AppState,
+    user: &str,
+    verdict: signup_token::Verdict,
+) -> Result<(), HttpError> {
     let exists = || HttpError::new(StatusCode::CONFLICT, "User already exists");
-    if app.store.accounts().user(&user).await?.is_some() {
+    if app.store.accounts().user(user).await?.is_some() {
         return Err(exists());
     }
     let signup_token = verdict.admitted()?;
     match app
         .store
         .accounts()
-        .create_user(&user, signup_token.as_deref(), now_micros())
+        .create_user(user, signup_token.as_deref(), now_micros())
         .await?
     {
         SignupOutcome::Created => {}
@@ -62,7 +73,7 @@ pub async fn signup(
     }
     tracing::info!(user, "signed up");
     app.metrics.signups.add(1, &[]);
-    new_session(&app, &token, &headers, &uri).await
+    Ok(())
 }
 
 /// `POST /session`: a new session for the AuthToken's user (disabled users may sign in).
@@ -138,7 +149,8 @@ fn session_info_response(info: Vec<u8>, cookie: Option<String>) -> Response {
 }
 
 /// `GET /session`: the SessionInfo of the tenant's session, creation time in seconds. 404 when there is
-/// no such session, or it belongs to another user than the tenant.
+/// no such session, or it belongs to another user than the tenant (both SDK generations read 404 as
+/// "signed out"); 401 for a grant session's bearer.
 pub async fn session(
     State(app): State<AppState>,
     tenant: Option<Extension<Tenant>>,
@@ -159,6 +171,10 @@ pub async fn session(
     let Authentication::Authenticated(principal) = authentication else {
         return Err(HttpError::not_found());
     };
+    // A grant session is no cookie session (PROTOCOL-0.17.md §10).
+    if matches!(principal.via, Credential::Bearer { .. }) {
+        return Err(HttpError::new(StatusCode::UNAUTHORIZED, "Unauthorized"));
+    }
     if principal.user != tenant {
         return Err(HttpError::not_found());
     }

@@ -4,6 +4,7 @@
 pub mod admin;
 mod auth;
 mod events;
+mod grants;
 pub(crate) mod listing;
 mod signup_tokens;
 pub(crate) mod storage;
@@ -41,6 +42,8 @@ impl std::ops::Deref for AppState {
 /// The parts of the [`AppState`].
 #[derive(Debug)]
 pub struct AppParts {
+    /// The server's public key: the audience of proofs, the `homeserver` of grant sessions.
+    pub server_key: pkarr::PublicKey,
     /// Metadata and blobs.
     pub store: Store,
     /// Committed events, for live streams.
@@ -74,6 +77,18 @@ pub(crate) fn client_routes(app: AppState) -> Router {
         .route(
             "/session",
             post(auth::signin).get(auth::session).delete(auth::signout),
+        )
+        .route("/auth/grant/signup", post(grants::signup))
+        .route(
+            "/auth/grant/session",
+            post(grants::exchange)
+                .get(grants::inspect)
+                .delete(grants::sign_out),
+        )
+        .route("/auth/grant/sessions", get(grants::list))
+        .route(
+            "/auth/grant/session/{gid}",
+            axum::routing::delete(grants::revoke_one),
         )
         .route("/signup_tokens/{token}", get(signup_tokens::status))
         .route("/events/", get(events::feed))
@@ -124,7 +139,8 @@ async fn root() -> &'static str {
     "Pubky Homeserver"
 }
 
-/// What this server offers beyond the 0.9.3 protocol; SDKs since 0.11 look for path-addressed storage.
+/// What this server offers beyond the 0.9.3 protocol (PROTOCOL-0.17.md §16), in the reference's order; the
+/// SDK switches on these, so an id is listed only once its behaviour is served.
 async fn info() -> impl IntoResponse {
     (
         [
@@ -134,7 +150,7 @@ async fn info() -> impl IntoResponse {
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
-        r#"{"features":["path-addressed-storage"]}"#,
+        r#"{"features":["path-addressed-storage","grant-proof-logout"]}"#,
     )
 }
 

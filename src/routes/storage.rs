@@ -22,6 +22,7 @@ use percent_encoding::percent_decode_str;
 use crate::authorization::{authorize, check_scope, check_write};
 use crate::http_error::HttpError;
 use crate::lookups::StoreCredentials;
+use crate::metrics::StorageRequest;
 use crate::routes::{AppState, listing};
 
 /// The methods a storage path supports.
@@ -36,7 +37,7 @@ pub async fn tenant_route(
 ) -> Response {
     let raw_path = request.uri().path().to_string();
     let tenant = tenant.map(|Extension(Tenant(key))| key);
-    serve(&app, tenant, &authentication, &raw_path, request)
+    serve(&app, tenant, &authentication, (false, &raw_path), request)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -60,18 +61,29 @@ pub async fn path_addressed(
         return HttpError::bad_request(format!("Invalid URL: invalid public key {owner:?}"))
             .into_response();
     };
-    serve(&app, Some(owner), &authentication, &raw_path, request)
+    serve(&app, Some(owner), &authentication, (true, &raw_path), request)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Serves a storage request; `(path_addressed, raw_path)` says how it was addressed and the raw path
+/// within the owner's files.
 async fn serve(
     app: &AppState,
     tenant: Option<pkarr::PublicKey>,
     authentication: &Authentication,
-    raw_path: &str,
+    (path_addressed, raw_path): (bool, &str),
     request: Request,
 ) -> Result<Response, HttpError> {
+    if let Some(owner) = &tenant {
+        app.metrics.count_storage_request(StorageRequest {
+            path_addressed,
+            headers: request.headers(),
+            query: request.uri().query(),
+            owner,
+            authentication,
+        });
+    }
     let method = request.method().clone();
     let principal = authorize(&method, raw_path, tenant.as_ref(), authentication)?;
     let owner = tenant.map(|key| key.to_string()).unwrap_or_default();

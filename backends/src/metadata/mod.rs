@@ -1,13 +1,16 @@
-//! The metadata database, split by job into three traits: [`Files`] (entries and the event log, which
-//! the Store owns), [`Accounts`] (users, sessions, signup tokens, used AuthToken ids, PKARR packets) and
-//! [`Operations`] (engine, counts, pools, ping). A PostgreSQL and a SQLite implementation run the same
-//! SQL (written once, in the `sql` module) except for the few statements where the engines differ: row
-//! locking, the event-order lock and how a write transaction starts.
+//! The metadata database, split by job into four traits: [`Files`] (entries and the event log, which
+//! the Store owns), [`Accounts`] (users, sessions, signup tokens, used AuthToken ids, PKARR packets),
+//! [`Grants`] (stored grants, their bearer sessions, used PoP nonces) and [`Operations`] (engine, counts,
+//! pools, ping). A PostgreSQL and a SQLite implementation run the same SQL (written once, in the `sql`
+//! module) except for the few statements where the engines differ: row locking, the event-order lock
+//! and how a write transaction starts.
 
 mod accounts;
 mod files;
+mod grants;
 mod group_commit;
 mod operations;
+mod pop_nonces;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -24,6 +27,7 @@ pub use files::{
     Deleted, Entry, Event, EventFilter, EventOp, FILE_OVERHEAD_BYTES, Files, NewEntry, PathScan,
     PutOutcome, Version, WriteMode,
 };
+pub use grants::{BearerRecord, GrantRecord, Grants, MintOutcome, NewGrant};
 pub use operations::{Counts, Operations};
 pub use postgres::PostgresMetadata;
 pub use sqlite::SqliteMetadata;
@@ -71,10 +75,10 @@ pub enum MetadataError {
 /// Shorthand for results of this module.
 pub type Result<T, E = MetadataError> = std::result::Result<T, E>;
 
-/// The whole metadata database: one engine implements all three jobs.
-pub trait Metadata: Files + Accounts + Operations {}
+/// The whole metadata database: one engine implements all four jobs.
+pub trait Metadata: Files + Accounts + Grants + Operations {}
 
-impl<T: Files + Accounts + Operations> Metadata for T {}
+impl<T: Files + Accounts + Grants + Operations> Metadata for T {}
 
 /// Connects to the database a URL names and applies pending migrations.
 pub async fn open(url: &DatabaseUrl) -> Result<Box<dyn Metadata>> {

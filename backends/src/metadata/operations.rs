@@ -21,6 +21,8 @@ pub struct Counts {
     pub signup_tokens: u64,
     /// Signup tokens not yet redeemed.
     pub unused_signup_tokens: u64,
+    /// PoP nonces held for the replay window.
+    pub pop_nonces: u64,
 }
 
 /// What operators and the health watcher ask of the database.

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, Postgr
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use super::sql::{impl_metadata, read_for_put, upsert_entry};
+use super::sql::{impl_metadata, read_for_put, read_grant, upsert_entry};
 use super::{MetadataError, Result};
 
 /// Metadata in PostgreSQL.
@@ -24,6 +24,7 @@ pub struct PostgresMetadata {
     hints: Arc<Notify>,
     listener: AbortHandle,
     puts: tokio::sync::mpsc::Sender<super::group_commit::PendingPut>,
+    nonces: tokio::sync::mpsc::Sender<super::pop_nonces::PendingNonce>,
 }
 
 /// The longest any statement of the serving connections may run before PostgreSQL cancels it.
@@ -35,6 +36,7 @@ const EVENTS_CHANNEL: &str = "events";
 impl PostgresMetadata {
     const LOCK_USER: &'static str =
         "SELECT id, used_bytes, quota_bytes FROM users WHERE public_key = $1 FOR UPDATE";
+    const LOCK_GRANT: &'static str = concat!(read_grant!(), " FOR UPDATE OF g");
     const READ_FOR_PUT: &'static str = concat!(read_for_put!(), " FOR UPDATE OF u");
     /// The entry, the usage and the event in one statement (its parts cannot see each other's writes,
     /// and need not: they touch different tables).
@@ -100,6 +102,7 @@ impl PostgresMetadata {
         Ok(Self {
             read: pool.clone(),
             puts: super::group_commit::start(pool.clone()),
+            nonces: super::pop_nonces::start(pool.clone()),
             write: pool,
             probe,
             hints,

@@ -1,13 +1,15 @@
 //! The SQL both engines share: statements as named constants, rows mapped to types by plain functions,
-//! the decision of a write from its locked read and the statements built at run time; and a macro that
-//! implements [`Files`], [`Accounts`] and [`Operations`] for one engine by naming its sqlx database
-//! type in plain code that binds, runs and maps (a macro, because code generic over `sqlx::Database`
-//! drowns in trait bounds).
+//! the decisions of a write and of a bearer mint from their locked reads and the statements built at
+//! run time; and a macro that implements [`Files`], [`Accounts`], [`Grants`] and [`Operations`] for one
+//! engine by naming its sqlx database type in plain code that binds, runs and maps (a macro, because
+//! code generic over `sqlx::Database` drowns in trait bounds).
 //!
 //! The engine module provides: fields `read` (a pool for reads), `write` (a pool whose transactions
-//! write), `probe` (the health probe's pool) and `puts` (the sender of the group commit, from
-//! `group_commit::start(write)`), and constants `LOCK_USER` (select a user's row for the rest of the
-//! transaction), `READ_FOR_PUT` (the same, joined with the entry at a path), `WRITE_PUT` (the statement
+//! write), `probe` (the health probe's pool), `puts` (the sender of the group commit, from
+//! `group_commit::start(write)`) and `nonces` (the sender of the PoP nonce checks, from
+//! `pop_nonces::start(write)`), and constants `LOCK_USER` (select a user's row for the rest of the
+//! transaction), `READ_FOR_PUT` (the same, joined with the entry at a path), `LOCK_GRANT` (a grant's
+//! row, as [`read_grant`] reads it, for the rest of the transaction), `WRITE_PUT` (the statement
 //! that writes a file's entry from the parameters user id, path, hash, length, type, blob key, time and
 //! new usage) and `WRITE_PUT_WHOLE` (whether it also moves the usage and appends the PUT event,
 //! returning its id), `BEGIN_WRITE` (the first statement of every write transaction: makes event ids
@@ -17,11 +19,13 @@
 //!
 //! [`Files`]: super::Files
 //! [`Accounts`]: super::Accounts
+//! [`Grants`]: super::Grants
 //! [`Operations`]: super::Operations
 
 use super::{
-    Counts, Entry, Event, EventFilter, EventOp, FILE_OVERHEAD_BYTES, NewEntry, PutOutcome, Quota,
-    SessionRecord, SignupTokenRecord, User, UserLimits,
+    BearerRecord, Counts, Entry, Event, EventFilter, EventOp, FILE_OVERHEAD_BYTES, GrantRecord,
+    MintOutcome, NewEntry, NewGrant, PutOutcome, Quota, SessionRecord, SignupTokenRecord, User,
+    UserLimits,
 };
 use crate::path::EntryPath;
 
@@ -104,6 +108,59 @@ pub(super) const ACTIVE_USERS_WITH_PACKETS: &str =
 pub(super) const STORE_PKARR_PACKET: &str =
     "UPDATE users SET pkarr_packet = $1 WHERE public_key = $2";
 
+// Grants.
+
+/// The columns of a [`GrantRow`] from `grants g JOIN users u`; a literal, for `concat!`.
+macro_rules! grant_columns {
+    () => {
+        "g.id, u.public_key, g.client_id, g.cnf, g.capabilities, g.issued_at, g.expires_at, \
+         g.revoked_at, g.created_at"
+    };
+}
+
+/// The statement that reads a grant by id (parameter 1) with its user's key, as a [`GrantRow`]; a
+/// literal, for `concat!`.
+macro_rules! read_grant {
+    () => {
+        concat!(
+            "SELECT ",
+            $crate::metadata::sql::grant_columns!(),
+            " FROM grants g JOIN users u ON u.id = g.user_id WHERE g.id = $1"
+        )
+    };
+}
+
+/// Parameter the oldest time kept.
+pub(super) const PURGE_POP_NONCES: &str = "DELETE FROM pop_nonces WHERE created_at < $1";
+/// Parameters id, user id, client id, cnf, capabilities, issue time, expiry, time; a grant stored
+/// already is left as it is.
+pub(super) const INSERT_GRANT: &str = "INSERT INTO grants \
+     (id, user_id, client_id, cnf, capabilities, issued_at, expires_at, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING";
+/// A grant by id, as a [`GrantRow`].
+pub(super) const GRANT: &str = read_grant!();
+/// Parameter grant id.
+pub(super) const DELETE_GRANT_SESSIONS: &str = "DELETE FROM grant_sessions WHERE grant_id = $1";
+/// Parameters token hash, grant id, expiry, time.
+pub(super) const INSERT_GRANT_SESSION: &str = "INSERT INTO grant_sessions (token_hash, grant_id, expires_at, created_at) \
+     VALUES ($1, $2, $3, $4)";
+/// A live bearer with its grant and user, as a [`BearerRow`]: parameters token hash, the time.
+pub(super) const BEARER: &str = "SELECT g.id, g.client_id, g.cnf, g.capabilities, g.issued_at, g.expires_at, \
+     g.revoked_at, g.created_at, s.expires_at, \
+     u.public_key, u.disabled, u.used_bytes, u.quota_bytes, u.created_at, u.limits \
+     FROM grant_sessions s JOIN grants g ON g.id = s.grant_id JOIN users u ON u.id = g.user_id \
+     WHERE s.token_hash = $1 AND s.expires_at > $2 AND g.revoked_at IS NULL AND g.expires_at > $2";
+/// Parameters time, grant id.
+pub(super) const REVOKE_GRANT: &str = "UPDATE grants SET revoked_at = $1 WHERE id = $2";
+/// A user's live grants, as [`GrantRow`]s: parameters key, the time.
+pub(super) const LIVE_GRANTS: &str = concat!(
+    "SELECT ",
+    grant_columns!(),
+    " FROM grants g JOIN users u ON u.id = g.user_id \
+     WHERE u.public_key = $1 AND g.revoked_at IS NULL AND g.expires_at > $2 \
+     ORDER BY g.created_at, g.id"
+);
+
 // Files.
 
 /// An entry by user key and path, as an [`EntryRow`].
@@ -135,6 +192,8 @@ pub(super) const COUNT_USERS: &str = "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WH
 /// Tokens and unused tokens.
 pub(super) const COUNT_SIGNUP_TOKENS: &str = "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN used_by IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) \
      FROM signup_tokens";
+/// PoP nonces held.
+pub(super) const COUNT_POP_NONCES: &str = "SELECT COUNT(*) FROM pop_nonces";
 /// The health probe.
 pub(super) const PING: &str = "SELECT 1";
 
@@ -155,6 +214,19 @@ pub(super) fn referenced_blobs(count: usize) -> String {
     format!(
         "SELECT blob_key FROM entries WHERE blob_key IN ({})",
         list.join(", ")
+    )
+}
+
+/// The statement recording `count` nonces (parameters nonce, time for each) and returning those it
+/// recorded (a nonce recorded already is left as it is).
+pub(super) fn insert_pop_nonces(count: usize) -> String {
+    let rows: Vec<String> = (0..count)
+        .map(|n| format!("(${}, ${})", 2 * n + 1, 2 * n + 2))
+        .collect();
+    format!(
+        "INSERT INTO pop_nonces (nonce, created_at) VALUES {} \
+         ON CONFLICT (nonce) DO NOTHING RETURNING nonce",
+        rows.join(", ")
     )
 }
 
@@ -248,6 +320,36 @@ pub(super) type SessionRow = (
 );
 /// Token, creation time, redeemer.
 pub(super) type TokenRow = (String, i64, Option<String>);
+/// Id, user key, client id, cnf, capabilities, issue time, expiry, revocation, creation time.
+pub(super) type GrantRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    i64,
+);
+/// A [`GrantRow`] without the user key, the bearer's expiry, then the user's [`UserRow`].
+pub(super) type BearerRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    i64,
+    i64,
+    String,
+    bool,
+    i64,
+    Option<i64>,
+    i64,
+    Option<String>,
+);
 /// Hash, length, type, blob key, creation and modification time.
 pub(super) type EntryRow = (Vec<u8>, i64, String, String, i64, i64);
 /// Id, op, user key, path, hash, time.
@@ -276,6 +378,68 @@ pub(super) fn session(row: SessionRow) -> SessionRecord {
         capabilities,
         created_at,
         user: user((public_key, disabled, used_bytes, quota, signed_up, limits)),
+    }
+}
+
+/// A grant from a [`GrantRow`].
+pub(super) fn grant(row: GrantRow) -> GrantRecord {
+    let (
+        id,
+        public_key,
+        client_id,
+        cnf,
+        capabilities,
+        issued_at,
+        expires_at,
+        revoked_at,
+        created_at,
+    ) = row;
+    GrantRecord {
+        id,
+        public_key,
+        client_id,
+        cnf,
+        capabilities,
+        issued_at,
+        expires_at,
+        revoked_at,
+        created_at,
+    }
+}
+
+/// A bearer from a [`BearerRow`].
+pub(super) fn bearer(row: BearerRow) -> BearerRecord {
+    let (id, client_id, cnf, capabilities, issued_at, grant_expires_at, revoked_at, created_at) =
+        (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7);
+    let user = user((row.9, row.10, row.11, row.12, row.13, row.14));
+    BearerRecord {
+        grant: GrantRecord {
+            id,
+            public_key: user.public_key.clone(),
+            client_id,
+            cnf,
+            capabilities,
+            issued_at,
+            expires_at: grant_expires_at,
+            revoked_at,
+            created_at,
+        },
+        expires_at: row.8,
+        user,
+    }
+}
+
+/// Decides a mint from the grant as stored and locked: [`MintOutcome::Minted`] with it when `grant`
+/// is its owner's and it is neither revoked nor expired at `now`, else the refusal (ownership first).
+pub(super) fn mint_check(stored: GrantRecord, grant: &NewGrant, now: i64) -> MintOutcome {
+    if stored.public_key != grant.public_key || stored.cnf != grant.cnf {
+        MintOutcome::NotOwner
+    } else if stored.revoked_at.is_some() {
+        MintOutcome::Revoked
+    } else if stored.expires_at <= now {
+        MintOutcome::Expired
+    } else {
+        MintOutcome::Minted(stored)
     }
 }
 
@@ -318,8 +482,8 @@ pub(super) fn event((id, op, user, path, hash, created_at): EventRow) -> Event {
     }
 }
 
-/// The totals from the rows of [`COUNT_USERS`] and [`COUNT_SIGNUP_TOKENS`].
-pub(super) fn counts(users: (i64, i64, i64), tokens: (i64, i64)) -> Counts {
+/// The totals from the rows of [`COUNT_USERS`], [`COUNT_SIGNUP_TOKENS`] and [`COUNT_POP_NONCES`].
+pub(super) fn counts(users: (i64, i64, i64), tokens: (i64, i64), pop_nonces: i64) -> Counts {
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
     Counts {
         users: count(users.0),
@@ -327,6 +491,7 @@ pub(super) fn counts(users: (i64, i64, i64), tokens: (i64, i64)) -> Counts {
         used_bytes: count(users.2),
         signup_tokens: count(tokens.0),
         unused_signup_tokens: count(tokens.1),
+        pop_nonces: count(pop_nonces),
     }
 }
 
@@ -383,9 +548,10 @@ macro_rules! impl_metadata {
     ($engine:ty, $db:ty, $kind:expr) => {
         const _: () = {
             use $crate::metadata::{
-                Accounts, Counts, Deleted, Entry, Event, EventFilter, Files, Micros, NewEntry,
-                NewSession, NewSignupToken, Operations, PathScan, PutOutcome, Quota, Result,
-                SessionRecord, SignupOutcome, SignupTokenRecord, User, UserLimits, group_commit,
+                Accounts, BearerRecord, Counts, Deleted, Entry, Event, EventFilter, Files,
+                GrantRecord, Grants, Micros, MintOutcome, NewEntry, NewGrant, NewSession,
+                NewSignupToken, Operations, PathScan, PutOutcome, Quota, Result, SessionRecord,
+                SignupOutcome, SignupTokenRecord, User, UserLimits, group_commit, pop_nonces,
                 query, sql,
             };
             use $crate::path::EntryPath;
@@ -613,6 +779,138 @@ macro_rules! impl_metadata {
             }
 
             #[async_trait::async_trait]
+            impl Grants for Engine {
+                async fn use_pop_nonce(&self, nonce: &str, now: i64, window: i64) -> Result<bool> {
+                    pop_nonces::submit(&self.nonces, nonce, now, window).await
+                }
+
+                async fn mint_bearer(
+                    &self,
+                    grant: &NewGrant<'_>,
+                    token_hash: &[u8; 32],
+                    expires_at: i64,
+                    now: i64,
+                ) -> Result<MintOutcome> {
+                    let mut tx = self
+                        .write
+                        .begin()
+                        .await
+                        .map_err(query("begin bearer mint"))?;
+                    let user_id: Option<i64> = sqlx::query_scalar(sql::USER_ID)
+                        .bind(grant.public_key)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(query("look up user"))?;
+                    let Some(user_id) = user_id else {
+                        return Ok(MintOutcome::NoUser);
+                    };
+                    sqlx::query(sql::INSERT_GRANT)
+                        .bind(grant.id)
+                        .bind(user_id)
+                        .bind(grant.client_id)
+                        .bind(grant.cnf)
+                        .bind(grant.capabilities)
+                        .bind(grant.issued_at)
+                        .bind(grant.expires_at)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query("store grant"))?;
+                    // Locked until the commit: a revocation waits for this mint, or this mint
+                    // sees the revocation.
+                    let stored: Option<sql::GrantRow> = sqlx::query_as(Self::LOCK_GRANT)
+                        .bind(grant.id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(query("lock grant"))?;
+                    // None: the user was deleted since it was looked up.
+                    let Some(stored) = stored else {
+                        return Ok(MintOutcome::NoUser);
+                    };
+                    let stored = match sql::mint_check(sql::grant(stored), grant, now) {
+                        MintOutcome::Minted(stored) => stored,
+                        refused => return Ok(refused),
+                    };
+                    sqlx::query(sql::DELETE_GRANT_SESSIONS)
+                        .bind(grant.id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query("delete earlier bearers"))?;
+                    sqlx::query(sql::INSERT_GRANT_SESSION)
+                        .bind(&token_hash[..])
+                        .bind(grant.id)
+                        .bind(expires_at)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query("store bearer"))?;
+                    tx.commit().await.map_err(query("commit bearer mint"))?;
+                    Ok(MintOutcome::Minted(stored))
+                }
+
+                async fn bearer(
+                    &self,
+                    token_hash: &[u8; 32],
+                    now: i64,
+                ) -> Result<Option<BearerRecord>> {
+                    let row: Option<sql::BearerRow> = sqlx::query_as(sql::BEARER)
+                        .bind(&token_hash[..])
+                        .bind(now)
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err(query("read bearer"))?;
+                    Ok(row.map(sql::bearer))
+                }
+
+                async fn grant(&self, id: &str) -> Result<Option<GrantRecord>> {
+                    let row: Option<sql::GrantRow> = sqlx::query_as(sql::GRANT)
+                        .bind(id)
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err(query("read grant"))?;
+                    Ok(row.map(sql::grant))
+                }
+
+                async fn revoke_grant(&self, id: &str, now: i64) -> Result<bool> {
+                    let mut tx = self
+                        .write
+                        .begin()
+                        .await
+                        .map_err(query("begin revocation"))?;
+                    let done = sqlx::query(sql::REVOKE_GRANT)
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query("revoke grant"))?;
+                    if done.rows_affected() != 1 {
+                        return Ok(false);
+                    }
+                    sqlx::query(sql::DELETE_GRANT_SESSIONS)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query("delete bearers"))?;
+                    tx.commit().await.map_err(query("commit revocation"))?;
+                    Ok(true)
+                }
+
+                async fn live_grants(
+                    &self,
+                    public_key: &str,
+                    now: i64,
+                ) -> Result<Vec<GrantRecord>> {
+                    let rows: Vec<sql::GrantRow> = sqlx::query_as(sql::LIVE_GRANTS)
+                        .bind(public_key)
+                        .bind(now)
+                        .fetch_all(&self.read)
+                        .await
+                        .map_err(query("list live grants"))?;
+                    Ok(rows.into_iter().map(sql::grant).collect())
+                }
+            }
+
+            #[async_trait::async_trait]
             impl Files for Engine {
                 async fn entry(&self, public_key: &str, path: &EntryPath) -> Result<Option<Entry>> {
                     let row: Option<sql::EntryRow> = sqlx::query_as(sql::ENTRY)
@@ -759,7 +1057,11 @@ macro_rules! impl_metadata {
                         .fetch_one(&self.read)
                         .await
                         .map_err(query("count signup tokens"))?;
-                    Ok(sql::counts(users, tokens))
+                    let pop_nonces: i64 = sqlx::query_scalar(sql::COUNT_POP_NONCES)
+                        .fetch_one(&self.read)
+                        .await
+                        .map_err(query("count PoP nonces"))?;
+                    Ok(sql::counts(users, tokens, pop_nonces))
                 }
 
                 fn pool_stats(&self) -> Vec<(&'static str, u32, u32)> {
@@ -897,6 +1199,30 @@ macro_rules! impl_metadata {
             }
 
             #[async_trait::async_trait]
+            impl pop_nonces::RecordNonces for sqlx::Pool<Db> {
+                async fn purge_nonces(&self, oldest_kept: i64) -> Result<()> {
+                    sqlx::query(sql::PURGE_POP_NONCES)
+                        .bind(oldest_kept)
+                        .execute(self)
+                        .await
+                        .map_err(query("purge PoP nonces"))?;
+                    Ok(())
+                }
+
+                async fn record_nonces(&self, nonces: &[(&str, i64)]) -> Result<Vec<String>> {
+                    let statement = sql::insert_pop_nonces(nonces.len());
+                    let mut insert = sqlx::query_scalar(&statement);
+                    for (nonce, now) in nonces {
+                        insert = insert.bind(*nonce).bind(*now);
+                    }
+                    insert
+                        .fetch_all(self)
+                        .await
+                        .map_err(query("record PoP nonces"))
+                }
+            }
+
+            #[async_trait::async_trait]
             impl group_commit::CommitBatch for sqlx::Pool<Db> {
                 async fn commit_batch(
                     &self,
@@ -918,7 +1244,7 @@ macro_rules! impl_metadata {
     };
 }
 
-pub(crate) use {impl_metadata, read_for_put, upsert_entry};
+pub(crate) use {grant_columns, impl_metadata, read_for_put, read_grant, upsert_entry};
 
 #[cfg(test)]
 mod tests {
@@ -1045,8 +1371,87 @@ mod tests {
             referenced_blobs(3),
             "SELECT blob_key FROM entries WHERE blob_key IN ($1, $2, $3)"
         );
+        assert_eq!(
+            insert_pop_nonces(2),
+            "INSERT INTO pop_nonces (nonce, created_at) VALUES ($1, $2), ($3, $4) \
+             ON CONFLICT (nonce) DO NOTHING RETURNING nonce"
+        );
         let keys = ["a".to_string(), "b".into(), "c".into()];
         assert_eq!(unreferenced(&keys, vec!["b".into()]), ["a", "c"]);
+    }
+
+    #[test]
+    fn a_mint_checks_ownership_then_revocation_then_expiry() {
+        let presented = NewGrant {
+            id: "g",
+            public_key: "alice",
+            client_id: "app",
+            cnf: "client",
+            capabilities: "/:rw",
+            issued_at: 1,
+            expires_at: 100,
+        };
+        let stored = grant((
+            "g".into(),
+            "alice".into(),
+            "first app".into(),
+            "client".into(),
+            "/pub/:r".into(),
+            1,
+            50,
+            None,
+            7,
+        ));
+        let check = |stored: &GrantRecord, presented: &NewGrant, now| {
+            mint_check(stored.clone(), presented, now)
+        };
+        assert_eq!(
+            check(&stored, &presented, 49),
+            MintOutcome::Minted(stored.clone()),
+            "the stored row wins over the presented one"
+        );
+        assert_eq!(check(&stored, &presented, 50), MintOutcome::Expired);
+        let revoked = GrantRecord {
+            revoked_at: Some(10),
+            ..stored.clone()
+        };
+        assert_eq!(check(&revoked, &presented, 60), MintOutcome::Revoked);
+        let other_user = NewGrant {
+            public_key: "bob",
+            ..presented
+        };
+        let other_key = NewGrant {
+            cnf: "other",
+            ..presented
+        };
+        assert_eq!(check(&revoked, &other_user, 60), MintOutcome::NotOwner);
+        assert_eq!(check(&revoked, &other_key, 60), MintOutcome::NotOwner);
+    }
+
+    #[test]
+    fn a_bearer_row_carries_its_grant_and_user() {
+        let mapped = bearer((
+            "g".into(),
+            "app".into(),
+            "client".into(),
+            "/:rw".into(),
+            1,
+            100,
+            None,
+            7,
+            60,
+            "alice".into(),
+            false,
+            0,
+            None,
+            3,
+            None,
+        ));
+        assert_eq!(
+            (mapped.grant.public_key.as_str(), mapped.grant.expires_at),
+            ("alice", 100)
+        );
+        assert_eq!((mapped.expires_at, mapped.user.created_at), (60, 3));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::sql::{impl_metadata, read_for_put, upsert_entry};
+use super::sql::{impl_metadata, read_for_put, read_grant, upsert_entry};
 use super::{MetadataError, Result};
 
 /// The longest a read connection may stay busy without a pause before its statement is interrupted
@@ -57,11 +57,14 @@ pub struct SqliteMetadata {
     /// The health probe's own connection, so that a busy pool never reads as a database that is down.
     probe: SqlitePool,
     puts: tokio::sync::mpsc::Sender<super::group_commit::PendingPut>,
+    nonces: tokio::sync::mpsc::Sender<super::pop_nonces::PendingNonce>,
 }
 
 impl SqliteMetadata {
     const LOCK_USER: &'static str =
         "SELECT id, used_bytes, quota_bytes FROM users WHERE public_key = $1";
+    /// The single writer connection holds the write transaction: nobody else can change the grant.
+    const LOCK_GRANT: &'static str = read_grant!();
     const READ_FOR_PUT: &'static str = read_for_put!();
     /// The entry alone (SQLite has no writes inside `WITH`); the usage and the event follow separately.
     const WRITE_PUT: &'static str = upsert_entry!();
@@ -119,6 +122,7 @@ impl SqliteMetadata {
         Ok(Self {
             read,
             puts: super::group_commit::start(write.clone()),
+            nonces: super::pop_nonces::start(write.clone()),
             write,
             probe,
         })

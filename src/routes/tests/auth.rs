@@ -105,7 +105,7 @@ async fn signup_session_write_and_signout() {
         (after.status, after.text().as_str()),
         (
             StatusCode::UNAUTHORIZED,
-            "No session found for session secret"
+            "No authenticated session found"
         )
     );
 }

@@ -29,7 +29,7 @@ async fn root_and_info() {
     let info = app
         .client(request(Method::GET, "/info").body(Body::empty()).unwrap())
         .await;
-    assert_eq!(info.text(), r#"{"features":["path-addressed-storage"]}"#);
+    assert_eq!(info.text(), r#"{"features":["path-addressed-storage","grant-proof-logout"]}"#);
     assert_eq!(info.header(header::CACHE_CONTROL), "no-store");
 }
 

@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod client;
+mod grants;
 mod put_refusals;
 
 use std::sync::Arc;
@@ -113,6 +114,10 @@ impl TestAppBuilder {
         let _tail = store.start_event_tail().await.unwrap();
         let bus = store.event_bus();
         let state = AppState::from(AppParts {
+            // Seed 02: the server of the spec's proof vectors.
+            server_key: pubky_common::crypto::Keypair::from_secret(&[2; 32])
+                .public_key()
+                .into(),
             store,
             bus,
             signup_mode: self.signup_mode,

@@ -77,7 +77,7 @@ async fn a_put_is_refused_in_order_before_its_body_is_read() {
     // Then authentication, the capability and the user's own limits, each before the quota.
     assert_eq!(
         answer(&client, put("/pub/app/a", 1, false)).await,
-        expect(401, "No session secret found in cookies")
+        expect(401, "No authenticated session found")
     );
     assert_eq!(
         answer(&client, put("/pub/other", 1, true)).await,
