@@ -1,0 +1,81 @@
+//! SDK glue the tests share: reading a refusal out of an SDK error, raw bearer requests for what the SDK
+//! does not expose (a stale token, another instance), and the keyless-app flow through a [`Relay`].
+
+use std::time::Duration;
+
+use pubky::errors::{CredentialRefreshError, RequestError};
+use pubky::{
+    AuthFlowKind, Capabilities, ClientId, Method, PubkyGrantAuthFlow, PubkySession, PubkySigner,
+};
+
+use crate::{Relay, TestNet, TestServer};
+
+/// The status and body of an SDK call the server refused; panics on success or on another error.
+pub fn server_error<T>(result: pubky::Result<T>) -> (u16, String) {
+    match result {
+        Err(pubky::Error::Request(RequestError::Server { status, message })) => {
+            (status.as_u16(), message)
+        }
+        Err(other) => panic!("expected a server error, got {other}"),
+        Ok(_) => panic!("expected a server error, got success"),
+    }
+}
+
+/// The status of a grant refresh (`POST /auth/grant/session`) the server refused; the SDK keeps no body.
+pub fn refresh_status<T>(result: pubky::Result<T>) -> u16 {
+    match result {
+        Err(pubky::Error::CredentialRefresh(CredentialRefreshError::Request {
+            status: Some(status),
+        })) => status.as_u16(),
+        Err(other) => panic!("expected a refused refresh, got {other}"),
+        Ok(_) => panic!("expected a refused refresh, got success"),
+    }
+}
+
+/// A client id the SDK accepts.
+pub fn client_id(id: &str) -> ClientId {
+    ClientId::new(id).expect("valid client id")
+}
+
+/// `method path` on `server`'s ICANN listener with `Authorization: Bearer <bearer>`; status and body.
+pub async fn bearer_call(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    bearer: &str,
+    body: &str,
+) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .request(method, format!("{}{path}", server.icann_url()))
+        .bearer_auth(bearer)
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("bearer request");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("response body"))
+}
+
+/// A keyless application asks `ring`'s user for `requested` through `relay`; the user approves
+/// `approved` (a part of it) and the application exchanges the delivered grant for its session.
+pub async fn keyless_app(
+    net: &TestNet,
+    relay: &Relay,
+    ring: &PubkySigner,
+    (id, requested, approved): (&str, &str, &str),
+) -> PubkySession {
+    let requested: Capabilities = requested.parse().expect("requested capabilities");
+    let approved: Capabilities = approved.parse().expect("approved capabilities");
+    let flow = PubkyGrantAuthFlow::builder(&requested, AuthFlowKind::signin(), client_id(id))
+        .relay(relay.inbox_url())
+        .client(net.sdk_client())
+        .start()
+        .expect("start the grant auth flow");
+    ring.approve_auth_with_capabilities(flow.authorization_url(), &approved)
+        .await
+        .expect("the signer approves");
+    tokio::time::timeout(Duration::from_secs(30), flow.await_approval())
+        .await
+        .expect("approval within 30 s")
+        .expect("grant exchanged for a session")
+}
