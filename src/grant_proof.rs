@@ -323,6 +323,8 @@ mod tests {
 
     #[test]
     fn grant_refusals_follow_the_step_order() {
+        // A root grant's claims under `header`, signed by the key of seed `key`.
+        let root = |key: u8, header: &str| sign(&seed(key), header, &claims_json(r#"["/:rw"]"#));
         let cases = [
             // Step 1: claims the SDK could not have written.
             (
@@ -336,33 +338,16 @@ mod tests {
             ),
             ("a.b.c".to_string(), GrantError::Format),
             // Step 2: the wrong signer, a non-EdDSA algorithm, an unreadable header.
+            (root(5, GRANT_HEADER), GrantError::Signature),
             (
-                sign(&seed(5), GRANT_HEADER, &claims_json(r#"["/:rw"]"#)),
+                root(0, r#"{"alg":"HS256","typ":"pubky-grant"}"#),
                 GrantError::Signature,
             ),
-            (
-                sign(
-                    &seed(0),
-                    r#"{"alg":"HS256","typ":"pubky-grant"}"#,
-                    &claims_json(r#"["/:rw"]"#),
-                ),
-                GrantError::Signature,
-            ),
-            (
-                sign(&seed(0), "not json", &claims_json(r#"["/:rw"]"#)),
-                GrantError::Signature,
-            ),
+            (root(0, "not json"), GrantError::Signature),
             // Step 3: a missing or different typ.
+            (root(0, r#"{"alg":"EdDSA"}"#), GrantError::HeaderType),
             (
-                sign(&seed(0), r#"{"alg":"EdDSA"}"#, &claims_json(r#"["/:rw"]"#)),
-                GrantError::HeaderType,
-            ),
-            (
-                sign(
-                    &seed(0),
-                    r#"{"alg":"EdDSA","typ":"Pubky-Grant"}"#,
-                    &claims_json(r#"["/:rw"]"#),
-                ),
+                root(0, r#"{"alg":"EdDSA","typ":"Pubky-Grant"}"#),
                 GrantError::HeaderType,
             ),
         ];

@@ -91,15 +91,21 @@ impl Grant<'_> {
     }
 }
 
-/// A fresh proof for grant `gid` on the test server (seed 02), signed by `client`, issued at `iat`.
-fn pop_at(client: &Keypair, gid: &str, iat: u64) -> String {
+/// A proof with header type `typ` for the server `aud` and grant `gid`, signed by `client`, issued at
+/// `iat`, with a fresh nonce.
+fn proof(client: &Keypair, typ: &str, aud: &Keypair, gid: &str, iat: u64) -> String {
     let claims = PopProofClaims {
-        aud: seed(2).public_key(),
+        aud: aud.public_key(),
         gid: GrantId::parse(gid).unwrap(),
         nonce: PopNonce::generate(),
         iat,
     };
-    sign_jws(client, "pubky-pop", &claims)
+    sign_jws(client, typ, &claims)
+}
+
+/// A fresh proof for grant `gid` on the test server (seed 02), signed by `client`, issued at `iat`.
+fn pop_at(client: &Keypair, gid: &str, iat: u64) -> String {
+    proof(client, "pubky-pop", &seed(2), gid, iat)
 }
 
 fn pop(client: &Keypair, gid: &str) -> String {
@@ -509,31 +515,13 @@ async fn proofs_are_checked_in_the_spec_order() {
         401,
         "Invalid PoP proof: invalid PoP signature",
     );
-    let wrong_type = sign_jws(
-        &client,
-        "pubky-grant",
-        &PopProofClaims {
-            aud: seed(2).public_key(),
-            gid: GrantId::parse(G1_ID).unwrap(),
-            nonce: PopNonce::generate(),
-            iat: now(),
-        },
-    );
+    let wrong_type = proof(&client, "pubky-grant", &seed(2), G1_ID, now());
     expect(
         &answer(wrong_type).await,
         401,
         "Invalid PoP proof: invalid PoP header type, expected pubky-pop",
     );
-    let elsewhere = sign_jws(
-        &client,
-        "pubky-pop",
-        &PopProofClaims {
-            aud: seed(3).public_key(),
-            gid: GrantId::parse(G1_ID).unwrap(),
-            nonce: PopNonce::generate(),
-            iat: now(),
-        },
-    );
+    let elsewhere = proof(&client, "pubky-pop", &seed(3), G1_ID, now());
     expect(
         &answer(elsewhere).await,
         401,
