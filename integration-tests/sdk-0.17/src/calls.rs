@@ -6,6 +6,7 @@ use std::time::Duration;
 use pubky::errors::{CredentialRefreshError, RequestError};
 use pubky::{
     AuthFlowKind, Capabilities, ClientId, Method, PubkyGrantAuthFlow, PubkySession, PubkySigner,
+    SessionStorage,
 };
 
 use crate::{Relay, TestNet, TestServer};
@@ -78,4 +79,22 @@ pub async fn keyless_app(
         .await
         .expect("approval within 30 s")
         .expect("grant exchanged for a session")
+}
+
+/// Writes `body` to `path` through `storage` and checks the server answered 201.
+pub async fn put_created(storage: &SessionStorage, path: &str, body: &'static str) {
+    let response = storage.put(path, body).await.expect("PUT");
+    assert_eq!(response.status(), 201, "PUT {path}");
+}
+
+/// Signs `session` out, checks that a copy of it no longer revalidates, and returns the copy.
+pub async fn sign_out(session: PubkySession) -> PubkySession {
+    let stale = session.clone();
+    session
+        .signout()
+        .await
+        .map_err(|(err, _)| err)
+        .expect("signout");
+    assert!(stale.revalidate().await.unwrap().is_none(), "session gone");
+    stale
 }

@@ -18,7 +18,9 @@ mod server;
 mod support;
 mod testnet;
 
-pub use calls::{bearer_call, client_id, keyless_app, refresh_status, server_error};
+pub use calls::{
+    bearer_call, client_id, keyless_app, put_created, refresh_status, server_error, sign_out,
+};
 pub use resources::{TestBucket, TestDatabase};
 pub use server::{ADMIN_PASSWORD, Blobs, Metadata, TestServer, TestServerBuilder, binary};
 pub use support::eventually;

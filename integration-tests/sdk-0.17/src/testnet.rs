@@ -7,10 +7,10 @@ use std::time::Duration;
 use http_relay::HttpRelay;
 use mainline::Testnet;
 use pubky::pkarr::{ResolvePolicy, SignedPacket};
-use pubky::{Pubky, PubkyHttpClient};
+use pubky::{Keypair, Pubky, PubkyHttpClient, PubkySigner};
 
 use crate::eventually;
-use crate::server::{TestServer, TestServerBuilder};
+use crate::server::{Blobs, Metadata, TestServer, TestServerBuilder};
 
 /// A DHT of a few nodes on 127.0.0.1, alive as long as this value.
 pub struct TestNet {
@@ -56,6 +56,38 @@ impl TestNet {
     /// The SDK's facade on [`Self::sdk_client`].
     pub fn pubky(&self) -> Pubky {
         Pubky::with_client(self.sdk_client())
+    }
+
+    /// Starts the server `builder` describes and waits until the SDK can find it.
+    pub async fn serve(&self, builder: TestServerBuilder) -> TestServer {
+        let server = builder.start().await;
+        self.wait_until_resolvable(&server).await;
+        server
+    }
+
+    /// A network with one server on `metadata` and `blobs`, an HTTP relay, and a signed-up user's signer
+    /// (the user's "Ring"), for the keyless-app flows.
+    pub async fn with_ring(
+        metadata: Metadata,
+        blobs: Blobs,
+    ) -> (Self, TestServer, Relay, PubkySigner) {
+        let net = Self::new();
+        let server = net
+            .serve(net.server().metadata(metadata).blobs(blobs))
+            .await;
+        let relay = Relay::start().await;
+        let ring = net.signed_up(&server).await;
+        (net, server, relay, ring)
+    }
+
+    /// A signer of a fresh user, signed up on `server` through a signup grant.
+    pub async fn signed_up(&self, server: &TestServer) -> PubkySigner {
+        let signer = self.pubky().signer(Keypair::random());
+        signer
+            .signup(&server.public_key(), None)
+            .await
+            .expect("signup");
+        signer
     }
 
     /// Waits until `server`'s PKARR record resolves on this network, so that the SDK can find it. A

@@ -9,13 +9,16 @@
 
 use std::time::Duration;
 
-use homestead_sdk_0_17_tests::{Blobs, Metadata, Relay, TestNet, server_error};
+use homestead_sdk_0_17_tests::{
+    Blobs, Metadata, Relay, TestNet, put_created, server_error, sign_out,
+};
 use pubky::{AuthFlowKind, Capabilities, Capability, Keypair, PubkyCookieAuthFlow};
 
 async fn cookie_suite(metadata: Metadata, blobs: Blobs) {
     let net = TestNet::new();
-    let server = net.server().metadata(metadata).blobs(blobs).start().await;
-    net.wait_until_resolvable(&server).await;
+    let server = net
+        .serve(net.server().metadata(metadata).blobs(blobs))
+        .await;
     let pubky = net.pubky();
     let alice = pubky.signer(Keypair::random());
 
@@ -32,8 +35,7 @@ async fn cookie_suite(metadata: Metadata, blobs: Blobs) {
 
     // Storage through the cookie.
     let storage = session.storage();
-    let put = storage.put("/pub/legacy.app/a.txt", "hello").await.unwrap();
-    assert_eq!(put.status(), 201);
+    put_created(&storage, "/pub/legacy.app/a.txt", "hello").await;
     let read = storage.get("/pub/legacy.app/a.txt").await.unwrap();
     assert_eq!(read.text().await.unwrap(), "hello");
     let live = session.revalidate().await.unwrap().expect("GET /session");
@@ -45,38 +47,18 @@ async fn cookie_suite(metadata: Metadata, blobs: Blobs) {
         .and_then(|cookie| cookie.export_secret())
         .expect("cookie secret");
     let restored = net.pubky().restore_session(&secret).await.expect("restore");
-    let put = restored
-        .storage()
-        .put("/pub/legacy.app/c.txt", "again")
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 201);
+    put_created(&restored.storage(), "/pub/legacy.app/c.txt", "again").await;
 
     // POST /session: a second cookie session of the same user.
     let second = alice.signin_cookie().await.expect("cookie signin");
     assert!(second.as_cookie().is_some());
-    second
-        .storage()
-        .put("/pub/legacy.app/d.txt", "two")
-        .await
-        .unwrap();
+    put_created(&second.storage(), "/pub/legacy.app/d.txt", "two").await;
 
     // DELETE /session ends that session only.
-    let stale = session.clone();
-    session
-        .signout()
-        .await
-        .map_err(|(e, _)| e)
-        .expect("signout");
-    assert!(stale.revalidate().await.unwrap().is_none(), "session gone");
+    let stale = sign_out(session).await;
     let (status, _) = server_error(stale.storage().put("/pub/legacy.app/e.txt", "x").await);
     assert_eq!(status, 401);
-    let put = second
-        .storage()
-        .put("/pub/legacy.app/e.txt", "still")
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 201);
+    put_created(&second.storage(), "/pub/legacy.app/e.txt", "still").await;
     assert!(second.revalidate().await.unwrap().is_some());
 
     // The cookie auth flow of a keyless app: the signer sends an AuthToken through the relay.
@@ -97,12 +79,7 @@ async fn cookie_suite(metadata: Metadata, blobs: Blobs) {
         .expect("cookie session for the app");
     assert_eq!(app.info().public_key(), &alice.public_key());
     assert_eq!(app.info().capabilities(), requested.as_slice());
-    let put = app
-        .storage()
-        .put("/pub/legacy.app/f.txt", "app")
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 201);
+    put_created(&app.storage(), "/pub/legacy.app/f.txt", "app").await;
     let (status, message) = server_error(app.storage().put("/pub/other.app/f.txt", "no").await);
     assert_eq!(
         (status, message.as_str()),

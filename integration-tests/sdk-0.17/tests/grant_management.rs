@@ -6,26 +6,18 @@
 use std::time::Duration;
 
 use homestead_sdk_0_17_tests::{
-    Blobs, Metadata, Relay, TestNet, bearer_call, client_id, keyless_app, refresh_status,
-    server_error,
+    Blobs, Metadata, Relay, TestNet, bearer_call, client_id, keyless_app, put_created,
+    refresh_status, server_error,
 };
-use pubky::{GrantManager, Keypair, Method};
+use pubky::{GrantManager, Method};
 
 const APP: (&str, &str, &str) = ("chat.app", "/pub/chat.app/:rw", "/pub/chat.app/:rw");
 
 async fn management_suite(metadata: Metadata, blobs: Blobs) {
-    let net = TestNet::new();
-    let server = net.server().metadata(metadata).blobs(blobs).start().await;
-    net.wait_until_resolvable(&server).await;
-    let relay = Relay::start().await;
-    let ring = net.pubky().signer(Keypair::random());
-    ring.signup(&server.public_key(), None)
-        .await
-        .expect("signup");
+    let (net, _server, relay, ring) = TestNet::with_ring(metadata, blobs).await;
     let root = ring.signin(client_id("ring.app")).await.expect("signin");
     let app = keyless_app(&net, &relay, &ring, APP).await;
-    let put = app.storage().put("/pub/chat.app/a", "1").await.unwrap();
-    assert_eq!(put.status(), 201);
+    put_created(&app.storage(), "/pub/chat.app/a", "1").await;
 
     // The list holds both grants, the app's with its one capability as a string.
     let manager = GrantManager::new(&root);
@@ -75,8 +67,7 @@ async fn management_suite(metadata: Metadata, blobs: Blobs) {
         .revoke(&app_grant)
         .await
         .expect("revoking again is fine");
-    let put = root.storage().put("/pub/chat.app/c", "3").await.unwrap();
-    assert_eq!(put.status(), 201);
+    put_created(&root.storage(), "/pub/chat.app/c", "3").await;
 }
 
 homestead_sdk_0_17_tests::on_main_backend_pairs!(management_suite: grant_management_on_sqlite_fs, grant_management_on_postgres_s3);
@@ -85,19 +76,11 @@ homestead_sdk_0_17_tests::on_main_backend_pairs!(management_suite: grant_managem
 /// root session revokes its grant through the first, and the second refuses it on the next request.
 async fn revocation_across_instances() {
     let net = TestNet::new();
-    let first = net
-        .server()
-        .metadata(Metadata::Postgres)
-        .blobs(Blobs::S3)
-        .start()
-        .await;
-    net.wait_until_resolvable(&first).await;
+    let first_builder = net.server().metadata(Metadata::Postgres).blobs(Blobs::S3);
+    let first = net.serve(first_builder).await;
     let second = net.server().sharing(&first).start().await;
     let relay = Relay::start().await;
-    let ring = net.pubky().signer(Keypair::random());
-    ring.signup(&first.public_key(), None)
-        .await
-        .expect("signup");
+    let ring = net.signed_up(&first).await;
     let root = ring.signin(client_id("ring.app")).await.expect("signin");
     let app = keyless_app(&net, &relay, &ring, APP).await;
     let view = app.as_grant().expect("grant");

@@ -3,7 +3,8 @@
 //! rotates the bearer, revalidation, and sign-out after which the session's writes fail.
 
 use homestead_sdk_0_17_tests::{
-    Blobs, Metadata, TestNet, TestServer, bearer_call, client_id, refresh_status, server_error,
+    Blobs, Metadata, TestNet, TestServer, bearer_call, client_id, put_created, refresh_status,
+    server_error, sign_out,
 };
 use pubky::{Capability, Keypair, Method, PublicKey};
 
@@ -51,11 +52,7 @@ async fn session_life(net: &TestNet, server: &TestServer, token: Option<String>)
 
     // Writes and reads inside the root session.
     let storage = session.storage();
-    let put = storage
-        .put("/pub/homestead.test/a.txt", "hello")
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 201);
+    put_created(&storage, "/pub/homestead.test/a.txt", "hello").await;
     let read = storage.get("/pub/homestead.test/a.txt").await.unwrap();
     assert_eq!(read.text().await.unwrap(), "hello");
 
@@ -71,25 +68,15 @@ async fn session_life(net: &TestNet, server: &TestServer, token: Option<String>)
         (401, "No authenticated session found")
     );
     assert_eq!(grant_created_at(server, &second).await, created_at);
-    let put = storage
-        .put("/pub/homestead.test/c.txt", "after refresh")
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 201);
+    put_created(&storage, "/pub/homestead.test/c.txt", "after refresh").await;
 
     // A second sign-in is a second grant; signing out the first leaves it alone.
     let other = alice
         .signin(client_id("homestead.other"))
         .await
         .expect("second signin");
-    let stale = session.clone();
     let bearer = view.current_bearer().await;
-    session
-        .signout()
-        .await
-        .map_err(|(e, _)| e)
-        .expect("signout");
-    assert!(stale.revalidate().await.unwrap().is_none(), "session gone");
+    let stale = sign_out(session).await;
     let (status, message) =
         server_error(stale.storage().put("/pub/homestead.test/d.txt", "x").await);
     assert_eq!(
@@ -108,31 +95,21 @@ async fn session_life(net: &TestNet, server: &TestServer, token: Option<String>)
         401,
         "the signed-out grant is revoked"
     );
-    let put = other
-        .storage()
-        .put("/pub/homestead.test/d.txt", "other")
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 201);
+    put_created(&other.storage(), "/pub/homestead.test/d.txt", "other").await;
 }
 
 async fn open_suite(metadata: Metadata, blobs: Blobs) {
     let net = TestNet::new();
-    let server = net.server().metadata(metadata).blobs(blobs).start().await;
-    net.wait_until_resolvable(&server).await;
+    let server = net
+        .serve(net.server().metadata(metadata).blobs(blobs))
+        .await;
     session_life(&net, &server, None).await;
 }
 
 async fn token_suite(metadata: Metadata, blobs: Blobs) {
     let net = TestNet::new();
-    let server = net
-        .server()
-        .metadata(metadata)
-        .blobs(blobs)
-        .token_required()
-        .start()
-        .await;
-    net.wait_until_resolvable(&server).await;
+    let builder = net.server().metadata(metadata).blobs(blobs);
+    let server = net.serve(builder.token_required()).await;
     let homeserver = server.public_key();
     let signer = net.pubky().signer(Keypair::random());
     let (status, message) = server_error(signer.signup(&homeserver, None).await);

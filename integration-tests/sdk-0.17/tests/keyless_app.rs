@@ -2,18 +2,11 @@
 //! user's signer ("Ring") approves a narrower set; the application exchanges the delivered grant and
 //! may write inside its scope and nowhere else.
 
-use homestead_sdk_0_17_tests::{Blobs, Metadata, Relay, TestNet, keyless_app, server_error};
-use pubky::{Capabilities, Keypair};
+use homestead_sdk_0_17_tests::{Blobs, Metadata, TestNet, keyless_app, put_created, server_error};
+use pubky::Capabilities;
 
 async fn keyless_suite(metadata: Metadata, blobs: Blobs) {
-    let net = TestNet::new();
-    let server = net.server().metadata(metadata).blobs(blobs).start().await;
-    net.wait_until_resolvable(&server).await;
-    let relay = Relay::start().await;
-    let ring = net.pubky().signer(Keypair::random());
-    ring.signup(&server.public_key(), None)
-        .await
-        .expect("signup");
+    let (net, server, relay, ring) = TestNet::with_ring(metadata, blobs).await;
 
     let scope = "/pub/chat.app/:rw";
     let app = keyless_app(
@@ -37,11 +30,7 @@ async fn keyless_suite(metadata: Metadata, blobs: Blobs) {
 
     // Inside the scope.
     let storage = app.storage();
-    let put = storage
-        .put("/pub/chat.app/room/1.json", "{}")
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 201);
+    put_created(&storage, "/pub/chat.app/room/1.json", "{}").await;
     let read = storage.get("/pub/chat.app/room/1.json").await.unwrap();
     assert_eq!(read.text().await.unwrap(), "{}");
     let gone = storage.delete("/pub/chat.app/room/1.json").await.unwrap();

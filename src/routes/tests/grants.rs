@@ -19,6 +19,10 @@ const G1: &str = "eyJhbGciOiJFZERTQSIsInR5cCI6InB1Ymt5LWdyYW50In0.eyJpc3MiOiI4cG
 /// §24.3, G2 (an expired signup grant) and P1 (a proof from 2023).
 const G2: &str = "eyJhbGciOiJFZERTQSIsInR5cCI6InB1Ymt5LWdyYW50In0.eyJpc3MiOiI4cGlueHhncXM0MW40YWlkaWRlbnc1YXBxcDF1cmZtemR6dHI4anQ0YWJya2RuNDM1ZXdvIiwiY2xpZW50X2lkIjoicHVia3kuc2lnbnVwIiwiY2FwcyI6WyIvOnJ3Il0sImNuZiI6InRrcnE4em13YjhhM205azE1Y3N1M3ExN3FtZmdxbnA5ZHNrYnJnOXVxMXJ5ZHB5eHA3cXkiLCJqdGkiOiJBQUVDQXdRRkJnY0lDUW9MREEwT0R3IiwiaWF0IjoxNzAwMDAwMDAwLCJleHAiOjE3MDAwMDAzMDB9.MuArnQfuLiwVm49L_u5k9Zm-e-ZX_f74WsXdYVX2Fn3WWs741BpPwYf4CTZl4NZkNm9F8kzXDLe5WSvhfqrgBA";
 const P1: &str = "eyJhbGciOiJFZERTQSIsInR5cCI6InB1Ymt5LXBvcCJ9.eyJhdWQiOiJvcmh6cWRpZXh3bWk2aWlka3R1Y2d1ZDYzdWZhNW53dHN1emR4ZTE3NmE4aXpkNmpzcWt5IiwiZ2lkIjoiQUFFQ0F3UUZCZ2NJQ1FvTERBME9EdyIsIm5vbmNlIjoiRUJFU0V4UVZGaGNZR1JvYkhCMGVIdyIsImlhdCI6MTcwMDAwMDAwMH0.bj7vDvvTmI2Cf0wEsLP8pNh7QcRP5q-yBu9buMup9Uvuy7JkuJxwblr10dLy6CL5jcGdh-0vs0tkdPm3n1O6Cw";
+/// The refusal of a grant stored for another user or client key.
+const NOT_YOURS: &str = "Grant does not belong to authenticated user";
+/// The refusal of a request without a usable session.
+const NO_SESSION: &str = "No authenticated session found";
 /// G1's id.
 const G1_ID: &str = "AAECAwQFBgcICQoLDA0ODw";
 
@@ -159,12 +163,25 @@ fn bearer(answer: &Answer) -> String {
     json["token"].as_str().unwrap().to_string()
 }
 
+/// Sends `method uri` with `headers` and no body.
+async fn call(app: &TestApp, method: Method, uri: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = request(method, uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    app.client(request.body(Body::empty()).unwrap()).await
+}
+
 async fn with_bearer(app: &TestApp, method: Method, uri: &str, bearer: &str) -> Answer {
-    let request = request(method, uri)
-        .header(header::AUTHORIZATION, format!("Bearer {bearer}"))
-        .body(Body::empty())
-        .unwrap();
-    app.client(request).await
+    let authorization = format!("Bearer {bearer}");
+    call(app, method, uri, &[("authorization", &authorization)]).await
+}
+
+/// The status of `GET /auth/grant/session` with `bearer`.
+async fn session_status(app: &TestApp, bearer: &str) -> StatusCode {
+    with_bearer(app, Method::GET, "/auth/grant/session", bearer)
+        .await
+        .status
 }
 
 fn refusal(answer: &Answer) -> (u16, String) {
@@ -468,7 +485,7 @@ async fn exchanging_g1_gives_a_bearer_session_in_the_wire_order() {
     expect(
         &with_bearer(&app, Method::GET, "/auth/grant/session", token).await,
         401,
-        "No authenticated session found",
+        NO_SESSION,
     );
     let again = with_bearer(&app, Method::GET, "/auth/grant/session", &second).await;
     let again: Value = serde_json::from_slice(&again.body).unwrap();
@@ -649,7 +666,7 @@ async fn a_reused_grant_id_of_another_user_is_refused() {
     expect(
         &exchange(&app, &stolen_id, &mallory, G1_ID).await,
         403,
-        "Grant does not belong to authenticated user",
+        NOT_YOURS,
     );
     // The same user with another client key is another grant too.
     let other_client = Keypair::random();
@@ -657,30 +674,13 @@ async fn a_reused_grant_id_of_another_user_is_refused() {
     expect(
         &exchange(&app, &same_user, &other_client, G1_ID).await,
         403,
-        "Grant does not belong to authenticated user",
+        NOT_YOURS,
     );
-    assert_eq!(
-        with_bearer(&app, Method::GET, "/auth/grant/session", &g1_bearer)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(session_status(&app, &g1_bearer).await, StatusCode::OK);
     // Proof logout with the foreign grant is refused the same way.
-    let logout = request(Method::DELETE, "/auth/grant/session")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body(&stolen_id, &pop(&mallory, G1_ID))))
-        .unwrap();
-    expect(
-        &app.client(logout).await,
-        403,
-        "Grant does not belong to authenticated user",
-    );
-    assert_eq!(
-        with_bearer(&app, Method::GET, "/auth/grant/session", &g1_bearer)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    let logout = proof_logout(&app, &stolen_id, &mallory, G1_ID).await;
+    expect(&logout, 403, NOT_YOURS);
+    assert_eq!(session_status(&app, &g1_bearer).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -697,7 +697,7 @@ async fn signing_out_revokes_the_whole_grant() {
                 .unwrap(),
         )
         .await;
-    expect(&none, 401, "No authenticated session found");
+    expect(&none, 401, NO_SESSION);
     for value in [
         format!("Bearer {}", &token[..42]),
         format!("bearer {token}"),
@@ -706,37 +706,21 @@ async fn signing_out_revokes_the_whole_grant() {
             .header(header::AUTHORIZATION, value)
             .body(Body::empty())
             .unwrap();
-        expect(
-            &app.client(request).await,
-            401,
-            "No authenticated session found",
-        );
+        expect(&app.client(request).await, 401, NO_SESSION);
     }
     let cookie_user = Keypair::random();
-    let signup = request(Method::POST, "/signup")
-        .body(Body::from(token_of(&cookie_user)))
-        .unwrap();
-    let cookie = app
-        .client(signup)
-        .await
-        .header(header::SET_COOKIE)
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let with_cookie = request(Method::GET, "/auth/grant/session")
-        .header("pubky-host", cookie_user.public_key().z32())
-        .header("cookie", &cookie)
-        .body(Body::empty())
-        .unwrap();
-    expect(&app.client(with_cookie).await, 401, "Unauthorized");
+    let cookie = cookie_session(&app, "/signup", &cookie_user, "/:rw").await;
+    let tenant = cookie_user.public_key().z32();
+    let headers = [("pubky-host", tenant.as_str()), ("cookie", &cookie)];
+    let with_cookie = call(&app, Method::GET, "/auth/grant/session", &headers).await;
+    expect(&with_cookie, 401, "Unauthorized");
 
     let delete = with_bearer(&app, Method::DELETE, "/auth/grant/session", &token).await;
     assert_eq!((delete.status, delete.body.len()), (StatusCode::OK, 0));
     expect(
         &with_bearer(&app, Method::GET, "/auth/grant/session", &token).await,
         401,
-        "No authenticated session found",
+        NO_SESSION,
     );
     expect(
         &exchange(&app, G1, &client, G1_ID).await,
@@ -760,8 +744,15 @@ async fn signing_out_revokes_the_whole_grant() {
     assert_eq!(bare.status, StatusCode::OK);
 }
 
-fn token_of(keypair: &Keypair) -> Vec<u8> {
-    token(keypair, "/:rw")
+/// Signs `keypair` up (`route` `/signup`) or in (`/session`) with an AuthToken for `caps`; returns the
+/// `name=secret` pair of the session cookie.
+async fn cookie_session(app: &TestApp, route: &str, keypair: &Keypair, caps: &str) -> String {
+    let request = request(Method::POST, route)
+        .body(Body::from(token(keypair, caps)))
+        .unwrap();
+    let answer = app.client(request).await;
+    let cookie = answer.header(header::SET_COOKIE);
+    cookie.split(';').next().unwrap().to_string()
 }
 
 async fn proof_logout(app: &TestApp, grant: &str, client: &Keypair, gid: &str) -> Answer {
@@ -793,7 +784,7 @@ async fn proof_logout_works_without_a_bearer_even_after_expiry() {
     expect(
         &with_bearer(&app, Method::GET, "/auth/grant/session", &token).await,
         401,
-        "No authenticated session found",
+        NO_SESSION,
     );
     assert_eq!(
         proof_logout(&app, G1, &client, G1_ID).await.status,
@@ -854,7 +845,7 @@ async fn root_sessions_list_and_revoke_grants() {
         )
         .await,
         401,
-        "No authenticated session found",
+        NO_SESSION,
     );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let listed = with_bearer(&app, Method::GET, "/auth/grant/sessions", &root_bearer).await;
@@ -913,7 +904,7 @@ async fn root_sessions_list_and_revoke_grants() {
         )
         .await,
         403,
-        "Grant does not belong to authenticated user",
+        NOT_YOURS,
     );
     let revoked = with_bearer(
         &app,
@@ -937,7 +928,7 @@ async fn root_sessions_list_and_revoke_grants() {
     expect(
         &with_bearer(&app, Method::GET, "/auth/grant/session", &g1_bearer).await,
         401,
-        "No authenticated session found",
+        NO_SESSION,
     );
     let listed = with_bearer(&app, Method::GET, "/auth/grant/sessions", &root_bearer)
         .await
@@ -945,47 +936,19 @@ async fn root_sessions_list_and_revoke_grants() {
     assert!(!listed.contains(G1_ID), "{listed}");
 
     // A root cookie session may list too (the cookie needs the user as tenant).
-    let signin = request(Method::POST, "/session")
-        .body(Body::from(token_of(&user)))
-        .unwrap();
-    let cookie = app
-        .client(signin)
-        .await
-        .header(header::SET_COOKIE)
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let by_cookie = request(Method::GET, "/auth/grant/sessions")
-        .header("pubky-host", user.public_key().z32())
-        .header("cookie", cookie)
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(app.client(by_cookie).await.status, StatusCode::OK);
+    let cookie = cookie_session(&app, "/session", &user, "/:rw").await;
+    let tenant = user.public_key().z32();
+    let headers = [("pubky-host", tenant.as_str()), ("cookie", &cookie)];
+    let by_cookie = call(&app, Method::GET, "/auth/grant/sessions", &headers).await;
+    assert_eq!(by_cookie.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn bearer_and_cookie_precedence() {
     let app = TestApp::builder().build().await;
     let (a, b) = (Keypair::random(), Keypair::random());
-    let cookie_of = |keypair: &Keypair| {
-        let app = &app;
-        let token = token_of(keypair);
-        async move {
-            let signup = request(Method::POST, "/signup")
-                .body(Body::from(token))
-                .unwrap();
-            let answer = app.client(signup).await;
-            answer
-                .header(header::SET_COOKIE)
-                .split(';')
-                .next()
-                .unwrap()
-                .to_string()
-        }
-    };
-    let cookie_a = cookie_of(&a).await;
-    let cookie_b = cookie_of(&b).await;
+    let cookie_a = cookie_session(&app, "/signup", &a, "/:rw").await;
+    let cookie_b = cookie_session(&app, "/signup", &b, "/:rw").await;
     let client = Keypair::random();
     let grant_a = Grant::session(&a, &client, &["/:rw"], "granta").jws();
     let bearer_a = bearer(&exchange(&app, &grant_a, &client, "granta").await);
@@ -1015,38 +978,20 @@ async fn bearer_and_cookie_precedence() {
         StatusCode::CREATED
     );
     // No credential at all; A's cookie presented for B's files is no identity.
-    expect(
-        &put(&b, None, "").await,
-        401,
-        "No authenticated session found",
-    );
+    expect(&put(&b, None, "").await, 401, NO_SESSION);
     let foreign = format!(
         "{}={}",
         b.public_key().z32(),
         cookie_a.split_once('=').unwrap().1
     );
-    expect(
-        &put(&b, None, &foreign).await,
-        401,
-        "No authenticated session found",
-    );
+    expect(&put(&b, None, &foreign).await, 401, NO_SESSION);
 }
 
 #[tokio::test]
 async fn cookie_capabilities_use_the_new_coverage_rule() {
     let app = TestApp::builder().build().await;
     let user = Keypair::random();
-    let signup = request(Method::POST, "/signup")
-        .body(Body::from(token(&user, "/pub/app:rw")))
-        .unwrap();
-    let cookie = app
-        .client(signup)
-        .await
-        .header(header::SET_COOKIE)
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = cookie_session(&app, "/signup", &user, "/pub/app:rw").await;
     let put = |path: &'static str| {
         let request = request(Method::PUT, path)
             .header("pubky-host", user.public_key().z32())
@@ -1066,33 +1011,18 @@ async fn the_storage_metric_counts_addressing_and_credentials() {
     let app = TestApp::builder().build().await;
     let user = Keypair::random();
     let pk = user.public_key().z32();
-    let signup = request(Method::POST, "/signup")
-        .body(Body::from(token_of(&user)))
-        .unwrap();
-    let cookie = app
-        .client(signup)
-        .await
-        .header(header::SET_COOKIE)
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = cookie_session(&app, "/signup", &user, "/:rw").await;
     let put = request(Method::PUT, &format!("/storage/{pk}/pub/m?pubky-host={pk}"))
         .header("pubky-host", &pk)
         .header("cookie", &cookie)
         .body(Body::from("x"))
         .unwrap();
     assert_eq!(app.client(put).await.status, StatusCode::CREATED);
-    let get = request(Method::GET, "/pub/m")
-        .header("pubky-host", &pk)
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(app.client(get).await.status, StatusCode::OK);
-    let other = request(Method::GET, &format!("/storage/{pk}/pub/m"))
-        .header("pubky-host", seed(9).public_key().z32())
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(app.client(other).await.status, StatusCode::OK);
+    let get = call(&app, Method::GET, "/pub/m", &[("pubky-host", &pk)]).await;
+    assert_eq!(get.status, StatusCode::OK);
+    let (uri, other_key) = (format!("/storage/{pk}/pub/m"), seed(9).public_key().z32());
+    let other = call(&app, Method::GET, &uri, &[("pubky-host", &other_key)]).await;
+    assert_eq!(other.status, StatusCode::OK);
     let metrics = app.state.metrics.render().unwrap();
     let sample = |labels: &str| {
         metrics
@@ -1159,10 +1089,8 @@ async fn a_bearer_never_writes_another_users_files() {
             );
         }
     }
-    let read = request(Method::GET, &format!("/storage/{b_key}/pub/x"))
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(app.client(read).await.status, StatusCode::NOT_FOUND);
+    let read = call(&app, Method::GET, &format!("/storage/{b_key}/pub/x"), &[]).await;
+    assert_eq!(read.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -1172,10 +1100,14 @@ async fn the_cookie_session_route_is_not_for_bearers() {
     grant_signup(&app, &user).await;
     let grant = Grant::session(&user, &client, &["/:rw"], "cookieless").jws();
     let token = bearer(&exchange(&app, &grant, &client, "cookieless").await);
-    let request = request(Method::GET, "/session")
-        .header("pubky-host", user.public_key().z32())
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap();
-    expect(&app.client(request).await, 401, "Unauthorized");
+    let (tenant, authorization) = (user.public_key().z32(), format!("Bearer {token}"));
+    let headers = [
+        ("pubky-host", tenant.as_str()),
+        ("authorization", &authorization),
+    ];
+    expect(
+        &call(&app, Method::GET, "/session", &headers).await,
+        401,
+        "Unauthorized",
+    );
 }
