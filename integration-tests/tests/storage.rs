@@ -1420,13 +1420,22 @@ async fn hostile_table(server: &TestServer) {
             204,
             Some(String::new()),
         ),
+        // A file scope (no trailing slash) covers that file only (PROTOCOL-0.17.md §4.3).
+        (
+            "PUT",
+            "/pub/app".into(),
+            unslashed.auth(),
+            b"x".to_vec(),
+            201,
+            Some(String::new()),
+        ),
         (
             "PUT",
             "/pub/app/x".into(),
             unslashed.auth(),
             b"x".to_vec(),
-            201,
-            Some(String::new()),
+            403,
+            Some(no_write.clone()),
         ),
         (
             "PUT",
