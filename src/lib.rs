@@ -25,3 +25,4 @@ pub mod stream_slots;
 pub mod telemetry;
 pub mod user_quota;
 pub mod user_republisher;
+pub mod webdav;

@@ -22,8 +22,8 @@ use crate::event_bus::{self, EventBus, EventTail};
 use crate::health::Health;
 use crate::listing;
 use crate::metadata::{
-    Accounts, Deleted, Entry, Event, EventFilter, Files, Grants, Metadata, MetadataError, Micros,
-    NewEntry, Operations, PutOutcome, Quota, User, WriteMode, now_micros,
+    Accounts, Deleted, Entry, Event, EventFilter, Files, Grants, Locks, Metadata, MetadataError,
+    Micros, NewEntry, Operations, PutOutcome, Quota, User, WriteMode, now_micros,
 };
 use crate::path::{DirPath, EntryPath, NormalizedPath};
 use crate::small_blobs::MAX_CACHED_BODY;
@@ -396,6 +396,11 @@ impl Store {
 
     /// Stored grants, their bearer sessions and the PoP nonces already used.
     pub fn grants(&self) -> &dyn Grants {
+        self.inner.metadata.as_ref()
+    }
+
+    /// WebDAV write locks on users' file paths, shared by every instance on this database.
+    pub fn locks(&self) -> &dyn Locks {
         self.inner.metadata.as_ref()
     }
 

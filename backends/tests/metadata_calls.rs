@@ -10,9 +10,9 @@ use bytes::Bytes;
 use futures_util::stream;
 use homestead_backends::metadata::{
     self, Accounts, BearerRecord, Counts, Deleted, Entry, Event, EventFilter, Files, GrantRecord,
-    Grants, Metadata, Micros, MintOutcome, NewEntry, NewGrant, NewSession, NewSignupToken,
+    Grants, Locks, Metadata, Micros, MintOutcome, NewEntry, NewGrant, NewSession, NewSignupToken,
     Operations, PathScan, PutOutcome, Quota, Result, SessionRecord, SignupOutcome,
-    SignupTokenRecord, User, UserLimits, WriteMode, now_micros,
+    SignupTokenRecord, TakeOutcome, User, UserLimits, WriteMode, now_micros,
 };
 use homestead_backends::store::{ReadOptions, WriteLimits};
 use homestead_backends::{BlobStore, EntryPath, Store};
@@ -87,6 +87,15 @@ counted!(Grants {
     grant(id: &str) -> Option<GrantRecord>;
     revoke_grant(id: &str, now: i64) -> bool;
     live_grants(public_key: &str, now: i64) -> Vec<GrantRecord>;
+});
+
+counted!(Locks {
+    take_lock(owner: &str, path: &EntryPath, token: &str, seconds: u32) -> TakeOutcome;
+    refresh_lock(owner: &str, path: &EntryPath, tokens: &[String], seconds: u32) -> Option<String>;
+    release_lock(owner: &str, path: &EntryPath, token: &str) -> bool;
+    live_lock(owner: &str, path: &EntryPath) -> Option<String>;
+    keep_lock_alive(token: &str, seconds: u32) -> bool;
+    holds_lock(owner: &str, path: &EntryPath, token: &str) -> bool;
 });
 
 counted!(Operations {

@@ -6,6 +6,7 @@ mod auth;
 mod events;
 mod grants;
 pub(crate) mod listing;
+pub mod locks;
 mod signup_tokens;
 pub(crate) mod storage;
 
@@ -150,7 +151,7 @@ async fn info() -> impl IntoResponse {
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
-        r#"{"features":["path-addressed-storage","grant-proof-logout"]}"#,
+        r#"{"features":["path-addressed-storage","grant-proof-logout","webdav-locks"]}"#,
     )
 }
 

@@ -23,7 +23,7 @@ use crate::authorization::{authorize, check_scope, check_write};
 use crate::http_error::HttpError;
 use crate::lookups::StoreCredentials;
 use crate::metrics::StorageRequest;
-use crate::routes::{AppState, listing};
+use crate::routes::{AppState, listing, locks};
 
 /// The methods a storage path supports.
 const ALLOW: &str = "GET, HEAD, PUT, DELETE";
@@ -61,6 +61,9 @@ pub async fn path_addressed(
         return HttpError::bad_request(format!("Invalid URL: invalid public key {owner:?}"))
             .into_response();
     };
+    if !matches!(request.method().as_str(), "GET" | "HEAD" | "PUT" | "DELETE") {
+        return locks::webdav_method(&app, &owner, &authentication, &raw_path, request).await;
+    }
     serve(
         &app,
         Some(owner),
@@ -112,7 +115,7 @@ async fn serve(
         Method::DELETE => {
             let path = entry_path(path)?;
             check_write(principal, &path)?;
-            delete(app, &owner, path).await
+            delete(app, &owner, path, request.headers()).await
         }
         _ => {
             let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
@@ -315,13 +318,17 @@ async fn put(app: &AppState, path: EntryPath, request: Request) -> Result<Respon
     if let Some(length) = declared_length(&request) {
         fits(plan.room(), length)?;
     }
+    // §17.4: a live lock admits only a write that names it; the write keeps it alive and re-checks it.
+    let lock = locks::write_lock(&app.store, &user.public_key, &path, request.headers()).await?;
     let limits = WriteLimits {
         max_bytes: app.max_body_bytes,
     };
     let mut body = request.into_body().into_data_stream();
     let patient = patient_body(&mut body, app.body_read_timeout);
     // A refused body's unread rest is read by the drain layer before the refusal goes out.
-    let written = app.store.commit(plan, patient, limits).await?;
+    let body = locks::confirmed(patient, lock);
+    let written = app.store.commit(plan, body, limits).await;
+    let written = written.map_err(locks::commit_error)?;
     app.metrics.bytes_written.add(written.content_length, &[]);
     Ok(StatusCode::CREATED.into_response())
 }
@@ -366,19 +373,29 @@ fn write_not_allowed() -> HttpError {
     HttpError::new(StatusCode::FORBIDDEN, "Write to this path is not allowed")
 }
 
-async fn delete(app: &AppState, owner: &str, path: EntryPath) -> Result<Response, HttpError> {
+async fn delete(
+    app: &AppState,
+    owner: &str,
+    path: EntryPath,
+    headers: &HeaderMap,
+) -> Result<Response, HttpError> {
     let user = app
         .store
         .accounts()
         .user(owner)
         .await?
         .ok_or_else(HttpError::not_found)?;
+    // §17.4, before a missing file's 404: a tokenless delete of a locked path is a 423.
+    let lock = locks::write_lock(&app.store, owner, &path, headers).await?;
     if !user.limits.may_write(path.as_str()) {
         // A missing file is a 404 before the allow-list says no.
         return Err(match app.store.head(owner, &path).await? {
             None => HttpError::not_found(),
             Some(_) => write_not_allowed(),
         });
+    }
+    if let Some(lock) = &lock {
+        lock.confirm().await?;
     }
     match app.store.delete(owner, &path).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),

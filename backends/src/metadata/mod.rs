@@ -1,7 +1,7 @@
-//! The metadata database, split by job into four traits: [`Files`] (entries and the event log, which
+//! The metadata database, split by job into five traits: [`Files`] (entries and the event log, which
 //! the Store owns), [`Accounts`] (users, sessions, signup tokens, used AuthToken ids, PKARR packets),
-//! [`Grants`] (stored grants, their bearer sessions, used PoP nonces) and [`Operations`] (engine, counts,
-//! pools, ping). A PostgreSQL and a SQLite implementation run the same SQL (written once, in the `sql`
+//! [`Grants`] (stored grants, their bearer sessions, used PoP nonces), [`Locks`] (WebDAV write locks) and
+//! [`Operations`] (engine, counts, pools, ping). A PostgreSQL and a SQLite implementation run the same SQL (written once, in the `sql`
 //! module) except for the few statements where the engines differ: row locking, the event-order lock
 //! and how a write transaction starts.
 
@@ -9,6 +9,7 @@ mod accounts;
 mod files;
 mod grants;
 mod group_commit;
+mod locks;
 mod operations;
 mod pop_nonces;
 mod postgres;
@@ -28,6 +29,7 @@ pub use files::{
     PutOutcome, Version, WriteMode,
 };
 pub use grants::{BearerRecord, GrantRecord, Grants, MintOutcome, NewGrant};
+pub use locks::{Locks, TakeOutcome};
 pub use operations::{Counts, Operations};
 pub use postgres::PostgresMetadata;
 pub use sqlite::SqliteMetadata;
@@ -75,10 +77,10 @@ pub enum MetadataError {
 /// Shorthand for results of this module.
 pub type Result<T, E = MetadataError> = std::result::Result<T, E>;
 
-/// The whole metadata database: one engine implements all four jobs.
-pub trait Metadata: Files + Accounts + Grants + Operations {}
+/// The whole metadata database: one engine implements all five jobs.
+pub trait Metadata: Files + Accounts + Grants + Locks + Operations {}
 
-impl<T: Files + Accounts + Grants + Operations> Metadata for T {}
+impl<T: Files + Accounts + Grants + Locks + Operations> Metadata for T {}
 
 /// Connects to the database a URL names and applies pending migrations.
 pub async fn open(url: &DatabaseUrl) -> Result<Box<dyn Metadata>> {

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, Postgr
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use super::sql::{impl_metadata, read_for_put, read_grant, upsert_entry};
+use super::sql::{impl_metadata, lock_statements, read_for_put, read_grant, upsert_entry};
 use super::{MetadataError, Result};
 
 /// Metadata in PostgreSQL.
@@ -53,6 +53,9 @@ impl PostgresMetadata {
         Some("SELECT pg_advisory_xact_lock(7311142570157080576), pg_notify('events', '')");
     /// Reads and writes share one pool.
     const SEPARATE_WRITE_POOL: bool = false;
+    // The database's clock in milliseconds: `now()` is the start of the statement (each lock statement
+    // runs alone), the same for every row it compares.
+    lock_statements!("CAST(FLOOR(EXTRACT(EPOCH FROM now()) * 1000) AS BIGINT)");
 
     fn hints(&self) -> Option<Arc<Notify>> {
         Some(self.hints.clone())

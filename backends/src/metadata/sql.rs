@@ -1,6 +1,6 @@
 //! The SQL both engines share: statements as named constants, rows mapped to types by plain functions,
 //! the decisions of a write and of a bearer mint from their locked reads and the statements built at
-//! run time; and a macro that implements [`Files`], [`Accounts`], [`Grants`] and [`Operations`] for one
+//! run time; and a macro that implements [`Files`], [`Accounts`], [`Grants`], [`Locks`] and [`Operations`] for one
 //! engine by naming its sqlx database type in plain code that binds, runs and maps (a macro, because
 //! code generic over `sqlx::Database` drowns in trait bounds).
 //!
@@ -14,12 +14,14 @@
 //! new usage) and `WRITE_PUT_WHOLE` (whether it also moves the usage and appends the PUT event,
 //! returning its id), `BEGIN_WRITE` (the first statement of every write transaction: makes event ids
 //! visible in increasing order and wakes other instances at the commit, or `None`),
-//! `SEPARATE_WRITE_POOL` (whether `write` is a pool of its own rather than a clone of `read`), and
-//! methods `hints()` and `stop_listening()` for the wake-ups other instances send.
+//! `SEPARATE_WRITE_POOL` (whether `write` is a pool of its own rather than a clone of `read`), the lock
+//! statements of [`lock_statements!`] built on its database clock, and methods `hints()` and
+//! `stop_listening()` for the wake-ups other instances send.
 //!
 //! [`Files`]: super::Files
 //! [`Accounts`]: super::Accounts
 //! [`Grants`]: super::Grants
+//! [`Locks`]: super::Locks
 //! [`Operations`]: super::Operations
 
 use super::{
@@ -160,6 +162,64 @@ pub(super) const LIVE_GRANTS: &str = concat!(
      WHERE u.public_key = $1 AND g.revoked_at IS NULL AND g.expires_at > $2 \
      ORDER BY g.created_at, g.id"
 );
+
+// Locks.
+
+/// Deletes the lock with a token on a path, expired or not: parameters owner key, path, token.
+pub(super) const RELEASE_LOCK: &str = "DELETE FROM entry_locks \
+     WHERE user_id = (SELECT id FROM users WHERE public_key = $1) AND path = $2 AND token = $3";
+
+/// The lock statements (PROTOCOL-0.17 §17) as associated constants of an engine whose current time, in
+/// milliseconds since the Unix epoch on the database's clock, is the SQL expression `$now`: every lifetime
+/// is computed in SQL, so instances with different clocks agree on it.
+macro_rules! lock_statements {
+    ($now:literal) => {
+        /// Deletes the expired locks of every path.
+        const SWEEP_LOCKS: &'static str =
+            concat!("DELETE FROM entry_locks WHERE expires_at <= ", $now);
+        /// Inserts a lock, or replaces an expired one on its path, in one statement: parameters owner
+        /// key, path, token, seconds; returns the token when the path was taken (no row: a live lock
+        /// holds it, or there is no such user).
+        const TAKE_LOCK: &'static str = concat!(
+            "INSERT INTO entry_locks (user_id, path, token, expires_at) SELECT id, $2, $3, ",
+            $now,
+            " + $4 * 1000 FROM users WHERE public_key = $1 \
+             ON CONFLICT (user_id, path) DO UPDATE SET token = excluded.token, \
+             expires_at = excluded.expires_at WHERE entry_locks.expires_at <= ",
+            $now,
+            " RETURNING token"
+        );
+        /// The token of the live lock on a path: parameters owner key, path.
+        const LIVE_LOCK: &'static str = concat!(
+            "SELECT l.token FROM entry_locks l JOIN users u ON u.id = l.user_id \
+             WHERE u.public_key = $1 AND l.path = $2 AND l.expires_at > ",
+            $now
+        );
+        /// Restarts a live lock's lifetime, possibly shortening it: parameters token, seconds.
+        const REFRESH_LOCK: &'static str = concat!(
+            "UPDATE entry_locks SET expires_at = ",
+            $now,
+            " + $2 * 1000 WHERE token = $1 AND expires_at > ",
+            $now
+        );
+        /// Pushes a live lock's expiry to at least now + the seconds, never shortening it: parameters
+        /// token, seconds.
+        const KEEP_LOCK_ALIVE: &'static str = concat!(
+            "UPDATE entry_locks SET expires_at = CASE WHEN expires_at < ",
+            $now,
+            " + $2 * 1000 THEN ",
+            $now,
+            " + $2 * 1000 ELSE expires_at END WHERE token = $1 AND expires_at > ",
+            $now
+        );
+        /// 1 when a token is the live lock on a path, else 0: parameters owner key, path, token.
+        const HOLDS_LOCK: &'static str = concat!(
+            "SELECT COUNT(*) FROM entry_locks l JOIN users u ON u.id = l.user_id \
+             WHERE u.public_key = $1 AND l.path = $2 AND l.token = $3 AND l.expires_at > ",
+            $now
+        );
+    };
+}
 
 // Files.
 
@@ -549,10 +609,10 @@ macro_rules! impl_metadata {
         const _: () = {
             use $crate::metadata::{
                 Accounts, BearerRecord, Counts, Deleted, Entry, Event, EventFilter, Files,
-                GrantRecord, Grants, Micros, MintOutcome, NewEntry, NewGrant, NewSession,
+                GrantRecord, Grants, Locks, Micros, MintOutcome, NewEntry, NewGrant, NewSession,
                 NewSignupToken, Operations, PathScan, PutOutcome, Quota, Result, SessionRecord,
-                SignupOutcome, SignupTokenRecord, User, UserLimits, group_commit, pop_nonces,
-                query, sql,
+                SignupOutcome, SignupTokenRecord, TakeOutcome, User, UserLimits, group_commit,
+                pop_nonces, query, sql,
             };
             use $crate::path::EntryPath;
 
@@ -911,6 +971,117 @@ macro_rules! impl_metadata {
             }
 
             #[async_trait::async_trait]
+            impl Locks for Engine {
+                async fn take_lock(
+                    &self,
+                    owner: &str,
+                    path: &EntryPath,
+                    token: &str,
+                    seconds: u32,
+                ) -> Result<TakeOutcome> {
+                    // A failed clean-up does not fail the lock: the insert replaces an expired lock
+                    // on its own path anyway.
+                    if let Err(err) = sqlx::query(Self::SWEEP_LOCKS).execute(&self.write).await {
+                        tracing::warn!(%err, "cannot delete expired locks");
+                    }
+                    let taken: Option<String> = sqlx::query_scalar(Self::TAKE_LOCK)
+                        .bind(owner)
+                        .bind(path.as_str())
+                        .bind(token)
+                        .bind(i64::from(seconds))
+                        .fetch_optional(&self.write)
+                        .await
+                        .map_err(query("take lock"))?;
+                    if taken.is_some() {
+                        return Ok(TakeOutcome::Taken);
+                    }
+                    let user: Option<i64> = sqlx::query_scalar(sql::USER_ID)
+                        .bind(owner)
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err(query("look up user"))?;
+                    Ok(match user {
+                        Some(_) => TakeOutcome::Locked,
+                        None => TakeOutcome::NoSuchUser,
+                    })
+                }
+
+                async fn refresh_lock(
+                    &self,
+                    owner: &str,
+                    path: &EntryPath,
+                    tokens: &[String],
+                    seconds: u32,
+                ) -> Result<Option<String>> {
+                    // One lock per path: find it, then refresh it if it is still live.
+                    let Some(live) = self.live_lock(owner, path).await? else {
+                        return Ok(None);
+                    };
+                    if !tokens.contains(&live) {
+                        return Ok(None);
+                    }
+                    let done = sqlx::query(Self::REFRESH_LOCK)
+                        .bind(&live)
+                        .bind(i64::from(seconds))
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("refresh lock"))?;
+                    Ok((done.rows_affected() == 1).then_some(live))
+                }
+
+                async fn release_lock(
+                    &self,
+                    owner: &str,
+                    path: &EntryPath,
+                    token: &str,
+                ) -> Result<bool> {
+                    let done = sqlx::query(sql::RELEASE_LOCK)
+                        .bind(owner)
+                        .bind(path.as_str())
+                        .bind(token)
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("release lock"))?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn live_lock(&self, owner: &str, path: &EntryPath) -> Result<Option<String>> {
+                    sqlx::query_scalar(Self::LIVE_LOCK)
+                        .bind(owner)
+                        .bind(path.as_str())
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err(query("read lock"))
+                }
+
+                async fn keep_lock_alive(&self, token: &str, seconds: u32) -> Result<bool> {
+                    let done = sqlx::query(Self::KEEP_LOCK_ALIVE)
+                        .bind(token)
+                        .bind(i64::from(seconds))
+                        .execute(&self.write)
+                        .await
+                        .map_err(query("keep lock alive"))?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn holds_lock(
+                    &self,
+                    owner: &str,
+                    path: &EntryPath,
+                    token: &str,
+                ) -> Result<bool> {
+                    let held: i64 = sqlx::query_scalar(Self::HOLDS_LOCK)
+                        .bind(owner)
+                        .bind(path.as_str())
+                        .bind(token)
+                        .fetch_one(&self.read)
+                        .await
+                        .map_err(query("check lock"))?;
+                    Ok(held > 0)
+                }
+            }
+
+            #[async_trait::async_trait]
             impl Files for Engine {
                 async fn entry(&self, public_key: &str, path: &EntryPath) -> Result<Option<Entry>> {
                     let row: Option<sql::EntryRow> = sqlx::query_as(sql::ENTRY)
@@ -1244,7 +1415,9 @@ macro_rules! impl_metadata {
     };
 }
 
-pub(crate) use {grant_columns, impl_metadata, read_for_put, read_grant, upsert_entry};
+pub(crate) use {
+    grant_columns, impl_metadata, lock_statements, read_for_put, read_grant, upsert_entry,
+};
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::sql::{impl_metadata, read_for_put, read_grant, upsert_entry};
+use super::sql::{impl_metadata, lock_statements, read_for_put, read_grant, upsert_entry};
 use super::{MetadataError, Result};
 
 /// The longest a read connection may stay busy without a pause before its statement is interrupted
@@ -74,6 +74,8 @@ impl SqliteMetadata {
     const BEGIN_WRITE: Option<&'static str> = None;
     /// One writer connection beside the readers.
     const SEPARATE_WRITE_POOL: bool = true;
+    // The database's clock in milliseconds (the Julian day of 'now', fixed for the whole statement).
+    lock_statements!("CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)");
 
     fn hints(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         None

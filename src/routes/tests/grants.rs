@@ -35,7 +35,7 @@ fn now() -> u64 {
 }
 
 /// A grant of `user` for `client` with `caps`, valid from `iat` to `exp`.
-struct Grant<'a> {
+pub(super) struct Grant<'a> {
     user: &'a Keypair,
     client: &'a Keypair,
     client_id: &'a str,
@@ -47,7 +47,7 @@ struct Grant<'a> {
 
 impl Grant<'_> {
     /// A session grant of `user` for `client`, valid for two years.
-    fn session<'a>(
+    pub(super) fn session<'a>(
         user: &'a Keypair,
         client: &'a Keypair,
         caps: &'a [&'a str],
@@ -77,7 +77,7 @@ impl Grant<'_> {
         }
     }
 
-    fn jws(&self) -> String {
+    pub(super) fn jws(&self) -> String {
         GrantClaims {
             iss: self.user.public_key(),
             client_id: ClientId::new(self.client_id).unwrap(),
@@ -140,7 +140,7 @@ async fn post_signup(app: &TestApp, grant: &Grant<'_>) -> Answer {
 }
 
 /// Signs `user` up through a signup grant.
-async fn grant_signup(app: &TestApp, user: &Keypair) -> Answer {
+pub(super) async fn grant_signup(app: &TestApp, user: &Keypair) -> Answer {
     let client = Keypair::random();
     let grant = Grant::signup(user, &client).jws();
     post(
@@ -152,12 +152,12 @@ async fn grant_signup(app: &TestApp, user: &Keypair) -> Answer {
 }
 
 /// Exchanges `grant` (of client `client`, id `gid`) for a bearer; returns the answer.
-async fn exchange(app: &TestApp, grant: &str, client: &Keypair, gid: &str) -> Answer {
+pub(super) async fn exchange(app: &TestApp, grant: &str, client: &Keypair, gid: &str) -> Answer {
     post(app, "/auth/grant/session", body(grant, &pop(client, gid))).await
 }
 
 /// The bearer of a successful exchange.
-fn bearer(answer: &Answer) -> String {
+pub(super) fn bearer(answer: &Answer) -> String {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     let json: Value = serde_json::from_slice(&answer.body).unwrap();
     json["token"].as_str().unwrap().to_string()

@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod client;
 mod grants;
+mod locks;
 mod put_refusals;
 
 use std::sync::Arc;
