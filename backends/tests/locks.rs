@@ -1,0 +1,314 @@
+//! The lock store (PROTOCOL-0.17 §17) on both engines: one live lock per user and path, refreshes and
+//! releases by token, lifetimes that end on time (the database's clock), a keep-alive that never
+//! shortens, the sweep of expired locks, and one winner among racing lockers. PostgreSQL is real
+//! (`TEST_PG_ADMIN_URL`, set by scripts/test); each test gets a fresh database or SQLite file.
+
+use std::process::Command;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use homestead_backends::metadata::{self, Locks, Quota, SignupOutcome, TakeOutcome, now_micros};
+use homestead_backends::{BlobStore, EntryPath, Store};
+use homestead_config::{DatabaseUrl, Storage, StorageType};
+
+const ALICE: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
+const BOB: &str = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qy";
+const STRANGER: &str = "ybndrfg8ejkmcpqxot1uwisza345h769ybndrfg8ejkmcpqxot1u";
+
+#[derive(Clone, Copy, Debug)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A Store on a fresh database with ALICE and BOB signed up, removed again when dropped.
+struct Fixture {
+    store: Store,
+    url: DatabaseUrl,
+    database: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}{}x{}x{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Fixture {
+    async fn new(db: Db) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, database) = match db {
+            Db::Sqlite => (DatabaseUrl::sqlite_file(&dir.path().join("meta.db")), None),
+            Db::Postgres => {
+                let admin = std::env::var("TEST_PG_ADMIN_URL")
+                    .expect("TEST_PG_ADMIN_URL is not set: run the tests with scripts/test");
+                let name = unique("homestead_locks_");
+                psql(&admin, &format!("CREATE DATABASE {name}"));
+                let (base, _) = admin.rsplit_once('/').unwrap();
+                let url = DatabaseUrl::try_from(format!("{base}/{name}")).unwrap();
+                (url, Some((admin, name)))
+            }
+        };
+        let storage = Storage {
+            kind: StorageType::InMemory,
+            ..Storage::default()
+        };
+        let blobs = BlobStore::open(&storage, &dir.path().join("blobs")).unwrap();
+        let metadata = Arc::from(metadata::open(&url).await.unwrap());
+        let store = Store::new(
+            metadata,
+            &blobs,
+            Quota::Unlimited,
+            homestead_backends::entry_cache::TTL,
+        );
+        for user in [ALICE, BOB] {
+            let created = store.accounts().create_user(user, None, now_micros()).await;
+            assert_eq!(created.unwrap(), SignupOutcome::Created);
+        }
+        Fixture {
+            store,
+            url,
+            database,
+            _dir: dir,
+        }
+    }
+
+    fn locks(&self) -> &dyn Locks {
+        self.store.locks()
+    }
+
+    async fn take(&self, owner: &str, path: &str, token: &str, seconds: u32) -> TakeOutcome {
+        let path = p(path);
+        self.locks()
+            .take_lock(owner, &path, token, seconds)
+            .await
+            .unwrap()
+    }
+
+    async fn live(&self, owner: &str, path: &str) -> Option<String> {
+        self.locks().live_lock(owner, &p(path)).await.unwrap()
+    }
+
+    async fn holds(&self, owner: &str, path: &str, token: &str) -> bool {
+        let path = p(path);
+        self.locks().holds_lock(owner, &path, token).await.unwrap()
+    }
+
+    async fn refresh(&self, path: &str, tokens: &[&str], seconds: u32) -> Option<String> {
+        let tokens: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
+        let path = p(path);
+        self.locks()
+            .refresh_lock(ALICE, &path, &tokens, seconds)
+            .await
+            .unwrap()
+    }
+
+    async fn release(&self, owner: &str, path: &str, token: &str) -> bool {
+        let path = p(path);
+        self.locks()
+            .release_lock(owner, &path, token)
+            .await
+            .unwrap()
+    }
+
+    async fn keep_alive(&self, token: &str, seconds: u32) -> bool {
+        self.locks().keep_lock_alive(token, seconds).await.unwrap()
+    }
+
+    /// The number of lock rows, expired or not, read past the Store.
+    async fn rows(&self) -> i64 {
+        let statement = "SELECT COUNT(*) FROM entry_locks";
+        match &self.database {
+            Some(_) => {
+                let pool = sqlx::PgPool::connect(self.url.as_str()).await.unwrap();
+                let n = sqlx::query_scalar(statement)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                n
+            }
+            None => {
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(self.url.as_str())
+                    .unwrap()
+                    .read_only(true);
+                let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+                let n = sqlx::query_scalar(statement)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                n
+            }
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = &self.database {
+            psql(
+                admin,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
+        }
+    }
+}
+
+fn p(path: &str) -> EntryPath {
+    EntryPath::parse(path).unwrap()
+}
+
+async fn one_live_lock_per_user_and_path(f: Fixture) {
+    assert_eq!(f.take(ALICE, "/pub/a", "t1", 30).await, TakeOutcome::Taken);
+    // The holder too is refused while the lock lives; nothing changes.
+    assert_eq!(f.take(ALICE, "/pub/a", "t2", 30).await, TakeOutcome::Locked);
+    assert_eq!(f.live(ALICE, "/pub/a").await.as_deref(), Some("t1"));
+    // Other paths and other users' paths are free; a key without account gets nothing.
+    assert_eq!(f.take(ALICE, "/pub/b", "t3", 30).await, TakeOutcome::Taken);
+    assert_eq!(f.take(BOB, "/pub/a", "t4", 30).await, TakeOutcome::Taken);
+    let stranger = f.take(STRANGER, "/pub/a", "t5", 30).await;
+    assert_eq!(stranger, TakeOutcome::NoSuchUser);
+    assert_eq!(f.live(ALICE, "/pub/c").await, None);
+    // A token is held on its own path only.
+    assert!(f.holds(ALICE, "/pub/a", "t1").await);
+    assert!(!f.holds(ALICE, "/pub/b", "t1").await);
+    assert!(!f.holds(BOB, "/pub/a", "t1").await);
+    assert!(!f.holds(ALICE, "/pub/a", "t2").await);
+    assert_eq!(f.rows().await, 3);
+}
+
+async fn refresh_and_release_by_token(f: Fixture) {
+    assert_eq!(f.take(ALICE, "/pub/a", "t1", 30).await, TakeOutcome::Taken);
+    assert_eq!(
+        f.refresh("/pub/a", &["x", "t1"], 1).await.as_deref(),
+        Some("t1")
+    );
+    assert_eq!(f.refresh("/pub/a", &["x"], 30).await, None);
+    assert_eq!(f.refresh("/pub/b", &["t1"], 30).await, None);
+    // The refresh shortened it to a second: it ends on time.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(f.live(ALICE, "/pub/a").await, None);
+    assert_eq!(f.refresh("/pub/a", &["t1"], 30).await, None);
+    // Released by token and path, expired or not; once.
+    assert!(!f.release(ALICE, "/pub/b", "t1").await);
+    assert!(!f.release(BOB, "/pub/a", "t1").await);
+    assert!(f.release(ALICE, "/pub/a", "t1").await);
+    assert!(!f.release(ALICE, "/pub/a", "t1").await);
+    assert_eq!(f.take(ALICE, "/pub/a", "t2", 30).await, TakeOutcome::Taken);
+    assert!(f.release(ALICE, "/pub/a", "t2").await);
+    assert_eq!(f.rows().await, 0);
+}
+
+async fn expired_locks_are_replaced_and_swept(f: Fixture) {
+    assert_eq!(f.take(ALICE, "/pub/a", "t1", 1).await, TakeOutcome::Taken);
+    assert_eq!(f.take(ALICE, "/pub/b", "t2", 1).await, TakeOutcome::Taken);
+    assert_eq!(f.take(ALICE, "/pub/c", "t3", 60).await, TakeOutcome::Taken);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Expired: not live, not held, not kept alive; still a row until a lock is taken.
+    assert_eq!(f.live(ALICE, "/pub/a").await, None);
+    assert!(!f.holds(ALICE, "/pub/a", "t1").await);
+    assert!(!f.keep_alive("t1", 30).await);
+    assert_eq!(f.rows().await, 3);
+    // A new lock replaces the expired one on its path and sweeps the others.
+    assert_eq!(f.take(ALICE, "/pub/a", "t4", 30).await, TakeOutcome::Taken);
+    assert_eq!(f.live(ALICE, "/pub/a").await.as_deref(), Some("t4"));
+    assert_eq!(f.rows().await, 2);
+    assert!(!f.release(ALICE, "/pub/b", "t2").await);
+    assert!(f.holds(ALICE, "/pub/c", "t3").await);
+}
+
+async fn keep_alive_extends_and_never_shortens(f: Fixture) {
+    assert_eq!(
+        f.take(ALICE, "/pub/a", "short", 1).await,
+        TakeOutcome::Taken
+    );
+    assert_eq!(
+        f.take(ALICE, "/pub/b", "long", 60).await,
+        TakeOutcome::Taken
+    );
+    assert!(f.keep_alive("short", 3).await);
+    assert!(f.keep_alive("long", 1).await);
+    assert!(!f.keep_alive("unknown", 30).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(f.holds(ALICE, "/pub/a", "short").await, "extended");
+    assert!(f.holds(ALICE, "/pub/b", "long").await, "not shortened");
+}
+
+async fn racing_lockers_get_one_lock(f: Fixture) {
+    // An expired lock on the path, so that the racers also race to replace it.
+    assert_eq!(
+        f.take(ALICE, "/pub/race", "old", 1).await,
+        TakeOutcome::Taken
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let store = f.store.clone();
+    let racers = (0..16).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let token = format!("racer{n}");
+            let path = p("/pub/race");
+            let outcome = store.locks().take_lock(ALICE, &path, &token, 30).await;
+            (token, outcome.unwrap())
+        })
+    });
+    let outcomes = futures_util::future::join_all(racers).await;
+    let winners: Vec<String> = outcomes
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|(_, outcome)| *outcome == TakeOutcome::Taken)
+        .map(|(token, _)| token)
+        .collect();
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(f.live(ALICE, "/pub/race").await, Some(winners[0].clone()));
+}
+
+macro_rules! lock_store {
+    ($($engine:ident: $db:ident;)*) => {$(
+        mod $engine {
+            use super::*;
+
+            async fn fixture() -> Fixture {
+                Fixture::new(Db::$db).await
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn one_live_lock_per_user_and_path() { super::one_live_lock_per_user_and_path(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn refresh_and_release_by_token() { super::refresh_and_release_by_token(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn expired_locks_are_replaced_and_swept() { super::expired_locks_are_replaced_and_swept(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn keep_alive_extends_and_never_shortens() { super::keep_alive_extends_and_never_shortens(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn racing_lockers_get_one_lock() { super::racing_lockers_get_one_lock(fixture().await).await }
+        }
+    )*};
+}
+
+lock_store! {
+    sqlite: Sqlite;
+    postgres: Postgres;
+}
