@@ -348,3 +348,54 @@ fn fuzz_configs() {
         }
     });
 }
+
+#[test]
+fn fuzz_webdav() {
+    use http::HeaderValue;
+
+    use crate::webdav::{
+        TOKEN_SCHEME, if_tokens, lock_answer, lock_token, lockinfo_acceptable, timeout_secs,
+    };
+    fuzz("webdav", |input| {
+        let text = String::from_utf8_lossy(input);
+        // Every token read out of `If` or `Lock-Token` follows the scheme in the header, whole.
+        if let Ok(value) = HeaderValue::from_bytes(input) {
+            let header = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            for token in if_tokens([&value]) {
+                assert!(!token.contains('>'), "{token:?}");
+                assert!(
+                    header.contains(&format!("{TOKEN_SCHEME}{token}")),
+                    "{token:?}"
+                );
+            }
+            if let Some(token) = lock_token(Some(&value)) {
+                assert!(
+                    header.contains(&format!("{TOKEN_SCHEME}{token}")),
+                    "{token:?}"
+                );
+            }
+            assert!((1..=60).contains(&timeout_secs(Some(&value))));
+        }
+        // An acceptable lockinfo is empty or names both an exclusive scope and a write type.
+        if lockinfo_acceptable(input) && !input.is_empty() {
+            assert!(
+                text.contains("exclusive") && text.contains("write"),
+                "{text:?}"
+            );
+        }
+        // The lock root is the path, escaped: nothing in it can close or open markup.
+        let answer = lock_answer("t", 30, &text);
+        let root = answer
+            .split("<D:lockroot><D:href>")
+            .nth(1)
+            .and_then(|rest| rest.split("</D:href></D:lockroot>").next())
+            .unwrap();
+        assert!(!root.contains(['<', '>', '"']), "{root:?}");
+        let unescaped = root
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&");
+        assert_eq!(unescaped, text);
+    });
+}
