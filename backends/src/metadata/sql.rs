@@ -383,27 +383,16 @@ pub(super) fn session(row: SessionRow) -> SessionRecord {
 
 /// A grant from a [`GrantRow`].
 pub(super) fn grant(row: GrantRow) -> GrantRecord {
-    let (
-        id,
-        public_key,
-        client_id,
-        cnf,
-        capabilities,
-        issued_at,
-        expires_at,
-        revoked_at,
-        created_at,
-    ) = row;
     GrantRecord {
-        id,
-        public_key,
-        client_id,
-        cnf,
-        capabilities,
-        issued_at,
-        expires_at,
-        revoked_at,
-        created_at,
+        id: row.0,
+        public_key: row.1,
+        client_id: row.2,
+        cnf: row.3,
+        capabilities: row.4,
+        issued_at: row.5,
+        expires_at: row.6,
+        revoked_at: row.7,
+        created_at: row.8,
     }
 }
 
