@@ -3,80 +3,36 @@
 //! shortens, the sweep of expired locks, and one winner among racing lockers. PostgreSQL is real
 //! (`TEST_PG_ADMIN_URL`, set by scripts/test); each test gets a fresh database or SQLite file.
 
-use std::process::Command;
+mod test_database;
+
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use homestead_backends::metadata::{self, Locks, Quota, SignupOutcome, TakeOutcome, now_micros};
 use homestead_backends::{BlobStore, EntryPath, Store};
-use homestead_config::{DatabaseUrl, Storage, StorageType};
+use homestead_config::{DatabaseKind, Storage, StorageType};
+use test_database::{Db, TestDatabase};
 
 const ALICE: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
 const BOB: &str = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qy";
 const STRANGER: &str = "ybndrfg8ejkmcpqxot1uwisza345h769ybndrfg8ejkmcpqxot1u";
 
-#[derive(Clone, Copy, Debug)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
 /// A Store on a fresh database with ALICE and BOB signed up, removed again when dropped.
 struct Fixture {
     store: Store,
-    url: DatabaseUrl,
-    database: Option<(String, String)>,
-    _dir: tempfile::TempDir,
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}{}x{}x{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn psql(url: &str, sql: &str) {
-    let out = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    database: TestDatabase,
 }
 
 impl Fixture {
     async fn new(db: Db) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (url, database) = match db {
-            Db::Sqlite => (DatabaseUrl::sqlite_file(&dir.path().join("meta.db")), None),
-            Db::Postgres => {
-                let admin = std::env::var("TEST_PG_ADMIN_URL")
-                    .expect("TEST_PG_ADMIN_URL is not set: run the tests with scripts/test");
-                let name = unique("homestead_locks_");
-                psql(&admin, &format!("CREATE DATABASE {name}"));
-                let (base, _) = admin.rsplit_once('/').unwrap();
-                let url = DatabaseUrl::try_from(format!("{base}/{name}")).unwrap();
-                (url, Some((admin, name)))
-            }
-        };
+        let database = TestDatabase::new(db, "homestead_locks_");
         let storage = Storage {
             kind: StorageType::InMemory,
             ..Storage::default()
         };
-        let blobs = BlobStore::open(&storage, &dir.path().join("blobs")).unwrap();
-        let metadata = Arc::from(metadata::open(&url).await.unwrap());
+        let blobs = BlobStore::open(&storage, &database.dir.path().join("blobs")).unwrap();
+        let metadata = Arc::from(metadata::open(&database.url).await.unwrap());
         let store = Store::new(
             metadata,
             &blobs,
@@ -87,12 +43,7 @@ impl Fixture {
             let created = store.accounts().create_user(user, None, now_micros()).await;
             assert_eq!(created.unwrap(), SignupOutcome::Created);
         }
-        Fixture {
-            store,
-            url,
-            database,
-            _dir: dir,
-        }
+        Fixture { store, database }
     }
 
     fn locks(&self) -> &dyn Locks {
@@ -140,9 +91,10 @@ impl Fixture {
     /// The number of lock rows, expired or not, read past the Store.
     async fn rows(&self) -> i64 {
         let statement = "SELECT COUNT(*) FROM entry_locks";
-        match &self.database {
-            Some(_) => {
-                let pool = sqlx::PgPool::connect(self.url.as_str()).await.unwrap();
+        let url = &self.database.url;
+        match url.kind() {
+            DatabaseKind::Postgres => {
+                let pool = sqlx::PgPool::connect(url.as_str()).await.unwrap();
                 let n = sqlx::query_scalar(statement)
                     .fetch_one(&pool)
                     .await
@@ -150,8 +102,8 @@ impl Fixture {
                 pool.close().await;
                 n
             }
-            None => {
-                let options = sqlx::sqlite::SqliteConnectOptions::from_str(self.url.as_str())
+            DatabaseKind::Sqlite => {
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(url.as_str())
                     .unwrap()
                     .read_only(true);
                 let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
@@ -162,17 +114,6 @@ impl Fixture {
                 pool.close().await;
                 n
             }
-        }
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some((admin, name)) = &self.database {
-            psql(
-                admin,
-                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            );
         }
     }
 }
