@@ -413,7 +413,7 @@ fn streaming_put(
     tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     tokio::task::JoinHandle<Answer>,
 ) {
-    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
     let body = Body::from_stream(tokio_stream(receiver));
     let request = request(Method::PUT, &owner.url(path))
         .header(header::AUTHORIZATION, format!("Bearer {}", owner.bearer))
@@ -446,29 +446,23 @@ async fn a_write_keeps_its_lock_alive_and_loses_it_at_the_commit() {
     let token = token(&lock(&app, &owner, path, &[("timeout", "Second-1")]).await);
     let (body, put) = streaming_put(&app, &owner, path, &token);
     body.send(Ok(Bytes::from_static(b"new "))).await.unwrap();
+    // The channel holds one piece: this send returns once the server reads the body.
+    body.send(Ok(Bytes::from_static(b"version"))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     expect(&lock(&app, &owner, path, &[]).await, 423, LOCKED);
-    body.send(Ok(Bytes::from_static(b"version"))).await.unwrap();
     drop(body);
     let put = put.await.unwrap();
     assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
     expect(&lock(&app, &owner, path, &[]).await, 423, LOCKED);
 
-    // Unlocked while the body streams: refused at the commit, the file unchanged.
+    // Unlocked while the body streams (past its lock check): refused at the commit, the file unchanged.
     let named = format!("<opaquelocktoken:{token}>");
     let (body, put) = streaming_put(&app, &owner, path, &token);
     body.send(Ok(Bytes::from_static(b"lost "))).await.unwrap();
-    let released = call(
-        &app,
-        &owner,
-        unlock_method(),
-        path,
-        &[("lock-token", &named)],
-        "",
-    )
-    .await;
-    assert_eq!(released.status, StatusCode::NO_CONTENT);
     body.send(Ok(Bytes::from_static(b"write"))).await.unwrap();
+    let unlock = [("lock-token", named.as_str())];
+    let released = call(&app, &owner, unlock_method(), path, &unlock, "").await;
+    assert_eq!(released.status, StatusCode::NO_CONTENT);
     drop(body);
     expect(&put.await.unwrap(), 412, NOT_HELD);
     let get = send(
