@@ -23,9 +23,10 @@ pub use accounts::{
     Accounts, NewSession, NewSignupToken, Quota, SessionRecord, SignupOutcome, SignupTokenRecord,
     User, UserLimits,
 };
+pub(crate) use files::Current;
 pub use files::{
-    Deleted, Entry, Event, EventFilter, EventOp, FILE_OVERHEAD_BYTES, Files, NewEntry, PathScan,
-    PutOutcome, Version, WriteMode,
+    DeleteOutcome, Deleted, Entry, Event, EventFilter, EventOp, FILE_OVERHEAD_BYTES, Files,
+    NewEntry, PathScan, PutOutcome, Version, WriteMode,
 };
 pub use grants::{BearerRecord, GrantRecord, Grants, MintOutcome, NewGrant};
 pub use operations::{Counts, Operations};
