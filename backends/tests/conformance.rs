@@ -3,9 +3,9 @@
 //! are real (`TEST_PG_ADMIN_URL`, `TEST_S3_ENDPOINT`, set by scripts/test); each test gets a fresh
 //! database, bucket or directory.
 
-use std::process::Command;
+mod test_database;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,17 +18,12 @@ use homestead_backends::store::{
     ByteRange, ListRequest, Read, ReadOptions, Refusal, WriteLimits, Written,
 };
 use homestead_backends::{BlobStore, DirPath, EntryPath, NormalizedPath, Store, StoreError};
-use homestead_config::{DatabaseUrl, Storage, StorageType};
+use homestead_config::{Storage, StorageType};
 use object_store::ObjectStore;
+use test_database::{Db, TestDatabase, env, unique};
 
 const ALICE: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
 const BOB: &str = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qy";
-
-#[derive(Clone, Copy, Debug)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Blobs {
@@ -41,13 +36,8 @@ enum Blobs {
 struct Fixture {
     store: Store,
     blobs: Arc<dyn ObjectStore>,
-    database: Option<(String, String)>,
-    _dir: tempfile::TempDir,
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
+    /// Held for its removal when dropped.
+    _database: TestDatabase,
 }
 
 /// A signup token minted now.
@@ -74,45 +64,9 @@ fn new_session<'a>(secret_hash: &'a [u8; 32], public_key: &'a str) -> NewSession
     }
 }
 
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}{}x{}x{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn psql(url: &str, sql: &str) {
-    let out = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl Fixture {
     async fn new(db: Db, blobs: Blobs, default_quota: Quota) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (url, database) = match db {
-            Db::Sqlite => (DatabaseUrl::sqlite_file(&dir.path().join("meta.db")), None),
-            Db::Postgres => {
-                let admin = env("TEST_PG_ADMIN_URL");
-                let name = unique("homestead_conf_");
-                psql(&admin, &format!("CREATE DATABASE {name}"));
-                let (base, _) = admin.rsplit_once('/').unwrap();
-                let url = DatabaseUrl::try_from(format!("{base}/{name}")).unwrap();
-                (url, Some((admin, name)))
-            }
-        };
+        let database = TestDatabase::new(db, "homestead_conf_");
         let storage = match blobs {
             Blobs::Fs => Storage::default(),
             Blobs::Memory => Storage {
@@ -143,8 +97,9 @@ impl Fixture {
                 }
             }
         };
-        let blob_store = BlobStore::open(&storage, &dir.path().join("blobs")).unwrap();
-        let metadata: Arc<dyn metadata::Metadata> = Arc::from(metadata::open(&url).await.unwrap());
+        let blob_store = BlobStore::open(&storage, &database.dir.path().join("blobs")).unwrap();
+        let metadata: Arc<dyn metadata::Metadata> =
+            Arc::from(metadata::open(&database.url).await.unwrap());
         let store = Store::new(
             metadata,
             &blob_store,
@@ -164,8 +119,7 @@ impl Fixture {
         Fixture {
             store,
             blobs: blob_store.objects().clone(),
-            database,
-            _dir: dir,
+            _database: database,
         }
     }
 
@@ -274,17 +228,6 @@ impl Fixture {
             .await
             .unwrap()
             .expect("directory exists")
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some((admin, name)) = &self.database {
-            psql(
-                admin,
-                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            );
-        }
     }
 }
 

@@ -3,18 +3,20 @@
 //! and under a flood. PostgreSQL is real (`TEST_PG_ADMIN_URL`, set by scripts/test); each test gets a
 //! fresh database or SQLite file. Times are Unix seconds around a fixed instant, never the clock.
 
-use std::process::Command;
+mod test_database;
+
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use futures_util::{StreamExt, stream};
 use homestead_backends::metadata::{
-    self, BearerRecord, GrantRecord, MintOutcome, NewGrant, Quota, SignupOutcome, now_micros,
+    self, BearerRecord, GrantRecord, MintBearer, MintOutcome, NewGrant, Quota, SignupOutcome,
+    now_micros,
 };
 use homestead_backends::{BlobStore, Store};
-use homestead_config::{DatabaseUrl, Storage, StorageType};
+use homestead_config::{DatabaseKind, Storage, StorageType};
+use test_database::{Db, TestDatabase};
 
 const ALICE: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
 const BOB: &str = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qy";
@@ -27,66 +29,21 @@ const T: i64 = 1_800_000_000;
 /// The nonce window of §7.
 const WINDOW: i64 = 360;
 
-#[derive(Clone, Copy, Debug)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
 /// A Store on a fresh database with ALICE and BOB signed up, removed again when dropped.
 struct Fixture {
     store: Store,
-    url: DatabaseUrl,
-    database: Option<(String, String)>,
-    _dir: tempfile::TempDir,
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}{}x{}x{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn psql(url: &str, sql: &str) {
-    let out = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    database: TestDatabase,
 }
 
 impl Fixture {
     async fn new(db: Db) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (url, database) = match db {
-            Db::Sqlite => (DatabaseUrl::sqlite_file(&dir.path().join("meta.db")), None),
-            Db::Postgres => {
-                let admin = std::env::var("TEST_PG_ADMIN_URL")
-                    .expect("TEST_PG_ADMIN_URL is not set: run the tests with scripts/test");
-                let name = unique("homestead_grants_");
-                psql(&admin, &format!("CREATE DATABASE {name}"));
-                let (base, _) = admin.rsplit_once('/').unwrap();
-                let url = DatabaseUrl::try_from(format!("{base}/{name}")).unwrap();
-                (url, Some((admin, name)))
-            }
-        };
+        let database = TestDatabase::new(db, "homestead_grants_");
         let storage = Storage {
             kind: StorageType::InMemory,
             ..Storage::default()
         };
-        let blobs = BlobStore::open(&storage, &dir.path().join("blobs")).unwrap();
-        let metadata = Arc::from(metadata::open(&url).await.unwrap());
+        let blobs = BlobStore::open(&storage, &database.dir.path().join("blobs")).unwrap();
+        let metadata = Arc::from(metadata::open(&database.url).await.unwrap());
         let store = Store::new(
             metadata,
             &blobs,
@@ -97,24 +54,20 @@ impl Fixture {
             let created = store.accounts().create_user(user, None, now_micros()).await;
             assert_eq!(created.unwrap(), SignupOutcome::Created);
         }
-        Fixture {
-            store,
-            url,
-            database,
-            _dir: dir,
-        }
+        Fixture { store, database }
     }
 
     /// Runs one statement on a connection of its own, past the Store (which deletes no users).
     async fn execute(&self, statement: &str) {
-        match &self.database {
-            Some(_) => {
-                let pool = sqlx::PgPool::connect(self.url.as_str()).await.unwrap();
+        let url = &self.database.url;
+        match url.kind() {
+            DatabaseKind::Postgres => {
+                let pool = sqlx::PgPool::connect(url.as_str()).await.unwrap();
                 sqlx::query(statement).execute(&pool).await.unwrap();
                 pool.close().await;
             }
-            None => {
-                let options = sqlx::sqlite::SqliteConnectOptions::from_str(self.url.as_str())
+            DatabaseKind::Sqlite => {
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(url.as_str())
                     .unwrap()
                     .foreign_keys(true);
                 let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
@@ -127,9 +80,10 @@ impl Fixture {
     /// The number of rows of `table`, read past the Store.
     async fn rows(&self, table: &str) -> i64 {
         let statement = format!("SELECT COUNT(*) FROM {table}");
-        match &self.database {
-            Some(_) => {
-                let pool = sqlx::PgPool::connect(self.url.as_str()).await.unwrap();
+        let url = &self.database.url;
+        match url.kind() {
+            DatabaseKind::Postgres => {
+                let pool = sqlx::PgPool::connect(url.as_str()).await.unwrap();
                 let n = sqlx::query_scalar(&statement)
                     .fetch_one(&pool)
                     .await
@@ -137,8 +91,8 @@ impl Fixture {
                 pool.close().await;
                 n
             }
-            None => {
-                let pool = sqlx::SqlitePool::connect(self.url.as_str()).await.unwrap();
+            DatabaseKind::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(url.as_str()).await.unwrap();
                 let n = sqlx::query_scalar(&statement)
                     .fetch_one(&pool)
                     .await
@@ -150,11 +104,13 @@ impl Fixture {
     }
 
     async fn mint(&self, grant: &NewGrant<'_>, hash: u8, expires_at: i64, now: i64) -> MintOutcome {
-        self.store
-            .grants()
-            .mint_bearer(grant, &[hash; 32], expires_at, now)
-            .await
-            .unwrap()
+        let mint = MintBearer {
+            grant: *grant,
+            token_hash: &[hash; 32],
+            expires_at,
+            now,
+        };
+        self.store.grants().mint_bearer(&mint).await.unwrap()
     }
 
     async fn bearer(&self, hash: u8, now: i64) -> Option<BearerRecord> {
@@ -180,17 +136,6 @@ impl Fixture {
 
     async fn nonce_count(&self) -> u64 {
         self.store.operations().counts().await.unwrap().pop_nonces
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some((admin, name)) = &self.database {
-            psql(
-                admin,
-                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            );
-        }
     }
 }
 
@@ -492,7 +437,8 @@ async fn a_nonce_is_accepted_once_per_window(f: Fixture) {
 
 async fn concurrent_uses_of_one_nonce_admit_exactly_one(f: Fixture) {
     // Half of the checks go through a second handle on the database, as from another instance.
-    let other: Arc<dyn metadata::Metadata> = Arc::from(metadata::open(&f.url).await.unwrap());
+    let other: Arc<dyn metadata::Metadata> =
+        Arc::from(metadata::open(&f.database.url).await.unwrap());
     let start = Arc::new(tokio::sync::Barrier::new(16));
     let tasks: Vec<_> = (0..16)
         .map(|n| {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::stream;
 use homestead_backends::metadata::{
     self, Accounts, BearerRecord, Counts, DeleteOutcome, Entry, Event, EventFilter, Files,
-    GrantRecord, Grants, Metadata, Micros, MintOutcome, NewEntry, NewGrant, NewSession,
+    GrantRecord, Grants, Metadata, Micros, MintBearer, MintOutcome, NewEntry, NewSession,
     NewSignupToken, Operations, PathScan, PutOutcome, Quota, Result, SessionRecord, SignupOutcome,
     SignupTokenRecord, User, UserLimits, WriteMode, now_micros,
 };
@@ -82,7 +82,7 @@ counted!(Accounts {
 
 counted!(Grants {
     use_pop_nonce(nonce: &str, now: i64, window: i64) -> bool;
-    mint_bearer(grant: &NewGrant<'_>, token_hash: &[u8; 32], expires_at: i64, now: i64) -> MintOutcome;
+    mint_bearer(mint: &MintBearer<'_>) -> MintOutcome;
     bearer(token_hash: &[u8; 32], now: i64) -> Option<BearerRecord>;
     grant(id: &str) -> Option<GrantRecord>;
     revoke_grant(id: &str, now: i64) -> bool;

@@ -6,7 +6,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use homestead_backends::metadata::{GrantRecord, MintOutcome, NewGrant};
+use homestead_backends::metadata::{GrantRecord, MintBearer, MintOutcome, NewGrant};
 use homestead_config::SignupMode;
 use homestead_middleware::query::Query;
 use homestead_middleware::{Authentication, Principal};
@@ -167,10 +167,13 @@ pub async fn exchange(
         expires_at: as_column(grant.exp),
     };
     let hash = bearer_hash(&token);
-    match grants
-        .mint_bearer(&new, &hash, as_column(token_expires_at), as_column(now))
-        .await?
-    {
+    let mint = MintBearer {
+        grant: new,
+        token_hash: &hash,
+        expires_at: as_column(token_expires_at),
+        now: as_column(now),
+    };
+    match grants.mint_bearer(&mint).await? {
         MintOutcome::Minted(_) => {}
         MintOutcome::NoUser => return Err(HttpError::not_found()),
         MintOutcome::NotOwner => return Err(not_owner()),

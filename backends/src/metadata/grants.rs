@@ -28,6 +28,20 @@ pub struct NewGrant<'a> {
     pub expires_at: i64,
 }
 
+/// A bearer to mint (`POST /auth/grant/session`): the grant its exchange presents, the new token's
+/// hash and the bearer's expiry.
+#[derive(Debug, Clone, Copy)]
+pub struct MintBearer<'a> {
+    /// The grant as presented, stored unless a grant with its id is.
+    pub grant: NewGrant<'a>,
+    /// SHA-256 of the bearer token.
+    pub token_hash: &'a [u8; 32],
+    /// When the bearer stops working, Unix seconds.
+    pub expires_at: i64,
+    /// The time of the exchange, Unix seconds.
+    pub now: i64,
+}
+
 /// A grant as stored: what its first exchange presented, and whether it was revoked since.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantRecord {
@@ -86,18 +100,12 @@ pub trait Grants: Send + Sync + Debug {
     /// that clean-up is logged and ignored), then records `nonce` at `now`. False when it was recorded
     /// already (a replay); of concurrent calls with one nonce exactly one gets true.
     async fn use_pop_nonce(&self, nonce: &str, now: i64, window: i64) -> Result<bool>;
-    /// Stores `grant` unless a grant with its id is stored, then mints a bearer for the stored grant
-    /// (§9.2 steps 6–7), in one transaction with the grant's row locked: refuses a grant stored for
-    /// another user or client key before touching any bearer, then a revoked or expired (`expires_at <=
-    /// now`) one; otherwise replaces every earlier bearer of the grant with `token_hash`, valid until
-    /// `expires_at`.
-    async fn mint_bearer(
-        &self,
-        grant: &NewGrant<'_>,
-        token_hash: &[u8; 32],
-        expires_at: i64,
-        now: i64,
-    ) -> Result<MintOutcome>;
+    /// Stores `mint.grant` unless a grant with its id is stored, then mints a bearer for the stored
+    /// grant (§9.2 steps 6–7), in one transaction with the grant's row locked: refuses a grant stored
+    /// for another user or client key before touching any bearer, then a revoked or expired
+    /// (`expires_at <= mint.now`) one; otherwise replaces every earlier bearer of the grant with
+    /// `mint.token_hash`, valid until `mint.expires_at`.
+    async fn mint_bearer(&self, mint: &MintBearer<'_>) -> Result<MintOutcome>;
     /// The bearer with this hash (§8.3), with its grant and user, if the bearer and its grant have not
     /// expired at `now` and the grant is not revoked.
     async fn bearer(&self, token_hash: &[u8; 32], now: i64) -> Result<Option<BearerRecord>>;

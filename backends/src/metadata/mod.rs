@@ -6,6 +6,7 @@
 //! and how a write transaction starts.
 
 mod accounts;
+mod batch_queue;
 mod files;
 mod grants;
 mod group_commit;
@@ -28,7 +29,7 @@ pub use files::{
     DeleteOutcome, Deleted, Entry, Event, EventFilter, EventOp, FILE_OVERHEAD_BYTES, Files,
     NewEntry, PathScan, PutOutcome, Version, WriteMode,
 };
-pub use grants::{BearerRecord, GrantRecord, Grants, MintOutcome, NewGrant};
+pub use grants::{BearerRecord, GrantRecord, Grants, MintBearer, MintOutcome, NewGrant};
 pub use operations::{Counts, Operations};
 pub use postgres::PostgresMetadata;
 pub use sqlite::SqliteMetadata;

@@ -3,14 +3,14 @@
 //! serves them all (a flood of proofs costs a statement per batch, not per proof). Each batch first
 //! purges the nonces older than its window, then inserts its nonces in one statement that returns the
 //! ones it recorded; a nonce it did not record was recorded before (a replay). The engines provide the
-//! two statements ([`RecordNonces`]); the batching is here.
+//! two statements ([`RecordNonces`]); the batch is here, the queue in `batch_queue`.
 
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, oneshot};
 
-use super::{Result, query};
+use super::Result;
+use super::batch_queue::{self, Batch, Queue, Request};
 
 /// Most nonces recorded by one statement (two parameters each).
 pub(crate) const MAX_BATCH: usize = 256;
@@ -24,8 +24,6 @@ pub(crate) struct PendingNonce {
     now: i64,
     /// Nonces recorded before this time are forgotten first.
     oldest_kept: i64,
-    /// Where the answer goes: whether the nonce was new.
-    reply: oneshot::Sender<Result<bool>>,
 }
 
 /// The two statements of a batch, as an engine runs them.
@@ -37,87 +35,58 @@ pub(crate) trait RecordNonces: Send + Sync + 'static {
     async fn record_nonces(&self, nonces: &[(&str, i64)]) -> Result<Vec<String>>;
 }
 
+impl Request for PendingNonce {
+    /// Whether the nonce was new.
+    type Answer = bool;
+    const MAX_BATCH: usize = MAX_BATCH;
+    const QUEUE_OPERATION: &'static str = "queue PoP nonce";
+    const OPERATION: &'static str = "record PoP nonce";
+}
+
 /// Starts the group commit over `engine`; checks are queued on the returned sender.
-pub(crate) fn start(engine: impl RecordNonces) -> mpsc::Sender<PendingNonce> {
-    let (sender, receiver) = mpsc::channel(MAX_BATCH * 4);
-    tokio::spawn(run(engine, receiver));
-    sender
+pub(crate) fn start(engine: impl RecordNonces) -> Queue<PendingNonce> {
+    batch_queue::start(engine)
 }
 
 /// Queues the check of `nonce` at `now` (forgetting nonces older than `window` seconds) and waits for
 /// its answer: whether the nonce was new.
 pub(crate) async fn submit(
-    queue: &mpsc::Sender<PendingNonce>,
+    queue: &Queue<PendingNonce>,
     nonce: &str,
     now: i64,
     window: i64,
 ) -> Result<bool> {
-    let (reply, answer) = oneshot::channel();
     let pending = PendingNonce {
         nonce: nonce.to_string(),
         now,
         oldest_kept: now.saturating_sub(window),
-        reply,
     };
-    if queue.send(pending).await.is_err() {
-        return Err(query("queue PoP nonce")(sqlx::Error::PoolClosed));
-    }
-    answer
-        .await
-        .unwrap_or_else(|_| Err(query("record PoP nonce")(sqlx::Error::PoolClosed)))
+    batch_queue::submit(queue, pending).await
 }
 
-async fn run(engine: impl RecordNonces, mut receiver: mpsc::Receiver<PendingNonce>) {
-    while let Some(first) = receiver.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
+#[async_trait]
+impl<E: RecordNonces> Batch<PendingNonce> for E {
+    async fn run(&self, batch: &[PendingNonce]) -> Result<Vec<Result<bool>>> {
+        // The earliest window of the batch: nothing another check of the batch still holds is
+        // forgotten.
+        let oldest_kept = batch
+            .iter()
+            .map(|p| p.oldest_kept)
+            .min()
+            .unwrap_or(i64::MIN);
+        // A failed clean-up does not fail the checks (§7).
+        if let Err(err) = self.purge_nonces(oldest_kept).await {
+            tracing::warn!(%err, "cannot purge old PoP nonces");
         }
-        let answers = record(&engine, &batch).await;
-        for (pending, answer) in batch.into_iter().zip(answers) {
-            let _ = pending.reply.send(answer);
-        }
-    }
-}
-
-/// One answer per check of `batch`.
-async fn record(engine: &impl RecordNonces, batch: &[PendingNonce]) -> Vec<Result<bool>> {
-    // The earliest window of the batch: nothing another check of the batch still holds is forgotten.
-    let oldest_kept = batch
-        .iter()
-        .map(|p| p.oldest_kept)
-        .min()
-        .unwrap_or(i64::MIN);
-    // A failed clean-up does not fail the checks (§7).
-    if let Err(err) = engine.purge_nonces(oldest_kept).await {
-        tracing::warn!(%err, "cannot purge old PoP nonces");
-    }
-    // Each nonce once, in one order: instances sharing a database lock the same nonces in the same
-    // order, so their statements cannot deadlock.
-    let mut rows: Vec<(&str, i64)> = batch.iter().map(|p| (p.nonce.as_str(), p.now)).collect();
-    rows.sort_unstable();
-    rows.dedup_by(|later, earlier| later.0 == earlier.0);
-    match engine.record_nonces(&rows).await {
-        Ok(recorded) => {
-            // The first check of a nonce recorded by this batch gets it; a second one is a replay.
-            let mut fresh: HashSet<String> = recorded.into_iter().collect();
-            batch.iter().map(|p| Ok(fresh.remove(&p.nonce))).collect()
-        }
-        Err(err) if batch.len() == 1 => vec![Err(err)],
-        Err(err) => {
-            let text = err.to_string();
-            batch
-                .iter()
-                .map(|_| {
-                    Err(query("record PoP nonce")(sqlx::Error::Protocol(
-                        text.clone(),
-                    )))
-                })
-                .collect()
-        }
+        // Each nonce once, in one order: instances sharing a database lock the same nonces in the
+        // same order, so their statements cannot deadlock.
+        let mut rows: Vec<(&str, i64)> = batch.iter().map(|p| (p.nonce.as_str(), p.now)).collect();
+        rows.sort_unstable();
+        rows.dedup_by(|later, earlier| later.0 == earlier.0);
+        let recorded = self.record_nonces(&rows).await?;
+        // The first check of a nonce recorded by this batch gets it; a second one is a replay.
+        let mut fresh: HashSet<String> = recorded.into_iter().collect();
+        Ok(batch.iter().map(|p| Ok(fresh.remove(&p.nonce))).collect())
     }
 }
 
@@ -163,15 +132,12 @@ mod tests {
         }
     }
 
-    fn pending(nonce: &str, now: i64) -> (PendingNonce, oneshot::Receiver<Result<bool>>) {
-        let (reply, answer) = oneshot::channel();
-        let pending = PendingNonce {
+    fn pending((nonce, now): (&str, i64)) -> PendingNonce {
+        PendingNonce {
             nonce: nonce.to_string(),
             now,
             oldest_kept: now - 360,
-            reply,
-        };
-        (pending, answer)
+        }
     }
 
     #[tokio::test]
@@ -179,28 +145,17 @@ mod tests {
         let engine = std::sync::Arc::new(Memory::default());
         engine.nonces.lock().unwrap().push(("old".into(), 0));
         engine.nonces.lock().unwrap().push(("held".into(), 700));
-        let (sender, receiver) = mpsc::channel(MAX_BATCH * 4);
-        let mut answers = Vec::new();
-        for (nonce, now) in [
+        let checks = [
             ("b", 1000),
             ("a", 1001),
             ("b", 1001),
             ("held", 1000),
             ("old", 999),
-        ] {
-            let (pending, answer) = pending(nonce, now);
-            sender.send(pending).await.unwrap();
-            answers.push(answer);
-        }
-        drop(sender);
-        run(engine.clone(), receiver).await;
+        ];
+        let answers = batch_queue::run_queued(engine.clone(), checks.map(pending).into()).await;
         // One batch: the purge for its earliest window, then the nonces once each, sorted.
         assert_eq!(*engine.calls.lock().unwrap(), ["purge 639", "a b held old"]);
-        let answers: Vec<bool> = futures_util::future::join_all(answers)
-            .await
-            .into_iter()
-            .map(|answer| answer.unwrap().unwrap())
-            .collect();
+        let answers: Vec<bool> = answers.into_iter().map(|answer| answer.unwrap()).collect();
         assert_eq!(answers, [true, true, false, false, true]);
     }
 }

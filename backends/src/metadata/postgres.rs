@@ -23,8 +23,8 @@ pub struct PostgresMetadata {
     probe: PgPool,
     hints: Arc<Notify>,
     listener: AbortHandle,
-    puts: tokio::sync::mpsc::Sender<super::group_commit::PendingPut>,
-    nonces: tokio::sync::mpsc::Sender<super::pop_nonces::PendingNonce>,
+    puts: super::batch_queue::Queue<super::group_commit::PendingPut>,
+    nonces: super::batch_queue::Queue<super::pop_nonces::PendingNonce>,
 }
 
 /// The longest any statement of the serving connections may run before PostgreSQL cancels it.

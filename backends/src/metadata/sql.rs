@@ -393,27 +393,16 @@ pub(super) fn session(row: SessionRow) -> SessionRecord {
 
 /// A grant from a [`GrantRow`].
 pub(super) fn grant(row: GrantRow) -> GrantRecord {
-    let (
-        id,
-        public_key,
-        client_id,
-        cnf,
-        capabilities,
-        issued_at,
-        expires_at,
-        revoked_at,
-        created_at,
-    ) = row;
     GrantRecord {
-        id,
-        public_key,
-        client_id,
-        cnf,
-        capabilities,
-        issued_at,
-        expires_at,
-        revoked_at,
-        created_at,
+        id: row.0,
+        public_key: row.1,
+        client_id: row.2,
+        cnf: row.3,
+        capabilities: row.4,
+        issued_at: row.5,
+        expires_at: row.6,
+        revoked_at: row.7,
+        created_at: row.8,
     }
 }
 
@@ -598,7 +587,7 @@ macro_rules! impl_metadata {
         const _: () = {
             use $crate::metadata::{
                 Accounts, BearerRecord, Counts, DeleteOutcome, Deleted, Entry, Event, EventFilter,
-                Files, GrantRecord, Grants, Micros, MintOutcome, NewEntry, NewGrant, NewSession,
+                Files, GrantRecord, Grants, Micros, MintBearer, MintOutcome, NewEntry, NewSession,
                 NewSignupToken, Operations, PathScan, PutOutcome, Quota, Result, SessionRecord,
                 SignupOutcome, SignupTokenRecord, User, UserLimits, WriteMode, group_commit,
                 pop_nonces, query, sql,
@@ -666,12 +655,8 @@ macro_rules! impl_metadata {
                 }
 
                 async fn user(&self, public_key: &str) -> Result<Option<User>> {
-                    let row: Option<sql::UserRow> = sqlx::query_as(sql::USER)
-                        .bind(public_key)
-                        .fetch_optional(&self.read)
-                        .await
-                        .map_err(query("read user"))?;
-                    Ok(row.map(sql::user))
+                    let select = sqlx::query_as(sql::USER).bind(public_key);
+                    self.read_one(select, "read user", sql::user).await
                 }
 
                 async fn set_disabled(&self, public_key: &str, disabled: bool) -> Result<bool> {
@@ -733,12 +718,9 @@ macro_rules! impl_metadata {
                 }
 
                 async fn signup_token(&self, token: &str) -> Result<Option<SignupTokenRecord>> {
-                    let row: Option<sql::TokenRow> = sqlx::query_as(sql::SIGNUP_TOKEN)
-                        .bind(token)
-                        .fetch_optional(&self.read)
+                    let select = sqlx::query_as(sql::SIGNUP_TOKEN).bind(token);
+                    self.read_one(select, "read signup token", sql::signup_token)
                         .await
-                        .map_err(query("read signup token"))?;
-                    Ok(row.map(sql::signup_token))
                 }
 
                 async fn list_signup_tokens(
@@ -768,12 +750,8 @@ macro_rules! impl_metadata {
                 }
 
                 async fn session(&self, secret_hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
-                    let row: Option<sql::SessionRow> = sqlx::query_as(sql::SESSION)
-                        .bind(&secret_hash[..])
-                        .fetch_optional(&self.read)
-                        .await
-                        .map_err(query("read session"))?;
-                    Ok(row.map(sql::session))
+                    let select = sqlx::query_as(sql::SESSION).bind(&secret_hash[..]);
+                    self.read_one(select, "read session", sql::session).await
                 }
 
                 async fn delete_session(&self, secret_hash: &[u8; 32]) -> Result<bool> {
@@ -833,13 +811,13 @@ macro_rules! impl_metadata {
                     pop_nonces::submit(&self.nonces, nonce, now, window).await
                 }
 
-                async fn mint_bearer(
-                    &self,
-                    grant: &NewGrant<'_>,
-                    token_hash: &[u8; 32],
-                    expires_at: i64,
-                    now: i64,
-                ) -> Result<MintOutcome> {
+                async fn mint_bearer(&self, mint: &MintBearer<'_>) -> Result<MintOutcome> {
+                    let MintBearer {
+                        ref grant,
+                        token_hash,
+                        expires_at,
+                        now,
+                    } = *mint;
                     let mut tx = self
                         .write
                         .begin()
@@ -902,22 +880,13 @@ macro_rules! impl_metadata {
                     token_hash: &[u8; 32],
                     now: i64,
                 ) -> Result<Option<BearerRecord>> {
-                    let row: Option<sql::BearerRow> = sqlx::query_as(sql::BEARER)
-                        .bind(&token_hash[..])
-                        .bind(now)
-                        .fetch_optional(&self.read)
-                        .await
-                        .map_err(query("read bearer"))?;
-                    Ok(row.map(sql::bearer))
+                    let select = sqlx::query_as(sql::BEARER).bind(&token_hash[..]).bind(now);
+                    self.read_one(select, "read bearer", sql::bearer).await
                 }
 
                 async fn grant(&self, id: &str) -> Result<Option<GrantRecord>> {
-                    let row: Option<sql::GrantRow> = sqlx::query_as(sql::GRANT)
-                        .bind(id)
-                        .fetch_optional(&self.read)
-                        .await
-                        .map_err(query("read grant"))?;
-                    Ok(row.map(sql::grant))
+                    let select = sqlx::query_as(sql::GRANT).bind(id);
+                    self.read_one(select, "read grant", sql::grant).await
                 }
 
                 async fn revoke_grant(&self, id: &str, now: i64) -> Result<bool> {
@@ -962,13 +931,11 @@ macro_rules! impl_metadata {
             #[async_trait::async_trait]
             impl Files for Engine {
                 async fn entry(&self, public_key: &str, path: &EntryPath) -> Result<Option<Entry>> {
-                    let row: Option<sql::EntryRow> = sqlx::query_as(sql::ENTRY)
+                    let select = sqlx::query_as(sql::ENTRY)
                         .bind(public_key)
-                        .bind(path.as_str())
-                        .fetch_optional(&self.read)
+                        .bind(path.as_str());
+                    self.read_one(select, "read entry", |row| sql::entry(path, row))
                         .await
-                        .map_err(query("read entry"))?;
-                    Ok(row.map(|row| sql::entry(path, row)))
                 }
 
                 async fn commit_put(
@@ -1148,6 +1115,24 @@ macro_rules! impl_metadata {
             }
 
             impl Engine {
+                /// The row `select` reads from the read pool, mapped by `map`; None when there is
+                /// none.
+                async fn read_one<'q, R, T>(
+                    &self,
+                    select: sqlx::query::QueryAs<'q, Db, R, <Db as sqlx::Database>::Arguments<'q>>,
+                    operation: &'static str,
+                    map: impl FnOnce(R) -> T,
+                ) -> Result<Option<T>>
+                where
+                    R: Send + Unpin + for<'r> sqlx::FromRow<'r, <Db as sqlx::Database>::Row>,
+                {
+                    let row = select
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err(query(operation))?;
+                    Ok(row.map(map))
+                }
+
                 /// Starts a write transaction with the engine's `BEGIN_WRITE`, if it has one.
                 async fn begin_write(tx: &mut sqlx::Transaction<'_, Db>) -> Result<()> {
                     if let Some(lock) = Self::BEGIN_WRITE {

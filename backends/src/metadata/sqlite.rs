@@ -56,8 +56,8 @@ pub struct SqliteMetadata {
     write: SqlitePool,
     /// The health probe's own connection, so that a busy pool never reads as a database that is down.
     probe: SqlitePool,
-    puts: tokio::sync::mpsc::Sender<super::group_commit::PendingPut>,
-    nonces: tokio::sync::mpsc::Sender<super::pop_nonces::PendingNonce>,
+    puts: super::batch_queue::Queue<super::group_commit::PendingPut>,
+    nonces: super::batch_queue::Queue<super::pop_nonces::PendingNonce>,
 }
 
 impl SqliteMetadata {
