@@ -399,3 +399,42 @@ fn fuzz_webdav() {
         assert_eq!(unescaped, text);
     });
 }
+
+#[test]
+fn fuzz_preconditions() {
+    use homestead_backends::metadata::WriteMode;
+    use http::header::{IF_MATCH, IF_NONE_MATCH, IF_UNMODIFIED_SINCE};
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    use crate::preconditions::{PreconditionError, write_mode};
+    fuzz("preconditions", |input| {
+        let Ok(value) = HeaderValue::from_bytes(input) else {
+            return;
+        };
+        let alone = |name: HeaderName| {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, value.clone());
+            write_mode(&headers)
+        };
+        // Both tag headers share one grammar; If-None-Match compares weakly, so it names every version
+        // If-Match names, and more.
+        match (alone(IF_MATCH), alone(IF_NONE_MATCH)) {
+            (Ok(WriteMode::Replace), inm) => assert_eq!(inm, Ok(WriteMode::Create)),
+            (Ok(WriteMode::Update(strong)), Ok(WriteMode::Except(all))) => {
+                assert!(strong.iter().all(|v| all.contains(v)), "{value:?}");
+            }
+            (Err(PreconditionError::IfMatch), Err(PreconditionError::IfNoneMatch)) => {}
+            other => panic!("{value:?}: {other:?}"),
+        }
+        match alone(IF_UNMODIFIED_SINCE) {
+            Ok(WriteMode::UnmodifiedSince(secs)) => assert!(secs >= 0),
+            Err(PreconditionError::IfUnmodifiedSince) => {}
+            other => panic!("{value:?}: {other:?}"),
+        }
+        // Beside If-Match, If-Unmodified-Since is not even parsed.
+        let mut both = HeaderMap::new();
+        both.insert(IF_MATCH, HeaderValue::from_static("*"));
+        both.insert(IF_UNMODIFIED_SINCE, value.clone());
+        assert_eq!(write_mode(&both), Ok(WriteMode::Replace));
+    });
+}

@@ -15,6 +15,7 @@ pub mod logging;
 pub mod lookups;
 pub mod metrics;
 pub mod pkarr_record;
+pub mod preconditions;
 pub mod request_span;
 pub mod routes;
 pub mod server_key;

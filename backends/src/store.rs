@@ -22,8 +22,9 @@ use crate::event_bus::{self, EventBus, EventTail};
 use crate::health::Health;
 use crate::listing;
 use crate::metadata::{
-    Accounts, Deleted, Entry, Event, EventFilter, Files, Grants, Locks, Metadata, MetadataError,
-    Micros, NewEntry, Operations, PutOutcome, Quota, User, WriteMode, now_micros,
+    Accounts, Current, DeleteOutcome, Deleted, Entry, Event, EventFilter, Files, Grants, Locks,
+    Metadata, MetadataError, Micros, NewEntry, Operations, PutOutcome, Quota, User, Version,
+    WriteMode, now_micros,
 };
 use crate::path::{DirPath, EntryPath, NormalizedPath};
 use crate::small_blobs::MAX_CACHED_BODY;
@@ -53,7 +54,8 @@ pub enum StoreError {
         /// The path written.
         path: String,
     },
-    /// The file's current version is not the one the write's [`WriteMode`] expects; nothing was stored.
+    /// The current file (or its absence) is not what the write's or delete's [`WriteMode`] expects;
+    /// nothing changed.
     #[error("{path}: the current version is not the expected one")]
     PreconditionFailed {
         /// The path written.
@@ -152,6 +154,8 @@ pub struct Written {
     pub event_id: u64,
     /// Length in bytes.
     pub content_length: u64,
+    /// The new version (its ETag is the one reads show).
+    pub version: Version,
 }
 
 /// Why a write is refused before its body is read (see [`Store::prepare`]).
@@ -249,11 +253,7 @@ pub enum Read {
 impl Entry {
     /// The strong ETag: the quoted base64 of the BLAKE3 hash.
     pub fn etag(&self) -> String {
-        use base64::Engine;
-        format!(
-            "\"{}\"",
-            base64::engine::general_purpose::STANDARD.encode(self.content_hash)
-        )
+        self.version().etag()
     }
 
     /// Last modification, in Unix seconds.
@@ -410,9 +410,11 @@ impl Store {
     }
 
     /// Prepares `user`'s write of `path` in `mode` before its body is read: refuses a disabled user,
-    /// then a path outside the user's write allow-list; otherwise computes the room left for the body
-    /// within the user's quota, reading the current version once, through the entry cache, when the
-    /// quota depends on it (under no quota nothing is read; the mode is checked at the commit).
+    /// then a path outside the user's write allow-list, then (as [`StoreError::PreconditionFailed`]) a
+    /// current file that `mode` does not admit; otherwise computes the room left for the body within
+    /// the user's quota. It reads the current version at most once: from the database when `mode` is
+    /// conditional (a stale cached entry must not refuse a write the commit would admit), else through
+    /// the entry cache and only when the quota depends on it. The commit checks `mode` again.
     pub async fn prepare(
         &self,
         user: &User,
@@ -426,12 +428,22 @@ impl Store {
             return Ok(Err(Refusal::NotAllowed));
         }
         let quota = user.quota.unwrap_or(self.inner.default_quota);
+        let current = if mode != WriteMode::Overwrite {
+            let current = self.inner.metadata.entry(&user.public_key, path).await?;
+            if !mode.admits(current.as_ref().map(Current::from).as_ref()) {
+                return Err(StoreError::PreconditionFailed {
+                    path: path.to_string(),
+                });
+            }
+            current
+        } else if matches!(quota, Quota::Bytes(_)) {
+            self.head(&user.public_key, path).await?
+        } else {
+            None
+        };
         let room = match quota {
             Quota::Unlimited => None,
-            Quota::Bytes(_) => {
-                let current = self.head(&user.public_key, path).await?;
-                quota_cap(quota, user.used_bytes, current.map(|e| e.content_length))
-            }
+            Quota::Bytes(_) => quota_cap(quota, user.used_bytes, current.map(|e| e.content_length)),
         };
         Ok(Ok(WritePlan {
             owner: user.public_key.clone(),
@@ -502,6 +514,7 @@ impl Store {
                 Ok(Written {
                     event_id,
                     content_length: entry.content_length,
+                    version: Version(entry.content_hash),
                 })
             }
             PutOutcome::QuotaExceeded => {
@@ -635,13 +648,29 @@ impl Store {
 
     /// Deletes a file; None when there was no such file.
     pub async fn delete(&self, owner: &str, path: &EntryPath) -> Result<Option<u64>> {
-        let Some(Deleted { blob_key, event_id }) = self
+        self.delete_if(owner, path, &WriteMode::Overwrite).await
+    }
+
+    /// Deletes a file if `mode` admits it, checked under the user's row lock; None when there was no
+    /// such file (and `mode` admits that), [`StoreError::PreconditionFailed`] when `mode` refuses.
+    pub async fn delete_if(
+        &self,
+        owner: &str,
+        path: &EntryPath,
+        mode: &WriteMode,
+    ) -> Result<Option<u64>> {
+        let outcome = self
             .inner
             .metadata
-            .commit_delete(owner, path, now_micros())
-            .await?
-        else {
-            return Ok(None);
+            .commit_delete(owner, path, mode, now_micros());
+        let Deleted { blob_key, event_id } = match outcome.await? {
+            DeleteOutcome::Deleted(deleted) => deleted,
+            DeleteOutcome::NotFound => return Ok(None),
+            DeleteOutcome::PreconditionFailed => {
+                return Err(StoreError::PreconditionFailed {
+                    path: path.to_string(),
+                });
+            }
         };
         self.committed(owner, path);
         self.delete_blob_quietly(&BlobPath::from(blob_key)).await;

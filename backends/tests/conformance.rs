@@ -1115,7 +1115,7 @@ async fn conditional_writes(f: Fixture) {
     let current = f.store.head(ALICE, &p("/pub/doc")).await.unwrap();
     let current = current.expect("the file exists");
     assert_eq!(current.content_length, 5);
-    let mode = WriteMode::Update(current.version());
+    let mode = WriteMode::Update(vec![current.version()]);
     write(mode.clone(), b"third").await.unwrap();
     let err = write(mode.clone(), b"fourth").await.unwrap_err();
     assert!(
@@ -1133,8 +1133,8 @@ async fn conditional_writes(f: Fixture) {
         .unwrap()
         .version();
     let (a, b) = tokio::join!(
-        write(WriteMode::Update(current.clone()), b"fifth"),
-        write(WriteMode::Update(current), b"sixth"),
+        write(WriteMode::Update(vec![current]), b"fifth"),
+        write(WriteMode::Update(vec![current]), b"sixth"),
     );
     assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
     // A deleted file has no version to update.
@@ -1158,6 +1158,65 @@ async fn conditional_writes(f: Fixture) {
         ops,
         [EventOp::Put, EventOp::Put, EventOp::Put, EventOp::Del]
     );
+}
+
+/// Sixteen writers prepared against one version: the commit's check under the row lock lets exactly
+/// one through, and the file holds its body; then deletes, checked the same way.
+async fn conditional_races_and_deletes(f: Fixture) {
+    f.put(ALICE, "/pub/doc", b"start").await.unwrap();
+    let start = f.store.head(ALICE, &p("/pub/doc")).await.unwrap().unwrap();
+    let bodies: Vec<Bytes> = (0..16)
+        .map(|i| Bytes::from(format!("writer {i}")))
+        .collect();
+    let writes = bodies.iter().map(|body| {
+        let once = stream::iter([Ok::<_, std::io::Error>(body.clone())]);
+        let mode = WriteMode::Update(vec![start.version()]);
+        f.write(ALICE, "/pub/doc", once, mode, WriteLimits::default())
+    });
+    let results = futures_util::future::join_all(writes).await;
+    let winners: Vec<usize> = (0..16).filter(|i| results[*i].is_ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for result in &results {
+        if let Err(err) = result {
+            assert!(
+                matches!(err, StoreError::PreconditionFailed { .. }),
+                "{err}"
+            );
+        }
+    }
+    let won = &bodies[winners[0]];
+    assert_eq!(f.read(ALICE, "/pub/doc").await.unwrap(), won.to_vec());
+    let written = results[winners[0]].as_ref().unwrap();
+    let current = f.store.head(ALICE, &p("/pub/doc")).await.unwrap().unwrap();
+    assert_eq!(current.version(), written.version);
+    // A delete of another version, or where a file must not exist, changes nothing.
+    let doc = p("/pub/doc");
+    for mode in [WriteMode::Update(vec![start.version()]), WriteMode::Create] {
+        let err = f.store.delete_if(ALICE, &doc, &mode).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::PreconditionFailed { .. }),
+            "{err}"
+        );
+    }
+    assert_eq!(f.read(ALICE, "/pub/doc").await.unwrap(), won.to_vec());
+    let mode = WriteMode::Update(vec![current.version()]);
+    assert!(
+        f.store
+            .delete_if(ALICE, &doc, &mode)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // No file: a mode that needs one refuses, one that does not finds nothing.
+    let err = f.store.delete_if(ALICE, &doc, &mode).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::PreconditionFailed { .. }),
+        "{err}"
+    );
+    let absent = f.store.delete_if(ALICE, &doc, &WriteMode::Create).await;
+    assert_eq!(absent.unwrap(), None);
+    assert_eq!(f.used(ALICE).await, 0);
+    assert_eq!(f.blob_count().await, 0);
 }
 
 async fn prepare_refuses_and_measures_room(f: Fixture) {
@@ -1245,6 +1304,8 @@ macro_rules! conformance {
             async fn limits_travel_with_signup_tokens() { super::limits_travel_with_signup_tokens(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn conditional_writes() { super::conditional_writes(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn conditional_races_and_deletes() { super::conditional_races_and_deletes(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn prepare_refuses_and_measures_room() { super::prepare_refuses_and_measures_room(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]

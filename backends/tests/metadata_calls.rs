@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream;
 use homestead_backends::metadata::{
-    self, Accounts, BearerRecord, Counts, Deleted, Entry, Event, EventFilter, Files, GrantRecord,
-    Grants, Locks, Metadata, Micros, MintBearer, MintOutcome, NewEntry, NewSession, NewSignupToken,
-    Operations, PathScan, PutOutcome, Quota, Result, SessionRecord, SignupOutcome,
+    self, Accounts, BearerRecord, Counts, DeleteOutcome, Entry, Event, EventFilter, Files,
+    GrantRecord, Grants, Locks, Metadata, Micros, MintBearer, MintOutcome, NewEntry, NewSession,
+    NewSignupToken, Operations, PathScan, PutOutcome, Quota, Result, SessionRecord, SignupOutcome,
     SignupTokenRecord, TakeOutcome, User, UserLimits, WriteMode, now_micros,
 };
 use homestead_backends::store::{ReadOptions, WriteLimits};
@@ -55,7 +55,7 @@ macro_rules! counted {
 counted!(Files {
     entry(public_key: &str, path: &EntryPath) -> Option<Entry>;
     commit_put(public_key: &str, entry: &NewEntry, default_quota: Quota) -> PutOutcome;
-    commit_delete(public_key: &str, path: &EntryPath, now: Micros) -> Option<Deleted>;
+    commit_delete(public_key: &str, path: &EntryPath, mode: &WriteMode, now: Micros) -> DeleteOutcome;
     scan_paths(public_key: &str, scan: &PathScan) -> Vec<String>;
     unreferenced_blobs(keys: &[String]) -> Vec<String>;
     events(cursor: u64, limit: u32, filter: &EventFilter) -> Vec<Event>;

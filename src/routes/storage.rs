@@ -23,6 +23,7 @@ use crate::authorization::{authorize, check_scope, check_write};
 use crate::http_error::HttpError;
 use crate::lookups::StoreCredentials;
 use crate::metrics::StorageRequest;
+use crate::preconditions::write_mode;
 use crate::routes::{AppState, listing, locks};
 
 /// The methods a storage path supports.
@@ -110,12 +111,14 @@ async fn serve(
         Method::PUT => {
             let path = entry_path(path)?;
             check_write(principal, &path)?;
-            put(app, path, request).await
+            let mode = write_mode(request.headers())?;
+            put(app, path, mode, request).await
         }
         Method::DELETE => {
             let path = entry_path(path)?;
             check_write(principal, &path)?;
-            delete(app, &owner, path, request.headers()).await
+            let mode = write_mode(request.headers())?;
+            delete(app, &owner, path, &mode, request.headers()).await
         }
         _ => {
             let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
@@ -299,15 +302,21 @@ async fn head(app: &AppState, owner: &str, path: NormalizedPath) -> Result<Respo
 }
 
 /// Writes the body to `path` as the owner, whose principal [`check_write`] admitted: their record is the
-/// account the auth layer attached. Every refusal is decided before the body is touched; its unread rest
-/// is the drain layer's.
-async fn put(app: &AppState, path: EntryPath, request: Request) -> Result<Response, HttpError> {
+/// account the auth layer attached, if the current file is one `mode` admits (checked before the body
+/// is read and again at the commit). Every refusal is decided before the body is touched; its unread
+/// rest is the drain layer's. The 201 carries the new version's ETag.
+async fn put(
+    app: &AppState,
+    path: EntryPath,
+    mode: WriteMode,
+    request: Request,
+) -> Result<Response, HttpError> {
     let Some((_, user)) = own_account::<_, StoreCredentials>(&request) else {
         // Only a wiring without the auth layer gets here.
         return Err(HttpError::not_found());
     };
-    // The one read of the current entry (through the entry cache), and what the plan refuses.
-    let plan = match app.store.prepare(user, &path, WriteMode::Overwrite).await? {
+    // The one read of the current entry, and what the plan refuses (a precondition as a 412).
+    let plan = match app.store.prepare(user, &path, mode).await? {
         Ok(plan) => plan,
         Err(Refusal::Disabled) => {
             return Err(HttpError::new(StatusCode::FORBIDDEN, "User is disabled"));
@@ -330,7 +339,11 @@ async fn put(app: &AppState, path: EntryPath, request: Request) -> Result<Respon
     let written = app.store.commit(plan, body, limits).await;
     let written = written.map_err(locks::commit_error)?;
     app.metrics.bytes_written.add(written.content_length, &[]);
-    Ok(StatusCode::CREATED.into_response())
+    let mut response = StatusCode::CREATED.into_response();
+    if let Ok(etag) = HeaderValue::try_from(written.version.etag()) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
 }
 
 /// 507 unless `length` declared bytes fit the `room` the plan left (None: unlimited).
@@ -373,10 +386,13 @@ fn write_not_allowed() -> HttpError {
     HttpError::new(StatusCode::FORBIDDEN, "Write to this path is not allowed")
 }
 
+/// Deletes `path` if the current file is one `mode` admits (checked under the user's row lock), and if
+/// the lock check of `headers` lets it (§17.4).
 async fn delete(
     app: &AppState,
     owner: &str,
     path: EntryPath,
+    mode: &WriteMode,
     headers: &HeaderMap,
 ) -> Result<Response, HttpError> {
     let user = app
@@ -397,7 +413,7 @@ async fn delete(
     if let Some(lock) = &lock {
         lock.confirm().await?;
     }
-    match app.store.delete(owner, &path).await? {
+    match app.store.delete_if(owner, &path, mode).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         None => Err(HttpError::not_found()),
     }

@@ -34,36 +34,93 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// This version of the file, for a [`WriteMode::Update`].
+    /// This version of the file, for a [`WriteMode`].
     pub fn version(&self) -> Version {
-        Version(self.blob_key.clone())
+        Version(self.content_hash)
     }
 }
 
-/// One version of a file: the key of its blob, fresh for every write (so two writes of the same bytes
-/// are two versions).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Version(pub(crate) String);
+/// One version of a file: the BLAKE3 hash of its content, which its strong ETag shows (two writes of
+/// the same bytes are the same version, as HTTP's entity tags see it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version(pub [u8; 32]);
 
-/// Which current version a write may replace (after `object_store`'s `PutMode`).
+impl Version {
+    /// The version an entity tag's opaque part (between the quotes) names, or None when it names none
+    /// this server hands out: such a tag matches no file.
+    pub fn from_opaque_tag(opaque: &[u8]) -> Option<Self> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(opaque)
+            .ok()?;
+        bytes.try_into().ok().map(Self)
+    }
+
+    /// The strong ETag: the quoted base64 of the hash.
+    pub fn etag(&self) -> String {
+        use base64::Engine;
+        format!(
+            "\"{}\"",
+            base64::engine::general_purpose::STANDARD.encode(self.0)
+        )
+    }
+}
+
+/// Which current file a write or a delete may replace (after `object_store`'s `PutMode`, extended to
+/// the preconditions of RFC 9110 §13.1). Checked before the body is read and again, decisively, under
+/// the user's row lock in the commit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum WriteMode {
     /// Whatever is there (a plain PUT).
     #[default]
     Overwrite,
-    /// Nothing: the file must not exist.
+    /// Nothing: the file must not exist (`If-None-Match: *`).
     Create,
-    /// Exactly this version.
-    Update(Version),
+    /// Any current file, but one must exist (`If-Match: *`).
+    Replace,
+    /// A current file that is one of these versions (`If-Match` with a list of strong tags; an empty
+    /// list admits nothing).
+    Update(Vec<Version>),
+    /// No file, or a current file that is none of these versions (`If-None-Match` with a list).
+    Except(Vec<Version>),
+    /// No file, or a current file last modified at or before this Unix second
+    /// (`If-Unmodified-Since`).
+    UnmodifiedSince(i64),
+    /// All of these.
+    All(Vec<WriteMode>),
+}
+
+/// What a [`WriteMode`] is checked against: the current file's version and modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Current {
+    /// Its version.
+    pub(crate) version: Version,
+    /// Its last write.
+    pub(crate) modified_at: Micros,
+}
+
+impl From<&Entry> for Current {
+    fn from(entry: &Entry) -> Self {
+        Self {
+            version: entry.version(),
+            modified_at: entry.modified_at,
+        }
+    }
 }
 
 impl WriteMode {
-    /// Whether a file whose current version has the blob `current` (None: no file) may be replaced.
-    pub(crate) fn admits(&self, current: Option<&str>) -> bool {
+    /// Whether the current file (None: no file) may be replaced or deleted.
+    pub(crate) fn admits(&self, current: Option<&Current>) -> bool {
         match self {
             Self::Overwrite => true,
             Self::Create => current.is_none(),
-            Self::Update(Version(expected)) => current == Some(expected.as_str()),
+            Self::Replace => current.is_some(),
+            Self::Update(versions) => current.is_some_and(|c| versions.contains(&c.version)),
+            Self::Except(versions) => current.is_none_or(|c| !versions.contains(&c.version)),
+            Self::UnmodifiedSince(secs) => {
+                current.is_none_or(|c| c.modified_at.div_euclid(1_000_000) <= *secs)
+            }
+            Self::All(modes) => modes.iter().all(|mode| mode.admits(current)),
         }
     }
 }
@@ -103,6 +160,17 @@ pub enum PutOutcome {
     PreconditionFailed,
     /// No such user: nothing changed.
     NoSuchUser,
+}
+
+/// How a delete's commit ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// Removed.
+    Deleted(Deleted),
+    /// No such file (or no such user), and the [`WriteMode`] admits that: nothing changed.
+    NotFound,
+    /// The current file (or its absence) is not what the [`WriteMode`] expects: nothing changed.
+    PreconditionFailed,
 }
 
 /// What a delete's commit removed.
@@ -188,14 +256,15 @@ pub trait Files: Send + Sync + Debug {
         entry: &NewEntry,
         default_quota: Quota,
     ) -> Result<PutOutcome>;
-    /// In one transaction: removes the entry, credits the used bytes and appends the DEL event; None when
-    /// there was no such file.
+    /// In one transaction: checks the mode under the user's row lock, removes the entry, credits the
+    /// used bytes and appends the DEL event.
     async fn commit_delete(
         &self,
         public_key: &str,
         path: &EntryPath,
+        mode: &WriteMode,
         now: Micros,
-    ) -> Result<Option<Deleted>>;
+    ) -> Result<DeleteOutcome>;
     /// Paths of a user's files within a range, ordered bytewise.
     async fn scan_paths(&self, public_key: &str, scan: &PathScan) -> Result<Vec<String>>;
     /// Which of these blob keys no entry references.
@@ -214,15 +283,50 @@ pub trait Files: Send + Sync + Debug {
 mod tests {
     use super::*;
 
+    fn current(hash: u8, modified_secs: i64) -> Current {
+        Current {
+            version: Version([hash; 32]),
+            modified_at: modified_secs * 1_000_000 + 999_999,
+        }
+    }
+
     #[test]
-    fn write_modes_admit_the_versions_they_name() {
+    fn write_modes_admit_the_files_they_name() {
+        let (a, b) = (current(1, 100), current(2, 100));
+        let (some_a, some_b) = (Some(&a), Some(&b));
         assert!(WriteMode::Overwrite.admits(None));
-        assert!(WriteMode::Overwrite.admits(Some("a")));
+        assert!(WriteMode::Overwrite.admits(some_a));
         assert!(WriteMode::Create.admits(None));
-        assert!(!WriteMode::Create.admits(Some("a")));
-        let update = WriteMode::Update(Version("a".into()));
-        assert!(update.admits(Some("a")));
-        assert!(!update.admits(Some("b")));
+        assert!(!WriteMode::Create.admits(some_a));
+        assert!(!WriteMode::Replace.admits(None));
+        assert!(WriteMode::Replace.admits(some_a));
+        let update = WriteMode::Update(vec![Version([9; 32]), a.version]);
+        assert!(update.admits(some_a));
+        assert!(!update.admits(some_b));
         assert!(!update.admits(None));
+        assert!(!WriteMode::Update(Vec::new()).admits(some_a));
+        let except = WriteMode::Except(vec![a.version]);
+        assert!(!except.admits(some_a));
+        assert!(except.admits(some_b));
+        assert!(except.admits(None));
+        // Whole seconds, as HTTP dates have them.
+        assert!(WriteMode::UnmodifiedSince(100).admits(some_a));
+        assert!(!WriteMode::UnmodifiedSince(99).admits(some_a));
+        assert!(WriteMode::UnmodifiedSince(0).admits(None));
+        let all = WriteMode::All(vec![WriteMode::Replace, WriteMode::Except(vec![a.version])]);
+        assert!(all.admits(some_b));
+        assert!(!all.admits(some_a));
+        assert!(!all.admits(None));
+    }
+
+    #[test]
+    fn versions_round_trip_through_their_etags() {
+        let version = Version(*blake3::hash(b"hello").as_bytes());
+        let etag = version.etag();
+        assert_eq!(etag, "\"6o8WPbOGgpJeRJHF5Y1Ls1Bu+MFOt4qG6QjFYkpnIA8=\"");
+        let opaque = etag.trim_matches('"').as_bytes();
+        assert_eq!(Version::from_opaque_tag(opaque), Some(version));
+        assert_eq!(Version::from_opaque_tag(b"aGVsbG8="), None);
+        assert_eq!(Version::from_opaque_tag(b"not base64!"), None);
     }
 }

@@ -25,9 +25,10 @@ pub use accounts::{
     Accounts, NewSession, NewSignupToken, Quota, SessionRecord, SignupOutcome, SignupTokenRecord,
     User, UserLimits,
 };
+pub(crate) use files::Current;
 pub use files::{
-    Deleted, Entry, Event, EventFilter, EventOp, FILE_OVERHEAD_BYTES, Files, NewEntry, PathScan,
-    PutOutcome, Version, WriteMode,
+    DeleteOutcome, Deleted, Entry, Event, EventFilter, EventOp, FILE_OVERHEAD_BYTES, Files,
+    NewEntry, PathScan, PutOutcome, Version, WriteMode,
 };
 pub use grants::{BearerRecord, GrantRecord, Grants, MintBearer, MintOutcome, NewGrant};
 pub use locks::{Locks, TakeOutcome};

@@ -34,8 +34,6 @@ const STATEMENT_TIMEOUT: &str = "10s";
 const EVENTS_CHANNEL: &str = "events";
 
 impl PostgresMetadata {
-    const LOCK_USER: &'static str =
-        "SELECT id, used_bytes, quota_bytes FROM users WHERE public_key = $1 FOR UPDATE";
     const LOCK_GRANT: &'static str = concat!(read_grant!(), " FOR UPDATE OF g");
     const READ_FOR_PUT: &'static str = concat!(read_for_put!(), " FOR UPDATE OF u");
     /// The entry, the usage and the event in one statement (its parts cannot see each other's writes,

@@ -7,8 +7,8 @@
 //! The engine module provides: fields `read` (a pool for reads), `write` (a pool whose transactions
 //! write), `probe` (the health probe's pool), `puts` (the sender of the group commit, from
 //! `group_commit::start(write)`) and `nonces` (the sender of the PoP nonce checks, from
-//! `pop_nonces::start(write)`), and constants `LOCK_USER` (select a user's row for the rest of the
-//! transaction), `READ_FOR_PUT` (the same, joined with the entry at a path), `LOCK_GRANT` (a grant's
+//! `pop_nonces::start(write)`), and constants `READ_FOR_PUT` (select a user's row for the rest of
+//! the transaction, joined with the entry at a path), `LOCK_GRANT` (a grant's
 //! row, as [`read_grant`] reads it, for the rest of the transaction), `WRITE_PUT` (the statement
 //! that writes a file's entry from the parameters user id, path, hash, length, type, blob key, time and
 //! new usage) and `WRITE_PUT_WHOLE` (whether it also moves the usage and appends the PUT event,
@@ -25,9 +25,9 @@
 //! [`Operations`]: super::Operations
 
 use super::{
-    BearerRecord, Counts, Entry, Event, EventFilter, EventOp, FILE_OVERHEAD_BYTES, GrantRecord,
-    MintOutcome, NewEntry, NewGrant, PutOutcome, Quota, SessionRecord, SignupTokenRecord, User,
-    UserLimits,
+    BearerRecord, Counts, Current, DeleteOutcome, Entry, Event, EventFilter, EventOp,
+    FILE_OVERHEAD_BYTES, GrantRecord, MintOutcome, NewEntry, NewGrant, PutOutcome, Quota,
+    SessionRecord, SignupTokenRecord, User, UserLimits, Version, WriteMode,
 };
 use crate::path::EntryPath;
 
@@ -47,7 +47,8 @@ macro_rules! upsert_entry {
 /// parameters public key and path; a literal, for `concat!`. Its row is a [`PutRow`].
 macro_rules! read_for_put {
     () => {
-        "SELECT u.id, u.used_bytes, u.quota_bytes, e.content_length, e.blob_key \
+        "SELECT u.id, u.used_bytes, u.quota_bytes, e.content_length, e.blob_key, e.content_hash, \
+         e.modified_at \
          FROM users u LEFT JOIN entries e ON e.user_id = u.id AND e.path = $2 \
          WHERE u.public_key = $1"
     };
@@ -414,8 +415,17 @@ pub(super) type BearerRow = (
 pub(super) type EntryRow = (Vec<u8>, i64, String, String, i64, i64);
 /// Id, op, user key, path, hash, time.
 pub(super) type EventRow = (i64, String, String, String, Option<Vec<u8>>, i64);
-/// User id, used bytes, own quota, then the current entry's length and blob (NULLs when none).
-pub(super) type PutRow = (i64, i64, Option<i64>, Option<i64>, Option<String>);
+/// User id, used bytes, own quota, then the current entry's length, blob, hash and modification time
+/// (NULLs when none).
+pub(super) type PutRow = (
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<i64>,
+);
 
 /// A user from a [`UserRow`].
 pub(super) fn user(row: UserRow) -> User {
@@ -564,12 +574,20 @@ pub(super) enum PutStep {
     },
 }
 
+/// The current file of a [`PutRow`], as a [`WriteMode`] sees it.
+fn current(hash: Option<Vec<u8>>, modified_at: Option<i64>) -> Option<Current> {
+    Some(Current {
+        version: Version(hash32(hash?)),
+        modified_at: modified_at?,
+    })
+}
+
 /// Decides a write from its [`PutRow`] (None: no such user): the mode first, then the quota.
 pub(super) fn put_step(read: Option<PutRow>, entry: &NewEntry, default_quota: Quota) -> PutStep {
-    let Some((user_id, used, quota, old_length, old_blob)) = read else {
+    let Some((user_id, used, quota, old_length, old_blob, old_hash, old_modified)) = read else {
         return PutStep::Refuse(PutOutcome::NoSuchUser);
     };
-    if !entry.mode.admits(old_blob.as_deref()) {
+    if !entry.mode.admits(current(old_hash, old_modified).as_ref()) {
         return PutStep::Refuse(PutOutcome::PreconditionFailed);
     }
     let new_length = entry.content_length as i64;
@@ -588,6 +606,37 @@ pub(super) fn put_step(read: Option<PutRow>, entry: &NewEntry, default_quota: Qu
     }
 }
 
+/// How a delete goes on, decided from its locked read.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum DeleteStep {
+    /// Refused, or nothing to delete: nothing changes.
+    Refuse(DeleteOutcome),
+    /// Delete the entry of the user's row `user_id`, whose usage is `used`.
+    Delete {
+        /// The user's row.
+        user_id: i64,
+        /// The usage before the delete.
+        used: i64,
+    },
+}
+
+/// Decides a delete in `mode` from its [`PutRow`] (None: no such user, which is no such file).
+pub(super) fn delete_step(read: Option<PutRow>, mode: &WriteMode) -> DeleteStep {
+    let (user_id, used, current) = match read {
+        Some((user_id, used, _, _, _, hash, modified_at)) => {
+            (Some(user_id), used, current(hash, modified_at))
+        }
+        None => (None, 0, None),
+    };
+    if !mode.admits(current.as_ref()) {
+        return DeleteStep::Refuse(DeleteOutcome::PreconditionFailed);
+    }
+    match (user_id, current) {
+        (Some(user_id), Some(_)) => DeleteStep::Delete { user_id, used },
+        _ => DeleteStep::Refuse(DeleteOutcome::NotFound),
+    }
+}
+
 /// The usage after deleting a file of `length` bytes.
 pub(super) fn used_after_delete(used: i64, length: i64) -> i64 {
     (used - length - FILE_OVERHEAD_BYTES).max(0)
@@ -597,11 +646,11 @@ macro_rules! impl_metadata {
     ($engine:ty, $db:ty, $kind:expr) => {
         const _: () = {
             use $crate::metadata::{
-                Accounts, BearerRecord, Counts, Deleted, Entry, Event, EventFilter, Files,
-                GrantRecord, Grants, Locks, Micros, MintBearer, MintOutcome, NewEntry, NewSession,
-                NewSignupToken, Operations, PathScan, PutOutcome, Quota, Result, SessionRecord,
-                SignupOutcome, SignupTokenRecord, TakeOutcome, User, UserLimits, group_commit,
-                pop_nonces, query, sql,
+                Accounts, BearerRecord, Counts, DeleteOutcome, Deleted, Entry, Event, EventFilter,
+                Files, GrantRecord, Grants, Locks, Micros, MintBearer, MintOutcome, NewEntry,
+                NewSession, NewSignupToken, Operations, PathScan, PutOutcome, Quota, Result,
+                SessionRecord, SignupOutcome, SignupTokenRecord, TakeOutcome, User, UserLimits,
+                WriteMode, group_commit, pop_nonces, query, sql,
             };
             use $crate::path::EntryPath;
 
@@ -1072,18 +1121,21 @@ macro_rules! impl_metadata {
                     &self,
                     public_key: &str,
                     path: &EntryPath,
+                    mode: &WriteMode,
                     now: Micros,
-                ) -> Result<Option<Deleted>> {
+                ) -> Result<DeleteOutcome> {
                     let mut tx = self.write.begin().await.map_err(query("begin delete"))?;
                     // The event-order lock before any user row, as the group commit takes them.
                     Self::begin_write(&mut tx).await?;
-                    let user: Option<(i64, i64, Option<i64>)> = sqlx::query_as(Self::LOCK_USER)
+                    let read: Option<sql::PutRow> = sqlx::query_as(Self::READ_FOR_PUT)
                         .bind(public_key)
+                        .bind(path.as_str())
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(query("lock user"))?;
-                    let Some((user_id, used, _)) = user else {
-                        return Ok(None);
+                    let (user_id, used) = match sql::delete_step(read, mode) {
+                        sql::DeleteStep::Refuse(outcome) => return Ok(outcome),
+                        sql::DeleteStep::Delete { user_id, used } => (user_id, used),
                     };
                     let old: Option<(i64, String)> = sqlx::query_as(sql::DELETE_ENTRY)
                         .bind(user_id)
@@ -1092,7 +1144,7 @@ macro_rules! impl_metadata {
                         .await
                         .map_err(query("delete entry"))?;
                     let Some((length, blob_key)) = old else {
-                        return Ok(None);
+                        return Ok(DeleteOutcome::NotFound);
                     };
                     sqlx::query(sql::SET_USED_BYTES)
                         .bind(sql::used_after_delete(used, length))
@@ -1104,7 +1156,7 @@ macro_rules! impl_metadata {
                         Self::append_event(&mut tx, "DEL", user_id, path.as_str(), None, now)
                             .await?;
                     tx.commit().await.map_err(query("commit delete"))?;
-                    Ok(Some(Deleted { blob_key, event_id }))
+                    Ok(DeleteOutcome::Deleted(Deleted { blob_key, event_id }))
                 }
 
                 async fn scan_paths(
@@ -1406,7 +1458,6 @@ pub(crate) use {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::{Version, WriteMode};
 
     fn new_entry(length: u64, blob_key: &str) -> NewEntry {
         NewEntry {
@@ -1435,7 +1486,16 @@ mod tests {
             step(None, &WriteMode::Overwrite, Quota::Unlimited),
             PutStep::Refuse(PutOutcome::NoSuchUser)
         );
-        let existing = Some((7, 400, None, Some(50), Some("old".to_string())));
+        let old = Version([1; 32]);
+        let existing = Some((
+            7,
+            400,
+            None,
+            Some(50),
+            Some("old".to_string()),
+            Some(vec![1; 32]),
+            Some(5_000_000),
+        ));
         assert_eq!(
             step(existing.clone(), &WriteMode::Create, bytes(0)),
             PutStep::Refuse(PutOutcome::PreconditionFailed)
@@ -1443,7 +1503,7 @@ mod tests {
         assert_eq!(
             step(
                 existing.clone(),
-                &WriteMode::Update(Version("x".into())),
+                &WriteMode::Update(vec![Version([2; 32])]),
                 bytes(0)
             ),
             PutStep::Refuse(PutOutcome::PreconditionFailed)
@@ -1453,11 +1513,7 @@ mod tests {
             PutStep::Refuse(PutOutcome::QuotaExceeded)
         );
         assert_eq!(
-            step(
-                existing.clone(),
-                &WriteMode::Update(Version("old".into())),
-                bytes(450)
-            ),
+            step(existing.clone(), &WriteMode::Update(vec![old]), bytes(450)),
             PutStep::Write {
                 user_id: 7,
                 used: 450,
@@ -1465,7 +1521,7 @@ mod tests {
             }
         );
         // A new file counts its overhead; the user's own quota overrides the default.
-        let absent = Some((7, 0, Some(356), None, None));
+        let absent = Some((7, 0, Some(356), None, None, None, None));
         assert_eq!(
             step(absent, &WriteMode::Create, bytes(0)),
             PutStep::Write {
@@ -1478,7 +1534,15 @@ mod tests {
 
     #[test]
     fn the_new_blob_is_never_reported_as_replaced() {
-        let read = Some((1, 0, None, Some(100), Some("same".to_string())));
+        let read = Some((
+            1,
+            0,
+            None,
+            Some(100),
+            Some("same".to_string()),
+            Some(vec![0; 32]),
+            Some(0),
+        ));
         let step = put_step(read, &new_entry(100, "same"), Quota::Unlimited);
         assert!(matches!(
             step,
@@ -1487,6 +1551,44 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_delete_is_checked_for_its_mode_then_its_file() {
+        let file = Some((
+            7,
+            400,
+            None,
+            Some(50),
+            Some("old".to_string()),
+            Some(vec![1; 32]),
+            Some(5_000_000),
+        ));
+        let none = Some((7, 400, None, None, None, None, None));
+        let delete = DeleteStep::Delete {
+            user_id: 7,
+            used: 400,
+        };
+        let refused = DeleteStep::Refuse(DeleteOutcome::PreconditionFailed);
+        let not_found = DeleteStep::Refuse(DeleteOutcome::NotFound);
+        assert_eq!(delete_step(file.clone(), &WriteMode::Overwrite), delete);
+        let matching = WriteMode::Update(vec![Version([1; 32])]);
+        assert_eq!(delete_step(file.clone(), &matching), delete);
+        let other = WriteMode::Update(vec![Version([2; 32])]);
+        assert_eq!(delete_step(file.clone(), &other), refused);
+        assert_eq!(delete_step(file.clone(), &WriteMode::Create), refused);
+        assert_eq!(
+            delete_step(file.clone(), &WriteMode::UnmodifiedSince(4)),
+            refused
+        );
+        assert_eq!(delete_step(file, &WriteMode::UnmodifiedSince(5)), delete);
+        // No file: a mode that needs one refuses; one that does not finds nothing to delete.
+        assert_eq!(delete_step(none.clone(), &matching), refused);
+        assert_eq!(delete_step(none.clone(), &WriteMode::Replace), refused);
+        assert_eq!(delete_step(none.clone(), &WriteMode::Create), not_found);
+        assert_eq!(delete_step(none, &WriteMode::Overwrite), not_found);
+        assert_eq!(delete_step(None, &WriteMode::Overwrite), not_found);
+        assert_eq!(delete_step(None, &matching), refused);
     }
 
     #[test]

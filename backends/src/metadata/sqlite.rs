@@ -61,8 +61,6 @@ pub struct SqliteMetadata {
 }
 
 impl SqliteMetadata {
-    const LOCK_USER: &'static str =
-        "SELECT id, used_bytes, quota_bytes FROM users WHERE public_key = $1";
     /// The single writer connection holds the write transaction: nobody else can change the grant.
     const LOCK_GRANT: &'static str = read_grant!();
     const READ_FOR_PUT: &'static str = read_for_put!();

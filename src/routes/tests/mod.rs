@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod client;
+mod conditional;
 mod grants;
 mod locks;
 mod put_refusals;
