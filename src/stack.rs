@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
 use homestead_backends::Store;
 use homestead_middleware::{AuthLayer, BandwidthLayer, BodySizeLayer, DrainLayer, TenantLayer};
-use http::{Request, header::HOST};
+use http::Request;
+use http::header::{self, HOST, HeaderName};
 use tower::Service;
 use tower_http::cors::CorsLayer;
 
@@ -83,6 +84,15 @@ fn cors() -> CorsLayer {
         .allow_methods(tower_http::cors::AllowMethods::mirror_request())
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
         .allow_credentials(true)
+        // What browser apps need to read: the reference's three (PROTOCOL-0.17.md §2) and the validators
+        // that conditional writes chain on.
+        .expose_headers([
+            header::RETRY_AFTER,
+            HeaderName::from_static("lock-token"),
+            HeaderName::from_static("timeout"),
+            header::ETAG,
+            header::LAST_MODIFIED,
+        ])
 }
 
 /// While the database does not answer, every request that needs it gets a 503 at once rather than

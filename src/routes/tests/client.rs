@@ -34,6 +34,11 @@ async fn root_and_info() {
         r#"{"features":["path-addressed-storage","grant-proof-logout","webdav-locks"]}"#
     );
     assert_eq!(info.header(header::CACHE_CONTROL), "no-store");
+    // Browser apps may read the lock headers and the validators, with or without an Origin.
+    assert_eq!(
+        info.header(header::ACCESS_CONTROL_EXPOSE_HEADERS),
+        "retry-after,lock-token,timeout,etag,last-modified"
+    );
 }
 
 #[tokio::test]

@@ -827,7 +827,7 @@ async fn root_sessions_list_and_revoke_grants() {
     let root = Grant::session(&user, &root_client, &["/:rw"], "root").jws();
     let root_bearer = bearer(&exchange(&app, &root, &root_client, "root").await);
     let expired = Grant {
-        exp: now() + 1,
+        exp: now() + 2,
         ..Grant::session(&user, &client, &["/:rw"], "expiring")
     };
     bearer(&exchange(&app, &expired.jws(), &client, "expiring").await);
@@ -847,7 +847,7 @@ async fn root_sessions_list_and_revoke_grants() {
         401,
         NO_SESSION,
     );
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let listed = with_bearer(&app, Method::GET, "/auth/grant/sessions", &root_bearer).await;
     assert_eq!(listed.status, StatusCode::OK, "{}", listed.text());
     let text = listed.text();
