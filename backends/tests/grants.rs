@@ -3,6 +3,7 @@
 //! and under a flood. PostgreSQL is real (`TEST_PG_ADMIN_URL`, set by scripts/test); each test gets a
 //! fresh database or SQLite file. Times are Unix seconds around a fixed instant, never the clock.
 
+mod store_fixture;
 mod test_database;
 
 use std::str::FromStr;
@@ -11,16 +12,12 @@ use std::time::Instant;
 
 use futures_util::{StreamExt, stream};
 use homestead_backends::metadata::{
-    self, BearerRecord, GrantRecord, MintBearer, MintOutcome, NewGrant, Quota, SignupOutcome,
-    now_micros,
+    self, BearerRecord, GrantRecord, MintBearer, MintOutcome, NewGrant,
 };
-use homestead_backends::{BlobStore, Store};
-use homestead_config::{DatabaseKind, Storage, StorageType};
-use test_database::{Db, TestDatabase};
+use homestead_config::DatabaseKind;
+use store_fixture::{ALICE, BOB, Fixture, STRANGER};
+use test_database::Db;
 
-const ALICE: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
-const BOB: &str = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qy";
-const STRANGER: &str = "ybndrfg8ejkmcpqxot1uwisza345h769ybndrfg8ejkmcpqxot1u";
 /// Client keys.
 const CNF: &str = "pxnu33x7jtpx9ar1ytsi4yxbp6a5o36gwhffs8zoxmbuptici1jy";
 const OTHER_CNF: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewy";
@@ -29,34 +26,7 @@ const T: i64 = 1_800_000_000;
 /// The nonce window of §7.
 const WINDOW: i64 = 360;
 
-/// A Store on a fresh database with ALICE and BOB signed up, removed again when dropped.
-struct Fixture {
-    store: Store,
-    database: TestDatabase,
-}
-
 impl Fixture {
-    async fn new(db: Db) -> Self {
-        let database = TestDatabase::new(db, "homestead_grants_");
-        let storage = Storage {
-            kind: StorageType::InMemory,
-            ..Storage::default()
-        };
-        let blobs = BlobStore::open(&storage, &database.dir.path().join("blobs")).unwrap();
-        let metadata = Arc::from(metadata::open(&database.url).await.unwrap());
-        let store = Store::new(
-            metadata,
-            &blobs,
-            Quota::Unlimited,
-            homestead_backends::entry_cache::TTL,
-        );
-        for user in [ALICE, BOB] {
-            let created = store.accounts().create_user(user, None, now_micros()).await;
-            assert_eq!(created.unwrap(), SignupOutcome::Created);
-        }
-        Fixture { store, database }
-    }
-
     /// Runs one statement on a connection of its own, past the Store (which deletes no users).
     async fn execute(&self, statement: &str) {
         let url = &self.database.url;
@@ -73,32 +43,6 @@ impl Fixture {
                 let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
                 sqlx::query(statement).execute(&pool).await.unwrap();
                 pool.close().await;
-            }
-        }
-    }
-
-    /// The number of rows of `table`, read past the Store.
-    async fn rows(&self, table: &str) -> i64 {
-        let statement = format!("SELECT COUNT(*) FROM {table}");
-        let url = &self.database.url;
-        match url.kind() {
-            DatabaseKind::Postgres => {
-                let pool = sqlx::PgPool::connect(url.as_str()).await.unwrap();
-                let n = sqlx::query_scalar(&statement)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-                pool.close().await;
-                n
-            }
-            DatabaseKind::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(url.as_str()).await.unwrap();
-                let n = sqlx::query_scalar(&statement)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-                pool.close().await;
-                n
             }
         }
     }
@@ -496,7 +440,7 @@ macro_rules! grant_store {
             use super::*;
 
             async fn fixture() -> Fixture {
-                Fixture::new(Db::$db).await
+                Fixture::new(Db::$db, "homestead_grants_").await
             }
 
             #[tokio::test(flavor = "multi_thread")]

@@ -3,49 +3,17 @@
 //! shortens, the sweep of expired locks, and one winner among racing lockers. PostgreSQL is real
 //! (`TEST_PG_ADMIN_URL`, set by scripts/test); each test gets a fresh database or SQLite file.
 
+mod store_fixture;
 mod test_database;
 
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use homestead_backends::metadata::{self, Locks, Quota, SignupOutcome, TakeOutcome, now_micros};
-use homestead_backends::{BlobStore, EntryPath, Store};
-use homestead_config::{DatabaseKind, Storage, StorageType};
-use test_database::{Db, TestDatabase};
-
-const ALICE: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
-const BOB: &str = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qy";
-const STRANGER: &str = "ybndrfg8ejkmcpqxot1uwisza345h769ybndrfg8ejkmcpqxot1u";
-
-/// A Store on a fresh database with ALICE and BOB signed up, removed again when dropped.
-struct Fixture {
-    store: Store,
-    database: TestDatabase,
-}
+use homestead_backends::EntryPath;
+use homestead_backends::metadata::{LockRefresh, Locks, NewLock, TakeOutcome};
+use store_fixture::{ALICE, BOB, Fixture, STRANGER};
+use test_database::Db;
 
 impl Fixture {
-    async fn new(db: Db) -> Self {
-        let database = TestDatabase::new(db, "homestead_locks_");
-        let storage = Storage {
-            kind: StorageType::InMemory,
-            ..Storage::default()
-        };
-        let blobs = BlobStore::open(&storage, &database.dir.path().join("blobs")).unwrap();
-        let metadata = Arc::from(metadata::open(&database.url).await.unwrap());
-        let store = Store::new(
-            metadata,
-            &blobs,
-            Quota::Unlimited,
-            homestead_backends::entry_cache::TTL,
-        );
-        for user in [ALICE, BOB] {
-            let created = store.accounts().create_user(user, None, now_micros()).await;
-            assert_eq!(created.unwrap(), SignupOutcome::Created);
-        }
-        Fixture { store, database }
-    }
-
     fn locks(&self) -> &dyn Locks {
         self.store.locks()
     }
@@ -53,7 +21,12 @@ impl Fixture {
     async fn take(&self, owner: &str, path: &str, token: &str, seconds: u32) -> TakeOutcome {
         let path = p(path);
         self.locks()
-            .take_lock(owner, &path, token, seconds)
+            .take_lock(&NewLock {
+                owner,
+                path: &path,
+                token,
+                seconds,
+            })
             .await
             .unwrap()
     }
@@ -71,7 +44,12 @@ impl Fixture {
         let tokens: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
         let path = p(path);
         self.locks()
-            .refresh_lock(ALICE, &path, &tokens, seconds)
+            .refresh_lock(&LockRefresh {
+                owner: ALICE,
+                path: &path,
+                tokens: &tokens,
+                seconds,
+            })
             .await
             .unwrap()
     }
@@ -86,35 +64,6 @@ impl Fixture {
 
     async fn keep_alive(&self, token: &str, seconds: u32) -> bool {
         self.locks().keep_lock_alive(token, seconds).await.unwrap()
-    }
-
-    /// The number of lock rows, expired or not, read past the Store.
-    async fn rows(&self) -> i64 {
-        let statement = "SELECT COUNT(*) FROM entry_locks";
-        let url = &self.database.url;
-        match url.kind() {
-            DatabaseKind::Postgres => {
-                let pool = sqlx::PgPool::connect(url.as_str()).await.unwrap();
-                let n = sqlx::query_scalar(statement)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-                pool.close().await;
-                n
-            }
-            DatabaseKind::Sqlite => {
-                let options = sqlx::sqlite::SqliteConnectOptions::from_str(url.as_str())
-                    .unwrap()
-                    .read_only(true);
-                let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-                let n = sqlx::query_scalar(statement)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-                pool.close().await;
-                n
-            }
-        }
     }
 }
 
@@ -138,7 +87,7 @@ async fn one_live_lock_per_user_and_path(f: Fixture) {
     assert!(!f.holds(ALICE, "/pub/b", "t1").await);
     assert!(!f.holds(BOB, "/pub/a", "t1").await);
     assert!(!f.holds(ALICE, "/pub/a", "t2").await);
-    assert_eq!(f.rows().await, 3);
+    assert_eq!(f.rows("entry_locks").await, 3);
 }
 
 async fn refresh_and_release_by_token(f: Fixture) {
@@ -160,7 +109,7 @@ async fn refresh_and_release_by_token(f: Fixture) {
     assert!(!f.release(ALICE, "/pub/a", "t1").await);
     assert_eq!(f.take(ALICE, "/pub/a", "t2", 30).await, TakeOutcome::Taken);
     assert!(f.release(ALICE, "/pub/a", "t2").await);
-    assert_eq!(f.rows().await, 0);
+    assert_eq!(f.rows("entry_locks").await, 0);
 }
 
 async fn expired_locks_are_replaced_and_swept(f: Fixture) {
@@ -172,11 +121,11 @@ async fn expired_locks_are_replaced_and_swept(f: Fixture) {
     assert_eq!(f.live(ALICE, "/pub/a").await, None);
     assert!(!f.holds(ALICE, "/pub/a", "t1").await);
     assert!(!f.keep_alive("t1", 30).await);
-    assert_eq!(f.rows().await, 3);
+    assert_eq!(f.rows("entry_locks").await, 3);
     // A new lock replaces the expired one on its path and sweeps the others.
     assert_eq!(f.take(ALICE, "/pub/a", "t4", 30).await, TakeOutcome::Taken);
     assert_eq!(f.live(ALICE, "/pub/a").await.as_deref(), Some("t4"));
-    assert_eq!(f.rows().await, 2);
+    assert_eq!(f.rows("entry_locks").await, 2);
     assert!(!f.release(ALICE, "/pub/b", "t2").await);
     assert!(f.holds(ALICE, "/pub/c", "t3").await);
 }
@@ -211,7 +160,15 @@ async fn racing_lockers_get_one_lock(f: Fixture) {
         tokio::spawn(async move {
             let token = format!("racer{n}");
             let path = p("/pub/race");
-            let outcome = store.locks().take_lock(ALICE, &path, &token, 30).await;
+            let outcome = store
+                .locks()
+                .take_lock(&NewLock {
+                    owner: ALICE,
+                    path: &path,
+                    token: &token,
+                    seconds: 30,
+                })
+                .await;
             (token, outcome.unwrap())
         })
     });
@@ -232,7 +189,7 @@ macro_rules! lock_store {
             use super::*;
 
             async fn fixture() -> Fixture {
-                Fixture::new(Db::$db).await
+                Fixture::new(Db::$db, "homestead_locks_").await
             }
 
             #[tokio::test(flavor = "multi_thread")]

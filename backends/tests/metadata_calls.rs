@@ -10,9 +10,10 @@ use bytes::Bytes;
 use futures_util::stream;
 use homestead_backends::metadata::{
     self, Accounts, BearerRecord, Counts, DeleteOutcome, Entry, Event, EventFilter, Files,
-    GrantRecord, Grants, Locks, Metadata, Micros, MintBearer, MintOutcome, NewEntry, NewSession,
-    NewSignupToken, Operations, PathScan, PutOutcome, Quota, Result, SessionRecord, SignupOutcome,
-    SignupTokenRecord, TakeOutcome, User, UserLimits, WriteMode, now_micros,
+    GrantRecord, Grants, LockRefresh, Locks, Metadata, Micros, MintBearer, MintOutcome, NewEntry,
+    NewLock, NewSession, NewSignupToken, Operations, PathScan, PutOutcome, Quota, Result,
+    SessionRecord, SignupOutcome, SignupTokenRecord, TakeOutcome, User, UserLimits, WriteMode,
+    now_micros,
 };
 use homestead_backends::store::{ReadOptions, WriteLimits};
 use homestead_backends::{BlobStore, EntryPath, Store};
@@ -90,8 +91,8 @@ counted!(Grants {
 });
 
 counted!(Locks {
-    take_lock(owner: &str, path: &EntryPath, token: &str, seconds: u32) -> TakeOutcome;
-    refresh_lock(owner: &str, path: &EntryPath, tokens: &[String], seconds: u32) -> Option<String>;
+    take_lock(lock: &NewLock<'_>) -> TakeOutcome;
+    refresh_lock(refresh: &LockRefresh<'_>) -> Option<String>;
     release_lock(owner: &str, path: &EntryPath, token: &str) -> bool;
     live_lock(owner: &str, path: &EntryPath) -> Option<String>;
     keep_lock_alive(token: &str, seconds: u32) -> bool;

@@ -11,7 +11,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use homestead_backends::metadata::{TakeOutcome, User};
+use homestead_backends::metadata::{LockRefresh, NewLock, TakeOutcome, User};
 use homestead_backends::store::BodyError;
 use homestead_backends::{EntryPath, Store, StoreError};
 use homestead_middleware::Authentication;
@@ -24,7 +24,7 @@ use crate::http_error::HttpError;
 use crate::lookups::StoreCredentials;
 use crate::metrics::StorageRequest;
 use crate::routes::AppState;
-use crate::routes::storage::decode_path;
+use crate::routes::storage::{decode_path, method_not_allowed};
 use crate::webdav;
 
 /// The methods a path-addressed storage URL supports (§12.2).
@@ -57,15 +57,12 @@ pub(crate) async fn webdav_method(
         authentication,
     });
     let answer = match request.method().as_str() {
-        "LOCK" => lock(app, owner, authentication, raw_path, request).await,
-        "UNLOCK" => unlock(app, owner, authentication, raw_path, request).await,
-        _ => {
-            let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
-            Ok(response)
-        }
+        method @ ("LOCK" | "UNLOCK") => match target(owner, authentication, raw_path, &request) {
+            Ok(target) if method == "LOCK" => lock(app, target, request).await,
+            Ok(target) => unlock(app, target, request).await,
+            Err(refusal) => Err(refusal),
+        },
+        _ => Ok(method_not_allowed(ALLOW)),
     };
     answer.unwrap_or_else(IntoResponse::into_response)
 }
@@ -99,12 +96,9 @@ fn target(
 /// `LOCK` (§17.2, §17.3): a refresh when `If` names a token, else a new lock from the `lockinfo` body.
 async fn lock(
     app: &AppState,
-    owner: &pkarr::PublicKey,
-    authentication: &Authentication,
-    raw_path: &str,
+    (path, user): (EntryPath, User),
     request: Request,
 ) -> Result<Response, HttpError> {
-    let (path, user) = target(owner, authentication, raw_path, &request)?;
     if user.disabled {
         return Err(HttpError::new(StatusCode::FORBIDDEN, "User is disabled"));
     }
@@ -115,7 +109,12 @@ async fn lock(
     let locks = app.store.locks();
     if !tokens.is_empty() {
         let refreshed = locks
-            .refresh_lock(&user.public_key, &path, &tokens, seconds)
+            .refresh_lock(&LockRefresh {
+                owner: &user.public_key,
+                path: &path,
+                tokens: &tokens,
+                seconds,
+            })
             .await?;
         let token = refreshed.ok_or_else(not_held)?;
         return Ok(granted(&token, seconds, &request_path, false));
@@ -128,7 +127,12 @@ async fn lock(
     }
     let token = webdav::new_token();
     match locks
-        .take_lock(&user.public_key, &path, &token, seconds)
+        .take_lock(&NewLock {
+            owner: &user.public_key,
+            path: &path,
+            token: &token,
+            seconds,
+        })
         .await?
     {
         TakeOutcome::Taken => Ok(granted(&token, seconds, &request_path, true)),
@@ -189,12 +193,9 @@ fn granted(token: &str, seconds: u32, request_path: &str, new: bool) -> Response
 /// `Lock-Token` on this path is deleted, expired or not.
 async fn unlock(
     app: &AppState,
-    owner: &pkarr::PublicKey,
-    authentication: &Authentication,
-    raw_path: &str,
+    (path, user): (EntryPath, User),
     request: Request,
 ) -> Result<Response, HttpError> {
-    let (path, user) = target(owner, authentication, raw_path, &request)?;
     let Some(token) = webdav::lock_token(request.headers().get(LOCK_TOKEN)) else {
         return Err(HttpError::bad_request(
             "Missing or malformed Lock-Token header",

@@ -120,14 +120,17 @@ async fn serve(
             let mode = write_mode(request.headers())?;
             delete(app, &owner, path, &mode, request.headers()).await
         }
-        _ => {
-            let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
-            Ok(response)
-        }
+        _ => Ok(method_not_allowed(ALLOW)),
     }
+}
+
+/// 405 with the methods a route allows, empty body.
+pub(crate) fn method_not_allowed(allow: &'static str) -> Response {
+    let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 fn invalid_url(err: impl std::fmt::Display) -> HttpError {

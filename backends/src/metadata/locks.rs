@@ -23,30 +23,44 @@ pub enum TakeOutcome {
     NoSuchUser,
 }
 
+/// A lock to take: `token` on `owner`'s `path` for `seconds`.
+#[derive(Debug, Clone, Copy)]
+pub struct NewLock<'a> {
+    /// The z32 key of the path's owner.
+    pub owner: &'a str,
+    /// The locked file path.
+    pub path: &'a EntryPath,
+    /// The lock token (without the `opaquelocktoken:` prefix).
+    pub token: &'a str,
+    /// The lifetime.
+    pub seconds: u32,
+}
+
+/// A refresh of a lock: the live lock on `owner`'s `path` named by one of `tokens`, for `seconds`.
+#[derive(Debug, Clone, Copy)]
+pub struct LockRefresh<'a> {
+    /// The z32 key of the path's owner.
+    pub owner: &'a str,
+    /// The locked file path.
+    pub path: &'a EntryPath,
+    /// The tokens the request presents.
+    pub tokens: &'a [String],
+    /// The new lifetime.
+    pub seconds: u32,
+}
+
 /// Exclusive write locks on users' file paths. Lifetimes are whole seconds from the database's "now".
 #[async_trait]
 pub trait Locks: Send + Sync + Debug {
-    /// Takes the lock `token` on `owner`'s `path` for `seconds` (§17.2 step 6): first deletes the expired
+    /// Takes `lock` (§17.2 step 6): first deletes the expired
     /// locks of every path (a failure of that clean-up is logged and ignored), then, in one statement,
     /// inserts the lock or replaces an expired one on the path. Of racing calls on one path at most one
     /// gets [`TakeOutcome::Taken`].
-    async fn take_lock(
-        &self,
-        owner: &str,
-        path: &EntryPath,
-        token: &str,
-        seconds: u32,
-    ) -> Result<TakeOutcome>;
-    /// Refreshes the live lock on `owner`'s `path` when its token is one of `tokens` (§17.3): its expiry
+    async fn take_lock(&self, lock: &NewLock<'_>) -> Result<TakeOutcome>;
+    /// Refreshes the live lock on the refresh's path when its token is one of its `tokens` (§17.3): its expiry
     /// becomes now + `seconds` (which may shorten it). The refreshed token; None when no live lock on the
     /// path has one of them.
-    async fn refresh_lock(
-        &self,
-        owner: &str,
-        path: &EntryPath,
-        tokens: &[String],
-        seconds: u32,
-    ) -> Result<Option<String>>;
+    async fn refresh_lock(&self, refresh: &LockRefresh<'_>) -> Result<Option<String>>;
     /// Deletes the lock `token` on `owner`'s `path`, expired or not (§17.7). False when there is none.
     async fn release_lock(&self, owner: &str, path: &EntryPath, token: &str) -> Result<bool>;
     /// The token of the live lock on `owner`'s `path`, if any.

@@ -31,7 +31,7 @@ pub use files::{
     NewEntry, PathScan, PutOutcome, Version, WriteMode,
 };
 pub use grants::{BearerRecord, GrantRecord, Grants, MintBearer, MintOutcome, NewGrant};
-pub use locks::{Locks, TakeOutcome};
+pub use locks::{LockRefresh, Locks, NewLock, TakeOutcome};
 pub use operations::{Counts, Operations};
 pub use postgres::PostgresMetadata;
 pub use sqlite::SqliteMetadata;

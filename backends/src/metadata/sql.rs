@@ -647,10 +647,10 @@ macro_rules! impl_metadata {
         const _: () = {
             use $crate::metadata::{
                 Accounts, BearerRecord, Counts, DeleteOutcome, Deleted, Entry, Event, EventFilter,
-                Files, GrantRecord, Grants, Locks, Micros, MintBearer, MintOutcome, NewEntry,
-                NewSession, NewSignupToken, Operations, PathScan, PutOutcome, Quota, Result,
-                SessionRecord, SignupOutcome, SignupTokenRecord, TakeOutcome, User, UserLimits,
-                WriteMode, group_commit, pop_nonces, query, sql,
+                Files, GrantRecord, Grants, LockRefresh, Locks, Micros, MintBearer, MintOutcome,
+                NewEntry, NewLock, NewSession, NewSignupToken, Operations, PathScan, PutOutcome,
+                Quota, Result, SessionRecord, SignupOutcome, SignupTokenRecord, TakeOutcome, User,
+                UserLimits, WriteMode, group_commit, pop_nonces, query, sql,
             };
             use $crate::path::EntryPath;
 
@@ -720,23 +720,23 @@ macro_rules! impl_metadata {
                 }
 
                 async fn set_disabled(&self, public_key: &str, disabled: bool) -> Result<bool> {
-                    let done = sqlx::query(sql::SET_DISABLED)
-                        .bind(disabled)
-                        .bind(public_key)
-                        .execute(&self.write)
-                        .await
-                        .map_err(query("disable user"))?;
-                    Ok(done.rows_affected() == 1)
+                    self.changes_one(
+                        sqlx::query(sql::SET_DISABLED)
+                            .bind(disabled)
+                            .bind(public_key),
+                        "disable user",
+                    )
+                    .await
                 }
 
                 async fn set_quota(&self, public_key: &str, quota: Option<Quota>) -> Result<bool> {
-                    let done = sqlx::query(sql::SET_QUOTA)
-                        .bind(quota.map(Quota::to_column))
-                        .bind(public_key)
-                        .execute(&self.write)
-                        .await
-                        .map_err(query("set quota"))?;
-                    Ok(done.rows_affected() == 1)
+                    self.changes_one(
+                        sqlx::query(sql::SET_QUOTA)
+                            .bind(quota.map(Quota::to_column))
+                            .bind(public_key),
+                        "set quota",
+                    )
+                    .await
                 }
 
                 async fn set_limits(
@@ -745,14 +745,14 @@ macro_rules! impl_metadata {
                     quota: Option<Quota>,
                     limits: &UserLimits,
                 ) -> Result<bool> {
-                    let done = sqlx::query(sql::SET_LIMITS)
-                        .bind(quota.map(Quota::to_column))
-                        .bind(limits.to_column())
-                        .bind(public_key)
-                        .execute(&self.write)
-                        .await
-                        .map_err(query("set limits"))?;
-                    Ok(done.rows_affected() == 1)
+                    self.changes_one(
+                        sqlx::query(sql::SET_LIMITS)
+                            .bind(quota.map(Quota::to_column))
+                            .bind(limits.to_column())
+                            .bind(public_key),
+                        "set limits",
+                    )
+                    .await
                 }
 
                 async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>> {
@@ -798,15 +798,15 @@ macro_rules! impl_metadata {
                 }
 
                 async fn create_session(&self, session: &NewSession<'_>) -> Result<bool> {
-                    let done = sqlx::query(sql::INSERT_SESSION)
-                        .bind(&session.secret_hash[..])
-                        .bind(session.capabilities)
-                        .bind(session.created_at)
-                        .bind(session.public_key)
-                        .execute(&self.write)
-                        .await
-                        .map_err(query("create session"))?;
-                    Ok(done.rows_affected() == 1)
+                    self.changes_one(
+                        sqlx::query(sql::INSERT_SESSION)
+                            .bind(&session.secret_hash[..])
+                            .bind(session.capabilities)
+                            .bind(session.created_at)
+                            .bind(session.public_key),
+                        "create session",
+                    )
+                    .await
                 }
 
                 async fn session(&self, secret_hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
@@ -815,12 +815,11 @@ macro_rules! impl_metadata {
                 }
 
                 async fn delete_session(&self, secret_hash: &[u8; 32]) -> Result<bool> {
-                    let done = sqlx::query(sql::DELETE_SESSION)
-                        .bind(&secret_hash[..])
-                        .execute(&self.write)
-                        .await
-                        .map_err(query("delete session"))?;
-                    Ok(done.rows_affected() == 1)
+                    self.changes_one(
+                        sqlx::query(sql::DELETE_SESSION).bind(&secret_hash[..]),
+                        "delete session",
+                    )
+                    .await
                 }
 
                 async fn use_auth_token(
@@ -990,13 +989,13 @@ macro_rules! impl_metadata {
 
             #[async_trait::async_trait]
             impl Locks for Engine {
-                async fn take_lock(
-                    &self,
-                    owner: &str,
-                    path: &EntryPath,
-                    token: &str,
-                    seconds: u32,
-                ) -> Result<TakeOutcome> {
+                async fn take_lock(&self, lock: &NewLock<'_>) -> Result<TakeOutcome> {
+                    let NewLock {
+                        owner,
+                        path,
+                        token,
+                        seconds,
+                    } = *lock;
                     // A failed clean-up does not fail the lock: the insert replaces an expired lock
                     // on its own path anyway.
                     if let Err(err) = sqlx::query(Self::SWEEP_LOCKS).execute(&self.write).await {
@@ -1024,13 +1023,13 @@ macro_rules! impl_metadata {
                     })
                 }
 
-                async fn refresh_lock(
-                    &self,
-                    owner: &str,
-                    path: &EntryPath,
-                    tokens: &[String],
-                    seconds: u32,
-                ) -> Result<Option<String>> {
+                async fn refresh_lock(&self, refresh: &LockRefresh<'_>) -> Result<Option<String>> {
+                    let LockRefresh {
+                        owner,
+                        path,
+                        tokens,
+                        seconds,
+                    } = *refresh;
                     // One lock per path: find it, then refresh it if it is still live.
                     let Some(live) = self.live_lock(owner, path).await? else {
                         return Ok(None);
@@ -1053,14 +1052,14 @@ macro_rules! impl_metadata {
                     path: &EntryPath,
                     token: &str,
                 ) -> Result<bool> {
-                    let done = sqlx::query(sql::RELEASE_LOCK)
-                        .bind(owner)
-                        .bind(path.as_str())
-                        .bind(token)
-                        .execute(&self.write)
-                        .await
-                        .map_err(query("release lock"))?;
-                    Ok(done.rows_affected() == 1)
+                    self.changes_one(
+                        sqlx::query(sql::RELEASE_LOCK)
+                            .bind(owner)
+                            .bind(path.as_str())
+                            .bind(token),
+                        "release lock",
+                    )
+                    .await
                 }
 
                 async fn live_lock(&self, owner: &str, path: &EntryPath) -> Result<Option<String>> {
@@ -1072,13 +1071,13 @@ macro_rules! impl_metadata {
                 }
 
                 async fn keep_lock_alive(&self, token: &str, seconds: u32) -> Result<bool> {
-                    let done = sqlx::query(Self::KEEP_LOCK_ALIVE)
-                        .bind(token)
-                        .bind(i64::from(seconds))
-                        .execute(&self.write)
-                        .await
-                        .map_err(query("keep lock alive"))?;
-                    Ok(done.rows_affected() == 1)
+                    self.changes_one(
+                        sqlx::query(Self::KEEP_LOCK_ALIVE)
+                            .bind(token)
+                            .bind(i64::from(seconds)),
+                        "keep lock alive",
+                    )
+                    .await
                 }
 
                 async fn holds_lock(
@@ -1303,6 +1302,19 @@ macro_rules! impl_metadata {
                     Ok(row.map(map))
                 }
 
+                /// Whether `statement`, run on the write pool, changed exactly one row.
+                async fn changes_one<'q>(
+                    &self,
+                    statement: sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>>,
+                    operation: &'static str,
+                ) -> Result<bool> {
+                    let done = statement
+                        .execute(&self.write)
+                        .await
+                        .map_err(query(operation))?;
+                    Ok(done.rows_affected() == 1)
+                }
+
                 /// Starts a write transaction with the engine's `BEGIN_WRITE`, if it has one.
                 async fn begin_write(tx: &mut sqlx::Transaction<'_, Db>) -> Result<()> {
                     if let Some(lock) = Self::BEGIN_WRITE {
@@ -1471,6 +1483,20 @@ mod tests {
         }
     }
 
+    /// The locked read of a user (id 7, 400 bytes used, default quota) with a 50-byte file "old" whose
+    /// content hash is all ones, modified at 5 s.
+    fn file_row() -> Option<PutRow> {
+        Some((
+            7,
+            400,
+            None,
+            Some(50),
+            Some("old".to_string()),
+            Some(vec![1; 32]),
+            Some(5_000_000),
+        ))
+    }
+
     #[test]
     fn a_write_is_checked_for_its_user_then_its_mode_then_the_quota() {
         let new = new_entry(100, "new");
@@ -1487,15 +1513,7 @@ mod tests {
             PutStep::Refuse(PutOutcome::NoSuchUser)
         );
         let old = Version([1; 32]);
-        let existing = Some((
-            7,
-            400,
-            None,
-            Some(50),
-            Some("old".to_string()),
-            Some(vec![1; 32]),
-            Some(5_000_000),
-        ));
+        let existing = file_row();
         assert_eq!(
             step(existing.clone(), &WriteMode::Create, bytes(0)),
             PutStep::Refuse(PutOutcome::PreconditionFailed)
@@ -1555,15 +1573,7 @@ mod tests {
 
     #[test]
     fn a_delete_is_checked_for_its_mode_then_its_file() {
-        let file = Some((
-            7,
-            400,
-            None,
-            Some(50),
-            Some("old".to_string()),
-            Some(vec![1; 32]),
-            Some(5_000_000),
-        ));
+        let file = file_row();
         let none = Some((7, 400, None, None, None, None, None));
         let delete = DeleteStep::Delete {
             user_id: 7,

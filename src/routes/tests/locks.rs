@@ -90,6 +90,21 @@ async fn lock(app: &TestApp, owner: &Owner, path: &str, headers: &[(&str, &str)]
     call(app, owner, lock_method(), path, headers, "").await
 }
 
+/// [`send`] without headers or body.
+async fn send_empty(app: &TestApp, method: Method, uri: &str, bearer: Option<&str>) -> Answer {
+    send(app, method, uri, bearer, &[], Body::empty()).await
+}
+
+/// `UNLOCK` of `owner`'s `path` with `Lock-Token: token` (no header when `token` is empty).
+async fn unlock(app: &TestApp, owner: &Owner, path: &str, token: &str) -> Answer {
+    let headers: &[(&str, &str)] = if token.is_empty() {
+        &[]
+    } else {
+        &[("lock-token", token)]
+    };
+    call(app, owner, unlock_method(), path, headers, "").await
+}
+
 /// The token (UUID) of a granted lock, checked for its form.
 fn token(answer: &Answer) -> String {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
@@ -182,30 +197,13 @@ async fn a_lock_is_granted_refused_presented_refreshed_and_released() {
     expect(&lock(&app, &owner, path, &[]).await, 423, LOCKED);
 
     // 86: UNLOCK needs the token of this path's lock.
-    let unlock = |headers: &'static [(&'static str, &'static str)]| {
-        call(&app, &owner, unlock_method(), path, headers, "")
-    };
-    expect(
-        &unlock(&[]).await,
-        400,
-        "Missing or malformed Lock-Token header",
-    );
-    expect(
-        &unlock(&[("lock-token", "urn:uuid:1")]).await,
-        400,
-        "Missing or malformed Lock-Token header",
-    );
+    let unlock = |token| unlock(&app, &owner, path, token);
+    let malformed = "Missing or malformed Lock-Token header";
+    expect(&unlock("").await, 400, malformed);
+    expect(&unlock("urn:uuid:1").await, 400, malformed);
     let unknown = format!("<opaquelocktoken:{}>", webdav::new_token());
-    let answer = call(
-        &app,
-        &owner,
-        unlock_method(),
-        path,
-        &[("lock-token", &unknown)],
-        "",
-    )
-    .await;
-    expect(&answer, 409, "No lock with this token on this path");
+    let no_lock = "No lock with this token on this path";
+    expect(&unlock(&unknown).await, 409, no_lock);
     // 93: knowing the token is not enough.
     let named = format!("<opaquelocktoken:{token}>");
     let naming = [("lock-token", named.as_str())];
@@ -215,16 +213,8 @@ async fn a_lock_is_granted_refused_presented_refreshed_and_released() {
     expect(&lock(&app, &owner, path, &[]).await, 423, LOCKED);
     // A token names its own path only.
     let elsewhere = call(&app, &owner, unlock_method(), "/pub/other", &naming, "").await;
-    expect(&elsewhere, 409, "No lock with this token on this path");
-    let released = call(
-        &app,
-        &owner,
-        unlock_method(),
-        path,
-        &[("lock-token", &named)],
-        "",
-    )
-    .await;
+    expect(&elsewhere, 409, no_lock);
+    let released = unlock(&named).await;
     assert_eq!(
         (released.status, released.body.len()),
         (StatusCode::NO_CONTENT, 0)
@@ -233,16 +223,7 @@ async fn a_lock_is_granted_refused_presented_refreshed_and_released() {
     expect(&put, 412, NOT_HELD);
     let put = call(&app, &owner, Method::PUT, path, &[], "v3").await;
     assert_eq!(put.status, StatusCode::CREATED);
-    let again = call(
-        &app,
-        &owner,
-        unlock_method(),
-        path,
-        &[("lock-token", &named)],
-        "",
-    )
-    .await;
-    expect(&again, 409, "No lock with this token on this path");
+    expect(&unlock(&named).await, 409, no_lock);
 }
 
 #[tokio::test]
@@ -310,36 +291,12 @@ async fn locks_are_refused_like_writes() {
     expect(&answer, 400, "Target path must be a file");
     let answer = lock(&app, &owner, "/other/x", &[]).await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text());
-    let answer = send(
-        &app,
-        lock_method(),
-        &owner.url("/pub/x"),
-        None,
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let answer = send_empty(&app, lock_method(), &owner.url("/pub/x"), None).await;
     expect(&answer, 401, "Unauthorized");
     let bearer = Some(stranger.bearer.as_str());
-    let answer = send(
-        &app,
-        lock_method(),
-        &owner.url("/pub/x"),
-        bearer,
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let answer = send_empty(&app, lock_method(), &owner.url("/pub/x"), bearer).await;
     expect(&answer, 403, "Session user does not match target tenant");
-    let answer = send(
-        &app,
-        unlock_method(),
-        &owner.url("/pub/x"),
-        bearer,
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let answer = send_empty(&app, unlock_method(), &owner.url("/pub/x"), bearer).await;
     expect(&answer, 403, "Session user does not match target tenant");
 
     // 89: other methods are not allowed, before any authentication.
@@ -348,7 +305,7 @@ async fn locks_are_refused_like_writes() {
         Method::POST,
         Method::from_bytes(b"PROPFIND").unwrap(),
     ] {
-        let answer = send(&app, method.clone(), &uri, None, &[], Body::empty()).await;
+        let answer = send_empty(&app, method.clone(), &uri, None).await;
         assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
         assert_eq!(
             answer.header(header::ALLOW),
@@ -386,15 +343,7 @@ async fn owner_relative_writes_obey_locks_but_cannot_lock() {
     // 92: a lock reserves a path without creating anything.
     let free = "/pub/reserved";
     token(&lock(&app, &owner, free, &[]).await);
-    let get = send(
-        &app,
-        Method::GET,
-        &owner.url(free),
-        None,
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let get = send_empty(&app, Method::GET, &owner.url(free), None).await;
     assert_eq!(get.status, StatusCode::NOT_FOUND);
     expect(
         &call(&app, &owner, Method::DELETE, free, &[], "").await,
@@ -465,14 +414,6 @@ async fn a_write_keeps_its_lock_alive_and_loses_it_at_the_commit() {
     assert_eq!(released.status, StatusCode::NO_CONTENT);
     drop(body);
     expect(&put.await.unwrap(), 412, NOT_HELD);
-    let get = send(
-        &app,
-        Method::GET,
-        &owner.url(path),
-        None,
-        &[],
-        Body::empty(),
-    )
-    .await;
+    let get = send_empty(&app, Method::GET, &owner.url(path), None).await;
     assert_eq!(get.text(), "new version");
 }
