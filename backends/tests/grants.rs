@@ -57,6 +57,11 @@ impl Fixture {
         self.store.grants().mint_bearer(&mint).await.unwrap()
     }
 
+    /// [`Self::mint`] at `T` of a bearer valid for an hour.
+    async fn mint_now(&self, grant: &NewGrant<'_>, hash: u8) -> MintOutcome {
+        self.mint(grant, hash, T + 3600, T).await
+    }
+
     async fn bearer(&self, hash: u8, now: i64) -> Option<BearerRecord> {
         self.store.grants().bearer(&[hash; 32], now).await.unwrap()
     }
@@ -116,7 +121,7 @@ async fn a_grant_is_stored_once_and_its_bearer_resolves(f: Fixture) {
     assert_eq!(f.stored("g1").await, None);
     let stored = record(&g1, T);
     assert_eq!(
-        f.mint(&g1, 1, T + 3600, T).await,
+        f.mint_now(&g1, 1).await,
         MintOutcome::Minted(stored.clone())
     );
     assert_eq!(f.stored("g1").await, Some(stored.clone()));
@@ -149,10 +154,7 @@ async fn a_grant_is_stored_once_and_its_bearer_resolves(f: Fixture) {
         public_key: STRANGER,
         ..grant("g2")
     };
-    assert_eq!(
-        f.mint(&strangers, 3, T + 3600, T).await,
-        MintOutcome::NoUser
-    );
+    assert_eq!(f.mint_now(&strangers, 3).await, MintOutcome::NoUser);
     assert_eq!(f.stored("g2").await, None);
     assert_eq!(f.bearer(3, T).await, None);
     assert_eq!(f.rows("grants").await, 1);
@@ -163,14 +165,11 @@ async fn one_live_bearer_per_grant(f: Fixture) {
     let g2 = grant("g2");
     for hash in 1..=3 {
         assert!(matches!(
-            f.mint(&g1, hash, T + 3600, T).await,
+            f.mint_now(&g1, hash).await,
             MintOutcome::Minted(_)
         ));
     }
-    assert!(matches!(
-        f.mint(&g2, 9, T + 3600, T).await,
-        MintOutcome::Minted(_)
-    ));
+    assert!(matches!(f.mint_now(&g2, 9).await, MintOutcome::Minted(_)));
     // Each mint killed the grant's earlier bearers, and only that grant's.
     assert_eq!(f.bearer(1, T).await, None);
     assert_eq!(f.bearer(2, T).await, None);
@@ -200,24 +199,18 @@ async fn concurrent_mints_of_one_grant_leave_one_bearer(f: Fixture) {
 
 async fn a_grant_id_of_another_owner_is_refused_before_any_bearer(f: Fixture) {
     let g1 = grant("g1");
-    assert!(matches!(
-        f.mint(&g1, 1, T + 3600, T).await,
-        MintOutcome::Minted(_)
-    ));
+    assert!(matches!(f.mint_now(&g1, 1).await, MintOutcome::Minted(_)));
     // The same jti from another user, and from the same user with another client key.
     let bobs = NewGrant {
         public_key: BOB,
         ..g1
     };
-    assert_eq!(f.mint(&bobs, 2, T + 3600, T).await, MintOutcome::NotOwner);
+    assert_eq!(f.mint_now(&bobs, 2).await, MintOutcome::NotOwner);
     let rebound = NewGrant {
         cnf: OTHER_CNF,
         ..g1
     };
-    assert_eq!(
-        f.mint(&rebound, 3, T + 3600, T).await,
-        MintOutcome::NotOwner
-    );
+    assert_eq!(f.mint_now(&rebound, 3).await, MintOutcome::NotOwner);
     // The first grant's bearer and row are untouched; no bearer was stored for the others.
     let first = f.bearer(1, T).await.unwrap();
     assert_eq!(
@@ -231,21 +224,15 @@ async fn a_grant_id_of_another_owner_is_refused_before_any_bearer(f: Fixture) {
         public_key: STRANGER,
         ..g1
     };
-    assert_eq!(
-        f.mint(&strangers, 4, T + 3600, T).await,
-        MintOutcome::NoUser
-    );
+    assert_eq!(f.mint_now(&strangers, 4).await, MintOutcome::NoUser);
     // Ownership before revocation.
     assert!(f.store.grants().revoke_grant("g1", T).await.unwrap());
-    assert_eq!(f.mint(&bobs, 5, T + 3600, T).await, MintOutcome::NotOwner);
+    assert_eq!(f.mint_now(&bobs, 5).await, MintOutcome::NotOwner);
 }
 
 async fn revocation_kills_bearers_and_later_mints(f: Fixture) {
     let g1 = grant("g1");
-    assert!(matches!(
-        f.mint(&g1, 1, T + 3600, T).await,
-        MintOutcome::Minted(_)
-    ));
+    assert!(matches!(f.mint_now(&g1, 1).await, MintOutcome::Minted(_)));
     assert!(f.store.grants().revoke_grant("g1", T + 10).await.unwrap());
     assert_eq!(f.bearer(1, T + 10).await, None);
     assert_eq!(f.rows("grant_sessions").await, 0);
@@ -320,10 +307,7 @@ async fn live_grants_in_the_order_they_were_stored(f: Fixture) {
         public_key: BOB,
         ..grant("bobs")
     };
-    assert!(matches!(
-        f.mint(&bobs, 6, T + 3600, T).await,
-        MintOutcome::Minted(_)
-    ));
+    assert!(matches!(f.mint_now(&bobs, 6).await, MintOutcome::Minted(_)));
     assert_eq!(
         f.live_ids(ALICE, T + 10).await,
         ["first", "Zz", "aa", "later", "soon"]
@@ -347,13 +331,10 @@ async fn deleting_a_user_deletes_their_grants_and_bearers(f: Fixture) {
         ..grant("bobs")
     };
     assert!(matches!(
-        f.mint(&alices, 1, T + 3600, T).await,
+        f.mint_now(&alices, 1).await,
         MintOutcome::Minted(_)
     ));
-    assert!(matches!(
-        f.mint(&bobs, 2, T + 3600, T).await,
-        MintOutcome::Minted(_)
-    ));
+    assert!(matches!(f.mint_now(&bobs, 2).await, MintOutcome::Minted(_)));
     f.execute(&format!("DELETE FROM users WHERE public_key = '{ALICE}'"))
         .await;
     assert_eq!(f.stored("alices").await, None);
@@ -363,7 +344,7 @@ async fn deleting_a_user_deletes_their_grants_and_bearers(f: Fixture) {
     assert_eq!(f.rows("grant_sessions").await, 1);
     assert_eq!(f.bearer(2, T).await.unwrap().user.public_key, BOB);
     // The grant id is free again; the deleted user cannot mint.
-    assert_eq!(f.mint(&alices, 3, T + 3600, T).await, MintOutcome::NoUser);
+    assert_eq!(f.mint_now(&alices, 3).await, MintOutcome::NoUser);
 }
 
 async fn a_nonce_is_accepted_once_per_window(f: Fixture) {
