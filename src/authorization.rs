@@ -30,10 +30,7 @@ pub fn authorize<'a>(
         _ => None,
     };
     if !read && principal.is_none() {
-        return Err(HttpError::new(
-            StatusCode::UNAUTHORIZED,
-            "No authenticated session found",
-        ));
+        return Err(HttpError::no_session());
     }
     let Some(tenant) = tenant else {
         return Err(HttpError::no_tenant());

@@ -35,6 +35,11 @@ impl HttpError {
         Self::new(StatusCode::NOT_FOUND, "Not Found")
     }
 
+    /// 401 `No authenticated session found`: a request that needs a session has none.
+    pub fn no_session() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "No authenticated session found")
+    }
+
     /// 404 `Pubky Host is missing`: a tenant route without a tenant.
     pub fn no_tenant() -> Self {
         Self::new(StatusCode::NOT_FOUND, "Pubky Host is missing")

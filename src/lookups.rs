@@ -53,7 +53,9 @@ impl CredentialLookup for StoreCredentials {
                 };
                 let grant = GrantSession {
                     grant_id: record.grant.id,
+                    client_id: record.grant.client_id,
                     token_expires_at: u64::try_from(record.expires_at).unwrap_or(0),
+                    grant_expires_at: u64::try_from(record.grant.expires_at).unwrap_or(0),
                 };
                 let created_at = record.grant.created_at.saturating_mul(1_000_000);
                 (

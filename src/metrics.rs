@@ -74,6 +74,7 @@ pub struct StorageRequest<'a> {
 impl StorageRequest<'_> {
     /// The label values, without key, path or secret.
     fn labels(&self) -> [KeyValue; 4] {
+        use homestead_middleware::tenant::parse_key;
         use homestead_middleware::{Authentication, Credential};
         let mode = if self.path_addressed {
             "path"
@@ -82,8 +83,8 @@ impl StorageRequest<'_> {
         };
         let header = match self.headers.get("pubky-host") {
             None => "absent",
-            Some(value) => match value.to_str().map(pkarr::PublicKey::try_from) {
-                Ok(Ok(key)) if key == *self.owner => "matching",
+            Some(value) => match value.to_str().ok().and_then(parse_key) {
+                Some(key) if key == *self.owner => "matching",
                 _ => "other",
             },
         };

@@ -69,6 +69,20 @@ pub fn is_well_formed(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() && !b.eq_ignore_ascii_case(&b'u'))
 }
 
+/// 400 for a `signup_token` that is not of the §12.1 form.
+fn malformed() -> HttpError {
+    HttpError::bad_request("Invalid signup token format: Invalid signup code id")
+}
+
+/// Refuses a `signup_token` in `query` that is present but malformed, whatever the signup mode (grant
+/// sign-up checks the form even when sign-up is open, PROTOCOL-0.17.md §9.1 step 3).
+pub fn check_format(query: Option<&str>) -> Result<(), HttpError> {
+    match token_param(query) {
+        Some(token) if !is_well_formed(&token) => Err(malformed()),
+        _ => Ok(()),
+    }
+}
+
 /// The last `signup_token` query parameter, percent-decoded.
 fn token_param(query: Option<&str>) -> Option<String> {
     homestead_middleware::query::Query::parse(query)
@@ -90,10 +104,7 @@ pub async fn judge<T: SignupTokens>(
         return refuse(StatusCode::BAD_REQUEST, "Token required");
     };
     if !is_well_formed(&token) {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "Invalid signup token format: Invalid signup code id",
-        );
+        return Ok(Verdict::Refuse(malformed()));
     }
     let status = tokens.status(&token).await.map_err(|err| {
         HttpError::new(

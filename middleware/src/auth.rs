@@ -59,13 +59,17 @@ pub enum Credential {
     },
 }
 
-/// What a grant session adds to its user and capabilities.
+/// What a grant session adds to its user, capabilities and creation time (those of its stored grant).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantSession {
     /// The grant's id (`jti`).
     pub grant_id: String,
+    /// The application the grant names.
+    pub client_id: String,
     /// When the bearer stops working, Unix seconds.
     pub token_expires_at: u64,
+    /// When the grant ends, Unix seconds.
+    pub grant_expires_at: u64,
 }
 
 /// A live session, as the lookup returns it.

@@ -13,7 +13,6 @@ use homestead_middleware::{Authentication, Principal};
 use http::{StatusCode, Uri, header};
 use pubky_common::auth::grant::GrantClaims;
 use pubky_common::auth::jws::RandomId;
-use pubky_common::capabilities::Capabilities;
 use serde::Serialize;
 
 use crate::grant_proof::{
@@ -116,13 +115,7 @@ pub async fn signup(
         ));
     }
     let Json(proof) = body.map_err(refused_body)?;
-    if let Some(token) = query.last("signup_token")
-        && !signup_token::is_well_formed(token)
-    {
-        return Err(HttpError::bad_request(
-            "Invalid signup token format: Invalid signup code id",
-        ));
-    }
+    signup_token::check_format(uri.query())?;
     let now = now();
     let grant = verify_grant(proof.grant.as_str(), now)?;
     check_signup_grant(&grant, now)?;
@@ -151,9 +144,6 @@ pub async fn exchange(
     }
     consume_pop(&app, proof.pop.as_str(), &grant, now).await?;
     let user = grant.iss.z32();
-    if app.store.accounts().user(&user).await?.is_none() {
-        return Err(HttpError::not_found());
-    }
     let token = new_bearer();
     let token_expires_at = (now + BEARER_LIFETIME_SECS).min(grant.exp);
     let capabilities = capability_list(&grant);
@@ -195,13 +185,14 @@ pub async fn exchange(
         grant_expires_at: grant.exp,
         created_at: now,
     };
-    Ok(json(&Exchanged {
+    Ok(Json(Exchanged {
         token: &token,
         session,
-    }))
+    })
+    .into_response())
 }
 
-/// `GET /auth/grant/session` (§9.3): the bearer's session, from the stored grant.
+/// `GET /auth/grant/session` (§9.3): the bearer's session, as the lookup read it with the stored grant.
 pub async fn inspect(
     State(app): State<AppState>,
     Extension(authentication): Extension<Authentication>,
@@ -210,23 +201,21 @@ pub async fn inspect(
     let Some(session) = &principal.grant else {
         return Err(HttpError::new(StatusCode::UNAUTHORIZED, "Unauthorized"));
     };
-    let Some(stored) = app.store.grants().grant(&session.grant_id).await? else {
-        return Err(HttpError::not_found());
-    };
-    let capabilities = stored
-        .capabilities
-        .parse::<Capabilities>()
-        .unwrap_or_default();
-    Ok(json(&SessionJson {
+    Ok(Json(SessionJson {
         homeserver: app.server_key.to_string(),
-        pubky: &stored.public_key,
-        client_id: &stored.client_id,
-        capabilities: capabilities.iter().map(ToString::to_string).collect(),
-        grant_id: &stored.id,
+        pubky: &principal.user.to_string(),
+        client_id: &session.client_id,
+        capabilities: principal
+            .capabilities
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        grant_id: &session.grant_id,
         token_expires_at: session.token_expires_at,
-        grant_expires_at: as_seconds(stored.expires_at),
-        created_at: as_seconds(stored.created_at),
-    }))
+        grant_expires_at: session.grant_expires_at,
+        created_at: as_seconds(principal.created_at / 1_000_000),
+    })
+    .into_response())
 }
 
 /// `DELETE /auth/grant/session` (§9.4): with a `Content-Type`, the body's grant and proof revoke the
@@ -273,7 +262,7 @@ pub async fn list(
         .live_grants(&principal.user.to_string(), unix_seconds())
         .await?;
     let listed: Vec<GrantJson> = grants.iter().map(grant_json).collect();
-    Ok(json(&listed))
+    Ok(Json(listed).into_response())
 }
 
 /// `DELETE /auth/grant/session/{gid}` (§9.6): revokes one of the user's grants, for a root session.
@@ -320,10 +309,7 @@ async fn revoke(app: &AppState, grant_id: &str) -> Result<(), HttpError> {
 fn identity(authentication: &Authentication) -> Result<&Principal, HttpError> {
     match authentication {
         Authentication::Authenticated(principal) => Ok(principal),
-        _ => Err(HttpError::new(
-            StatusCode::UNAUTHORIZED,
-            "No authenticated session found",
-        )),
+        _ => Err(HttpError::no_session()),
     }
 }
 
@@ -346,10 +332,4 @@ fn not_owner() -> HttpError {
         StatusCode::FORBIDDEN,
         "Grant does not belong to authenticated user",
     )
-}
-
-/// A 200 with `value` as compact JSON.
-fn json(value: &impl Serialize) -> Response {
-    let body = serde_json::to_string(value).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
