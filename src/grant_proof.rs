@@ -14,7 +14,6 @@ use pubky_common::auth::grant::GrantClaims;
 use pubky_common::auth::pop::PopProofClaims;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
-use sha2::{Digest, Sha256};
 
 use crate::http_error::HttpError;
 
@@ -231,11 +230,6 @@ pub fn new_bearer() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
 
-/// What is stored of a bearer: SHA-256 of its 43 ASCII characters.
-pub fn bearer_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
 #[cfg(test)]
 mod tests {
     use pubky_common::crypto::Keypair;
@@ -442,7 +436,10 @@ mod tests {
         assert_eq!(token.len(), 43);
         assert_ne!(token, new_bearer());
         assert_eq!(
-            hex::encode(bearer_hash("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8")),
+            // What is stored of a bearer is its hash as a session secret's: SHA-256 of its 43 characters.
+            hex::encode(crate::session_cookie::secret_hash(
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
+            )),
             "ea866a757e4c38babfa8127cbe9a409d3e1f93a00ff1488ff735fcf917afffd0"
         );
     }

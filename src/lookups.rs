@@ -13,7 +13,6 @@ use homestead_middleware::{
 };
 use pubky_common::capabilities::Capabilities;
 
-use crate::grant_proof::bearer_hash;
 use crate::session_cookie::secret_hash;
 
 /// Credentials and their users from the Store; users' bandwidth from their own settings, else the
@@ -47,7 +46,7 @@ impl CredentialLookup for StoreCredentials {
             }
             Credential::Bearer { token } => {
                 let now = unix_seconds();
-                let hash = bearer_hash(token);
+                let hash = secret_hash(token);
                 let Some(record) = self.store.grants().bearer(&hash, now).await? else {
                     return Ok(None);
                 };

@@ -19,7 +19,8 @@ pub fn new_secret() -> String {
     base32::encode(base32::Alphabet::Crockford, &bytes)
 }
 
-/// What the database keeps of a secret.
+/// What the database keeps of a secret: SHA-256 of its text (a cookie's secret, or a bearer token as
+/// PROTOCOL-0.17.md §8.1 says).
 pub fn secret_hash(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }

@@ -16,13 +16,14 @@ use pubky_common::auth::jws::RandomId;
 use serde::Serialize;
 
 use crate::grant_proof::{
-    GrantProof, bearer_hash, capability_list, check_signup_grant, new_bearer, root_required,
-    verify_grant, verify_grant_signature, verify_pop,
+    GrantProof, capability_list, check_signup_grant, new_bearer, root_required, verify_grant,
+    verify_grant_signature, verify_pop,
 };
 use crate::http_error::HttpError;
 use crate::lookups::unix_seconds;
 use crate::routes::AppState;
 use crate::routes::auth::create_account;
+use crate::session_cookie::secret_hash;
 use crate::signup_token;
 
 /// The longest life of a bearer, in seconds (it also ends with its grant).
@@ -156,7 +157,7 @@ pub async fn exchange(
         issued_at: as_column(grant.iat),
         expires_at: as_column(grant.exp),
     };
-    let hash = bearer_hash(&token);
+    let hash = secret_hash(&token);
     let mint = MintBearer {
         grant: new,
         token_hash: &hash,
