@@ -158,13 +158,16 @@ fn unmodified_since(headers: &HeaderMap) -> Result<Option<i64>, PreconditionErro
         return Err(invalid);
     }
     let text = value.to_str().map_err(|_| invalid)?;
-    let date = httpdate::parse_http_date(text.trim()).map_err(|_| invalid)?;
+    http_date_secs(text.trim()).map(Some).ok_or(invalid)
+}
+
+/// An HTTP-date (RFC 9110 §5.6.7, any of its three forms) as Unix seconds; None when it is not one.
+pub fn http_date_secs(text: &str) -> Option<i64> {
+    let date = httpdate::parse_http_date(text).ok()?;
     let since = date
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_err(|_| invalid)?;
-    i64::try_from(since.as_secs())
-        .map(Some)
-        .map_err(|_| invalid)
+        .ok()?;
+    i64::try_from(since.as_secs()).ok()
 }
 
 #[cfg(test)]

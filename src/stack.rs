@@ -17,7 +17,7 @@ use axum::routing::future::RouteFuture;
 use homestead_backends::Store;
 use homestead_middleware::{AuthLayer, BandwidthLayer, BodySizeLayer, DrainLayer, TenantLayer};
 use http::Request;
-use http::header::{self, HOST, HeaderName};
+use http::header::{self, HOST};
 use tower::Service;
 use tower_http::cors::CorsLayer;
 
@@ -88,8 +88,8 @@ fn cors() -> CorsLayer {
         // that conditional writes chain on.
         .expose_headers([
             header::RETRY_AFTER,
-            HeaderName::from_static("lock-token"),
-            HeaderName::from_static("timeout"),
+            crate::webdav::LOCK_TOKEN,
+            crate::webdav::TIMEOUT,
             header::ETAG,
             header::LAST_MODIFIED,
         ])

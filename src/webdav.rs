@@ -5,6 +5,15 @@
 
 use http::HeaderValue;
 
+use http::HeaderName;
+
+/// The `If` header (RFC 4918 §10.4), which names the lock tokens a request presents.
+pub const IF: HeaderName = HeaderName::from_static("if");
+/// The `Timeout` header of `LOCK` and of its answer.
+pub const TIMEOUT: HeaderName = HeaderName::from_static("timeout");
+/// The `Lock-Token` header of a granted `LOCK` and of `UNLOCK`.
+pub const LOCK_TOKEN: HeaderName = HeaderName::from_static("lock-token");
+
 /// The URI scheme of lock tokens: a token travels as `opaquelocktoken:<uuid>`.
 pub const TOKEN_SCHEME: &str = "opaquelocktoken:";
 /// The lifetime of a lock whose `LOCK` names none, seconds.

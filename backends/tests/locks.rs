@@ -37,7 +37,12 @@ impl Fixture {
 
     async fn holds(&self, owner: &str, path: &str, token: &str) -> bool {
         let path = p(path);
-        self.locks().holds_lock(owner, &path, token).await.unwrap()
+        self.locks()
+            .live_lock(owner, &path)
+            .await
+            .unwrap()
+            .as_deref()
+            == Some(token)
     }
 
     async fn refresh(&self, path: &str, tokens: &[&str], seconds: u32) -> Option<String> {

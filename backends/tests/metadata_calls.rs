@@ -96,7 +96,6 @@ counted!(Locks {
     release_lock(owner: &str, path: &EntryPath, token: &str) -> bool;
     live_lock(owner: &str, path: &EntryPath) -> Option<String>;
     keep_lock_alive(token: &str, seconds: u32) -> bool;
-    holds_lock(owner: &str, path: &EntryPath, token: &str) -> bool;
 });
 
 counted!(Operations {

@@ -16,25 +16,18 @@ use homestead_backends::store::BodyError;
 use homestead_backends::{EntryPath, Store, StoreError};
 use homestead_middleware::Authentication;
 use homestead_middleware::auth::own_account;
-use http::header::{self, HeaderName};
+use http::header;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
-use crate::authorization::{authorize, check_scope, check_write};
+use crate::authorization::{authorize, check_write};
 use crate::http_error::HttpError;
 use crate::lookups::StoreCredentials;
-use crate::metrics::StorageRequest;
 use crate::routes::AppState;
-use crate::routes::storage::{decode_path, method_not_allowed};
-use crate::webdav;
+use crate::routes::storage::{decode_path, entry_path, method_not_allowed};
+use crate::webdav::{self, IF, LOCK_TOKEN, TIMEOUT};
 
 /// The methods a path-addressed storage URL supports (§12.2).
 const ALLOW: &str = "GET, HEAD, PUT, DELETE, LOCK, UNLOCK";
-/// The `If` header (RFC 4918 §10.4), which names the lock tokens a request presents.
-const IF: HeaderName = HeaderName::from_static("if");
-/// The `Timeout` header of `LOCK` and of its answer.
-const TIMEOUT: HeaderName = HeaderName::from_static("timeout");
-/// The `Lock-Token` header of a granted `LOCK` and of `UNLOCK`.
-const LOCK_TOKEN: HeaderName = HeaderName::from_static("lock-token");
 /// A write under a lock keeps it live for at least this long after each push, seconds (§17.4).
 const WRITE_HOLD_SECS: u32 = 30;
 /// How often a running write pushes its lock's expiry (§17.4).
@@ -49,13 +42,6 @@ pub(crate) async fn webdav_method(
     raw_path: &str,
     request: Request,
 ) -> Response {
-    app.metrics.count_storage_request(StorageRequest {
-        path_addressed: true,
-        headers: request.headers(),
-        query: request.uri().query(),
-        owner,
-        authentication,
-    });
     let answer = match request.method().as_str() {
         method @ ("LOCK" | "UNLOCK") => match target(owner, authentication, raw_path, &request) {
             Ok(target) if method == "LOCK" => lock(app, target, request).await,
@@ -84,9 +70,7 @@ fn target(
         return Err(HttpError::bad_request("Target path must be a file"));
     }
     let principal = authorize(&Method::PUT, raw_path, Some(owner), authentication)?;
-    check_scope(path.scope())?;
-    let path = EntryPath::try_from(path)
-        .map_err(|err| HttpError::bad_request(format!("Invalid URL: {err}")))?;
+    let path = entry_path(path)?;
     check_write(principal, &path)?;
     // The auth layer attached the owner's record with their session; none means no such user.
     let (_, user) = own_account::<_, StoreCredentials>(request).ok_or_else(HttpError::not_found)?;
@@ -243,13 +227,15 @@ impl HeldLock {
     /// Ok while the lock is still the live lock on the path with this token; 412 when it expired and
     /// was taken over, or was unlocked, meanwhile.
     pub async fn confirm(&self) -> Result<(), HttpError> {
-        let locks = self.store.locks();
-        match locks
-            .holds_lock(&self.owner, &self.path, &self.token)
-            .await?
-        {
-            true => Ok(()),
-            false => Err(not_held()),
+        let live = self
+            .store
+            .locks()
+            .live_lock(&self.owner, &self.path)
+            .await?;
+        if live.as_deref() == Some(self.token.as_str()) {
+            Ok(())
+        } else {
+            Err(not_held())
         }
     }
 }

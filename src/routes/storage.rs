@@ -23,7 +23,7 @@ use crate::authorization::{authorize, check_scope, check_write};
 use crate::http_error::HttpError;
 use crate::lookups::StoreCredentials;
 use crate::metrics::StorageRequest;
-use crate::preconditions::write_mode;
+use crate::preconditions::{http_date_secs, write_mode};
 use crate::routes::{AppState, listing, locks};
 
 /// The methods a storage path supports.
@@ -38,7 +38,10 @@ pub async fn tenant_route(
 ) -> Response {
     let raw_path = request.uri().path().to_string();
     let tenant = tenant.map(|Extension(Tenant(key))| key);
-    serve(&app, tenant, &authentication, (false, &raw_path), request)
+    if let Some(owner) = &tenant {
+        count(&app, false, owner, &authentication, &request);
+    }
+    serve(&app, tenant, &authentication, &raw_path, request)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -62,38 +65,40 @@ pub async fn path_addressed(
         return HttpError::bad_request(format!("Invalid URL: invalid public key {owner:?}"))
             .into_response();
     };
+    count(&app, true, &owner, &authentication, &request);
     if !matches!(request.method().as_str(), "GET" | "HEAD" | "PUT" | "DELETE") {
         return locks::webdav_method(&app, &owner, &authentication, &raw_path, request).await;
     }
-    serve(
-        &app,
-        Some(owner),
-        &authentication,
-        (true, &raw_path),
-        request,
-    )
-    .await
-    .unwrap_or_else(IntoResponse::into_response)
+    serve(&app, Some(owner), &authentication, &raw_path, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Serves a storage request; `(path_addressed, raw_path)` says how it was addressed and the raw path
-/// within the owner's files.
+/// Counts a storage request whose owner is known in the storage metric.
+fn count(
+    app: &AppState,
+    path_addressed: bool,
+    owner: &pkarr::PublicKey,
+    authentication: &Authentication,
+    request: &Request,
+) {
+    app.metrics.count_storage_request(StorageRequest {
+        path_addressed,
+        headers: request.headers(),
+        query: request.uri().query(),
+        owner,
+        authentication,
+    });
+}
+
+/// Serves a storage request on the raw path `raw_path` within the tenant's files.
 async fn serve(
     app: &AppState,
     tenant: Option<pkarr::PublicKey>,
     authentication: &Authentication,
-    (path_addressed, raw_path): (bool, &str),
+    raw_path: &str,
     request: Request,
 ) -> Result<Response, HttpError> {
-    if let Some(owner) = &tenant {
-        app.metrics.count_storage_request(StorageRequest {
-            path_addressed,
-            headers: request.headers(),
-            query: request.uri().query(),
-            owner,
-            authentication,
-        });
-    }
     let method = request.method().clone();
     let principal = authorize(&method, raw_path, tenant.as_ref(), authentication)?;
     let owner = tenant.map(|key| key.to_string()).unwrap_or_default();
@@ -146,7 +151,7 @@ pub fn decode_path(raw: &str) -> Result<NormalizedPath, HttpError> {
 }
 
 /// A file path in an area the server serves.
-fn entry_path(path: NormalizedPath) -> Result<EntryPath, HttpError> {
+pub(crate) fn entry_path(path: NormalizedPath) -> Result<EntryPath, HttpError> {
     check_scope(path.scope())?;
     EntryPath::try_from(path).map_err(invalid_url)
 }
@@ -222,10 +227,7 @@ fn read_options(headers: &HeaderMap) -> ReadOptions {
     };
     ReadOptions {
         if_none_match: text(header::IF_NONE_MATCH).map(str::to_string),
-        if_modified_since: text(header::IF_MODIFIED_SINCE)
-            .and_then(|v| httpdate::parse_http_date(v).ok())
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .and_then(|d| i64::try_from(d.as_secs()).ok()),
+        if_modified_since: text(header::IF_MODIFIED_SINCE).and_then(http_date_secs),
         range: text(header::RANGE).and_then(parse_range),
     }
 }
@@ -404,17 +406,14 @@ async fn delete(
         .user(owner)
         .await?
         .ok_or_else(HttpError::not_found)?;
-    // §17.4, before a missing file's 404: a tokenless delete of a locked path is a 423.
-    let lock = locks::write_lock(&app.store, owner, &path, headers).await?;
+    // §17.4, checked once, before a missing file's 404: a tokenless delete of a locked path is a 423.
+    let _held = locks::write_lock(&app.store, owner, &path, headers).await?;
     if !user.limits.may_write(path.as_str()) {
         // A missing file is a 404 before the allow-list says no.
         return Err(match app.store.head(owner, &path).await? {
             None => HttpError::not_found(),
             Some(_) => write_not_allowed(),
         });
-    }
-    if let Some(lock) = &lock {
-        lock.confirm().await?;
     }
     match app.store.delete_if(owner, &path, mode).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),

@@ -68,7 +68,4 @@ pub trait Locks: Send + Sync + Debug {
     /// Pushes the live lock `token`'s expiry to at least now + `seconds`, never shortening it (a write
     /// under the lock keeps it alive, §17.4). False when the lock is not live any more.
     async fn keep_lock_alive(&self, token: &str, seconds: u32) -> Result<bool>;
-    /// Whether `token` is still the live lock on `owner`'s `path`: the re-check just before a write under
-    /// the lock is committed.
-    async fn holds_lock(&self, owner: &str, path: &EntryPath, token: &str) -> Result<bool>;
 }

@@ -213,12 +213,6 @@ macro_rules! lock_statements {
             " + $2 * 1000 ELSE expires_at END WHERE token = $1 AND expires_at > ",
             $now
         );
-        /// 1 when a token is the live lock on a path, else 0: parameters owner key, path, token.
-        const HOLDS_LOCK: &'static str = concat!(
-            "SELECT COUNT(*) FROM entry_locks l JOIN users u ON u.id = l.user_id \
-             WHERE u.public_key = $1 AND l.path = $2 AND l.token = $3 AND l.expires_at > ",
-            $now
-        );
     };
 }
 
@@ -1078,22 +1072,6 @@ macro_rules! impl_metadata {
                         "keep lock alive",
                     )
                     .await
-                }
-
-                async fn holds_lock(
-                    &self,
-                    owner: &str,
-                    path: &EntryPath,
-                    token: &str,
-                ) -> Result<bool> {
-                    let held: i64 = sqlx::query_scalar(Self::HOLDS_LOCK)
-                        .bind(owner)
-                        .bind(path.as_str())
-                        .bind(token)
-                        .fetch_one(&self.read)
-                        .await
-                        .map_err(query("check lock"))?;
-                    Ok(held > 0)
                 }
             }
 

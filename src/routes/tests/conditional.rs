@@ -6,7 +6,7 @@ use axum::body::Body;
 use http::{Method, StatusCode, header};
 use pubky_common::crypto::Keypair;
 
-use super::{Answer, TestApp, request, token};
+use super::{Answer, TestApp, request, token, unreadable};
 
 const HELLO_ETAG: &str = "\"6o8WPbOGgpJeRJHF5Y1Ls1Bu+MFOt4qG6QjFYkpnIA8=\"";
 /// Long before any write of a test, and long after.
@@ -77,12 +77,6 @@ impl Writer {
 }
 
 /// A body that fails if anyone reads it.
-fn unreadable() -> Body {
-    Body::from_stream(futures_util::stream::iter([Err::<bytes::Bytes, _>(
-        std::io::Error::other("the handler read the body"),
-    )]))
-}
-
 fn status_text(answer: &Answer) -> (StatusCode, String) {
     (answer.status, answer.text())
 }

@@ -11,7 +11,7 @@ use pubky_common::capabilities::Capability;
 use pubky_common::crypto::Keypair;
 use serde_json::Value;
 
-use super::{Answer, TestApp, request, token};
+use super::{Answer, TestApp, expect, request, token};
 use crate::lookups::unix_seconds;
 
 /// §24.2, G1: the user seed 00 grants client seed 01 `/pub/example.app/:rw,/priv/example.app/:r`.
@@ -182,14 +182,6 @@ async fn session_status(app: &TestApp, bearer: &str) -> StatusCode {
     with_bearer(app, Method::GET, "/auth/grant/session", bearer)
         .await
         .status
-}
-
-fn refusal(answer: &Answer) -> (u16, String) {
-    (answer.status.as_u16(), answer.text())
-}
-
-fn expect(answer: &Answer, status: u16, text: &str) {
-    assert_eq!(refusal(answer), (status, text.to_string()));
 }
 
 #[tokio::test]
@@ -1083,7 +1075,7 @@ async fn a_bearer_never_writes_another_users_files() {
             }
             let answer = app.client(request.body(Body::from("evil")).unwrap()).await;
             assert_eq!(
-                refusal(&answer),
+                answer.refusal(),
                 (403, "Session user does not match target tenant".into()),
                 "{method} {uri} {headers:?}"
             );

@@ -10,7 +10,7 @@ use http::{Method, StatusCode, header};
 use pubky_common::crypto::Keypair;
 
 use super::grants::{Grant, bearer, exchange, grant_signup};
-use super::{Answer, TestApp, request};
+use super::{Answer, TestApp, expect, request};
 use crate::webdav;
 
 const LOCKED: &str = "Resource is locked";
@@ -108,7 +108,7 @@ async fn unlock(app: &TestApp, owner: &Owner, path: &str, token: &str) -> Answer
 /// The token (UUID) of a granted lock, checked for its form.
 fn token(answer: &Answer) -> String {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
-    let header = answer.header(header::HeaderName::from_static("lock-token"));
+    let header = answer.header(webdav::LOCK_TOKEN);
     let token = header
         .strip_prefix("<opaquelocktoken:")
         .and_then(|t| t.strip_suffix('>'))
@@ -122,16 +122,8 @@ fn presenting(token: &str) -> String {
     format!("(<opaquelocktoken:{token}>)")
 }
 
-fn refusal(answer: &Answer) -> (u16, String) {
-    (answer.status.as_u16(), answer.text())
-}
-
-fn expect(answer: &Answer, status: u16, text: &str) {
-    assert_eq!(refusal(answer), (status, text.to_string()));
-}
-
 fn timeout_of(answer: &Answer) -> &str {
-    answer.header(header::HeaderName::from_static("timeout"))
+    answer.header(webdav::TIMEOUT)
 }
 
 #[tokio::test]
@@ -177,10 +169,7 @@ async fn a_lock_is_granted_refused_presented_refreshed_and_released() {
     let refreshed = lock(&app, &owner, path, &refresh).await;
     assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text());
     assert_eq!(timeout_of(&refreshed), "Second-10");
-    assert_eq!(
-        refreshed.header(header::HeaderName::from_static("lock-token")),
-        ""
-    );
+    assert_eq!(refreshed.header(webdav::LOCK_TOKEN), "");
     assert_eq!(
         refreshed.text(),
         webdav::lock_answer(&token, 10, &owner.url(path))

@@ -154,6 +154,11 @@ impl Answer {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// The status code and the body text.
+    pub(crate) fn refusal(&self) -> (u16, String) {
+        (self.status.as_u16(), self.text())
+    }
+
     /// A header's value, empty when absent.
     pub(crate) fn header(&self, name: header::HeaderName) -> &str {
         self.headers.get(name).map_or("", |v| v.to_str().unwrap())
@@ -169,6 +174,19 @@ async fn answer(response: axum::response::Response) -> Answer {
         headers,
         body: body.to_vec(),
     }
+}
+
+/// Asserts that `answer` has `status` and the body `text`.
+pub(crate) fn expect(answer: &Answer, status: u16, text: &str) {
+    assert_eq!(answer.refusal(), (status, text.to_string()));
+}
+
+/// A request body that fails when read: a handler that refuses before reading the body never sees the
+/// failure.
+pub(crate) fn unreadable() -> Body {
+    Body::from_stream(futures_util::stream::iter([Err::<bytes::Bytes, _>(
+        std::io::Error::other("the handler read the body"),
+    )]))
 }
 
 /// A request builder.

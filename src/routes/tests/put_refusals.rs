@@ -10,7 +10,7 @@ use pubky_common::capabilities::Capabilities;
 use pubky_common::crypto::Keypair;
 use tower::ServiceExt;
 
-use super::TestApp;
+use super::{TestApp, unreadable};
 use crate::routes::admin_router;
 use crate::stack::client_router;
 
@@ -23,12 +23,6 @@ async fn answer(router: &Router, request: Request<Body>) -> (u16, String) {
 }
 
 /// A body that fails if anyone reads it.
-fn unreadable() -> Body {
-    Body::from_stream(futures_util::stream::iter([Err::<bytes::Bytes, _>(
-        std::io::Error::other("the handler read the body"),
-    )]))
-}
-
 #[tokio::test]
 async fn a_put_is_refused_in_order_before_its_body_is_read() {
     let app = TestApp::builder().build().await;
