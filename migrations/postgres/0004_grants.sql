@@ -21,7 +21,7 @@ CREATE TABLE grants (
 );
 CREATE INDEX grants_user_id ON grants (user_id, created_at, id);
 
--- Bearer sessions: at most one live row per grant.
+-- Bearer sessions: at most one row per grant (an exchange replaces the previous bearer).
 CREATE TABLE grant_sessions (
     -- SHA-256 of the 43 characters of the bearer token: a leaked table does not leak bearers.
     token_hash  BYTEA  PRIMARY KEY CHECK (octet_length(token_hash) = 32),
@@ -29,7 +29,7 @@ CREATE TABLE grant_sessions (
     expires_at  BIGINT NOT NULL,
     created_at  BIGINT NOT NULL
 );
-CREATE INDEX grant_sessions_grant_id ON grant_sessions (grant_id);
+CREATE UNIQUE INDEX grant_sessions_grant_id ON grant_sessions (grant_id);
 
 -- PoP nonces already accepted, one set for the whole server, kept for the replay window.
 CREATE TABLE pop_nonces (

@@ -317,22 +317,18 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: Into<BodyError> + Send,
 {
-    Box::pin(futures_util::stream::unfold(
-        Some((body, lock)),
-        |state| async move {
-            let (mut body, lock) = state?;
-            match body.next().await {
-                Some(item) => Some((item.map_err(Into::into), Some((body, lock)))),
-                None => {
-                    let refusal = match &lock {
-                        Some(held) => held.confirm().await.err(),
-                        None => None,
-                    }?;
-                    Some((Err(Box::new(LockRefusal(refusal)) as BodyError), None))
-                }
-            }
-        },
-    ))
+    let body = body.map(|item| item.map_err(Into::into));
+    let Some(held) = lock else {
+        return body.left_stream();
+    };
+    // After the last piece: nothing if the lock still holds, else the refusal as the body's error.
+    let recheck =
+        futures_util::stream::once(async move { held.confirm().await.err() }).filter_map(
+            |refusal| async move {
+                refusal.map(|refusal| Err(Box::new(LockRefusal(refusal)) as BodyError))
+            },
+        );
+    body.chain(Box::pin(recheck)).right_stream()
 }
 
 /// The answer to a failed commit of a write whose body went through [`confirmed`]: the lock's refusal
