@@ -35,6 +35,21 @@ impl HttpError {
         Self::new(StatusCode::NOT_FOUND, "Not Found")
     }
 
+    /// A request body that could not be read: 408 when the client paused too long, else 400.
+    pub fn body_failed(source: &(dyn std::error::Error + 'static)) -> Self {
+        let timed_out = source
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|err| err.kind() == std::io::ErrorKind::TimedOut);
+        if timed_out {
+            Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("Request body timed out: {source}"),
+            )
+        } else {
+            Self::bad_request(format!("Request body could not be read: {source}"))
+        }
+    }
+
     /// 401 `No authenticated session found`: a request that needs a session has none.
     pub fn no_session() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "No authenticated session found")
@@ -95,19 +110,7 @@ impl From<StoreError> for HttpError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("Request body is larger than the limit of {limit} bytes"),
             ),
-            StoreError::Body { source, .. } => {
-                let timed_out = source
-                    .downcast_ref::<std::io::Error>()
-                    .is_some_and(|err| err.kind() == std::io::ErrorKind::TimedOut);
-                if timed_out {
-                    Self::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        format!("Request body timed out: {source}"),
-                    )
-                } else {
-                    Self::bad_request(format!("Request body could not be read: {source}"))
-                }
-            }
+            StoreError::Body { source, .. } => Self::body_failed(source.as_ref()),
             other => {
                 tracing::error!(err = %other, "storage failure");
                 // A fixed reason: the error itself names paths, blob keys and the data directory.

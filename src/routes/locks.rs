@@ -23,7 +23,7 @@ use crate::authorization::{authorize, check_write};
 use crate::http_error::HttpError;
 use crate::lookups::StoreCredentials;
 use crate::routes::AppState;
-use crate::routes::storage::{decode_path, entry_path, method_not_allowed};
+use crate::routes::storage::{decode_path, entry_path, method_not_allowed, patient_body};
 use crate::webdav::{self, IF, LOCK_TOKEN, TIMEOUT};
 
 /// The methods a path-addressed storage URL supports (§12.2).
@@ -128,31 +128,20 @@ async fn lock(
 /// Reads a `lockinfo` body of at most [`webdav::MAX_LOCKINFO_BYTES`] (413 beyond), all of it within
 /// `timeout`.
 async fn lockinfo(body: Body, timeout: Duration) -> Result<Vec<u8>, HttpError> {
-    let read = async {
-        let mut stream = body.into_data_stream();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|err| {
-                HttpError::bad_request(format!("Request body could not be read: {err}"))
-            })?;
-            if bytes.len() + chunk.len() > webdav::MAX_LOCKINFO_BYTES {
-                return Err(HttpError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "lockinfo body too large",
-                ));
-            }
-            bytes.extend_from_slice(&chunk);
+    let mut data = body.into_data_stream();
+    let mut pieces = patient_body(&mut data, timeout);
+    let mut bytes = Vec::new();
+    while let Some(piece) = pieces.next().await {
+        let piece = piece.map_err(|err| HttpError::body_failed(&err))?;
+        if bytes.len() + piece.len() > webdav::MAX_LOCKINFO_BYTES {
+            return Err(HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "lockinfo body too large",
+            ));
         }
-        Ok(bytes)
-    };
-    tokio::time::timeout(timeout, read)
-        .await
-        .unwrap_or_else(|_| {
-            Err(HttpError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "Request body timed out",
-            ))
-        })
+        bytes.extend_from_slice(&piece);
+    }
+    Ok(bytes)
 }
 
 /// The 200 of a granted (`new`, with its `Lock-Token`) or refreshed lock (§17.2 step 7).

@@ -363,7 +363,7 @@ fn fits(room: Option<u64>, length: u64) -> Result<(), HttpError> {
 }
 
 /// The body's pieces, failing with `TimedOut` when the client pauses longer than `timeout` between two.
-fn patient_body(
+pub(crate) fn patient_body(
     body: &mut BodyDataStream,
     timeout: Duration,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Unpin + '_ {
