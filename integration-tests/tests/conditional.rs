@@ -28,12 +28,7 @@ async fn put(
         request = request.header(*name, *value);
     }
     let response = request.send().await.expect("PUT");
-    let etag = response
-        .headers()
-        .get("etag")
-        .map_or("", |v| v.to_str().unwrap())
-        .to_string();
-    (response.status().as_u16(), etag)
+    (response.status().as_u16(), etag(&response))
 }
 
 /// The body and ETag of the account's `path` on `server`.
@@ -44,13 +39,14 @@ async fn get(server: &TestServer, account: &Account, path: &str) -> (u16, String
         .send()
         .await
         .expect("GET");
-    let status = response.status().as_u16();
-    let etag = response
-        .headers()
-        .get("etag")
-        .map_or("", |v| v.to_str().unwrap())
-        .to_string();
+    let (status, etag) = (response.status().as_u16(), etag(&response));
     (status, response.text().await.unwrap(), etag)
+}
+
+/// The response's `ETag`, empty when absent.
+fn etag(response: &reqwest::Response) -> String {
+    let etag = response.headers().get("etag");
+    etag.map_or("", |v| v.to_str().unwrap()).to_string()
 }
 
 /// Sixteen writers with the same `If-Match`, taking turns over `servers`: exactly one wins, every

@@ -44,15 +44,17 @@ pub async fn bearer_call(
     method: Method,
     path: &str,
     bearer: &str,
+    headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let response = reqwest::Client::new()
+    let mut request = reqwest::Client::new()
         .request(method, format!("{}{path}", server.icann_url()))
         .bearer_auth(bearer)
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("bearer request");
+        .body(body.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("bearer request");
     let status = response.status().as_u16();
     (status, response.text().await.expect("response body"))
 }

@@ -87,21 +87,29 @@ async fn revocation_across_instances() {
     let bearer = view.current_bearer().await;
     let path = format!("/storage/{}/pub/chat.app/shared", ring.public_key().z32());
 
-    let (status, body) = bearer_call(&second, Method::PUT, &path, &bearer, "via two").await;
+    let (status, body) = bearer_call(&second, Method::PUT, &path, &bearer, &[], "via two").await;
     assert_eq!(status, 201, "{body}");
-    let read = bearer_call(&first, Method::GET, &path, &bearer, "").await;
+    let read = bearer_call(&first, Method::GET, &path, &bearer, &[], "").await;
     assert_eq!(read, (200, "via two".to_string()));
 
     GrantManager::new(&root)
         .revoke(&view.grant_id().await)
         .await
         .expect("revoke through the first instance");
-    let (status, body) = bearer_call(&second, Method::PUT, &path, &bearer, "late").await;
+    let (status, body) = bearer_call(&second, Method::PUT, &path, &bearer, &[], "late").await;
     assert_eq!(
         (status, body.as_str()),
         (401, "No authenticated session found")
     );
-    let (status, _) = bearer_call(&second, Method::GET, "/auth/grant/session", &bearer, "").await;
+    let (status, _) = bearer_call(
+        &second,
+        Method::GET,
+        "/auth/grant/session",
+        &bearer,
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(status, 401);
     let log = second.log();
     assert!(second.stop().await.success(), "{log}");

@@ -10,7 +10,8 @@ use pubky::{Capability, Keypair, Method, PublicKey};
 
 /// `created_at` of `GET /auth/grant/session` with `bearer` (the time of the grant's first exchange).
 async fn grant_created_at(server: &TestServer, bearer: &str) -> u64 {
-    let (status, body) = bearer_call(server, Method::GET, "/auth/grant/session", bearer, "").await;
+    let (status, body) =
+        bearer_call(server, Method::GET, "/auth/grant/session", bearer, &[], "").await;
     assert_eq!(status, 200, "{body}");
     let info: serde_json::Value = serde_json::from_str(&body).expect("JSON session info");
     info["created_at"].as_u64().expect("created_at")
@@ -62,7 +63,8 @@ async fn session_life(net: &TestNet, server: &TestServer, token: Option<String>)
     let second = view.force_refresh().await.expect("refresh");
     assert_ne!(first, second);
     assert_eq!(second.len(), 43);
-    let (status, body) = bearer_call(server, Method::GET, "/auth/grant/session", &first, "").await;
+    let (status, body) =
+        bearer_call(server, Method::GET, "/auth/grant/session", &first, &[], "").await;
     assert_eq!(
         (status, body.as_str()),
         (401, "No authenticated session found")
@@ -87,7 +89,7 @@ async fn session_life(net: &TestNet, server: &TestServer, token: Option<String>)
         "/storage/{}/pub/homestead.test/d.txt",
         alice.public_key().z32()
     );
-    let (status, _) = bearer_call(server, Method::PUT, &path, &bearer, "x").await;
+    let (status, _) = bearer_call(server, Method::PUT, &path, &bearer, &[], "x").await;
     assert_eq!(status, 401);
     let refused = stale.as_grant().expect("grant").force_refresh().await;
     assert_eq!(

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use homestead_sdk_0_17_tests::{
-    Blobs, Metadata, TestNet, TestServer, client_id, put_created, server_error,
+    Blobs, Metadata, TestNet, TestServer, bearer_call, client_id, put_created, server_error,
 };
 use pubky::{PubkySession, SessionStorage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,16 +41,7 @@ async fn raw(
     body: &str,
 ) -> (u16, String) {
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{}{path}", server.icann_url()))
-        .bearer_auth(bearer)
-        .body(body.to_string());
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.text().await.expect("response body"))
+    bearer_call(server, method, path, bearer, headers, body).await
 }
 
 /// The user's path-addressed URL path of `path`.
