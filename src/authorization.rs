@@ -1,93 +1,108 @@
-//! Who may do what on a tenant route (PROTOCOL.md §7), the one place that decides access: only the
-//! [`Scope::Public`] area is served; its reads are public; everything else needs the tenant's own
-//! principal, and a write needs a capability that covers the path.
+//! Who may do what on a storage path (PROTOCOL.md §7, PROTOCOL-0.17.md §12.3, §13), the one place that
+//! decides access: `/pub/` is readable by anyone, `/priv/` only by its owner's own sessions with a
+//! capability that covers the path with `r`; a write anywhere needs the owner's own session with `w`;
+//! nothing outside the two areas is served. Every rule runs on the normalized path, before any lookup, so
+//! an answer never tells whether a file the asker may not read exists.
 //!
-//! Unlike the 0.9.3 reference, and like 0.17.1, the capability check is segment-aware and runs on the
-//! normalized path: a scope `/pub/app/` covers what lies below it, a scope `/pub/app` only that file, and
-//! neither covers `/pub/app.evil/x`.
+//! Unlike the 0.9.3 reference, and like 0.17.1, the capability check is segment-aware: a scope
+//! `/pub/app/` covers what lies below it, a scope `/pub/app` only that file, and neither covers
+//! `/pub/app.evil/x`.
 
 use homestead_backends::{EntryPath, Scope};
 use homestead_middleware::{Authentication, Principal};
-use http::{Method, StatusCode};
+use http::StatusCode;
 use pubky_common::capabilities::Action;
 
 use crate::http_error::HttpError;
 
-/// Checks who may touch the raw storage path `raw_path` of `tenant` (PROTOCOL.md §7.1 with the identity
-/// rules of PROTOCOL-0.17.md §12.3): a write needs an identity first (401), then a tenant, the public area
-/// and the tenant's own user (403 for another user's bearer). `Ok(None)`: a public read;
-/// `Ok(Some(principal))`: the tenant's own principal, whose capabilities a write must still pass with
-/// [`check_write`].
-pub fn authorize<'a>(
-    method: &Method,
-    raw_path: &str,
-    tenant: Option<&pkarr::PublicKey>,
-    authentication: &'a Authentication,
-) -> Result<Option<&'a Principal>, HttpError> {
-    let read = method == Method::GET || method == Method::HEAD;
-    let principal = match authentication {
-        Authentication::Authenticated(principal) => Some(principal.as_ref()),
+/// The principal a request authenticated as, if any.
+pub fn identity(authentication: &Authentication) -> Option<&Principal> {
+    match authentication {
+        Authentication::Authenticated(principal) => Some(principal),
         _ => None,
-    };
-    if !read && principal.is_none() {
-        return Err(HttpError::no_session());
     }
-    let Some(tenant) = tenant else {
-        return Err(HttpError::no_tenant());
-    };
-    if Scope::of(raw_path) != Scope::Public {
+}
+
+/// §13.1 (without the event streams' one-user rule): may `identity` read the normalized `path` of
+/// `owner`? `/pub/` is public; `/priv/` needs the owner's own principal with a capability covering the
+/// path with `r` (401 without an identity, 403 otherwise); anything else is 403.
+pub fn check_read(
+    path: &str,
+    owner: &pkarr::PublicKey,
+    identity: Option<&Principal>,
+) -> Result<(), HttpError> {
+    match Scope::of(path) {
+        Scope::Public => return Ok(()),
+        Scope::Private => {}
+        Scope::Other => {
+            return Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                "Reading from directories other than '/pub/' and '/priv/' is forbidden",
+            ));
+        }
+    }
+    let Some(principal) = identity else {
         return Err(HttpError::new(
-            StatusCode::FORBIDDEN,
-            "Writing to directories other than '/pub/' is forbidden",
+            StatusCode::UNAUTHORIZED,
+            "Authentication required to read private storage",
         ));
-    }
-    match principal {
-        _ if read => Ok(None),
-        Some(principal) if principal.user != *tenant => Err(HttpError::new(
-            StatusCode::FORBIDDEN,
-            "Session user does not match target tenant",
-        )),
-        principal => Ok(principal),
-    }
-}
-
-/// The area a normalized path resolves to must be one the server serves: `/pub/` (the raw path was
-/// checked by [`authorize`], but `..` can leave it). A 400, the reference's `Invalid URL` reason.
-pub fn check_scope(scope: Scope) -> Result<(), HttpError> {
-    match scope {
-        Scope::Public => Ok(()),
-        Scope::Private | Scope::Other => Err(HttpError::bad_request(
-            "Invalid URL: Path must start with /pub/",
-        )),
-    }
-}
-
-/// §7.2, segment-aware: the principal needs a capability with `w` whose scope covers `path` (no
-/// principal: no capability).
-pub fn check_write(principal: Option<&Principal>, path: &EntryPath) -> Result<(), HttpError> {
-    let Some(principal) = principal else {
-        return Err(no_write_access());
     };
-    let allowed = principal.capabilities.iter().any(|capability| {
-        capability.actions().contains(&Action::Write)
-            && scope_covers(capability.scope().as_str(), path.as_str())
-    });
-    if allowed {
+    check_owner(principal, owner)?;
+    if covers(principal, Action::Read, path) {
         Ok(())
     } else {
-        Err(no_write_access())
+        Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "Session does not have read access to path",
+        ))
     }
 }
 
-fn no_write_access() -> HttpError {
-    HttpError::new(
-        StatusCode::FORBIDDEN,
-        "Session does not have write access to path",
-    )
+/// §12.3 steps 3–5: may `principal` write the file `path` of `owner`? Only inside `/pub/` or `/priv/`,
+/// only as the owner, only with a capability covering the path with `w`; each refusal a 403.
+pub fn check_write(
+    principal: &Principal,
+    owner: &pkarr::PublicKey,
+    path: &EntryPath,
+) -> Result<(), HttpError> {
+    if Scope::of(path.as_str()) == Scope::Other {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "Writing to directories other than '/pub/' and '/priv/' is forbidden",
+        ));
+    }
+    check_owner(principal, owner)?;
+    if covers(principal, Action::Write, path.as_str()) {
+        Ok(())
+    } else {
+        Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "Session does not have write access to path",
+        ))
+    }
 }
 
-/// PROTOCOL-0.17.md §4.3: a scope ending in `/` covers everything below it; another scope covers only
-/// itself.
+/// A principal acts only for its own user.
+fn check_owner(principal: &Principal, owner: &pkarr::PublicKey) -> Result<(), HttpError> {
+    if principal.user == *owner {
+        Ok(())
+    } else {
+        Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "Session user does not match target tenant",
+        ))
+    }
+}
+
+/// Whether one of the principal's capabilities grants `action` on `path` (§4.3).
+pub fn covers(principal: &Principal, action: Action, path: &str) -> bool {
+    principal.capabilities.iter().any(|capability| {
+        capability.actions().contains(&action) && scope_covers(capability.scope().as_str(), path)
+    })
+}
+
+/// PROTOCOL-0.17.md §4.3: a scope ending in `/` covers everything below it (and itself, the directory);
+/// another scope covers only itself.
 fn scope_covers(scope: &str, path: &str) -> bool {
     if scope.ends_with('/') {
         path.starts_with(scope)
@@ -98,7 +113,6 @@ fn scope_covers(scope: &str, path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use homestead_backends::NormalizedPath;
     use homestead_middleware::{Credential, Session};
 
     use super::*;
@@ -117,124 +131,91 @@ mod tests {
             created_at: 0,
             grant: None,
         };
-        Principal::new(session, cookie())
-    }
-
-    fn cookie() -> Credential {
-        Credential::Cookie {
+        let cookie = Credential::Cookie {
             secret: "S".repeat(26),
-        }
+        };
+        Principal::new(session, cookie)
     }
 
-    fn found(owner: &str, capabilities: &str) -> Authentication {
-        Authentication::Authenticated(Box::new(principal(owner, capabilities)))
-    }
-
-    fn message(result: Result<Option<&Principal>, HttpError>) -> (u16, String) {
+    fn outcome(result: Result<(), HttpError>) -> (u16, String) {
         match result {
-            Ok(None) => (200, "public".into()),
-            Ok(Some(_)) => (200, "session".into()),
+            Ok(()) => (200, String::new()),
             Err(err) => (err.status.as_u16(), err.message),
         }
     }
 
     #[test]
-    fn checks_run_in_the_reference_order() {
-        let a = key(A);
-        let put = Method::PUT;
-        let cases = [
+    fn reads_follow_the_permission_order() {
+        let owner = key(A);
+        let own = principal(A, "/priv/app/:r,/pub/:rw");
+        let writer = principal(A, "/priv/app/:w");
+        let events_only = principal(A, "/priv/app/:e");
+        let root = principal(A, "/:rw");
+        let stranger = principal(B, "/:rw");
+        let cases: [(&str, Option<&Principal>, u16, &str); 12] = [
+            ("/pub/x", None, 200, ""),
+            ("/pub/x", Some(&stranger), 200, ""),
+            ("/", None, 403, "Reading from directories"),
+            ("/pub", Some(&root), 403, "Reading from directories"),
+            ("/other/x", Some(&root), 403, "Reading from directories"),
+            ("/priv/app/x", None, 401, "Authentication required"),
+            ("/priv/app/x", Some(&stranger), 403, "Session user does not"),
+            ("/priv/app/x", Some(&own), 200, ""),
+            ("/priv/app/", Some(&own), 200, ""),
+            ("/priv/other", Some(&own), 403, "Session does not have read"),
             (
-                None,
-                Method::GET,
-                "/pub/x",
-                Authentication::NoCredential,
-                404,
-                "Pubky Host is missing",
-            ),
-            (
-                None,
-                put.clone(),
-                "/pub/x",
-                Authentication::NoCredential,
-                401,
-                "No authenticated session found",
-            ),
-            (
-                Some(&a),
-                Method::GET,
-                "/priv/x",
-                found(A, "/:rw"),
+                "/priv/app/x",
+                Some(&writer),
                 403,
-                "Writing to directories other than '/pub/' is forbidden",
+                "Session does not have read",
             ),
             (
-                Some(&a),
-                put.clone(),
-                "/pub",
-                found(A, "/:rw"),
+                "/priv/app/x",
+                Some(&events_only),
                 403,
-                "Writing to directories other than '/pub/' is forbidden",
-            ),
-            (
-                Some(&a),
-                Method::GET,
-                "/pub/x",
-                Authentication::NoCredential,
-                200,
-                "public",
-            ),
-            (
-                Some(&a),
-                Method::HEAD,
-                "/pub/x",
-                Authentication::NoCredential,
-                200,
-                "public",
-            ),
-            (
-                Some(&a),
-                put.clone(),
-                "/pub/x",
-                Authentication::NoCredential,
-                401,
-                "No authenticated session found",
-            ),
-            (
-                Some(&a),
-                Method::DELETE,
-                "/pub/x",
-                Authentication::Unknown(cookie()),
-                401,
-                "No authenticated session found",
-            ),
-            (
-                Some(&a),
-                put.clone(),
-                "/pub/x",
-                found(B, "/:rw"),
-                403,
-                "Session user does not match target tenant",
-            ),
-            (
-                Some(&a),
-                Method::POST,
-                "/pub/x",
-                found(A, "/:rw"),
-                200,
-                "session",
+                "Session does not have read",
             ),
         ];
-        for (tenant, method, path, state, status, text) in cases {
-            let got = message(authorize(&method, path, tenant, &state));
-            assert_eq!(got, (status, text.to_string()), "{method} {path}");
+        for (path, identity, status, text) in cases {
+            let (got, message) = outcome(check_read(path, &owner, identity));
+            assert_eq!(got, status, "{path}: {message}");
+            assert!(message.starts_with(text), "{path}: {message}");
         }
+        assert!(check_read("/priv/x", &owner, Some(&root)).is_ok());
+        // Listing a directory needs the directory itself covered.
+        let file_scope = principal(A, "/priv/app:r");
+        assert!(check_read("/priv/app/", &owner, Some(&file_scope)).is_err());
     }
 
     #[test]
-    fn write_capabilities_are_segment_aware() {
-        let check = |caps: &str, path: &str| {
-            check_write(Some(&principal(A, caps)), &EntryPath::parse(path).unwrap()).is_ok()
+    fn writes_need_the_area_the_owner_and_a_write_capability() {
+        let owner = key(A);
+        let check = |caps: &str, user: &str, path: &str| {
+            outcome(check_write(
+                &principal(user, caps),
+                &owner,
+                &EntryPath::parse(path).unwrap(),
+            ))
         };
+        assert_eq!(check("/:rw", A, "/pub/x").0, 200);
+        assert_eq!(check("/:rw", A, "/priv/x").0, 200);
+        assert_eq!(
+            check("/:rw", A, "/x").1,
+            "Writing to directories other than '/pub/' and '/priv/' is forbidden"
+        );
+        assert_eq!(
+            check("/:rw", B, "/pub/x").1,
+            "Session user does not match target tenant"
+        );
+        assert_eq!(
+            check("/priv/app/:r", A, "/priv/app/x").1,
+            "Session does not have write access to path"
+        );
+    }
+
+    #[test]
+    fn capabilities_are_segment_aware() {
+        let check = |caps: &str, path: &str| covers(&principal(A, caps), Action::Write, path);
         let caps = "/pub/pubky.app/:rw,/pub/foo.bar/file:r";
         assert!(check(caps, "/pub/pubky.app/foo"));
         assert!(check(caps, "/pub/pubky.app/a/b/c"));
@@ -247,31 +228,8 @@ mod tests {
         assert!(!check("/pub/app:rw", "/pub/app.evil/x"));
         assert!(!check("/pub/app:rw", "/pub/apple"));
         assert!(check("/:rw", "/pub/anything"));
-        assert!(check("/:w", "/pub/anything"));
+        assert!(check("/:w", "/priv/anything"));
         assert!(!check("/:r", "/pub/anything"));
         assert!(!check("", "/pub/anything"));
-        // Checked on the normalized path, so encoded or dotted forms cannot slip past the scope.
-        assert!(!check("/pub/app/:rw", "/pub/app/../other/x"));
-        // No principal, no capability.
-        let path = EntryPath::parse("/pub/x").unwrap();
-        assert_eq!(
-            check_write(None, &path).unwrap_err().message,
-            "Session does not have write access to path"
-        );
-    }
-
-    #[test]
-    fn only_the_public_area_is_served() {
-        let scope = |path: &str| NormalizedPath::parse(path).unwrap().scope();
-        assert!(check_scope(scope("/pub/a")).is_ok());
-        assert!(check_scope(scope("/pub/a/")).is_ok());
-        for outside in ["/", "/pub", "/priv/a", "/x"] {
-            let err = check_scope(scope(outside)).unwrap_err();
-            assert_eq!(
-                (err.status.as_u16(), err.message.as_str()),
-                (400, "Invalid URL: Path must start with /pub/"),
-                "{outside}: the reference's message"
-            );
-        }
     }
 }

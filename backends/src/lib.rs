@@ -9,6 +9,7 @@ pub mod health;
 mod listing;
 pub mod metadata;
 pub mod path;
+pub mod revocations;
 pub mod small_blobs;
 pub mod store;
 

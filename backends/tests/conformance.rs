@@ -541,7 +541,7 @@ async fn events_and_cursors(f: Fixture) {
     );
     let alice_app = EventFilter {
         users: Some(vec![(ALICE.to_string(), 0)]),
-        path_prefixes: vec!["/pub/app/".into()],
+        paths: vec!["/pub/app/".into()],
         reverse: false,
     };
     let mine = f.store.events(0, 100, &alice_app).await.unwrap();
@@ -549,6 +549,14 @@ async fn events_and_cursors(f: Fixture) {
         mine.iter().map(|e| e.id).collect::<Vec<_>>(),
         [all[0].id, all[3].id]
     );
+    // Without a trailing `/` a path names one file: not a prefix of `/pub/app/one`, nor of its
+    // sibling `/pub/other/three`.
+    let files = EventFilter {
+        paths: vec!["/pub/app".into(), "/pub/other/three".into()],
+        ..EventFilter::default()
+    };
+    let exact = f.store.events(0, 100, &files).await.unwrap();
+    assert_eq!(exact.iter().map(|e| e.id).collect::<Vec<_>>(), [all[2].id]);
     let newest_first = EventFilter {
         reverse: true,
         ..EventFilter::default()

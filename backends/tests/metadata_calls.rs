@@ -15,6 +15,7 @@ use homestead_backends::metadata::{
     SessionRecord, SignupOutcome, SignupTokenRecord, TakeOutcome, User, UserLimits, WriteMode,
     now_micros,
 };
+use homestead_backends::revocations::Revocations;
 use homestead_backends::store::{ReadOptions, WriteLimits};
 use homestead_backends::{BlobStore, EntryPath, Store};
 use homestead_config::{DatabaseKind, DatabaseUrl, Storage, StorageType};
@@ -88,7 +89,7 @@ counted!(Grants {
     grant(id: &str) -> Option<GrantRecord>;
     revoke_grant(id: &str, now: i64) -> bool;
     live_grants(public_key: &str, now: i64) -> Vec<GrantRecord>;
-});
+} fn revocations(&self) -> Revocations { self.inner.revocations() });
 
 counted!(Locks {
     take_lock(lock: &NewLock<'_>) -> TakeOutcome;

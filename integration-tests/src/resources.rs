@@ -45,6 +45,20 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Ends every connection to this database that listens on `channel` (as a network fault would).
+    pub fn terminate_listeners(&self, channel: &str) {
+        psql(
+            &self.admin_url,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{}' AND query ILIKE '%LISTEN%{channel}%'",
+                self.name
+            ),
+        );
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         psql(

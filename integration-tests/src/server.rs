@@ -410,6 +410,15 @@ impl TestServer {
         token
     }
 
+    /// Ends every connection to the server's database (shared with its other instances) that listens
+    /// on `channel`.
+    pub fn terminate_database_listeners(&self, channel: &str) {
+        self.database
+            .as_ref()
+            .expect("a server on PostgreSQL")
+            .terminate_listeners(channel);
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()

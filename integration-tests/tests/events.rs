@@ -216,7 +216,11 @@ async fn stream_history(server: &TestServer) {
     .await
     .unwrap();
     assert_eq!(response.headers()["content-type"], "text/event-stream");
-    assert_eq!(response.headers()["cache-control"], "no-cache");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(
+        response.headers()["vary"],
+        "pubky-host, Authorization, Cookie"
+    );
     let events = parse_sse(&response.text().await.unwrap());
     assert_eq!(events.len(), 255);
     assert!(events.windows(2).all(|w| w[0].2 < w[1].2));
@@ -244,15 +248,10 @@ async fn stream_history(server: &TestServer) {
             .1,
     );
     assert_eq!(limited.len(), 50);
-    let zero = parse_sse(
-        &get(server, &format!("/events-stream?user={}&limit=0", a.z32))
-            .await
-            .1,
-    );
     assert_eq!(
-        zero.len(),
-        1,
-        "limit=0 sends one event, as the reference does"
+        get(server, &format!("/events-stream?user={}&limit=0", a.z32)).await,
+        (400, "limit must be at least 1".to_string()),
+        "0.17.1 refuses limit=0 (0.9.3 sent one event)"
     );
     let after = parse_sse(
         &get(
@@ -349,6 +348,15 @@ async fn stream_history(server: &TestServer) {
         .1,
     );
     assert!(literal.is_empty(), "_ is literal");
+    let not_a_prefix = parse_sse(
+        &get(server, &format!("/events-stream?user={}&path=/pub/file", a.z32))
+            .await
+            .1,
+    );
+    assert!(
+        not_a_prefix.is_empty(),
+        "without a trailing / a path names one file"
+    );
 }
 
 /// A writer commits while a live stream is opened: every event arrives once, in order.

@@ -735,9 +735,10 @@ async fn hostile_table(server: &TestServer) {
     let ok_long = "s".repeat(255);
     let deep = format!("/pub/{}", vec!["d".repeat(200); 21].join("/"));
     let invalid_url = |reason: &str| format!("Invalid URL: {reason}");
-    let not_public = invalid_url("Path must start with /pub/");
     let control = invalid_url("Path contains a control character");
-    let forbidden = "Writing to directories other than '/pub/' is forbidden".to_string();
+    let writing = "Writing to directories other than '/pub/' and '/priv/' is forbidden".to_string();
+    let reading = "Reading from directories other than '/pub/' and '/priv/' is forbidden".to_string();
+    let private = "Authentication required to read private storage".to_string();
     let missing_host = "Pubky Host is missing".to_string();
     let no_cookie = "No authenticated session found".to_string();
     let not_found = "Not Found".to_string();
@@ -750,8 +751,8 @@ async fn hostile_table(server: &TestServer) {
             "/pub/%2E./x".into(),
             auth.clone(),
             vec![],
-            400,
-            Some(not_public.clone()),
+            403,
+            Some(writing.clone()),
         ),
         (
             "PUT",
@@ -766,8 +767,8 @@ async fn hostile_table(server: &TestServer) {
             "/pub/%2e%2e/x".into(),
             auth.clone(),
             vec![],
-            400,
-            Some(not_public.clone()),
+            403,
+            Some(writing.clone()),
         ),
         (
             "PUT",
@@ -782,8 +783,8 @@ async fn hostile_table(server: &TestServer) {
             "/pub/%2e%2e/priv/x".into(),
             tenant.clone(),
             vec![],
-            400,
-            Some(not_public.clone()),
+            401,
+            Some(private.clone()),
         ),
         (
             "PUT",
@@ -927,23 +928,23 @@ async fn hostile_table(server: &TestServer) {
             auth.clone(),
             vec![],
             403,
-            Some(forbidden.clone()),
+            Some(writing.clone()),
         ),
         (
             "PUT",
             "/priv/x".into(),
             auth.clone(),
             vec![],
-            403,
-            Some(forbidden.clone()),
+            201,
+            Some(String::new()),
         ),
         (
             "GET",
             "/priv/x".into(),
             tenant.clone(),
             vec![],
-            403,
-            Some(forbidden.clone()),
+            401,
+            Some(private.clone()),
         ),
         (
             "GET",
@@ -951,7 +952,7 @@ async fn hostile_table(server: &TestServer) {
             tenant.clone(),
             vec![],
             403,
-            Some(forbidden.clone()),
+            Some(reading.clone()),
         ),
         (
             "GET",
@@ -959,7 +960,7 @@ async fn hostile_table(server: &TestServer) {
             tenant.clone(),
             vec![],
             403,
-            Some(forbidden.clone()),
+            Some(reading.clone()),
         ),
         (
             "DELETE",
@@ -967,7 +968,7 @@ async fn hostile_table(server: &TestServer) {
             auth.clone(),
             vec![],
             403,
-            Some(forbidden.clone()),
+            Some(writing.clone()),
         ),
         (
             "GET",
@@ -1298,7 +1299,7 @@ async fn hostile_table(server: &TestServer) {
             tenant.clone(),
             vec![],
             403,
-            Some(forbidden.clone()),
+            Some(reading.clone()),
         ),
         (
             "GET",
@@ -1337,16 +1338,16 @@ async fn hostile_table(server: &TestServer) {
             format!("/storage/{}/priv/x", a.z32),
             auth.clone(),
             vec![],
-            403,
-            Some(forbidden.clone()),
+            201,
+            Some(String::new()),
         ),
         (
             "PUT",
             format!("/storage/{}/pub/%2e%2e/x", a.z32),
             auth.clone(),
             vec![],
-            400,
-            Some(not_public.clone()),
+            403,
+            Some(writing.clone()),
         ),
         (
             "PUT",
@@ -1362,7 +1363,7 @@ async fn hostile_table(server: &TestServer) {
             none.clone(),
             vec![],
             403,
-            Some(forbidden.clone()),
+            Some(reading.clone()),
         ),
         (
             "GET",

@@ -313,7 +313,8 @@ pub async fn signup_tokens(
     ))
 }
 
-/// `DELETE /webdav/{user}/pub/{path}`: deletes a file as the operator (quota credited, `DEL` event).
+/// `DELETE /webdav/{user}/pub/{path}` and `/webdav/{user}/priv/{path}`: deletes a file as the operator
+/// (quota credited, `DEL` event).
 pub async fn delete_entry(
     State(app): State<AppState>,
     Path((user, path)): Path<(String, String)>,
@@ -321,10 +322,14 @@ pub async fn delete_entry(
     let key = homestead_middleware::tenant::parse_key(&user)
         .ok_or_else(|| HttpError::bad_request(format!("Invalid public key: {user}")))?;
     let invalid_url = |err| HttpError::bad_request(format!("Invalid URL: {err}"));
-    // `..` can leave `/pub/`: the same area rule as the client's routes.
     let path =
-        homestead_backends::NormalizedPath::parse(&format!("/pub/{path}")).map_err(invalid_url)?;
-    crate::authorization::check_scope(path.scope())?;
+        homestead_backends::NormalizedPath::parse(&format!("/{path}")).map_err(invalid_url)?;
+    // Checked after normalizing: `..` can leave the two areas.
+    if path.scope() == homestead_backends::Scope::Other {
+        return Err(HttpError::bad_request(
+            "Invalid URL: Path must start with /pub/ or /priv/",
+        ));
+    }
     let path = homestead_backends::EntryPath::try_from(path).map_err(invalid_url)?;
     match app.store.delete(&key.to_string(), &path).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT),

@@ -17,9 +17,9 @@ use homestead_backends::{EntryPath, Store, StoreError};
 use homestead_middleware::Authentication;
 use homestead_middleware::auth::own_account;
 use http::header;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 
-use crate::authorization::{authorize, check_write};
+use crate::authorization::{check_write, identity};
 use crate::http_error::HttpError;
 use crate::lookups::StoreCredentials;
 use crate::routes::AppState;
@@ -62,16 +62,15 @@ fn target(
     raw_path: &str,
     request: &Request,
 ) -> Result<(EntryPath, User), HttpError> {
-    if !matches!(authentication, Authentication::Authenticated(_)) {
+    let Some(principal) = identity(authentication) else {
         return Err(HttpError::new(StatusCode::UNAUTHORIZED, "Unauthorized"));
-    }
+    };
     let path = decode_path(raw_path)?;
     if path.is_dir() {
         return Err(HttpError::bad_request("Target path must be a file"));
     }
-    let principal = authorize(&Method::PUT, raw_path, Some(owner), authentication)?;
     let path = entry_path(path)?;
-    check_write(principal, &path)?;
+    check_write(principal, owner, &path)?;
     // The auth layer attached the owner's record with their session; none means no such user.
     let (_, user) = own_account::<_, StoreCredentials>(request).ok_or_else(HttpError::not_found)?;
     Ok((path, user.clone()))

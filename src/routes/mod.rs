@@ -3,10 +3,12 @@
 
 pub mod admin;
 mod auth;
+mod event_stream;
 mod events;
 mod grants;
 pub(crate) mod listing;
 pub mod locks;
+mod private_stream;
 mod signup_tokens;
 pub(crate) mod storage;
 
@@ -93,7 +95,7 @@ pub(crate) fn client_routes(app: AppState) -> Router {
         )
         .route("/signup_tokens/{token}", get(signup_tokens::status))
         .route("/events/", get(events::feed))
-        .route("/events-stream", get(events::stream))
+        .route("/events-stream", any(events::stream_route))
         .route("/storage/{*rest}", any(storage::path_addressed))
         .fallback(storage::tenant_route)
         .with_state(app)
@@ -111,10 +113,11 @@ pub fn admin_router(app: AppState) -> Router {
             get(admin::user_quota).patch(admin::patch_user_quota),
         )
         .route("/info", get(admin::info))
+        .route("/events-stream", any(events::admin_stream_route))
         .route("/users", get(admin::users))
         .route("/signup_tokens", get(admin::signup_tokens))
         .route(
-            "/webdav/{user}/pub/{*path}",
+            "/webdav/{user}/{*path}",
             axum::routing::delete(admin::delete_entry),
         )
         .route("/users/{user}/disable", post(admin::disable_user))

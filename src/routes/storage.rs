@@ -12,14 +12,14 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
 use homestead_backends::metadata::{Entry, WriteMode};
 use homestead_backends::store::{ByteRange, Read, ReadOptions, Refusal, WriteLimits};
-use homestead_backends::{DirPath, EntryPath, NormalizedPath};
+use homestead_backends::{DirPath, EntryPath, NormalizedPath, Scope};
 use homestead_middleware::auth::own_account;
 use homestead_middleware::body_size::declared_length;
 use homestead_middleware::{Authentication, Tenant};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use percent_encoding::percent_decode_str;
 
-use crate::authorization::{authorize, check_scope, check_write};
+use crate::authorization::{check_read, check_write, identity};
 use crate::http_error::HttpError;
 use crate::lookups::StoreCredentials;
 use crate::metrics::StorageRequest;
@@ -41,9 +41,12 @@ pub async fn tenant_route(
     if let Some(owner) = &tenant {
         count(&app, false, owner, &authentication, &request);
     }
-    serve(&app, tenant, &authentication, &raw_path, request)
+    let read = is_read(request.method());
+    let mut response = serve(&app, tenant, &authentication, &raw_path, request)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response);
+    cache_headers(&mut response, &raw_path, true, read);
+    response
 }
 
 /// Path-addressed storage, `/storage/<owner>/<path>`: the owner in the URL is the tenant whatever the
@@ -66,12 +69,40 @@ pub async fn path_addressed(
             .into_response();
     };
     count(&app, true, &owner, &authentication, &request);
-    if !matches!(request.method().as_str(), "GET" | "HEAD" | "PUT" | "DELETE") {
-        return locks::webdav_method(&app, &owner, &authentication, &raw_path, request).await;
+    let read = is_read(request.method());
+    let mut response = if !matches!(request.method().as_str(), "GET" | "HEAD" | "PUT" | "DELETE") {
+        locks::webdav_method(&app, &owner, &authentication, &raw_path, request).await
+    } else {
+        serve(&app, Some(owner), &authentication, &raw_path, request)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    };
+    cache_headers(&mut response, &raw_path, false, read);
+    response
+}
+
+/// The caching headers of a storage response (PROTOCOL-0.17.md §14). Every response about a private
+/// path, whatever its method and status, is `no-store` and varies by credentials, and its validators go
+/// with an error. A legacy `/pub/` read that succeeded varies by `pubky-host`, which may have named the
+/// tenant; a path-addressed one names its owner in the URL and varies by nothing.
+fn cache_headers(response: &mut Response, raw_path: &str, legacy: bool, read: bool) {
+    let private = decode_path(raw_path).is_ok_and(|path| path.scope() == Scope::Private);
+    let status = response.status();
+    let headers = response.headers_mut();
+    if private {
+        let vary = match legacy {
+            true => "pubky-host, Authorization, Cookie",
+            false => "Authorization, Cookie",
+        };
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::VARY, HeaderValue::from_static(vary));
+        if status.as_u16() >= 400 {
+            headers.remove(header::ETAG);
+            headers.remove(header::LAST_MODIFIED);
+        }
+    } else if legacy && read && (status.is_success() || status == StatusCode::NOT_MODIFIED) {
+        headers.insert(header::VARY, HeaderValue::from_static("pubky-host"));
     }
-    serve(&app, Some(owner), &authentication, &raw_path, request)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Counts a storage request whose owner is known in the storage metric.
@@ -91,7 +122,9 @@ fn count(
     });
 }
 
-/// Serves a storage request on the raw path `raw_path` within the tenant's files.
+/// Serves a storage request on the raw path `raw_path` within the tenant's files, in the order of
+/// PROTOCOL-0.17.md §12.3: a write needs an identity before anything else; then the tenant and the path;
+/// then who may read or write it, before any lookup.
 async fn serve(
     app: &AppState,
     tenant: Option<pkarr::PublicKey>,
@@ -100,33 +133,54 @@ async fn serve(
     request: Request,
 ) -> Result<Response, HttpError> {
     let method = request.method().clone();
-    let principal = authorize(&method, raw_path, tenant.as_ref(), authentication)?;
-    let owner = tenant.map(|key| key.to_string()).unwrap_or_default();
+    let identity = identity(authentication);
+    let read = is_read(&method);
+    if !read && identity.is_none() {
+        return Err(HttpError::no_session());
+    }
+    let Some(tenant) = tenant else {
+        return Err(HttpError::no_tenant());
+    };
+    let owner = tenant.to_string();
     let path = decode_path(raw_path)?;
+    if read {
+        let query = match method {
+            Method::GET => Some(listing::parse_query(request.uri().query())?),
+            _ => None,
+        };
+        check_read(path.as_str(), &tenant, identity)?;
+        return match query {
+            Some(query) if path.is_dir() => {
+                let path = DirPath::try_from(path).map_err(invalid_url)?;
+                listing::list(&app.store, &owner, path, query).await
+            }
+            Some(_) => get(app, &owner, entry_path(path)?, request.headers()).await,
+            None => head(app, &owner, path).await,
+        };
+    }
+    let Some(principal) = identity else {
+        return Err(HttpError::no_session());
+    };
     match method {
-        Method::GET if path.is_dir() => {
-            let query = listing::parse_query(request.uri().query())?;
-            listing::list(&app.store, &owner, dir_path(path)?, query).await
-        }
-        Method::GET => {
-            listing::parse_query(request.uri().query())?;
-            get(app, &owner, entry_path(path)?, request.headers()).await
-        }
-        Method::HEAD => head(app, &owner, path).await,
         Method::PUT => {
             let path = entry_path(path)?;
-            check_write(principal, &path)?;
+            check_write(principal, &tenant, &path)?;
             let mode = write_mode(request.headers())?;
             put(app, path, mode, request).await
         }
         Method::DELETE => {
             let path = entry_path(path)?;
-            check_write(principal, &path)?;
+            check_write(principal, &tenant, &path)?;
             let mode = write_mode(request.headers())?;
             delete(app, &owner, path, &mode, request.headers()).await
         }
         _ => Ok(method_not_allowed(ALLOW)),
     }
+}
+
+/// Whether a method reads (`GET`, `HEAD`): reads need no identity for public files.
+fn is_read(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
 }
 
 /// 405 with the methods a route allows, empty body.
@@ -150,16 +204,9 @@ pub fn decode_path(raw: &str) -> Result<NormalizedPath, HttpError> {
     NormalizedPath::parse(&decoded).map_err(invalid_url)
 }
 
-/// A file path in an area the server serves.
+/// A file path (a directory path is a 400).
 pub(crate) fn entry_path(path: NormalizedPath) -> Result<EntryPath, HttpError> {
-    check_scope(path.scope())?;
     EntryPath::try_from(path).map_err(invalid_url)
-}
-
-/// A directory path in an area the server serves.
-fn dir_path(path: NormalizedPath) -> Result<DirPath, HttpError> {
-    check_scope(path.scope())?;
-    DirPath::try_from(path).map_err(invalid_url)
 }
 
 /// The headers every answer about a file carries.
@@ -169,7 +216,6 @@ fn file_headers(headers: &mut HeaderMap, entry: &Entry) {
     let pairs = [
         (header::ETAG, entry.etag()),
         (header::LAST_MODIFIED, httpdate::fmt_http_date(modified)),
-        (header::VARY, "pubky-host".to_string()),
         (
             header::CACHE_CONTROL,
             "private, must-revalidate".to_string(),
@@ -291,7 +337,6 @@ async fn get(
 }
 
 async fn head(app: &AppState, owner: &str, path: NormalizedPath) -> Result<Response, HttpError> {
-    check_scope(path.scope())?;
     // HEAD never lists: a directory path names no file.
     let Ok(path) = EntryPath::try_from(path) else {
         return Err(HttpError::not_found());

@@ -237,8 +237,9 @@ pub struct EventFilter {
     /// Only these users, each after (before, when `reverse`) its own cursor; `None` = everyone after the
     /// page's cursor.
     pub users: Option<Vec<(String, u64)>>,
-    /// Only paths starting with one of these strings; empty = every path.
-    pub path_prefixes: Vec<String>,
+    /// Only these paths: one ending in `/` is a directory (every path below it), another a file (that
+    /// path alone); empty = every path.
+    pub paths: Vec<String>,
     /// Newest first.
     pub reverse: bool,
 }

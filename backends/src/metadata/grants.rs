@@ -117,4 +117,7 @@ pub trait Grants: Send + Sync + Debug {
     /// The user's grants neither revoked nor expired at `now` (§9.5), in the order they were first
     /// stored (then by id).
     async fn live_grants(&self, public_key: &str, now: i64) -> Result<Vec<GrantRecord>>;
+    /// The feed of this process's private streams: every committed revocation (a grant revoked, a
+    /// cookie session deleted), on any instance sharing the database.
+    fn revocations(&self) -> crate::revocations::Revocations;
 }

@@ -13,6 +13,7 @@ use tokio::task::AbortHandle;
 
 use super::sql::{impl_metadata, lock_statements, read_for_put, read_grant, upsert_entry};
 use super::{MetadataError, Result};
+use crate::revocations::{Revocations, Revoked};
 
 /// Metadata in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -22,7 +23,10 @@ pub struct PostgresMetadata {
     /// The health probe's own connection, so that a busy pool never reads as a database that is down.
     probe: PgPool,
     hints: Arc<Notify>,
-    listener: AbortHandle,
+    /// Revocations from every instance, fed by their own `LISTEN` connection.
+    revocations: Revocations,
+    /// The two `LISTEN` tasks: events and revocations.
+    listeners: [AbortHandle; 2],
     puts: super::batch_queue::Queue<super::group_commit::PendingPut>,
     nonces: super::batch_queue::Queue<super::pop_nonces::PendingNonce>,
 }
@@ -32,6 +36,8 @@ const STATEMENT_TIMEOUT: &str = "10s";
 
 /// The channel instances announce committed events on (the reference's).
 const EVENTS_CHANNEL: &str = "events";
+/// The channel revocations are announced on (the reference's; `NOTIFY_REVOCATION` names it too).
+const REVOCATIONS_CHANNEL: &str = "auth_revocations";
 
 impl PostgresMetadata {
     const LOCK_GRANT: &'static str = concat!(read_grant!(), " FOR UPDATE OF g");
@@ -49,6 +55,9 @@ impl PostgresMetadata {
     /// delivers when the transaction commits (and drops when it rolls back).
     const BEGIN_WRITE: Option<&'static str> =
         Some("SELECT pg_advisory_xact_lock(7311142570157080576), pg_notify('events', '')");
+    /// Delivered to every instance's revocation listener when the revoking transaction commits.
+    const NOTIFY_REVOCATION: Option<&'static str> =
+        Some("SELECT pg_notify('auth_revocations', $1)");
     /// Reads and writes share one pool.
     const SEPARATE_WRITE_POOL: bool = false;
     // The database's clock in milliseconds: `now()` is the start of the statement (each lock statement
@@ -60,7 +69,9 @@ impl PostgresMetadata {
     }
 
     fn stop_listening(&self) {
-        self.listener.abort();
+        for listener in &self.listeners {
+            listener.abort();
+        }
     }
 
     /// Connects and migrates; `shown` is the URL with its password hidden, for errors.
@@ -99,7 +110,11 @@ impl PostgresMetadata {
             .acquire_timeout(Duration::from_secs(1))
             .connect_lazy_with(serving);
         let hints = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(pool.clone(), hints.clone())).abort_handle();
+        let revocations = Revocations::new(false);
+        let listeners = [
+            tokio::spawn(listen(pool.clone(), hints.clone())).abort_handle(),
+            tokio::spawn(listen_revocations(pool.clone(), revocations.clone())).abort_handle(),
+        ];
         Ok(Self {
             read: pool.clone(),
             puts: super::group_commit::start(pool.clone()),
@@ -107,7 +122,8 @@ impl PostgresMetadata {
             write: pool,
             probe,
             hints,
-            listener,
+            revocations,
+            listeners,
         })
     }
 }
@@ -136,6 +152,41 @@ async fn listen(pool: PgPool, hints: Arc<Notify>) {
             Err(err) => tracing::warn!(%err, "cannot open the LISTEN connection for events"),
         }
         hints.notify_one();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Keeps a `LISTEN auth_revocations` connection open, separate from the events one, and turns each
+/// notification into a [`Revoked`] on the feed. Fails closed: a lost connection or an unreadable
+/// payload ends every private stream (the feed announces [`Revoked::Unknown`]), and new private streams
+/// are refused until the connection listens again, tried once a second.
+async fn listen_revocations(pool: PgPool, feed: Revocations) {
+    loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(REVOCATIONS_CHANNEL).await {
+                Ok(()) => {
+                    feed.set_listening(true);
+                    while let Ok(Some(notification)) = listener.try_recv().await {
+                        let revoked = Revoked::parse(notification.payload());
+                        if revoked == Revoked::Unknown {
+                            tracing::warn!(
+                                payload = notification.payload(),
+                                "an unreadable revocation; ending every private stream"
+                            );
+                        }
+                        feed.announce(revoked);
+                    }
+                    tracing::warn!(
+                        "the LISTEN connection for revocations was lost; private streams end"
+                    );
+                }
+                Err(err) => tracing::warn!(%err, "LISTEN auth_revocations failed"),
+            },
+            Err(err) => {
+                tracing::warn!(%err, "cannot open the LISTEN connection for revocations");
+            }
+        }
+        feed.set_listening(false);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

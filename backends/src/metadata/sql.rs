@@ -15,8 +15,10 @@
 //! returning its id), `BEGIN_WRITE` (the first statement of every write transaction: makes event ids
 //! visible in increasing order and wakes other instances at the commit, or `None`),
 //! `SEPARATE_WRITE_POOL` (whether `write` is a pool of its own rather than a clone of `read`), the lock
-//! statements of [`lock_statements!`] built on its database clock, and methods `hints()` and
-//! `stop_listening()` for the wake-ups other instances send.
+//! statements of [`lock_statements!`] built on its database clock, `NOTIFY_REVOCATION` (a statement
+//! announcing the payload `$1` of a revocation with its transaction's commit, or `None`: the engine then
+//! announces on its field `revocations` itself), and methods `hints()` and `stop_listening()` for the
+//! wake-ups other instances send.
 //!
 //! [`Files`]: super::Files
 //! [`Accounts`]: super::Accounts
@@ -338,14 +340,19 @@ pub(super) fn events(cursor: u64, limit: u32, filter: &EventFilter) -> (String, 
             bind(&mut statement, Param::BigInt(bound(cursor)));
         }
     }
-    if !filter.path_prefixes.is_empty() {
+    if !filter.paths.is_empty() {
         let mut any = Vec::new();
-        for prefix in &filter.path_prefixes {
-            let mut one = String::from("substr(e.path, 1, ");
-            let length = i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX);
-            bind(&mut one, Param::Int(length));
-            one.push_str(") = ");
-            bind(&mut one, Param::Text(prefix.clone()));
+        for path in &filter.paths {
+            let mut one = String::new();
+            if path.ends_with('/') {
+                one.push_str("substr(e.path, 1, ");
+                let length = i32::try_from(path.chars().count()).unwrap_or(i32::MAX);
+                bind(&mut one, Param::Int(length));
+                one.push_str(") = ");
+            } else {
+                one.push_str("e.path = ");
+            }
+            bind(&mut one, Param::Text(path.clone()));
             any.push(one);
         }
         statement.push_str(&format!(" AND ({})", any.join(" OR ")));
@@ -647,6 +654,7 @@ macro_rules! impl_metadata {
                 UserLimits, WriteMode, group_commit, pop_nonces, query, sql,
             };
             use $crate::path::EntryPath;
+            use $crate::revocations::{Revocations, Revoked};
 
             type Engine = $engine;
             type Db = $db;
@@ -809,11 +817,18 @@ macro_rules! impl_metadata {
                 }
 
                 async fn delete_session(&self, secret_hash: &[u8; 32]) -> Result<bool> {
-                    self.changes_one(
-                        sqlx::query(sql::DELETE_SESSION).bind(&secret_hash[..]),
-                        "delete session",
-                    )
-                    .await
+                    let mut tx = self.write.begin().await.map_err(query("begin sign-out"))?;
+                    let done = sqlx::query(sql::DELETE_SESSION)
+                        .bind(&secret_hash[..])
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query("delete session"))?;
+                    if done.rows_affected() != 1 {
+                        return Ok(false);
+                    }
+                    let revoked = Revoked::cookie_session(secret_hash);
+                    self.commit_revocation(tx, revoked).await?;
+                    Ok(true)
                 }
 
                 async fn use_auth_token(
@@ -962,7 +977,8 @@ macro_rules! impl_metadata {
                         .execute(&mut *tx)
                         .await
                         .map_err(query("delete bearers"))?;
-                    tx.commit().await.map_err(query("commit revocation"))?;
+                    self.commit_revocation(tx, Revoked::Grant(id.to_string()))
+                        .await?;
                     Ok(true)
                 }
 
@@ -978,6 +994,10 @@ macro_rules! impl_metadata {
                         .await
                         .map_err(query("list live grants"))?;
                     Ok(rows.into_iter().map(sql::grant).collect())
+                }
+
+                fn revocations(&self) -> Revocations {
+                    self.revocations.clone()
                 }
             }
 
@@ -1293,6 +1313,28 @@ macro_rules! impl_metadata {
                     Ok(done.rows_affected() == 1)
                 }
 
+                /// Commits a revocation's transaction and announces it: inside the transaction
+                /// with the engine's `NOTIFY_REVOCATION` (delivered with the commit), else on the
+                /// process's own feed once committed.
+                async fn commit_revocation(
+                    &self,
+                    mut tx: sqlx::Transaction<'_, Db>,
+                    revoked: Revoked,
+                ) -> Result<()> {
+                    if let Some(notify) = Self::NOTIFY_REVOCATION {
+                        sqlx::query(notify)
+                            .bind(revoked.payload())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(query("announce revocation"))?;
+                    }
+                    tx.commit().await.map_err(query("commit revocation"))?;
+                    if Self::NOTIFY_REVOCATION.is_none() {
+                        self.revocations.announce(revoked);
+                    }
+                    Ok(())
+                }
+
                 /// Starts a write transaction with the engine's `BEGIN_WRITE`, if it has one.
                 async fn begin_write(tx: &mut sqlx::Transaction<'_, Db>) -> Result<()> {
                     if let Some(lock) = Self::BEGIN_WRITE {
@@ -1596,19 +1638,19 @@ mod tests {
         assert_eq!(params, [Param::BigInt(i64::MAX), Param::BigInt(10)]);
         let filter = EventFilter {
             users: Some(vec![("a".into(), 5), ("b".into(), 0)]),
-            path_prefixes: vec!["/pub/é".into()],
+            paths: vec!["/pub/é/".into(), "/pub/f".into()],
             reverse: false,
         };
         let (some, params) = events(99, 3, &filter);
         assert!(
             some.ends_with(
                 "WHERE ((u.public_key = $1 AND e.id > $2) OR (u.public_key = $3 AND e.id > $4)) \
-                 AND (substr(e.path, 1, $5) = $6) ORDER BY e.id ASC LIMIT $7"
+                 AND (substr(e.path, 1, $5) = $6 OR e.path = $7) ORDER BY e.id ASC LIMIT $8"
             ),
             "{some}"
         );
-        assert_eq!(params[4], Param::Int(6));
-        assert_eq!(params.len(), 7);
+        assert_eq!(params[4], Param::Int(7));
+        assert_eq!(params.len(), 8);
         let nobody = EventFilter {
             users: Some(Vec::new()),
             ..Default::default()

@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 
 use super::sql::{impl_metadata, lock_statements, read_for_put, read_grant, upsert_entry};
 use super::{MetadataError, Result};
+use crate::revocations::Revocations;
 
 /// The longest a read connection may stay busy without a pause before its statement is interrupted
 /// (PostgreSQL's `statement_timeout` does the same there).
@@ -58,6 +59,8 @@ pub struct SqliteMetadata {
     probe: SqlitePool,
     puts: super::batch_queue::Queue<super::group_commit::PendingPut>,
     nonces: super::batch_queue::Queue<super::pop_nonces::PendingNonce>,
+    /// Revocations, announced by this process after each commit (one process owns the file).
+    revocations: Revocations,
 }
 
 impl SqliteMetadata {
@@ -70,6 +73,8 @@ impl SqliteMetadata {
     /// The single writer connection orders events, and one process owns the file, so there is nobody
     /// to wake.
     const BEGIN_WRITE: Option<&'static str> = None;
+    /// No other process to tell: revocations are announced on the feed after the commit.
+    const NOTIFY_REVOCATION: Option<&'static str> = None;
     /// One writer connection beside the readers.
     const SEPARATE_WRITE_POOL: bool = true;
     // The database's clock in milliseconds (the Julian day of 'now', fixed for the whole statement).
@@ -125,6 +130,7 @@ impl SqliteMetadata {
             nonces: super::pop_nonces::start(write.clone()),
             write,
             probe,
+            revocations: Revocations::new(true),
         })
     }
 }

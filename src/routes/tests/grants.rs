@@ -164,7 +164,12 @@ pub(super) fn bearer(answer: &Answer) -> String {
 }
 
 /// Sends `method uri` with `headers` and no body.
-async fn call(app: &TestApp, method: Method, uri: &str, headers: &[(&str, &str)]) -> Answer {
+pub(super) async fn call(
+    app: &TestApp,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
     let mut request = request(method, uri);
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -172,7 +177,7 @@ async fn call(app: &TestApp, method: Method, uri: &str, headers: &[(&str, &str)]
     app.client(request.body(Body::empty()).unwrap()).await
 }
 
-async fn with_bearer(app: &TestApp, method: Method, uri: &str, bearer: &str) -> Answer {
+pub(super) async fn with_bearer(app: &TestApp, method: Method, uri: &str, bearer: &str) -> Answer {
     let authorization = format!("Bearer {bearer}");
     call(app, method, uri, &[("authorization", &authorization)]).await
 }
@@ -738,7 +743,12 @@ async fn signing_out_revokes_the_whole_grant() {
 
 /// Signs `keypair` up (`route` `/signup`) or in (`/session`) with an AuthToken for `caps`; returns the
 /// `name=secret` pair of the session cookie.
-async fn cookie_session(app: &TestApp, route: &str, keypair: &Keypair, caps: &str) -> String {
+pub(super) async fn cookie_session(
+    app: &TestApp,
+    route: &str,
+    keypair: &Keypair,
+    caps: &str,
+) -> String {
     let request = request(Method::POST, route)
         .body(Body::from(token(keypair, caps)))
         .unwrap();

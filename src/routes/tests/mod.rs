@@ -7,6 +7,7 @@ mod client;
 mod conditional;
 mod grants;
 mod locks;
+mod private;
 mod put_refusals;
 
 use std::sync::Arc;
