@@ -1,6 +1,6 @@
 //! The grant store (PROTOCOL-0.17 §7–§9) on both engines: grants stored once per id, one live bearer
-//! per grant, ownership of a grant id, revocation, bearer resolution, and the PoP nonce set under a race
-//! and under a flood. PostgreSQL is real (`TEST_PG_ADMIN_URL`, set by scripts/test); each test gets a
+//! per grant, ownership of a grant id, revocation and its announcement to private streams (§15.5), bearer
+//! resolution, and the PoP nonce set under a race and under a flood. PostgreSQL is real (`TEST_PG_ADMIN_URL`, set by scripts/test); each test gets a
 //! fresh database or SQLite file. Times are Unix seconds around a fixed instant, never the clock.
 
 mod store_fixture;
@@ -8,15 +8,17 @@ mod test_database;
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, stream};
 use homestead_backends::metadata::{
-    self, BearerRecord, GrantRecord, MintBearer, MintOutcome, NewGrant,
+    self, BearerRecord, GrantRecord, MintBearer, MintOutcome, NewGrant, NewSession,
 };
+use homestead_backends::revocations::{Revocations, Revoked};
 use homestead_config::DatabaseKind;
 use store_fixture::{ALICE, BOB, Fixture, STRANGER};
 use test_database::Db;
+use tokio::sync::broadcast;
 
 /// Client keys.
 const CNF: &str = "pxnu33x7jtpx9ar1ytsi4yxbp6a5o36gwhffs8zoxmbuptici1jy";
@@ -251,6 +253,52 @@ async fn revocation_kills_bearers_and_later_mints(f: Fixture) {
     );
 }
 
+/// A receiver of the feed once it listens (PostgreSQL's listener connects in the background).
+async fn listening(feed: &Revocations) -> broadcast::Receiver<Revoked> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(receiver) = feed.subscribe() {
+            return receiver;
+        }
+        assert!(Instant::now() < deadline, "the feed listens within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The next signal within 5 s.
+async fn signal(receiver: &mut broadcast::Receiver<Revoked>) -> Revoked {
+    tokio::time::timeout(Duration::from_secs(5), receiver.recv())
+        .await
+        .expect("a signal within 5 s")
+        .unwrap()
+}
+
+async fn committed_revocations_reach_the_feed(f: Fixture) {
+    let mut signals = listening(&f.store.grants().revocations()).await;
+    let g1 = grant("g1");
+    assert!(matches!(f.mint_now(&g1, 1).await, MintOutcome::Minted(_)));
+    assert!(f.store.grants().revoke_grant("g1", T).await.unwrap());
+    // Nothing revoked, nothing announced.
+    assert!(!f.store.grants().revoke_grant("missing", T).await.unwrap());
+    let accounts = f.store.accounts();
+    let session = NewSession {
+        secret_hash: &[7; 32],
+        public_key: ALICE,
+        capabilities: "/:rw",
+        created_at: 1,
+    };
+    assert!(accounts.create_session(&session).await.unwrap());
+    assert!(accounts.delete_session(&[7; 32]).await.unwrap());
+    assert!(!accounts.delete_session(&[7; 32]).await.unwrap());
+    assert_eq!(signal(&mut signals).await, Revoked::Grant("g1".into()));
+    assert_eq!(
+        signal(&mut signals).await,
+        Revoked::cookie_session(&[7; 32])
+    );
+    let more = tokio::time::timeout(Duration::from_millis(300), signals.recv()).await;
+    assert!(more.is_err(), "one signal per revocation: {more:?}");
+}
+
 async fn expired_bearers_and_grants_do_not_resolve(f: Fixture) {
     let short = NewGrant {
         expires_at: T + 100,
@@ -435,6 +483,8 @@ macro_rules! grant_store {
             #[tokio::test(flavor = "multi_thread")]
             async fn revocation_kills_bearers_and_later_mints() { super::revocation_kills_bearers_and_later_mints(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]
+            async fn committed_revocations_reach_the_feed() { super::committed_revocations_reach_the_feed(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
             async fn expired_bearers_and_grants_do_not_resolve() { super::expired_bearers_and_grants_do_not_resolve(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn live_grants_in_the_order_they_were_stored() { super::live_grants_in_the_order_they_were_stored(fixture().await).await }
@@ -453,4 +503,30 @@ macro_rules! grant_store {
 grant_store! {
     sqlite: Sqlite;
     postgres: Postgres;
+}
+
+/// PostgreSQL: a lost revocation listener ends every private stream (`Unknown`) and refuses new ones
+/// until it listens again, which it does by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_listener_fails_closed_then_recovers() {
+    let f = Fixture::new(Db::Postgres, "homestead_grants_").await;
+    let feed = f.store.grants().revocations();
+    let mut signals = listening(&feed).await;
+    f.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND query ILIKE '%LISTEN%auth_revocations%'",
+    )
+    .await;
+    assert_eq!(signal(&mut signals).await, Revoked::Unknown);
+    assert!(
+        feed.subscribe().is_none(),
+        "no new private stream while lost"
+    );
+    let mut again = listening(&feed).await;
+    assert!(f.store.grants().revoke_grant("none", T).await.is_ok());
+    let g2 = grant("g2");
+    assert!(matches!(f.mint_now(&g2, 2).await, MintOutcome::Minted(_)));
+    assert!(f.store.grants().revoke_grant("g2", T).await.unwrap());
+    assert_eq!(signal(&mut again).await, Revoked::Grant("g2".into()));
 }

@@ -52,7 +52,8 @@ impl TestDatabase {
             &self.admin_url,
             &format!(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = '{}' AND query ILIKE '%LISTEN%{channel}%'",
+                 WHERE datname = '{}' AND pid <> pg_backend_pid() \
+                 AND query ILIKE '%LISTEN%{channel}%'",
                 self.name
             ),
         );

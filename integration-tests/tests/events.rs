@@ -349,9 +349,12 @@ async fn stream_history(server: &TestServer) {
     );
     assert!(literal.is_empty(), "_ is literal");
     let not_a_prefix = parse_sse(
-        &get(server, &format!("/events-stream?user={}&path=/pub/file", a.z32))
-            .await
-            .1,
+        &get(
+            server,
+            &format!("/events-stream?user={}&path=/pub/file", a.z32),
+        )
+        .await
+        .1,
     );
     assert!(
         not_a_prefix.is_empty(),

@@ -737,7 +737,8 @@ async fn hostile_table(server: &TestServer) {
     let invalid_url = |reason: &str| format!("Invalid URL: {reason}");
     let control = invalid_url("Path contains a control character");
     let writing = "Writing to directories other than '/pub/' and '/priv/' is forbidden".to_string();
-    let reading = "Reading from directories other than '/pub/' and '/priv/' is forbidden".to_string();
+    let reading =
+        "Reading from directories other than '/pub/' and '/priv/' is forbidden".to_string();
     let private = "Authentication required to read private storage".to_string();
     let missing_host = "Pubky Host is missing".to_string();
     let no_cookie = "No authenticated session found".to_string();
