@@ -112,6 +112,7 @@ pub fn admin_router(app: AppState) -> Router {
         )
         .route("/info", get(admin::info))
         .route("/users", get(admin::users))
+        .route("/users/{user}", get(admin::user))
         .route("/signup_tokens", get(admin::signup_tokens))
         .route(
             "/webdav/{user}/pub/{*path}",
