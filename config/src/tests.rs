@@ -133,11 +133,15 @@ fn the_sample_examples_are_valid_and_every_key_is_documented() {
     let mut keys = Vec::new();
     for (section, value) in &table {
         for (key, value) in value.as_table().unwrap() {
-            keys.push(key.clone());
-            if let Some(entries) = value.as_array().filter(|a| a.iter().all(|v| v.is_table())) {
-                for entry in entries {
-                    keys.extend(entry.as_table().unwrap().keys().cloned());
+            match value.as_array().filter(|a| a.iter().all(|v| v.is_table())) {
+                Some(entries) if !entries.is_empty() => {
+                    let table = format!("[[{section}.{key}]]");
+                    assert!(SAMPLE.contains(&table), "{table}");
+                    for entry in entries {
+                        keys.extend(entry.as_table().unwrap().keys().cloned());
+                    }
                 }
+                _ => keys.push(key.clone()),
             }
         }
         assert!(SAMPLE.contains(&format!("[{section}]")), "{section}");
