@@ -287,7 +287,7 @@ fn z32_cursor<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>,
     let value = String::deserialize(de)?;
     homestead_middleware::tenant::parse_key(&value)
         .map(|key| Some(key.to_string()))
-        .ok_or_else(|| serde::de::Error::custom(format!("cursor: `{value}` is not a public key")))
+        .ok_or_else(|| serde::de::Error::custom(format!("`{value}` is not a public key")))
 }
 
 /// The query of `GET /signup_tokens` (PROTOCOL-0.17 §19.3).
@@ -316,7 +316,7 @@ fn token_cursor<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String
     match crate::signup_token::is_well_formed(&value) {
         true => Ok(Some(value)),
         false => Err(serde::de::Error::custom(format!(
-            "cursor: `{value}` is not a signup token (XXXX-XXXX-XXXX)"
+            "`{value}` is not a signup token (XXXX-XXXX-XXXX)"
         ))),
     }
 }
@@ -498,7 +498,25 @@ async fn set_disabled(
 
 #[cfg(test)]
 mod tests {
-    use super::{constant_time_eq, is_local_host};
+    use super::{constant_time_eq, is_local_host, page_limit, utc_time};
+
+    #[test]
+    fn times_are_utc_without_offset_and_fractions_only_when_not_zero() {
+        assert_eq!(utc_time(0), "1970-01-01T00:00:00");
+        assert_eq!(utc_time(1_500_000), "1970-01-01T00:00:01.500");
+        assert_eq!(utc_time(1_000_001), "1970-01-01T00:00:01.000001");
+        assert_eq!(
+            utc_time(1_790_942_400_123_456),
+            "2026-10-02T12:00:00.123456"
+        );
+    }
+
+    #[test]
+    fn page_limits_default_to_100_and_are_capped_at_1000() {
+        let limit = |n| page_limit(std::num::NonZeroU16::new(n));
+        assert_eq!((limit(0), limit(1), limit(1000)), (100, 1, 1000));
+        assert_eq!((limit(1001), limit(u16::MAX)), (1000, 1000));
+    }
 
     #[test]
     fn password_comparison_is_exact() {
