@@ -285,6 +285,47 @@ mod tests {
         );
     }
 
+    /// Publishes to a relay that accepts connections and never answers, with no DHT node: how long the
+    /// publish takes to fail is the relay timeout.
+    async fn publish_to_a_silent_relay(pkdns: Pkdns) -> Duration {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay = format!("http://{}", silent.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut connections = Vec::new();
+            while let Ok((connection, _)) = silent.accept().await {
+                connections.push(connection);
+            }
+        });
+        let pkdns = Pkdns {
+            dht_bootstrap_nodes: Some(Vec::new()),
+            dht_relay_nodes: Some(vec![relay.try_into().unwrap()]),
+            ..pkdns
+        };
+        let advertised = Advertised::from_config(&pkdns, 1, 2);
+        let packet = build_packet(&zero_key(), &advertised).unwrap();
+        let started = std::time::Instant::now();
+        let published = client(&pkdns).unwrap().publish(&packet).await;
+        held.abort();
+        assert!(published.is_err());
+        started.elapsed()
+    }
+
+    #[tokio::test]
+    async fn the_relay_timeout_bounds_relay_requests_only() {
+        let slow = std::num::NonZeroU64::new(4000);
+        let quick = publish_to_a_silent_relay(Pkdns {
+            dht_request_timeout_ms: slow,
+            relay_request_timeout_ms: std::num::NonZeroU64::new(200),
+            ..Pkdns::default()
+        });
+        assert!(quick.await < Duration::from_millis(2000));
+        let waited = publish_to_a_silent_relay(Pkdns {
+            dht_request_timeout_ms: slow,
+            ..Pkdns::default()
+        });
+        assert!(waited.await >= Duration::from_millis(4000));
+    }
+
     #[test]
     fn no_domain_means_two_records() {
         let pkdns = Pkdns {
