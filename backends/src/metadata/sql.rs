@@ -69,9 +69,19 @@ pub(super) const REDEEM_TOKEN: &str =
 /// Creates a user: parameters key, time, quota, limits.
 pub(super) const INSERT_USER: &str = "INSERT INTO users (public_key, created_at, quota_bytes, limits) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (public_key) DO NOTHING";
+/// The columns of a [`UserRow`] from `users`; a literal, for `concat!`.
+macro_rules! user_columns {
+    () => {
+        "public_key, disabled, used_bytes, quota_bytes, created_at, limits"
+    };
+}
+
 /// A user by key, as a [`UserRow`].
-pub(super) const USER: &str = "SELECT public_key, disabled, used_bytes, quota_bytes, created_at, limits \
-     FROM users WHERE public_key = $1";
+pub(super) const USER: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM users WHERE public_key = $1"
+);
 /// Where a user listing's cursor user stands: sign-up time, usage and id, as a [`CursorRow`].
 pub(super) const USER_POSITION: &str =
     "SELECT created_at, used_bytes, id FROM users WHERE public_key = $1";
@@ -392,8 +402,12 @@ pub(super) fn users_page(page: &UserPage<'_>) -> String {
         false => conditions.join(" AND "),
     };
     format!(
-        "SELECT public_key, disabled, used_bytes, quota_bytes, created_at, limits FROM users \
-         WHERE {conditions} ORDER BY {column} {direction}, id {direction} LIMIT {limit}"
+        concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE {} ORDER BY {} {}, id {} LIMIT {}"
+        ),
+        conditions, column, direction, direction, limit
     )
 }
 
