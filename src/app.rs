@@ -218,8 +218,13 @@ impl App {
         );
         let packet = pkarr_record::build_packet(&keypair, &advertised)
             .context("cannot build the server's PKARR record")?;
-        let publisher =
-            pkarr_record::spawn_publisher(pkarr_client, packet, publish_status, metrics.clone());
+        let publisher = pkarr_record::spawn_publisher(
+            pkarr_client,
+            pkarr_record::network(&config.pkdns),
+            packet,
+            publish_status,
+            metrics.clone(),
+        );
         let mut background = vec![publisher, sweeper, event_tail, health];
         let interval = config.pkdns.user_keys_republisher_interval;
         if interval > 0 {

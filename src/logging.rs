@@ -2,8 +2,8 @@
 //! `RUST_LOG` when set, else by `[logging]`.
 //!
 //! Lines are written in batches: they collect in a buffer that a background thread writes out every
-//! [`FLUSH_EVERY`], so that the per-request debug lines of the default filter do not cost two writes to
-//! stderr per request. A warning or an error goes out at once, with everything before it, as does a
+//! [`FLUSH_EVERY`], so that per-request lines (`tower_http=debug`, off by default) do not cost two writes
+//! to stderr per request. A warning or an error goes out at once, with everything before it, as does a
 //! buffer past [`MAX_PENDING`]; [`flush`] empties the buffer at exit and before a panic's message.
 
 use std::io::{IsTerminal, Write};

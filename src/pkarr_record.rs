@@ -108,7 +108,39 @@ fn build_client(pkdns: &Pkdns, relays: bool) -> anyhow::Result<pkarr::Client> {
             .dht_request_timeout(timeout)
             .relay_request_timeout(timeout);
     }
+    if let Some(ms) = pkdns.relay_request_timeout_ms {
+        builder.relay_request_timeout(Duration::from_millis(ms.get()));
+    }
     builder.build().context("cannot build the PKARR client")
+}
+
+/// Mainline's bootstrap nodes, used when `pkdns.dht_bootstrap_nodes` is absent (OPERATIONS.md §3.3).
+const MAINLINE_BOOTSTRAP: [&str; 4] = [
+    "router.bittorrent.com:6881",
+    "dht.transmissionbt.com:6881",
+    "dht.libtorrent.org:25401",
+    "relay.pkarr.org:6881",
+];
+
+/// Which bootstrap nodes and relays [`client`] reaches the network through, for failure messages.
+pub fn network(pkdns: &Pkdns) -> String {
+    let nodes = match &pkdns.dht_bootstrap_nodes {
+        Some(nodes) => nodes
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => format!("mainline's defaults {}", MAINLINE_BOOTSTRAP.join(", ")),
+    };
+    let relays = match pkdns.dht_relay_nodes.as_deref() {
+        None | Some([]) => "none".to_string(),
+        Some(relays) => relays
+            .iter()
+            .map(|r| r.url().as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    format!("DHT bootstrap nodes: {nodes}; relays: {relays}")
 }
 
 /// How publishing the server's record has gone, for the admin info.
@@ -125,9 +157,11 @@ pub struct PublishStatus {
 /// [`PublishStatus`] shared between the publisher and the admin API.
 pub type SharedPublishStatus = Arc<Mutex<PublishStatus>>;
 
-/// Publishes `packet` now, retrying with backoff until it succeeds, then every hour.
+/// Publishes `packet` now, retrying with backoff until it succeeds, then every hour. A failure names
+/// `network` (see [`network`]): the nodes and relays that were tried.
 pub fn spawn_publisher(
     client: pkarr::Client,
+    network: String,
     packet: SignedPacket,
     status: SharedPublishStatus,
     metrics: Arc<Metrics>,
@@ -154,7 +188,8 @@ pub fn spawn_publisher(
         let mut retry = RETRY_FIRST;
         loop {
             let result = client.publish(&packet).await;
-            update(result.as_ref().map(|_| ()).map_err(ToString::to_string));
+            let result = result.map_err(|err| format!("{err} ({network})"));
+            update(result.as_ref().map(|_| ()).map_err(Clone::clone));
             match result {
                 Ok(stored) => {
                     if published_once {
@@ -228,6 +263,67 @@ mod tests {
         assert!(!text.contains("65280"), "{text}");
         let records = packet.all_resource_records().count();
         assert_eq!(records, 3);
+    }
+
+    #[test]
+    fn failures_name_the_nodes_and_relays_tried() {
+        let defaults = network(&Pkdns::default());
+        assert_eq!(
+            defaults,
+            "DHT bootstrap nodes: mainline's defaults router.bittorrent.com:6881, \
+             dht.transmissionbt.com:6881, dht.libtorrent.org:25401, relay.pkarr.org:6881; \
+             relays: https://pkarr.pubky.app/, https://pkarr.pubky.org/"
+        );
+        let pkdns = Pkdns {
+            dht_bootstrap_nodes: Some(vec!["localhost:6881".to_string().try_into().unwrap()]),
+            dht_relay_nodes: Some(Vec::new()),
+            ..Pkdns::default()
+        };
+        assert_eq!(
+            network(&pkdns),
+            "DHT bootstrap nodes: localhost:6881; relays: none"
+        );
+    }
+
+    /// Publishes to a relay that accepts connections and never answers, with no DHT node: how long the
+    /// publish takes to fail is the relay timeout.
+    async fn publish_to_a_silent_relay(pkdns: Pkdns) -> Duration {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay = format!("http://{}", silent.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut connections = Vec::new();
+            while let Ok((connection, _)) = silent.accept().await {
+                connections.push(connection);
+            }
+        });
+        let pkdns = Pkdns {
+            dht_bootstrap_nodes: Some(Vec::new()),
+            dht_relay_nodes: Some(vec![relay.try_into().unwrap()]),
+            ..pkdns
+        };
+        let advertised = Advertised::from_config(&pkdns, 1, 2);
+        let packet = build_packet(&zero_key(), &advertised).unwrap();
+        let started = std::time::Instant::now();
+        let published = client(&pkdns).unwrap().publish(&packet).await;
+        held.abort();
+        assert!(published.is_err());
+        started.elapsed()
+    }
+
+    #[tokio::test]
+    async fn the_relay_timeout_bounds_relay_requests_only() {
+        let slow = std::num::NonZeroU64::new(4000);
+        let quick = publish_to_a_silent_relay(Pkdns {
+            dht_request_timeout_ms: slow,
+            relay_request_timeout_ms: std::num::NonZeroU64::new(200),
+            ..Pkdns::default()
+        });
+        assert!(quick.await < Duration::from_millis(2000));
+        let waited = publish_to_a_silent_relay(Pkdns {
+            dht_request_timeout_ms: slow,
+            ..Pkdns::default()
+        });
+        assert!(waited.await >= Duration::from_millis(4000));
     }
 
     #[test]

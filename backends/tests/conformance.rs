@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{TryStreamExt, stream};
 use homestead_backends::metadata::{
-    self, EventFilter, EventOp, NewSession, NewSignupToken, Quota, SignupOutcome, User, UserLimits,
-    WriteMode, now_micros,
+    self, EventFilter, EventOp, NewSession, NewSignupToken, Quota, SignupOutcome, TokenPage,
+    TokenState, User, UserLimits, UserOrder, UserPage, UserState, WriteMode, now_micros,
 };
 use homestead_backends::store::{
     ByteRange, ListRequest, Read, ReadOptions, Refusal, WriteLimits, Written,
@@ -867,40 +867,6 @@ async fn pkarr_packets_and_counts(f: Fixture) {
     assert_eq!(counts.disabled_users, 1);
     assert_eq!(counts.used_bytes, before.used_bytes + 5 + 256);
     assert_eq!((counts.signup_tokens, counts.unused_signup_tokens), (1, 1));
-    let users = f.store.accounts().list_users(None, 10).await.unwrap();
-    assert_eq!(
-        users
-            .iter()
-            .map(|u| u.public_key.as_str())
-            .collect::<Vec<_>>(),
-        [ALICE, BOB]
-    );
-    let after_alice = f
-        .store
-        .accounts()
-        .list_users(Some(ALICE), 10)
-        .await
-        .unwrap();
-    assert_eq!(after_alice.len(), 1);
-    assert_eq!(
-        f.store.accounts().list_users(None, 1).await.unwrap().len(),
-        1
-    );
-    let tokens = f
-        .store
-        .accounts()
-        .list_signup_tokens(None, 10)
-        .await
-        .unwrap();
-    assert_eq!(tokens.len(), 1);
-    assert!(
-        f.store
-            .accounts()
-            .list_signup_tokens(Some("AAAA-BBBB-CCCC"), 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
     f.store
         .accounts()
         .store_pkarr_packet(ALICE, b"packet")
@@ -1269,6 +1235,202 @@ async fn prepare_refuses_and_measures_room(f: Fixture) {
     assert_eq!(room("/pub/b").await, Some(388));
 }
 
+/// A user page of `limit` after `after` in `order`, as keys.
+async fn user_page(
+    f: &Fixture,
+    after: Option<&str>,
+    limit: u32,
+    state: UserState,
+    order: UserOrder,
+    reverse: bool,
+) -> Option<Vec<String>> {
+    let page = UserPage {
+        after,
+        limit,
+        state,
+        order,
+        reverse,
+    };
+    let users = f.store.accounts().list_users(&page).await.unwrap()?;
+    Some(users.into_iter().map(|u| u.public_key).collect())
+}
+
+/// Every page of a user listing, walked with the last key of each page as the next cursor.
+async fn walk_users(f: &Fixture, order: UserOrder, reverse: bool, state: UserState) -> Vec<String> {
+    let mut all = Vec::new();
+    loop {
+        let after = all.last().cloned();
+        let page = user_page(f, after.as_deref(), 2, state, order, reverse).await;
+        let page = page.expect("a listed user is a known cursor");
+        let done = page.len() < 2;
+        all.extend(page);
+        if done {
+            return all;
+        }
+    }
+}
+
+async fn user_and_token_pages(f: Fixture) {
+    // Six users besides ALICE and BOB; two share a sign-up time and two a usage, so the id breaks ties
+    // (their keys are in no particular order, so that key order cannot pass for id order).
+    let keys: Vec<String> = ["u3", "u5", "u0", "u4", "u1", "u2"]
+        .map(str::to_string)
+        .to_vec();
+    let accounts = f.store.accounts();
+    for (i, key) in keys.iter().enumerate() {
+        let signed_up = 1_000 + [5, 3, 3, 9, 1, 7][i];
+        accounts.create_user(key, None, signed_up).await.unwrap();
+    }
+    for (i, size) in [(0, 40), (2, 10), (3, 40), (5, 70)] {
+        f.put(&keys[i], "/pub/f", &vec![0; size]).await.unwrap();
+    }
+    accounts.set_disabled(&keys[3], true).await.unwrap();
+    accounts.set_disabled(&keys[4], true).await.unwrap();
+
+    // By sign-up time: ALICE and BOB signed up now, long after the others; ties go by id (creation order).
+    let by_time = [4, 1, 2, 0, 5, 3].map(|i| keys[i].clone());
+    let expected: Vec<String> = by_time
+        .iter()
+        .cloned()
+        .chain([ALICE.to_string(), BOB.to_string()])
+        .collect();
+    let walked = walk_users(&f, UserOrder::CreatedAt, false, UserState::All).await;
+    assert_eq!(walked, expected);
+    let mut reversed = expected.clone();
+    reversed.reverse();
+    assert_eq!(
+        walk_users(&f, UserOrder::CreatedAt, true, UserState::All).await,
+        reversed
+    );
+    // By usage: ALICE, BOB, keys 1 and 4 use nothing (id order), then 2 (10), 0 and 3 (40, id order), 5.
+    let by_usage: Vec<String> = [
+        ALICE, BOB, &keys[1], &keys[4], &keys[2], &keys[0], &keys[3], &keys[5],
+    ]
+    .map(str::to_string)
+    .to_vec();
+    assert_eq!(
+        walk_users(&f, UserOrder::UsedBytes, false, UserState::All).await,
+        by_usage
+    );
+    let mut by_usage_reversed = by_usage.clone();
+    by_usage_reversed.reverse();
+    assert_eq!(
+        walk_users(&f, UserOrder::UsedBytes, true, UserState::All).await,
+        by_usage_reversed
+    );
+    // State filters; a cursor that is itself filtered out still marks a position.
+    assert_eq!(
+        walk_users(&f, UserOrder::CreatedAt, false, UserState::Disabled).await,
+        [keys[4].clone(), keys[3].clone()]
+    );
+    assert_eq!(
+        walk_users(&f, UserOrder::CreatedAt, false, UserState::Enabled).await,
+        [1, 2, 0, 5]
+            .map(|i| keys[i].clone())
+            .into_iter()
+            .chain([ALICE.to_string(), BOB.to_string()])
+            .collect::<Vec<_>>()
+    );
+    let after_disabled = user_page(
+        &f,
+        Some(&keys[4]),
+        10,
+        UserState::Enabled,
+        UserOrder::CreatedAt,
+        false,
+    )
+    .await;
+    assert_eq!(after_disabled.unwrap().first(), Some(&keys[1]));
+    // A cursor naming no user; a user page of the whole table at once.
+    let stranger = "stranger".to_string();
+    let unknown = user_page(
+        &f,
+        Some(&stranger),
+        10,
+        UserState::All,
+        UserOrder::CreatedAt,
+        false,
+    );
+    assert_eq!(unknown.await, None);
+    let all = user_page(&f, None, 100, UserState::All, UserOrder::CreatedAt, false).await;
+    assert_eq!(all.unwrap(), expected);
+
+    // Tokens by text; used and unused; the stored quota and limits come back with them.
+    let limits = UserLimits {
+        rate_read: Some("10mb/s".into()),
+        ..UserLimits::default()
+    };
+    let texts = ["BBBB-0000-0000", "AAAA-0000-0000", "CCCC-0000-0000"];
+    for (i, text) in texts.iter().enumerate() {
+        let quota = (i == 0).then_some(Quota::Bytes(1 << 20));
+        let token_limits = if i == 0 {
+            limits.clone()
+        } else {
+            UserLimits::default()
+        };
+        accounts
+            .create_signup_token(&signup_token(text, quota, &token_limits))
+            .await
+            .unwrap();
+    }
+    let redeemer = "redeemer".to_string();
+    let redeemed_at = now_micros();
+    let outcome = accounts
+        .create_user(&redeemer, Some("CCCC-0000-0000"), redeemed_at)
+        .await
+        .unwrap();
+    assert_eq!(outcome, SignupOutcome::Created);
+    let tokens = |after: Option<&'static str>, limit: u32, state: TokenState| {
+        let accounts = f.store.accounts();
+        async move {
+            let page = TokenPage {
+                after,
+                limit,
+                state,
+            };
+            accounts.list_signup_tokens(&page).await.unwrap()
+        }
+    };
+    let texts_of = |records: Vec<metadata::SignupTokenRecord>| {
+        records.into_iter().map(|t| t.token).collect::<Vec<_>>()
+    };
+    let all = tokens(None, 10, TokenState::All).await;
+    assert_eq!(
+        texts_of(all.clone()),
+        ["AAAA-0000-0000", "BBBB-0000-0000", "CCCC-0000-0000"]
+    );
+    assert_eq!(
+        (all[1].quota, &all[1].limits),
+        (Some(Quota::Bytes(1 << 20)), &limits)
+    );
+    assert_eq!((all[0].used_by.as_deref(), all[0].used_at), (None, None));
+    assert_eq!(
+        (all[2].used_by.as_deref(), all[2].used_at),
+        (Some(redeemer.as_str()), Some(redeemed_at))
+    );
+    assert_eq!(
+        texts_of(tokens(Some("AAAA-0000-0000"), 1, TokenState::All).await),
+        ["BBBB-0000-0000"]
+    );
+    assert_eq!(
+        texts_of(tokens(Some("BBBB-0000-0000"), 10, TokenState::All).await),
+        ["CCCC-0000-0000"]
+    );
+    assert_eq!(
+        texts_of(tokens(None, 10, TokenState::Used).await),
+        ["CCCC-0000-0000"]
+    );
+    assert_eq!(
+        texts_of(tokens(None, 10, TokenState::Unused).await),
+        ["AAAA-0000-0000", "BBBB-0000-0000"]
+    );
+    // A cursor between tokens, which need not exist.
+    assert_eq!(
+        texts_of(tokens(Some("AZZZ-ZZZZ-ZZZZ"), 10, TokenState::Unused).await),
+        ["BBBB-0000-0000"]
+    );
+}
+
 macro_rules! conformance {
     ($($pair:ident: $db:ident + $blobs:ident;)*) => {$(
         mod $pair {
@@ -1316,6 +1478,8 @@ macro_rules! conformance {
             async fn conditional_races_and_deletes() { super::conditional_races_and_deletes(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn prepare_refuses_and_measures_room() { super::prepare_refuses_and_measures_room(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn user_and_token_pages() { super::user_and_token_pages(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn pkarr_packets_and_counts() { super::pkarr_packets_and_counts(fixture().await).await }
         }

@@ -12,8 +12,8 @@ use homestead_backends::metadata::{
     self, Accounts, BearerRecord, Counts, DeleteOutcome, Entry, Event, EventFilter, Files,
     GrantRecord, Grants, LockRefresh, Locks, Metadata, Micros, MintBearer, MintOutcome, NewEntry,
     NewLock, NewSession, NewSignupToken, Operations, PathScan, PutOutcome, Quota, Result,
-    SessionRecord, SignupOutcome, SignupTokenRecord, TakeOutcome, User, UserLimits, WriteMode,
-    now_micros,
+    SessionRecord, SignupOutcome, SignupTokenRecord, TakeOutcome, TokenPage, User, UserLimits,
+    UserPage, WriteMode, now_micros,
 };
 use homestead_backends::revocations::Revocations;
 use homestead_backends::store::{ReadOptions, WriteLimits};
@@ -70,10 +70,10 @@ counted!(Accounts {
     set_disabled(public_key: &str, disabled: bool) -> bool;
     set_quota(public_key: &str, quota: Option<Quota>) -> bool;
     set_limits(public_key: &str, quota: Option<Quota>, limits: &UserLimits) -> bool;
-    list_users(after: Option<&str>, limit: u32) -> Vec<User>;
+    list_users(page: &UserPage<'_>) -> Option<Vec<User>>;
     create_signup_token(token: &NewSignupToken<'_>) -> ();
     signup_token(token: &str) -> Option<SignupTokenRecord>;
-    list_signup_tokens(after: Option<&str>, limit: u32) -> Vec<SignupTokenRecord>;
+    list_signup_tokens(page: &TokenPage<'_>) -> Vec<SignupTokenRecord>;
     create_session(session: &NewSession<'_>) -> bool;
     session(secret_hash: &[u8; 32]) -> Option<SessionRecord>;
     delete_session(secret_hash: &[u8; 32]) -> bool;

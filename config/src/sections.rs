@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::values::{
     Bandwidth, DatabaseUrl, HostPort, Hostname, IpRange, LimitKey, LogLevel, Method, ModuleLevel,
-    PathGlob, RelayUrl, RequestQuota, SignupMode, StorageType,
+    PathGlob, RelayUrl, RequestQuota, SignupMode, StorageType, ip_address, socket_address,
 };
 
 /// `[general]`: database and sign-up policy.
@@ -38,8 +38,10 @@ impl Default for General {
 #[serde(default, deny_unknown_fields)]
 pub struct Drive {
     /// PubkyTLS listener.
+    #[serde(deserialize_with = "socket_address")]
     pub pubky_listen_socket: SocketAddr,
     /// Plain HTTP listener, meant to sit behind a TLS-terminating reverse proxy.
+    #[serde(deserialize_with = "socket_address")]
     pub icann_listen_socket: SocketAddr,
     /// Request-count limits; a list in the file replaces the default list.
     pub rate_limits: Vec<RateLimit>,
@@ -62,6 +64,10 @@ pub struct Drive {
     pub max_event_streams: NonZeroUsize,
     /// Homestead: event streams open at once from one client address; more get 429.
     pub max_event_streams_per_ip: NonZeroUsize,
+    /// Serve static websites by `Host` (PROTOCOL-0.17 §18) and list `websites` in `/info` (0.17.1).
+    /// Parsed and kept for now: the websites feature itself is not built yet, so this switch has no
+    /// effect so far.
+    pub websites: bool,
 }
 
 impl Default for Drive {
@@ -86,6 +92,7 @@ impl Default for Drive {
             max_connections: 10_000,
             max_event_streams: NonZeroUsize::new(10_000).expect("non-zero"),
             max_event_streams_per_ip: NonZeroUsize::new(100).expect("non-zero"),
+            websites: true,
         }
     }
 }
@@ -192,6 +199,7 @@ pub struct Admin {
     /// Start the admin listener.
     pub enabled: bool,
     /// Admin listener address.
+    #[serde(deserialize_with = "socket_address")]
     pub listen_socket: SocketAddr,
     /// Shared secret sent in `X-Admin-Password`: no default, at least
     /// [`MIN_ADMIN_PASSWORD`](crate::MIN_ADMIN_PASSWORD) characters while the listener is enabled.
@@ -238,6 +246,7 @@ pub struct Metrics {
     /// Start the metrics listener.
     pub enabled: bool,
     /// Metrics listener address.
+    #[serde(deserialize_with = "socket_address")]
     pub listen_socket: SocketAddr,
 }
 
@@ -255,6 +264,7 @@ impl Default for Metrics {
 #[serde(default, deny_unknown_fields)]
 pub struct Pkdns {
     /// Address advertised in the record (A/AAAA and address hint).
+    #[serde(deserialize_with = "ip_address")]
     pub public_ip: IpAddr,
     /// PubkyTLS port advertised; absent = the bound port.
     pub public_pubky_tls_port: Option<u16>,
@@ -273,6 +283,9 @@ pub struct Pkdns {
     pub dht_relay_nodes: Option<Vec<RelayUrl>>,
     /// DHT and relay request timeout.
     pub dht_request_timeout_ms: Option<NonZeroU64>,
+    /// Relay request timeout (0.17.1), over `dht_request_timeout_ms` for relays; DHT requests keep
+    /// theirs. Absent: the PKARR library's default (or `dht_request_timeout_ms` when set).
+    pub relay_request_timeout_ms: Option<NonZeroU64>,
 }
 
 impl Default for Pkdns {
@@ -292,6 +305,7 @@ impl Default for Pkdns {
                     .collect(),
             ),
             dht_request_timeout_ms: None,
+            relay_request_timeout_ms: None,
         }
     }
 }

@@ -70,35 +70,201 @@ fn the_first_start_file_runs_on_the_defaults_with_a_password_of_its_own() {
     assert_eq!(loaded, defaults);
 }
 
+/// The sample with its examples uncommented too (`# key = value` and `# [[table]]` lines), on S3 so
+/// that the S3 examples apply.
+fn sample_with_examples() -> String {
+    SAMPLE
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if is_setting(rest) => rest.to_string(),
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("type = \"file_system\"", "type = \"s3\"")
+}
+
+/// Whether a line is `key = value` or `[[table]]`.
+fn is_setting(line: &str) -> bool {
+    let key = line.split_once(" = ").map_or("", |(key, _)| key);
+    line.starts_with("[[")
+        || (!key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+}
+
 #[test]
-fn uncommented_sample_is_valid_and_sets_every_documented_key() {
+fn every_value_the_sample_shows_is_the_default() {
     let loaded = load(SAMPLE).unwrap();
-    let c = loaded.config;
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let defaults = Config {
+        admin: Admin {
+            admin_password: PASSWORD.into(),
+            ..Admin::default()
+        },
+        ..Config::default()
+    };
+    assert_eq!(loaded.config, defaults);
+    assert!(!loaded.config.metrics.enabled, "nothing listens on 6289");
+    assert_eq!(loaded.config.logging.filter(), "info", "no debug lines");
+}
+
+#[test]
+fn the_sample_examples_are_valid_and_every_key_is_documented() {
+    let loaded = load(&sample_with_examples()).unwrap();
+    let c = &loaded.config;
     assert_eq!(
-        c.general.database_url.unwrap().kind(),
+        c.general.database_url.as_ref().unwrap().kind(),
         DatabaseKind::Postgres
     );
     assert_eq!(c.drive.rate_limits.len(), 2);
-    assert_eq!(c.drive.rate_limits[0].whitelist, ["127.0.0.1"]);
+    assert_eq!(c.drive.rate_limits[1].whitelist, ["127.0.0.1"]);
     assert_eq!(String::from(c.default_quotas.rate_write.unwrap()), "5mb/s");
     assert_eq!(c.storage.default_quota_mb, Some(1000));
+    assert_eq!(c.storage.bucket_name.as_deref(), Some("homestead"));
     assert_eq!(c.pkdns.public_icann_http_port, Some(80));
+    assert_eq!(c.pkdns.dht_bootstrap_nodes.as_ref().unwrap().len(), 4);
+    assert_eq!(c.pkdns.relay_request_timeout_ms.unwrap().get(), 5000);
+    assert_eq!(c.otlp.endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+    // Every key the configuration has (with every example set, so the optional ones too) appears in the
+    // sample as `key = ` or `# key = `.
+    let table = toml::Table::try_from(c).unwrap();
+    let mut keys = Vec::new();
+    for (section, value) in &table {
+        for (key, value) in value.as_table().unwrap() {
+            match value.as_array().filter(|a| a.iter().all(|v| v.is_table())) {
+                Some(entries) if !entries.is_empty() => {
+                    let table = format!("[[{section}.{key}]]");
+                    assert!(SAMPLE.contains(&table), "{table}");
+                    for entry in entries {
+                        keys.extend(entry.as_table().unwrap().keys().cloned());
+                    }
+                }
+                _ => keys.push(key.clone()),
+            }
+        }
+        assert!(SAMPLE.contains(&format!("[{section}]")), "{section}");
+    }
+    assert!(keys.len() > 50, "{keys:?}");
+    for key in keys {
+        let documented = SAMPLE.lines().any(|line| {
+            line.trim_start_matches("# ")
+                .starts_with(&format!("{key} = "))
+        });
+        assert!(documented, "`{key}` is not in the sample");
+    }
+}
+
+#[test]
+fn the_reference_0_9_3_sample_is_accepted() {
+    // The sample pubky-homeserver 0.9.3 ships (OPERATIONS.md §3.5), with its settings uncommented.
+    let text = r#"
+[general]
+database_url = "postgres://localhost:5432/pubky_homeserver"
+signup_mode = "token_required"
+user_storage_quota_mb = 0
+
+[drive]
+pubky_listen_socket = "127.0.0.1:6287"
+icann_listen_socket = "127.0.0.1:6286"
+
+[[drive.rate_limits]]
+path = "/session"
+method = "POST"
+quota = "20r/m"
+key = "ip"
+whitelist = ["127.0.0.1"]
+
+[default_quotas]
+rate_read = "10mb/s"
+rate_write = "5mb/s"
+unauthenticated_ip_rate_read = "1mb/s"
+
+[storage]
+type = "file_system"
+
+[admin]
+enabled = true
+listen_socket = "127.0.0.1:6288"
+
+[metrics]
+enabled = true
+listen_socket = "127.0.0.1:6289"
+
+[pkdns]
+public_ip = "127.0.0.1"
+public_pubky_tls_port = 6287
+public_icann_http_port = 80
+icann_domain = "localhost"
+user_keys_republisher_interval = 14400
+dht_bootstrap_nodes = [
+    "router.bittorrent.com:6881",
+    "dht.transmissionbt.com:6881",
+    "dht.libtorrent.org:25401",
+    "relay.pkarr.org:6881",
+]
+dht_relay_nodes = ["https://pkarr.pubky.app", "https://pkarr.pubky.org"]
+dht_request_timeout_ms = 2000
+
+[logging]
+level = "info"
+module_levels = ["pubky_homeserver=debug", "tower_http=debug"]
+"#;
+    let loaded = load(text).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = loaded.config;
+    assert!(c.metrics.enabled);
+    assert_eq!(c.drive.rate_limits.len(), 1);
     assert_eq!(c.pkdns.dht_bootstrap_nodes.unwrap().len(), 4);
-    // Every reference setting is acted on: no start-up warning about them.
-    assert!(
-        !loaded
-            .warnings
-            .iter()
-            .any(|w| w.starts_with("drive.rate_limits")),
-        "rate limits are enforced"
-    );
-    assert!(
-        !loaded
-            .warnings
-            .iter()
-            .any(|w| w.starts_with("metrics.enabled")),
-        "metrics are served"
-    );
+    assert_eq!(c.pkdns.dht_request_timeout_ms.unwrap().get(), 2000);
+    assert!(c.drive.websites, "on by default");
+    assert_eq!(c.pkdns.relay_request_timeout_ms, None);
+}
+
+#[test]
+fn a_0_17_1_config_with_the_new_keys_is_accepted() {
+    // Every key of PROTOCOL-0.17 §21 (the client identity keys join this test with the PROXY protocol),
+    // on top of the 0.9.3 keys, which 0.17.1 keeps unchanged.
+    let text = r#"
+[general]
+database_url = "postgres://localhost:5432/pubky_homeserver"
+signup_mode = "open"
+user_storage_quota_mb = 0
+
+[drive]
+pubky_listen_socket = "0.0.0.0:6287"
+icann_listen_socket = "0.0.0.0:6286"
+websites = false
+
+[storage]
+type = "file_system"
+default_quota_mb = 500
+
+[admin]
+enabled = false
+
+[metrics]
+enabled = false
+
+[pkdns]
+public_ip = "203.0.113.7"
+icann_domain = "homeserver.example.com"
+dht_relay_nodes = ["https://pkarr.pubky.app"]
+dht_request_timeout_ms = 2000
+relay_request_timeout_ms = 5000
+
+[logging]
+level = "info"
+module_levels = []
+"#;
+    let loaded = load_env(text, &[]).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = loaded.config;
+    assert!(!c.drive.websites);
+    assert_eq!(c.pkdns.relay_request_timeout_ms.unwrap().get(), 5000);
+    assert_eq!(c.pkdns.dht_request_timeout_ms.unwrap().get(), 2000);
+    assert_eq!(c.storage.default_quota_mb, Some(500));
 }
 
 #[test]
@@ -169,7 +335,27 @@ fn invalid_values_name_key_value_and_what_is_allowed() {
         (
             "[drive]\nicann_listen_socket = \"localhost\"",
             "drive.icann_listen_socket",
-            "invalid socket address",
+            "`localhost` is not a socket address: expected ip:port",
+        ),
+        (
+            "[admin]\nlisten_socket = \"0.0.0.0\"",
+            "admin.listen_socket",
+            "`0.0.0.0` is not a socket address",
+        ),
+        (
+            "[metrics]\nlisten_socket = 6289",
+            "metrics.listen_socket",
+            "expected a string",
+        ),
+        (
+            "[drive]\nwebsites = \"yes\"",
+            "drive.websites",
+            "expected a boolean",
+        ),
+        (
+            "[pkdns]\nrelay_request_timeout_ms = 0",
+            "pkdns.relay_request_timeout_ms",
+            "nonzero",
         ),
         (
             "[admin]\nenabled = \"yes\"",
@@ -179,7 +365,7 @@ fn invalid_values_name_key_value_and_what_is_allowed() {
         (
             "[pkdns]\npublic_ip = \"example.com\"",
             "pkdns.public_ip",
-            "invalid IP address",
+            "`example.com` is not an IP address",
         ),
         (
             "[pkdns]\nicann_domain = \"bad_domain!\"",

@@ -6,6 +6,38 @@ use std::num::NonZeroU32;
 
 use serde::{Deserialize, Serialize};
 
+/// Reads an address from its string, or says which value was refused and what is expected.
+fn parsed<'de, D, T>(de: D, expected: &str) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+{
+    let value = String::deserialize(de)?;
+    value
+        .parse()
+        .map_err(|_| serde::de::Error::custom(format!("`{value}` is not {expected}")))
+}
+
+/// A listener's socket address (`deserialize_with`): the error names the value refused.
+pub(crate) fn socket_address<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<std::net::SocketAddr, D::Error> {
+    parsed(
+        de,
+        "a socket address: expected ip:port, e.g. \"127.0.0.1:6286\" or \"[::]:6286\"",
+    )
+}
+
+/// An IP address (`deserialize_with`): the error names the value refused.
+pub(crate) fn ip_address<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<std::net::IpAddr, D::Error> {
+    parsed(
+        de,
+        "an IP address: expected e.g. \"203.0.113.7\" or \"2001:db8::1\"",
+    )
+}
+
 /// Where metadata lives: PostgreSQL (`postgres://`, `postgresql://`) or SQLite (`sqlite:`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -1,5 +1,8 @@
-//! The admin listener's routes (OPERATIONS.md §5): liveness, signup tokens, disabling users. Every route
-//! but `/` needs the `X-Admin-Password` header, compared in constant time.
+//! The admin listener's routes (OPERATIONS.md §5, PROTOCOL-0.17 §19): liveness, signup tokens, users
+//! and their quotas, disabling users. Every route but `/` needs the `X-Admin-Password` header, compared
+//! in constant time.
+
+use std::num::NonZeroU16;
 
 use axum::extract::{Path, Request, State};
 use axum::middleware::Next;
@@ -7,7 +10,11 @@ use axum::response::Response;
 use http::StatusCode;
 use rand::RngCore;
 
-use homestead_backends::metadata::{NewSignupToken, Quota, UserLimits, now_micros};
+use homestead_backends::metadata::{
+    NewSignupToken, Quota, TokenPage, TokenState, User, UserLimits, UserOrder, UserPage, UserState,
+    now_micros,
+};
+use serde::Deserialize;
 
 use crate::http_error::HttpError;
 use crate::pkarr_record::SharedPublishStatus;
@@ -156,10 +163,7 @@ pub async fn user_quota(
         .user(&user_key(&user)?)
         .await?
         .ok_or_else(HttpError::not_found)?;
-    Ok(axum::Json(serde_json::json!({
-        "effective": user_quota::effective(user.quota, &user.limits, app.store.default_quota(), &app.default_quotas),
-        "overrides": user_quota::overrides(user.quota, &user.limits),
-    })))
+    Ok(axum::Json(quota_json(&app, &user)))
 }
 
 /// `PATCH /users/{user}/quota`: merges a `UserQuota` patch into the user's settings.
@@ -192,7 +196,9 @@ pub async fn patch_user_quota(
     }
 }
 
-/// `GET /info`: the reference's totals and addresses, then how the PKARR upkeep goes.
+/// `GET /info`: the reference's fields in its order (OPERATIONS.md §5.5, unchanged in 0.17.1; `version`
+/// is Homestead's), then Homestead's own: `num_pop_nonces`, `pkarr_publish` and
+/// `user_keys_republisher`.
 pub async fn info(State(app): State<AppState>) -> Result<axum::response::Response, HttpError> {
     use axum::response::IntoResponse;
     let counts = app.store.operations().counts().await?;
@@ -209,11 +215,11 @@ pub async fn info(State(app): State<AppState>) -> Result<axum::response::Respons
         "total_disk_used_mb": (counts.used_bytes as f64 / 1_048_576.0).round() as u64,
         "num_signup_codes": counts.signup_tokens,
         "num_unused_signup_codes": counts.unused_signup_tokens,
-        "num_pop_nonces": counts.pop_nonces,
         "public_key": facts.public_key,
         "pkarr_pubky_address": facts.pubky_address,
         "pkarr_icann_domain": facts.icann_domain,
         "version": env!("CARGO_PKG_VERSION"),
+        "num_pop_nonces": counts.pop_nonces,
         "pkarr_publish": {
             "published": publish.published,
             "failed": publish.failed,
@@ -234,82 +240,205 @@ pub async fn info(State(app): State<AppState>) -> Result<axum::response::Respons
         .into_response())
 }
 
-/// Page size of the admin listings unless asked otherwise, and its maximum.
-const PAGE: u32 = 100;
-const MAX_PAGE: u32 = 1000;
+/// Page size of the admin listings unless asked otherwise, and the largest page served.
+const PAGE: u16 = 100;
+const MAX_PAGE: u16 = 1000;
 
-/// `cursor` and `limit` of an admin listing.
-#[derive(Debug, serde::Deserialize)]
-pub struct Page {
-    cursor: Option<String>,
-    limit: Option<u32>,
+/// `limit`: 1 to 65535 (0 and other values are query errors), served up to [`MAX_PAGE`].
+fn page_limit(limit: Option<NonZeroU16>) -> u32 {
+    u32::from(limit.map_or(PAGE, NonZeroU16::get).min(MAX_PAGE))
 }
 
-impl Page {
-    fn limit(&self) -> u32 {
-        self.limit.unwrap_or(PAGE).min(MAX_PAGE)
+/// The query of `GET /users` (PROTOCOL-0.17 §19.1).
+#[derive(Debug, serde::Deserialize)]
+pub struct UsersQuery {
+    limit: Option<NonZeroU16>,
+    #[serde(default, deserialize_with = "z32_cursor")]
+    cursor: Option<String>,
+    #[serde(default)]
+    state: UserStateParam,
+    #[serde(default)]
+    sort_by: SortParam,
+    #[serde(default)]
+    reverse: bool,
+}
+
+/// `state` of `GET /users`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum UserStateParam {
+    #[default]
+    All,
+    Enabled,
+    Disabled,
+}
+
+/// `sort_by` of `GET /users`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SortParam {
+    #[default]
+    CreatedAt,
+    UsedBytes,
+}
+
+/// A `cursor` that is a z32 public key (a `pubky`-prefixed one is refused).
+fn z32_cursor<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    let value = String::deserialize(de)?;
+    homestead_middleware::tenant::parse_key(&value)
+        .map(|key| Some(key.to_string()))
+        .ok_or_else(|| serde::de::Error::custom(format!("`{value}` is not a public key")))
+}
+
+/// The query of `GET /signup_tokens` (PROTOCOL-0.17 §19.3).
+#[derive(Debug, serde::Deserialize)]
+pub struct TokensQuery {
+    limit: Option<NonZeroU16>,
+    #[serde(default, deserialize_with = "token_cursor")]
+    cursor: Option<String>,
+    #[serde(default)]
+    state: TokenStateParam,
+}
+
+/// `state` of `GET /signup_tokens`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TokenStateParam {
+    #[default]
+    All,
+    Used,
+    Unused,
+}
+
+/// A `cursor` that is a well-formed signup token.
+fn token_cursor<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    let value = String::deserialize(de)?;
+    match crate::signup_token::is_well_formed(&value) {
+        true => Ok(Some(value)),
+        false => Err(serde::de::Error::custom(format!(
+            "`{value}` is not a signup token (XXXX-XXXX-XXXX)"
+        ))),
     }
 }
 
-/// Microseconds as RFC 3339.
-fn rfc3339(micros: i64) -> String {
+/// A time as the reference's admin API writes it: UTC without offset, fractional seconds only when not
+/// zero (`2026-10-02T12:00:00.123456`).
+fn utc_time(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+        .naive_utc()
+        .format("%Y-%m-%dT%H:%M:%S%.f")
+        .to_string()
 }
 
-/// `GET /users?cursor=&limit=`: users by key, with `next_cursor` while more remain.
+/// One user of the admin API: key, sign-up time, flag, usage and quota, in the reference's order.
+fn user_item(app: &AppState, user: &User) -> serde_json::Value {
+    serde_json::json!({
+        "pubky": user.public_key,
+        "created_at": utc_time(user.created_at),
+        "disabled": user.disabled,
+        "used_bytes": user.used_bytes,
+        "quota": quota_json(app, user),
+    })
+}
+
+/// `{"effective": ..., "overrides": ...}` of a user (OPERATIONS.md §5.4).
+fn quota_json(app: &AppState, user: &User) -> serde_json::Value {
+    serde_json::json!({
+        "effective": user_quota::effective(user.quota, &user.limits, app.store.default_quota(), &app.default_quotas),
+        "overrides": user_quota::overrides(user.quota, &user.limits),
+    })
+}
+
+/// `{"items": [...], "next_cursor": ...}` from a page read with one item more than `limit`: the cursor
+/// is the last item's when more follow.
+fn page_json<T>(
+    mut rows: Vec<T>,
+    limit: u32,
+    cursor: impl Fn(&T) -> String,
+    item: impl Fn(&T) -> serde_json::Value,
+) -> axum::Json<serde_json::Value> {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next = rows.last().filter(|_| more).map(&cursor);
+    let items: Vec<_> = rows.iter().map(item).collect();
+    axum::Json(serde_json::json!({ "items": items, "next_cursor": next }))
+}
+
+/// `GET /users`: users by sign-up time or usage, keyset-paginated (PROTOCOL-0.17 §19.1); 400 `Unknown
+/// cursor` when the cursor names no user.
 pub async fn users(
     State(app): State<AppState>,
-    axum::extract::Query(page): axum::extract::Query<Page>,
+    axum::extract::Query(query): axum::extract::Query<UsersQuery>,
 ) -> Result<axum::Json<serde_json::Value>, HttpError> {
-    let limit = page.limit();
-    let users = app
-        .store
-        .accounts()
-        .list_users(page.cursor.as_deref(), limit)
-        .await?;
-    let next = (users.len() == limit as usize).then(|| users.last().map(|u| u.public_key.clone()));
-    let users: Vec<_> = users
-        .iter()
-        .map(|u| {
-            serde_json::json!({
-                "public_key": u.public_key,
-                "disabled": u.disabled,
-                "used_bytes": u.used_bytes,
-                "created_at": rfc3339(u.created_at),
-            })
-        })
-        .collect();
-    Ok(axum::Json(
-        serde_json::json!({ "users": users, "next_cursor": next.flatten() }),
+    let limit = page_limit(query.limit);
+    let page = UserPage {
+        after: query.cursor.as_deref(),
+        limit: limit + 1,
+        state: match query.state {
+            UserStateParam::All => UserState::All,
+            UserStateParam::Enabled => UserState::Enabled,
+            UserStateParam::Disabled => UserState::Disabled,
+        },
+        order: match query.sort_by {
+            SortParam::CreatedAt => UserOrder::CreatedAt,
+            SortParam::UsedBytes => UserOrder::UsedBytes,
+        },
+        reverse: query.reverse,
+    };
+    let users = app.store.accounts().list_users(&page).await?;
+    let users = users.ok_or_else(|| HttpError::bad_request("Unknown cursor"))?;
+    Ok(page_json(
+        users,
+        limit,
+        |u| u.public_key.clone(),
+        |u| user_item(&app, u),
     ))
 }
 
-/// `GET /signup_tokens?cursor=&limit=`: signup tokens by text, with who redeemed them.
+/// `GET /users/{user}`: one user, as an item of `GET /users`.
+pub async fn user(
+    State(app): State<AppState>,
+    Path(user): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, HttpError> {
+    let key = homestead_middleware::tenant::parse_key(&user).ok_or_else(|| {
+        HttpError::bad_request(format!("Invalid URL: `{user}` is not a public key"))
+    })?;
+    let user = app.store.accounts().user(&key.to_string()).await?;
+    let user = user.ok_or_else(HttpError::not_found)?;
+    Ok(axum::Json(user_item(&app, &user)))
+}
+
+/// `GET /signup_tokens`: tokens by text, with who redeemed them when, and the quota they hand out
+/// (PROTOCOL-0.17 §19.3).
 pub async fn signup_tokens(
     State(app): State<AppState>,
-    axum::extract::Query(page): axum::extract::Query<Page>,
+    axum::extract::Query(query): axum::extract::Query<TokensQuery>,
 ) -> Result<axum::Json<serde_json::Value>, HttpError> {
-    let limit = page.limit();
-    let tokens = app
-        .store
-        .accounts()
-        .list_signup_tokens(page.cursor.as_deref(), limit)
-        .await?;
-    let next = (tokens.len() == limit as usize).then(|| tokens.last().map(|t| t.token.clone()));
-    let tokens: Vec<_> = tokens
-        .iter()
-        .map(|t| {
+    let limit = page_limit(query.limit);
+    let page = TokenPage {
+        after: query.cursor.as_deref(),
+        limit: limit + 1,
+        state: match query.state {
+            TokenStateParam::All => TokenState::All,
+            TokenStateParam::Used => TokenState::Used,
+            TokenStateParam::Unused => TokenState::Unused,
+        },
+    };
+    let tokens = app.store.accounts().list_signup_tokens(&page).await?;
+    Ok(page_json(
+        tokens,
+        limit,
+        |t| t.token.clone(),
+        |t| {
             serde_json::json!({
                 "token": t.token,
-                "created_at": rfc3339(t.created_at),
+                "created_at": utc_time(t.created_at),
+                "used_at": t.used_at.map(utc_time),
                 "used_by": t.used_by,
+                "quota": user_quota::overrides(t.quota, &t.limits),
             })
-        })
-        .collect();
-    Ok(axum::Json(
-        serde_json::json!({ "signup_tokens": tokens, "next_cursor": next.flatten() }),
+        },
     ))
 }
 
@@ -374,7 +503,25 @@ async fn set_disabled(
 
 #[cfg(test)]
 mod tests {
-    use super::{constant_time_eq, is_local_host};
+    use super::{constant_time_eq, is_local_host, page_limit, utc_time};
+
+    #[test]
+    fn times_are_utc_without_offset_and_fractions_only_when_not_zero() {
+        assert_eq!(utc_time(0), "1970-01-01T00:00:00");
+        assert_eq!(utc_time(1_500_000), "1970-01-01T00:00:01.500");
+        assert_eq!(utc_time(1_000_001), "1970-01-01T00:00:01.000001");
+        assert_eq!(
+            utc_time(1_790_942_400_123_456),
+            "2026-10-02T12:00:00.123456"
+        );
+    }
+
+    #[test]
+    fn page_limits_default_to_100_and_are_capped_at_1000() {
+        let limit = |n| page_limit(std::num::NonZeroU16::new(n));
+        assert_eq!((limit(0), limit(1), limit(1000)), (100, 1, 1000));
+        assert_eq!((limit(1001), limit(u16::MAX)), (1000, 1000));
+    }
 
     #[test]
     fn password_comparison_is_exact() {

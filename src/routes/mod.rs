@@ -115,6 +115,7 @@ pub fn admin_router(app: AppState) -> Router {
         .route("/info", get(admin::info))
         .route("/events-stream", any(events::admin_stream_route))
         .route("/users", get(admin::users))
+        .route("/users/{user}", get(admin::user))
         .route("/signup_tokens", get(admin::signup_tokens))
         .route(
             "/webdav/{user}/{*path}",

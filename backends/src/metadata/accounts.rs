@@ -163,6 +163,73 @@ pub struct SignupTokenRecord {
     pub created_at: Micros,
     /// Who redeemed it.
     pub used_by: Option<String>,
+    /// When it was redeemed.
+    pub used_at: Option<Micros>,
+    /// The quota its user gets (None: the server default).
+    pub quota: Option<Quota>,
+    /// The other limits its user gets.
+    pub limits: UserLimits,
+}
+
+/// Which users a listing holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UserState {
+    /// Every user.
+    #[default]
+    All,
+    /// Users who may write.
+    Enabled,
+    /// Disabled users.
+    Disabled,
+}
+
+/// The column a user listing is ordered by (the user's id breaks ties).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UserOrder {
+    /// Sign-up time.
+    #[default]
+    CreatedAt,
+    /// Storage used.
+    UsedBytes,
+}
+
+/// A page of a user listing: keyset pagination on (order column, id).
+#[derive(Debug, Clone, Copy)]
+pub struct UserPage<'a> {
+    /// The last user of the previous page: the page holds users strictly after (before, when
+    /// reversed) it.
+    pub after: Option<&'a str>,
+    /// At most this many users.
+    pub limit: u32,
+    /// Which users.
+    pub state: UserState,
+    /// The order.
+    pub order: UserOrder,
+    /// Descending instead of ascending.
+    pub reverse: bool,
+}
+
+/// Which signup tokens a listing holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TokenState {
+    /// Every token.
+    #[default]
+    All,
+    /// Redeemed tokens.
+    Used,
+    /// Tokens not redeemed yet.
+    Unused,
+}
+
+/// A page of a signup token listing, ordered by token text.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenPage<'a> {
+    /// The page holds tokens strictly greater than this one.
+    pub after: Option<&'a str>,
+    /// At most this many tokens.
+    pub limit: u32,
+    /// Which tokens.
+    pub state: TokenState,
 }
 
 /// A session as stored (the secret itself is never stored).
@@ -201,19 +268,15 @@ pub trait Accounts: Send + Sync + Debug {
         quota: Option<Quota>,
         limits: &UserLimits,
     ) -> Result<bool>;
-    /// Users ordered by key, after `after`, at most `limit`.
-    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>>;
+    /// A page of users (PROTOCOL-0.17 §19.1); None when `page.after` names no user.
+    async fn list_users(&self, page: &UserPage<'_>) -> Result<Option<Vec<User>>>;
 
     /// Stores a new signup token, with the quota and limits its user will get.
     async fn create_signup_token(&self, token: &NewSignupToken<'_>) -> Result<()>;
     /// A signup token by text.
     async fn signup_token(&self, token: &str) -> Result<Option<SignupTokenRecord>>;
-    /// Signup tokens ordered by text, after `after`, at most `limit`.
-    async fn list_signup_tokens(
-        &self,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<SignupTokenRecord>>;
+    /// A page of signup tokens, ordered by text.
+    async fn list_signup_tokens(&self, page: &TokenPage<'_>) -> Result<Vec<SignupTokenRecord>>;
 
     /// Stores a session under the hash of its secret; false when there is no such user.
     async fn create_session(&self, session: &NewSession<'_>) -> Result<bool>;

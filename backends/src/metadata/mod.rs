@@ -23,7 +23,7 @@ use homestead_config::{DatabaseKind, DatabaseUrl, redact_url};
 
 pub use accounts::{
     Accounts, NewSession, NewSignupToken, Quota, SessionRecord, SignupOutcome, SignupTokenRecord,
-    User, UserLimits,
+    TokenPage, TokenState, User, UserLimits, UserOrder, UserPage, UserState,
 };
 pub(crate) use files::Current;
 pub use files::{

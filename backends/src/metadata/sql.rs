@@ -29,7 +29,8 @@
 use super::{
     BearerRecord, Counts, Current, DeleteOutcome, Entry, Event, EventFilter, EventOp,
     FILE_OVERHEAD_BYTES, GrantRecord, MintOutcome, NewEntry, NewGrant, PutOutcome, Quota,
-    SessionRecord, SignupTokenRecord, User, UserLimits, Version, WriteMode,
+    SessionRecord, SignupTokenRecord, TokenState, User, UserLimits, UserOrder, UserPage, UserState,
+    Version, WriteMode,
 };
 use crate::path::EntryPath;
 
@@ -70,12 +71,22 @@ pub(super) const REDEEM_TOKEN: &str =
 /// Creates a user: parameters key, time, quota, limits.
 pub(super) const INSERT_USER: &str = "INSERT INTO users (public_key, created_at, quota_bytes, limits) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (public_key) DO NOTHING";
+/// The columns of a [`UserRow`] from `users`; a literal, for `concat!`.
+macro_rules! user_columns {
+    () => {
+        "public_key, disabled, used_bytes, quota_bytes, created_at, limits"
+    };
+}
+
 /// A user by key, as a [`UserRow`].
-pub(super) const USER: &str = "SELECT public_key, disabled, used_bytes, quota_bytes, created_at, limits \
-     FROM users WHERE public_key = $1";
-/// Users after a key, as [`UserRow`]s: parameters key, limit.
-pub(super) const LIST_USERS: &str = "SELECT public_key, disabled, used_bytes, quota_bytes, created_at, limits \
-     FROM users WHERE public_key > $1 ORDER BY public_key LIMIT $2";
+pub(super) const USER: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM users WHERE public_key = $1"
+);
+/// Where a user listing's cursor user stands: sign-up time, usage and id, as a [`CursorRow`].
+pub(super) const USER_POSITION: &str =
+    "SELECT created_at, used_bytes, id FROM users WHERE public_key = $1";
 /// Parameters flag, key.
 pub(super) const SET_DISABLED: &str = "UPDATE users SET disabled = $1 WHERE public_key = $2";
 /// Parameters quota, key.
@@ -86,12 +97,15 @@ pub(super) const SET_LIMITS: &str =
 /// Parameters token, time, quota, limits.
 pub(super) const INSERT_SIGNUP_TOKEN: &str =
     "INSERT INTO signup_tokens (token, created_at, quota_bytes, limits) VALUES ($1, $2, $3, $4)";
+/// The columns of a [`TokenRow`]; a literal, for `concat!`.
+macro_rules! token_columns {
+    () => {
+        "SELECT token, created_at, used_by, used_at, quota_bytes, limits FROM signup_tokens"
+    };
+}
+
 /// A token by text, as a [`TokenRow`].
-pub(super) const SIGNUP_TOKEN: &str =
-    "SELECT token, created_at, used_by FROM signup_tokens WHERE token = $1";
-/// Tokens after a text, as [`TokenRow`]s: parameters text, limit.
-pub(super) const LIST_SIGNUP_TOKENS: &str =
-    "SELECT token, created_at, used_by FROM signup_tokens WHERE token > $1 ORDER BY token LIMIT $2";
+pub(super) const SIGNUP_TOKEN: &str = concat!(token_columns!(), " WHERE token = $1");
 /// Parameters secret hash, capabilities, time, key.
 pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions (secret_hash, user_id, capabilities, created_at) \
      SELECT $1, id, $2, $3 FROM users WHERE public_key = $4";
@@ -365,6 +379,75 @@ pub(super) fn events(cursor: u64, limit: u32, filter: &EventFilter) -> (String, 
     (statement, params)
 }
 
+/// The statement of a page of users (as [`UserRow`]s), keyset-paginated on (order column, id): with a
+/// cursor, parameters the cursor user's order value, id, then the limit; without, the limit alone.
+/// Sign-up time has an index on (created_at, id); usage has none, so that the writes that move it keep
+/// touching no index of `users` (a listing by usage reads the table once and sorts it).
+pub(super) fn users_page(page: &UserPage<'_>) -> String {
+    let column = match page.order {
+        UserOrder::CreatedAt => "created_at",
+        UserOrder::UsedBytes => "used_bytes",
+    };
+    let (after, direction) = match page.reverse {
+        false => (">", "ASC"),
+        true => ("<", "DESC"),
+    };
+    let mut conditions = Vec::new();
+    match page.state {
+        UserState::All => {}
+        UserState::Enabled => conditions.push("NOT disabled".to_string()),
+        UserState::Disabled => conditions.push("disabled".to_string()),
+    }
+    let limit = if page.after.is_some() {
+        conditions.push(format!("({column}, id) {after} ($1, $2)"));
+        "$3"
+    } else {
+        "$1"
+    };
+    let conditions = match conditions.is_empty() {
+        true => "TRUE".to_string(),
+        false => conditions.join(" AND "),
+    };
+    format!(
+        concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE {} ORDER BY {} {}, id {} LIMIT {}"
+        ),
+        conditions, column, direction, direction, limit
+    )
+}
+
+/// The order value and id of a user listing's cursor from its [`CursorRow`].
+pub(super) fn user_position(
+    order: UserOrder,
+    (created_at, used_bytes, id): CursorRow,
+) -> (i64, i64) {
+    match order {
+        UserOrder::CreatedAt => (created_at, id),
+        UserOrder::UsedBytes => (used_bytes, id),
+    }
+}
+
+/// The statement of a page of signup tokens (as [`TokenRow`]s) by text: parameters the text to start
+/// after (`""` for the first page) and the limit.
+pub(super) fn tokens_page(state: TokenState) -> &'static str {
+    match state {
+        TokenState::All => concat!(
+            token_columns!(),
+            " WHERE token > $1 ORDER BY token LIMIT $2"
+        ),
+        TokenState::Used => concat!(
+            token_columns!(),
+            " WHERE token > $1 AND used_by IS NOT NULL ORDER BY token LIMIT $2"
+        ),
+        TokenState::Unused => concat!(
+            token_columns!(),
+            " WHERE token > $1 AND used_by IS NULL ORDER BY token LIMIT $2"
+        ),
+    }
+}
+
 // Rows.
 
 /// Key, disabled, used bytes, quota, sign-up time, limits.
@@ -380,8 +463,17 @@ pub(super) type SessionRow = (
     i64,
     Option<String>,
 );
-/// Token, creation time, redeemer.
-pub(super) type TokenRow = (String, i64, Option<String>);
+/// Token, creation time, redeemer, redemption time, quota, limits.
+pub(super) type TokenRow = (
+    String,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+/// A user's sign-up time, usage and id.
+pub(super) type CursorRow = (i64, i64, i64);
 /// Id, user key, client id, cnf, capabilities, issue time, expiry, revocation, creation time.
 pub(super) type GrantRow = (
     String,
@@ -504,11 +596,15 @@ pub(super) fn mint_check(stored: GrantRecord, grant: &NewGrant, now: i64) -> Min
 }
 
 /// A signup token from a [`TokenRow`].
-pub(super) fn signup_token((token, created_at, used_by): TokenRow) -> SignupTokenRecord {
+pub(super) fn signup_token(row: TokenRow) -> SignupTokenRecord {
+    let (token, created_at, used_by, used_at, quota, limits) = row;
     SignupTokenRecord {
         token,
         created_at,
         used_by,
+        used_at,
+        quota: Quota::from_column(quota),
+        limits: UserLimits::from_column(limits),
     }
 }
 
@@ -650,8 +746,9 @@ macro_rules! impl_metadata {
                 Accounts, BearerRecord, Counts, DeleteOutcome, Deleted, Entry, Event, EventFilter,
                 Files, GrantRecord, Grants, LockRefresh, Locks, Micros, MintBearer, MintOutcome,
                 NewEntry, NewLock, NewSession, NewSignupToken, Operations, PathScan, PutOutcome,
-                Quota, Result, SessionRecord, SignupOutcome, SignupTokenRecord, TakeOutcome, User,
-                UserLimits, WriteMode, group_commit, pop_nonces, query, sql,
+                Quota, Result, SessionRecord, SignupOutcome, SignupTokenRecord, TakeOutcome,
+                TokenPage, User, UserLimits, UserPage, WriteMode, group_commit, pop_nonces, query,
+                sql,
             };
             use $crate::path::EntryPath;
             use $crate::revocations::{Revocations, Revoked};
@@ -757,14 +854,25 @@ macro_rules! impl_metadata {
                     .await
                 }
 
-                async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>> {
-                    let rows: Vec<sql::UserRow> = sqlx::query_as(sql::LIST_USERS)
-                        .bind(after.unwrap_or_default())
-                        .bind(i64::from(limit))
+                async fn list_users(&self, page: &UserPage<'_>) -> Result<Option<Vec<User>>> {
+                    let statement = sql::users_page(page);
+                    let mut select = sqlx::query_as::<_, sql::UserRow>(&statement);
+                    if let Some(after) = page.after {
+                        let position = sqlx::query_as(sql::USER_POSITION).bind(after);
+                        let read = self.read_one(position, "read user listing cursor", |row| {
+                            sql::user_position(page.order, row)
+                        });
+                        let Some((value, id)) = read.await? else {
+                            return Ok(None);
+                        };
+                        select = select.bind(value).bind(id);
+                    }
+                    let rows = select
+                        .bind(i64::from(page.limit))
                         .fetch_all(&self.read)
                         .await
                         .map_err(query("list users"))?;
-                    Ok(rows.into_iter().map(sql::user).collect())
+                    Ok(Some(rows.into_iter().map(sql::user).collect()))
                 }
 
                 async fn create_signup_token(&self, token: &NewSignupToken<'_>) -> Result<()> {
@@ -787,12 +895,11 @@ macro_rules! impl_metadata {
 
                 async fn list_signup_tokens(
                     &self,
-                    after: Option<&str>,
-                    limit: u32,
+                    page: &TokenPage<'_>,
                 ) -> Result<Vec<SignupTokenRecord>> {
-                    let rows: Vec<sql::TokenRow> = sqlx::query_as(sql::LIST_SIGNUP_TOKENS)
-                        .bind(after.unwrap_or_default())
-                        .bind(i64::from(limit))
+                    let rows: Vec<sql::TokenRow> = sqlx::query_as(sql::tokens_page(page.state))
+                        .bind(page.after.unwrap_or_default())
+                        .bind(i64::from(page.limit))
                         .fetch_all(&self.read)
                         .await
                         .map_err(query("list signup tokens"))?;

@@ -76,7 +76,7 @@ async fn admin_routes_need_the_password() {
 }
 
 #[tokio::test]
-async fn admin_lists_users_and_tokens_and_deletes_entries() {
+async fn admin_counts_users_and_tokens_and_deletes_entries() {
     let app = TestApp::builder()
         .signup_mode(SignupMode::TokenRequired)
         .build()
@@ -87,38 +87,16 @@ async fn admin_lists_users_and_tokens_and_deletes_entries() {
             .body(Body::empty())
             .unwrap()
     };
-    let mut keys: Vec<String> = (0..3)
+    let keys: Vec<String> = (0..3)
         .map(|_| Keypair::random().public_key().z32())
         .collect();
-    keys.sort();
     for key in &keys {
         app.sign_up(key).await;
     }
-    let first = app.admin(admin(Method::GET, "/users?limit=2")).await;
-    let first: serde_json::Value = serde_json::from_slice(&first.body).unwrap();
-    assert_eq!(first["users"].as_array().unwrap().len(), 2);
-    assert_eq!(first["next_cursor"], keys[1].as_str());
-    let rest = app
-        .admin(admin(
-            Method::GET,
-            &format!("/users?limit=2&cursor={}", keys[1]),
-        ))
-        .await;
-    let rest: serde_json::Value = serde_json::from_slice(&rest.body).unwrap();
-    assert_eq!(rest["users"][0]["public_key"], keys[2].as_str());
-    assert_eq!(rest["next_cursor"], serde_json::Value::Null);
-
-    let token = app
+    let minted = app
         .admin(admin(Method::GET, "/generate_signup_token"))
-        .await
-        .text();
-    let tokens = app.admin(admin(Method::GET, "/signup_tokens")).await;
-    let tokens: serde_json::Value = serde_json::from_slice(&tokens.body).unwrap();
-    assert_eq!(tokens["signup_tokens"][0]["token"], token.as_str());
-    assert_eq!(
-        tokens["signup_tokens"][0]["used_by"],
-        serde_json::Value::Null
-    );
+        .await;
+    assert_eq!(minted.status, StatusCode::OK);
     let info = app.admin(admin(Method::GET, "/info")).await;
     let info: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
     assert_eq!(

@@ -2,6 +2,7 @@
 //! router over a Store on a temporary SQLite file and in-memory blobs.
 
 mod admin;
+mod admin_lists;
 mod auth;
 mod client;
 mod conditional;
