@@ -144,7 +144,7 @@ pub enum Protocol {
 }
 
 /// How a listener learns each request's client address.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClientAddress {
     /// `proxy_protocol` mode: connections from the trusted load balancers only, each starting with a PROXY
     /// preface that names the client. `None`: the TCP peer is the client.
