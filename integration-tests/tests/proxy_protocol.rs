@@ -5,12 +5,12 @@
 //! nginx names, on either listener; a v2 preface (binary, `PROXY` and `LOCAL`) works too; a forged
 //! preface from anyone else, a trusted peer without a preface and a stalling one are all closed unanswered.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use homestead_integration_tests::{TestNet, TestServer};
+use homestead_integration_tests::{TestNet, TestServer, eventually};
 use pubky::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -152,17 +152,16 @@ async fn feed_after(stream: TcpStream, preface: &[u8]) -> u16 {
 }
 
 /// A v2 `PROXY` preface for TCP over IPv4 from `source`, or a `LOCAL` one without addresses.
-fn v2(source: Option<SocketAddr>) -> Vec<u8> {
+fn v2(source: Option<SocketAddrV4>) -> Vec<u8> {
     let mut preface = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
     match source {
-        Some(SocketAddr::V4(source)) => {
+        Some(source) => {
             preface.extend_from_slice(&[0x21, 0x11, 0, 12]);
             preface.extend_from_slice(&source.ip().octets());
             preface.extend_from_slice(&[127, 0, 0, 1]);
             preface.extend_from_slice(&source.port().to_be_bytes());
             preface.extend_from_slice(&443u16.to_be_bytes());
         }
-        Some(SocketAddr::V6(_)) => unreachable!("IPv4 sources only"),
         None => preface.extend_from_slice(&[0x20, 0x00, 0, 0]),
     }
     preface
@@ -182,19 +181,15 @@ async fn refused(
     let answer = exchange(stream, bytes, Duration::from_secs(10)).await;
     assert_eq!(answer, "", "{peer} to {listener}: closed without an answer");
     let line = format!("peer={peer}");
-    homestead_integration_tests::eventually(
-        "the refusal is logged",
-        Duration::from_secs(5),
-        || {
-            let log = server.log();
-            let logged = log.lines().any(|l| {
-                l.contains("PROXY protocol: connection refused")
-                    && l.contains(&line)
-                    && l.contains(reason)
-            });
-            async move { if logged { Ok(()) } else { Err(log) } }
-        },
-    )
+    eventually("the refusal is logged", Duration::from_secs(5), || {
+        let log = server.log();
+        let logged = log.lines().any(|l| {
+            l.contains("PROXY protocol: connection refused")
+                && l.contains(&line)
+                && l.contains(reason)
+        });
+        async move { if logged { Ok(()) } else { Err(log) } }
+    })
     .await;
 }
 
