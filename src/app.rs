@@ -17,9 +17,10 @@ use pkarr::Keypair;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::listeners::{self, ConnectionLimits, Protocol};
+use crate::listeners::{self, ClientAddress, ConnectionLimits, Protocol};
 use crate::metrics::{self, Metrics};
 use crate::pkarr_record::{self, Advertised, SharedPublishStatus};
+use crate::proxy_protocol::ProxyProtocol;
 use crate::routes::admin::AdminFacts;
 use crate::routes::{self, AppParts, AppState};
 use crate::stack;
@@ -148,6 +149,14 @@ impl App {
             ..limits
         };
         let trusted = TrustedProxies::new(config.drive.trusted_proxies.clone());
+        let clients = |identity| ClientAddress {
+            proxy_protocol: ProxyProtocol::from_config(identity),
+            forwarded: trusted.clone(),
+        };
+        let direct = ClientAddress {
+            proxy_protocol: None,
+            forwarded: trusted.clone(),
+        };
         let mut listeners = Vec::new();
         let admin = if config.admin.enabled {
             let listener = listeners::bind("admin", config.admin.listen_socket).await?;
@@ -157,7 +166,7 @@ impl App {
                 listener,
                 Protocol::Http,
                 routes::admin_router(state.clone()),
-                trusted.clone(),
+                direct.clone(),
                 small_limits,
                 watch_shutdown.clone(),
             ));
@@ -173,7 +182,7 @@ impl App {
                 listener,
                 Protocol::Http,
                 metrics::router(metrics.clone()),
-                trusted.clone(),
+                direct,
                 small_limits,
                 watch_shutdown.clone(),
             ));
@@ -196,7 +205,7 @@ impl App {
             icann_listener,
             Protocol::Http,
             client_service.clone(),
-            trusted.clone(),
+            clients(&config.drive.icann_client_identity),
             limits,
             watch_shutdown.clone(),
         ));
@@ -206,7 +215,7 @@ impl App {
             tls_listener,
             Protocol::PubkyTls(acceptor),
             client_service,
-            trusted,
+            clients(&config.drive.pubky_client_identity),
             limits,
             watch_shutdown,
         ));

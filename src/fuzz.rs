@@ -402,6 +402,75 @@ fn fuzz_webdav() {
 }
 
 #[test]
+fn fuzz_proxy_prefaces() {
+    use std::net::IpAddr;
+
+    use crate::proxy_protocol::{Parsed, Source, V1_MAX, V2_MAX, V2_SIGNATURE, parse};
+    fuzz("proxy_prefaces", |input| {
+        // Read as a listener reads: exactly as many bytes as asked for.
+        let mut read = 0;
+        loop {
+            match parse(&input[..read]) {
+                Err(_) => {
+                    // What fails early fails whole too.
+                    assert!(parse(input).is_err());
+                    return;
+                }
+                Ok(Parsed::Incomplete(more)) => {
+                    assert!(more >= 1);
+                    read += more;
+                    if read > input.len() {
+                        return;
+                    }
+                }
+                Ok(Parsed::Complete { source, len }) => {
+                    assert_eq!(len, read, "never reads past the preface");
+                    assert_eq!(parse(input), Ok(Parsed::Complete { source, len }));
+                    break;
+                }
+            }
+        }
+        let Ok(Parsed::Complete { source, len }) = parse(input) else {
+            unreachable!()
+        };
+        let preface = &input[..len];
+        if preface.starts_with(&V2_SIGNATURE) {
+            // The length field covers the rest; a client is named by the first address and its port.
+            assert_eq!(
+                len,
+                16 + usize::from(u16::from_be_bytes([preface[14], preface[15]]))
+            );
+            assert!(len <= V2_MAX);
+            if let Source::Client(client) = source {
+                let (ip, port): (IpAddr, _) = match preface[13] {
+                    0x11 => (<[u8; 4]>::try_from(&preface[16..20]).unwrap().into(), 24),
+                    _ => (<[u8; 16]>::try_from(&preface[16..32]).unwrap().into(), 48),
+                };
+                assert_eq!(client.ip(), ip);
+                assert_eq!(
+                    client.port(),
+                    u16::from_be_bytes([preface[port], preface[port + 1]])
+                );
+            }
+        } else {
+            // One printable line; a client is named by its third and fifth fields.
+            assert!(len <= V1_MAX && preface.ends_with(b"\r\n"));
+            let line = std::str::from_utf8(&preface[..len - 2]).unwrap();
+            assert!(line.bytes().all(|b| (b' '..=b'~').contains(&b)), "{line:?}");
+            let fields: Vec<&str> = line.split(' ').collect();
+            match source {
+                Source::Client(client) => {
+                    assert_eq!(fields.len(), 6, "{line:?}");
+                    assert_eq!(fields[2].parse::<IpAddr>().unwrap(), client.ip());
+                    assert_eq!(fields[4], client.port().to_string());
+                }
+                Source::Peer => assert_eq!(fields[1], "UNKNOWN"),
+            }
+        }
+    });
+}
+
+#[test]
 fn fuzz_preconditions() {
     use homestead_backends::metadata::WriteMode;
     use http::header::{IF_MATCH, IF_NONE_MATCH, IF_UNMODIFIED_SINCE};

@@ -16,6 +16,7 @@ pub mod lookups;
 pub mod metrics;
 pub mod pkarr_record;
 pub mod preconditions;
+pub mod proxy_protocol;
 pub mod request_span;
 pub mod routes;
 pub mod server_key;

@@ -1,7 +1,8 @@
 //! The accept loops of the HTTP listeners: plain HTTP (ICANN and admin) and PubkyTLS. Every connection is
 //! served by hyper-util's HTTP/1 + HTTP/2 builder with the service behind a per-connection `PeerLayer`
 //! (which computes each request's client address, believing the trusted proxies), and watched so that
-//! shutdown can let in-flight requests finish.
+//! shutdown can let in-flight requests finish. In `proxy_protocol` mode a connection is first read for its
+//! PROXY preface (before the TLS handshake on PubkyTLS), which names the client.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tower::{Layer, Service};
+
+use crate::proxy_protocol::ProxyProtocol;
 
 /// How long shutdown waits for in-flight requests before closing their connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -140,6 +143,16 @@ pub enum Protocol {
     PubkyTls(TlsAcceptor),
 }
 
+/// How a listener learns each request's client address.
+#[derive(Debug, Clone)]
+pub struct ClientAddress {
+    /// `proxy_protocol` mode: connections from the trusted load balancers only, each starting with a PROXY
+    /// preface that names the client. `None`: the TCP peer is the client.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// HTTP reverse proxies whose `X-Forwarded-For` names the client of a request.
+    pub forwarded: TrustedProxies,
+}
+
 /// What a listener can serve: a router, or the client API's host dispatch.
 pub trait Served:
     Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send>
@@ -160,14 +173,13 @@ impl<S> Served for S where
 }
 
 /// Serves `service` on `listener` until `shutdown` changes (or its sender is dropped), then drains
-/// connections for at most [`SHUTDOWN_GRACE`]. Forwarded client addresses are believed from `trusted`
-/// proxies only.
+/// connections for at most [`SHUTDOWN_GRACE`]. Each request's client address is found as `clients` says.
 pub fn spawn<S: Served>(
     name: &'static str,
     listener: TcpListener,
     protocol: Protocol,
     service: S,
-    trusted: TrustedProxies,
+    clients: ClientAddress,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -209,20 +221,17 @@ pub fn spawn<S: Served>(
             let connection = Connection {
                 builder: builder.clone(),
                 service: service.clone(),
-                trusted: trusted.clone(),
+                trusted: clients.forwarded.clone(),
                 remote,
                 watcher: graceful.watcher(),
                 limits,
                 _slot: slot,
             };
-            match &protocol {
-                Protocol::Http => {
-                    tokio::spawn(connection.serve(stream, Transport::Icann));
-                }
-                Protocol::PubkyTls(acceptor) => {
-                    tokio::spawn(connection.serve_tls(acceptor.clone(), stream));
-                }
-            }
+            tokio::spawn(connection.start(
+                stream,
+                protocol.clone(),
+                clients.proxy_protocol.clone(),
+            ));
         }
         drop(listener);
         tokio::select! {
@@ -238,6 +247,7 @@ struct Connection<S> {
     builder: auto::Builder<TokioExecutor>,
     service: S,
     trusted: TrustedProxies,
+    /// The TCP peer, then the client a PROXY preface names.
     remote: SocketAddr,
     watcher: hyper_util::server::graceful::Watcher,
     limits: ConnectionLimits,
@@ -246,6 +256,31 @@ struct Connection<S> {
 }
 
 impl<S: Served> Connection<S> {
+    async fn start(
+        mut self,
+        mut stream: TcpStream,
+        protocol: Protocol,
+        proxy_protocol: Option<ProxyProtocol>,
+    ) {
+        if let Some(proxy_protocol) = proxy_protocol {
+            let timeout = self.limits.header_read_timeout;
+            match proxy_protocol
+                .accept(&mut stream, self.remote, timeout)
+                .await
+            {
+                Ok(client) => self.remote = client,
+                Err(refused) => {
+                    tracing::debug!(peer = %self.remote, %refused, "PROXY protocol: connection refused");
+                    return;
+                }
+            }
+        }
+        match protocol {
+            Protocol::Http => self.serve(stream, Transport::Icann).await,
+            Protocol::PubkyTls(acceptor) => self.serve_tls(acceptor, stream).await,
+        }
+    }
+
     async fn serve_tls(self, acceptor: TlsAcceptor, stream: TcpStream) {
         let handshake =
             tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream)).await;

@@ -12,6 +12,7 @@
 //! assert!(!loaded.config.admin.enabled);
 //! ```
 
+mod client_identity;
 mod data_dir;
 mod env;
 mod sections;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Table;
 
+pub use client_identity::ClientIdentity;
 pub use data_dir::{DataDir, default_data_dir};
 pub use env::{FLAG_VARS, PREFIX as ENV_PREFIX};
 pub use sections::{

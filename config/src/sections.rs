@@ -6,6 +6,7 @@ use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 
 use serde::{Deserialize, Serialize};
 
+use crate::client_identity::ClientIdentity;
 use crate::values::{
     Bandwidth, DatabaseUrl, HostPort, Hostname, IpRange, LimitKey, LogLevel, Method, ModuleLevel,
     PathGlob, RelayUrl, RequestQuota, SignupMode, StorageType, ip_address, socket_address,
@@ -50,6 +51,10 @@ pub struct Drive {
     /// Homestead: reverse proxies whose `X-Forwarded-For`/`X-Real-IP` name the client; the headers of
     /// anyone else are ignored.
     pub trusted_proxies: Vec<IpRange>,
+    /// How the ICANN listener learns the client's address: the TCP peer, or a PROXY protocol preface.
+    pub icann_client_identity: ClientIdentity,
+    /// How the PubkyTLS listener learns the client's address (the preface precedes the TLS handshake).
+    pub pubky_client_identity: ClientIdentity,
     /// Homestead: seconds a client may take to send a request's headers (or finish a TLS handshake).
     pub header_read_timeout_secs: NonZeroU64,
     /// Homestead: seconds a connection may stay without any traffic before it is closed.
@@ -85,6 +90,8 @@ impl Default for Drive {
             }],
             max_body_bytes: 100 << 20,
             trusted_proxies: Vec::new(),
+            icann_client_identity: ClientIdentity::Direct,
+            pubky_client_identity: ClientIdentity::Direct,
             header_read_timeout_secs: NonZeroU64::new(30).expect("non-zero"),
             idle_timeout_secs: NonZeroU64::new(120).expect("non-zero"),
             body_read_timeout_secs: NonZeroU64::new(60).expect("non-zero"),

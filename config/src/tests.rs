@@ -679,6 +679,81 @@ fn trusted_proxies_are_addresses_or_ranges() {
 }
 
 #[test]
+fn client_identity_is_direct_or_the_proxy_protocol_from_trusted_ranges() {
+    let drive = |text: &str| load(&format!("[drive]\n{text}")).map(|l| l.config.drive);
+    let defaults = drive("").unwrap();
+    assert_eq!(defaults.icann_client_identity, ClientIdentity::Direct);
+    assert_eq!(defaults.pubky_client_identity, ClientIdentity::Direct);
+    let set = drive(
+        "icann_client_identity = { mode = \"direct\" }\n\
+         pubky_client_identity = { mode = \"proxy_protocol\", trusted_proxies = [\"127.0.0.1/32\", \"fd00::/8\"] }",
+    )
+    .unwrap();
+    assert_eq!(set.icann_client_identity, ClientIdentity::Direct);
+    let ClientIdentity::ProxyProtocol { trusted_proxies } = &set.pubky_client_identity else {
+        panic!("{:?}", set.pubky_client_identity);
+    };
+    assert_eq!(trusted_proxies.len(), 2);
+    assert!(trusted_proxies[1].contains("fd12::1".parse().unwrap()));
+    // The environment takes the same inline table.
+    let env = load_env(
+        "",
+        &[
+            ("HOMESTEAD_ADMIN__ADMIN_PASSWORD", PASSWORD),
+            (
+                "HOMESTEAD_DRIVE__ICANN_CLIENT_IDENTITY",
+                "{ mode = \"proxy_protocol\", trusted_proxies = [\"10.0.0.0/8\"] }",
+            ),
+        ],
+    )
+    .unwrap();
+    assert!(matches!(
+        env.config.drive.icann_client_identity,
+        ClientIdentity::ProxyProtocol { .. }
+    ));
+
+    let cases = [
+        (
+            "icann_client_identity = { mode = \"proxy_protocol\" }",
+            "`drive.icann_client_identity`: mode = \"proxy_protocol\" needs a non-empty `trusted_proxies`",
+        ),
+        (
+            "pubky_client_identity = { mode = \"proxy_protocol\", trusted_proxies = [] }",
+            "`drive.pubky_client_identity`: mode = \"proxy_protocol\" needs a non-empty `trusted_proxies`",
+        ),
+        (
+            "pubky_client_identity = { mode = \"direct\", trusted_proxies = [\"127.0.0.1\"] }",
+            "`trusted_proxies` is only used with mode = \"proxy_protocol\"",
+        ),
+        (
+            "icann_client_identity = { mode = \"proxy_protocol\", trusted_proxies = [\"10.0.0.0/8\"], \
+             trusted = [] }",
+            "`drive.icann_client_identity.trusted`: unknown field `trusted`",
+        ),
+        (
+            "icann_client_identity = { mode = \"haproxy\" }",
+            "unknown variant `haproxy`, expected `direct` or `proxy_protocol`",
+        ),
+        (
+            "icann_client_identity = { trusted_proxies = [\"10.0.0.0/8\"] }",
+            "missing field `mode`",
+        ),
+        (
+            "icann_client_identity = { mode = \"proxy_protocol\", trusted_proxies = [\"10.0.0.0/40\"] }",
+            "`drive.icann_client_identity.trusted_proxies[0]`: `10.0.0.0/40` is not an IP address",
+        ),
+        (
+            "icann_client_identity = \"direct\"",
+            "`drive.icann_client_identity`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = drive(text).unwrap_err().to_string();
+        assert!(err.contains(expected), "{text}: {err}");
+    }
+}
+
+#[test]
 fn the_admin_listener_needs_a_long_password_of_its_own() {
     let unset = load_env("", &[]).unwrap_err().to_string();
     assert!(

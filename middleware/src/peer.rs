@@ -1,10 +1,11 @@
 //! Connection facts for every request: which listener it came through, the TLS server name the client
-//! asked for, the TCP peer, and the client address (computed here once; every layer and handler reads it
-//! from the [`Peer`] extension). The listener builds one [`PeerLayer`] per accepted connection.
+//! asked for, the connection's client, and the client address (computed here once; every layer and handler
+//! reads it from the [`Peer`] extension). The listener builds one [`PeerLayer`] per accepted connection.
 //!
-//! The client address is the TCP peer. `X-Forwarded-For` and `X-Real-IP` are believed only when the peer
-//! is a trusted proxy (the reference believes them from anyone, which lets anyone dodge limits); the
-//! forwarded chain is read from the right, skipping trusted proxies, so a client cannot prepend a fake.
+//! The connection's client is the TCP peer, or in `proxy_protocol` mode the source the load balancer's PROXY
+//! preface named (the listener reads it). `X-Forwarded-For` and `X-Real-IP` are believed only when that
+//! address is a trusted proxy (the reference believes them from anyone, which lets anyone dodge limits);
+//! the forwarded chain is read from the right, skipping trusted proxies, so a client cannot prepend a fake.
 //!
 //! ```
 //! use homestead_middleware::{Peer, PeerLayer, Transport, TrustedProxies};
@@ -43,9 +44,9 @@ pub enum Transport {
 pub struct Peer {
     /// Which listener.
     pub transport: Transport,
-    /// The TCP peer's address.
+    /// The connection's client: the TCP peer, or the source a PROXY protocol preface named.
     pub remote: SocketAddr,
-    /// The client's address: the TCP peer, or what a trusted proxy says the client was. Rate limits,
+    /// The client's address: the connection's client, or what a trusted HTTP proxy says the client was. Rate limits,
     /// bandwidth buckets and stream slots count by it.
     pub client_ip: IpAddr,
 }
