@@ -224,8 +224,7 @@ module_levels = ["pubky_homeserver=debug", "tower_http=debug"]
 
 #[test]
 fn a_0_17_1_config_with_the_new_keys_is_accepted() {
-    // Every key of PROTOCOL-0.17 §21 (the client identity keys join this test with the PROXY protocol),
-    // on top of the 0.9.3 keys, which 0.17.1 keeps unchanged.
+    // Every key of PROTOCOL-0.17 §21, on top of the 0.9.3 keys, which 0.17.1 keeps unchanged.
     let text = r#"
 [general]
 database_url = "postgres://localhost:5432/pubky_homeserver"
@@ -236,6 +235,8 @@ user_storage_quota_mb = 0
 pubky_listen_socket = "0.0.0.0:6287"
 icann_listen_socket = "0.0.0.0:6286"
 websites = false
+icann_client_identity = { mode = "proxy_protocol", trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8"] }
+pubky_client_identity = { mode = "direct" }
 
 [storage]
 type = "file_system"
@@ -262,6 +263,11 @@ module_levels = []
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let c = loaded.config;
     assert!(!c.drive.websites);
+    assert!(matches!(
+        &c.drive.icann_client_identity,
+        ClientIdentity::ProxyProtocol { trusted_proxies } if trusted_proxies.len() == 2
+    ));
+    assert_eq!(c.drive.pubky_client_identity, ClientIdentity::Direct);
     assert_eq!(c.pkdns.relay_request_timeout_ms.unwrap().get(), 5000);
     assert_eq!(c.pkdns.dht_request_timeout_ms.unwrap().get(), 2000);
     assert_eq!(c.storage.default_quota_mb, Some(500));
