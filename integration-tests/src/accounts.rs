@@ -39,6 +39,18 @@ impl Account {
         .await
     }
 
+    /// Signs the same user in again with `capabilities`; the new session's cookie as `name=secret`.
+    pub async fn signin_with(&self, server: &TestServer, capabilities: Capabilities) -> String {
+        let response = reqwest::Client::new()
+            .post(format!("{}/session", server.icann_url()))
+            .body(AuthToken::sign(&self.keypair, capabilities).serialize())
+            .send()
+            .await
+            .expect("signin request");
+        assert_eq!(response.status(), 200, "signin");
+        session_cookie(&response)
+    }
+
     async fn signup_at_with(icann_url: &str, capabilities: Capabilities) -> Self {
         let keypair = Keypair::random();
         let response = reqwest::Client::new()
@@ -48,17 +60,22 @@ impl Account {
             .await
             .expect("signup request");
         assert_eq!(response.status(), 200, "signup");
-        let cookie = response.headers()["set-cookie"]
-            .to_str()
-            .expect("ASCII cookie")
-            .split(';')
-            .next()
-            .expect("name=value")
-            .to_string();
+        let cookie = session_cookie(&response);
         Self {
             z32: keypair.public_key().z32(),
             keypair,
             cookie,
         }
     }
+}
+
+/// The `name=secret` pair of a response's session cookie.
+fn session_cookie(response: &reqwest::Response) -> String {
+    response.headers()["set-cookie"]
+        .to_str()
+        .expect("ASCII cookie")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_string()
 }

@@ -595,3 +595,397 @@ async fn the_operator_deletes_private_entries() {
         outside.text()
     );
 }
+
+/// The handler's `Vary` lines (the CORS layer adds its own, which is left out).
+fn handler_vary(answer: &Answer) -> Vec<String> {
+    all(answer, header::VARY)
+        .into_iter()
+        .filter(|v| !v.starts_with("origin"))
+        .collect()
+}
+
+/// An answer's `Cache-Control`, handler `Vary` lines and whether it has an `ETag`.
+type CacheFacts = (String, Vec<String>, bool);
+
+/// A row of the caching table: what, method, URI, headers, status, and the expected `Cache-Control`,
+/// handler `Vary` lines and whether there is an `ETag`.
+type Row<'a> = (
+    &'a str,
+    Method,
+    String,
+    Vec<(&'a str, &'a str)>,
+    u16,
+    String,
+    Vec<String>,
+    bool,
+);
+
+/// The [`CacheFacts`] of an answer.
+fn cache_facts(answer: &Answer) -> CacheFacts {
+    let cache = answer.header(header::CACHE_CONTROL).to_string();
+    (
+        cache,
+        handler_vary(answer),
+        !answer.header(header::ETAG).is_empty(),
+    )
+}
+
+#[tokio::test]
+async fn caching_headers_follow_the_table() {
+    let owner = Owner::new().await;
+    let app = &owner.app;
+    let key = owner.key.as_str();
+    let put = owner.legacy(Method::PUT, "/pub/f", Body::from("public"));
+    assert_eq!(app.client(put).await.status, StatusCode::CREATED);
+    let reader = owner.bearer(&["/priv/app/:r"], "reader").await;
+    let etag = call(app, Method::GET, "/pub/f", &[("pubky-host", key)]).await;
+    let etag = etag.header(header::ETAG).to_string();
+    let private_etag = with_bearer(
+        app,
+        Method::GET,
+        &format!("/storage/{key}/priv/app/x"),
+        &reader,
+    )
+    .await
+    .header(header::ETAG)
+    .to_string();
+    let bearer_header = format!("Bearer {reader}");
+    let host = [("pubky-host", key)];
+    let revalidate = || "private, must-revalidate".to_string();
+    let none: Vec<String> = Vec::new();
+    let by_host = vec!["pubky-host".to_string()];
+    let private_legacy = vec!["pubky-host, Authorization, Cookie".to_string()];
+    let private_addressed = vec!["Authorization, Cookie".to_string()];
+    let no_store = || "no-store".to_string();
+    // (what, method, uri, headers, status, Cache-Control, handler Vary lines, has an ETag)
+    let rows: Vec<Row> = vec![
+        (
+            "legacy /pub/ file",
+            Method::GET,
+            "/pub/f".into(),
+            host.to_vec(),
+            200,
+            revalidate(),
+            by_host.clone(),
+            true,
+        ),
+        (
+            "legacy /pub/ 304",
+            Method::GET,
+            "/pub/f".into(),
+            vec![("pubky-host", key), ("if-none-match", &etag)],
+            304,
+            revalidate(),
+            by_host.clone(),
+            true,
+        ),
+        (
+            "legacy /pub/ HEAD",
+            Method::HEAD,
+            "/pub/f".into(),
+            host.to_vec(),
+            200,
+            revalidate(),
+            by_host.clone(),
+            true,
+        ),
+        (
+            "legacy /pub/ listing",
+            Method::GET,
+            "/pub/".into(),
+            host.to_vec(),
+            200,
+            String::new(),
+            by_host.clone(),
+            false,
+        ),
+        (
+            "legacy /pub/ error",
+            Method::GET,
+            "/pub/none".into(),
+            host.to_vec(),
+            404,
+            String::new(),
+            none.clone(),
+            false,
+        ),
+        (
+            "addressed /pub/ file",
+            Method::GET,
+            format!("/storage/{key}/pub/f"),
+            vec![],
+            200,
+            revalidate(),
+            none.clone(),
+            true,
+        ),
+        (
+            "addressed /pub/ 304",
+            Method::GET,
+            format!("/storage/{key}/pub/f"),
+            vec![("if-none-match", &etag)],
+            304,
+            revalidate(),
+            none.clone(),
+            true,
+        ),
+        (
+            "addressed /pub/ HEAD",
+            Method::HEAD,
+            format!("/storage/{key}/pub/f"),
+            vec![],
+            200,
+            revalidate(),
+            none.clone(),
+            true,
+        ),
+        (
+            "addressed /pub/ listing",
+            Method::GET,
+            format!("/storage/{key}/pub/"),
+            vec![],
+            200,
+            String::new(),
+            none.clone(),
+            false,
+        ),
+        (
+            "legacy private 200",
+            Method::GET,
+            "/priv/app/x".into(),
+            vec![("pubky-host", key), ("authorization", &bearer_header)],
+            200,
+            no_store(),
+            private_legacy.clone(),
+            true,
+        ),
+        (
+            "legacy private 401",
+            Method::GET,
+            "/priv/app/x".into(),
+            host.to_vec(),
+            401,
+            no_store(),
+            private_legacy.clone(),
+            false,
+        ),
+        (
+            "addressed private 304",
+            Method::GET,
+            format!("/storage/{key}/priv/app/x"),
+            vec![
+                ("authorization", &bearer_header),
+                ("if-none-match", &private_etag),
+            ],
+            304,
+            no_store(),
+            private_addressed.clone(),
+            true,
+        ),
+        (
+            "addressed private 404",
+            Method::GET,
+            format!("/storage/{key}/priv/app/none"),
+            vec![("authorization", &bearer_header)],
+            404,
+            no_store(),
+            private_addressed.clone(),
+            false,
+        ),
+        (
+            "addressed private 403 PUT",
+            Method::PUT,
+            format!("/storage/{key}/priv/app/x"),
+            vec![("authorization", &bearer_header)],
+            403,
+            no_store(),
+            private_addressed.clone(),
+            false,
+        ),
+        (
+            "addressed private 405",
+            Method::POST,
+            format!("/storage/{key}/priv/app/x"),
+            vec![("authorization", &bearer_header)],
+            405,
+            no_store(),
+            private_addressed.clone(),
+            false,
+        ),
+        (
+            "events-stream 200",
+            Method::GET,
+            format!("/events-stream?user={key}"),
+            vec![],
+            200,
+            no_store(),
+            private_legacy.clone(),
+            false,
+        ),
+        (
+            "events-stream 400",
+            Method::GET,
+            "/events-stream".into(),
+            vec![],
+            400,
+            no_store(),
+            private_legacy.clone(),
+            false,
+        ),
+        (
+            "events-stream 405",
+            Method::HEAD,
+            format!("/events-stream?user={key}"),
+            vec![],
+            405,
+            no_store(),
+            private_legacy.clone(),
+            false,
+        ),
+        (
+            "/info",
+            Method::GET,
+            "/info".into(),
+            vec![],
+            200,
+            no_store(),
+            none.clone(),
+            false,
+        ),
+        (
+            "grant session",
+            Method::GET,
+            "/auth/grant/session".into(),
+            vec![("authorization", &bearer_header)],
+            200,
+            String::new(),
+            none.clone(),
+            false,
+        ),
+    ];
+    for (what, method, uri, headers, status, cache, vary, etag) in rows {
+        let answer = call(app, method, &uri, &headers).await;
+        assert_eq!(answer.status.as_u16(), status, "{what}: {}", answer.text());
+        assert_eq!(cache_facts(&answer), (cache, vary, etag), "{what}");
+    }
+}
+
+#[tokio::test]
+async fn the_operator_streams_every_event_private_ones_included() {
+    let owner = Owner::new().await;
+    let app = &owner.app;
+    let other = Keypair::random().public_key().z32();
+    app.sign_up(&other).await;
+    app.write(&owner.key, "/pub/a", "1").await;
+    app.write(&other, "/pub/b", "2").await;
+    let stream = |query: String, method: Method| {
+        request(method, &format!("/events-stream?{query}"))
+            .header("x-admin-password", "secret")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let all = app.admin(stream(String::new(), Method::GET)).await;
+    assert_eq!(all.status, StatusCode::OK);
+    assert_eq!(all.header(header::CACHE_CONTROL), "no-store");
+    assert_eq!(all.header(header::CONTENT_TYPE), "text/event-stream");
+    let text = all.text();
+    let order = ["/priv/app/x", "/pub/a", "/pub/b"];
+    let found: Vec<usize> = order.iter().map(|p| text.find(p).expect(p)).collect();
+    assert!(
+        found.windows(2).all(|w| w[0] < w[1]),
+        "one global order: {text}"
+    );
+    // One user, a path union, a global cursor, a limit, newest first.
+    let mine = app
+        .admin(stream(
+            format!("user={}&path=/priv/&path=/pub/a", owner.key),
+            Method::GET,
+        ))
+        .await;
+    assert_eq!(
+        mine.text().matches("event: PUT").count(),
+        2,
+        "{}",
+        mine.text()
+    );
+    let cursor = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: cursor: "))
+        .unwrap();
+    let after = app
+        .admin(stream(format!("cursor={cursor}"), Method::GET))
+        .await
+        .text();
+    assert!(
+        !after.contains("/priv/app/x") && after.contains("/pub/b"),
+        "{after}"
+    );
+    let newest = app
+        .admin(stream("reverse=true&limit=1".into(), Method::GET))
+        .await
+        .text();
+    assert!(
+        newest.contains("/pub/b") && newest.matches("event:").count() == 1,
+        "{newest}"
+    );
+    for (query, status, text) in [
+        (
+            "limit=0".to_string(),
+            400,
+            "limit must be at least 1".to_string(),
+        ),
+        (
+            "live=true&reverse=true".into(),
+            400,
+            "Cannot use live mode with reverse ordering".into(),
+        ),
+        ("user=nokey".into(), 400, "Invalid public key: nokey".into()),
+        (
+            format!("user={}", Keypair::random().public_key().z32()),
+            404,
+            "Not Found".into(),
+        ),
+        ("cursor=%21".into(), 400, "Invalid cursor".into()),
+        ("path=/pub/%00".into(), 400, "Invalid path: /pub/\0".into()),
+    ] {
+        expect(
+            &app.admin(stream(query.clone(), Method::GET)).await,
+            status,
+            &text,
+        );
+    }
+    let head = app.admin(stream(String::new(), Method::HEAD)).await;
+    assert_eq!(head.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(head.header(header::ALLOW), "GET");
+    let no_password = request(Method::GET, "/events-stream")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.admin(no_password).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn private_files_take_locks_like_public_ones() {
+    let owner = Owner::new().await;
+    let app = &owner.app;
+    let uri = format!("/storage/{}/priv/app/x", owner.key);
+    let lock = |token: &str| {
+        request(Method::from_bytes(b"LOCK").unwrap(), &uri)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let reader = owner.bearer(&["/priv/app/:r"], "reader").await;
+    expect(&app.client(lock(&reader)).await, 403, NO_WRITE);
+    let writer = owner.bearer(&["/priv/app/:w"], "writer").await;
+    let locked = app.client(lock(&writer)).await;
+    assert_eq!(locked.status, StatusCode::OK, "{}", locked.text());
+    assert_private_headers(&locked, false);
+    let put = request(Method::PUT, &uri)
+        .header(header::AUTHORIZATION, format!("Bearer {writer}"))
+        .body(Body::from("other"))
+        .unwrap();
+    expect(&app.client(put).await, 423, "Resource is locked");
+}
