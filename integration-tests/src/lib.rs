@@ -17,6 +17,7 @@
 //! PostgreSQL connection allowed to create databases), `TEST_S3_ENDPOINT` (an S3-compatible server).
 
 mod accounts;
+mod nginx;
 mod outages;
 mod resources;
 mod server;
@@ -24,6 +25,7 @@ mod support;
 mod testnet;
 
 pub use accounts::Account;
+pub use nginx::{nginx_user_line, start_nginx};
 pub use outages::{CuttableProxy, PrivatePostgres, socket_of};
 pub use resources::{TestBucket, TestDatabase};
 pub use server::{ADMIN_PASSWORD, Blobs, Metadata, TestServer, TestServerBuilder, binary};

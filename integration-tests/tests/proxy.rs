@@ -5,13 +5,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use homestead_integration_tests::TestNet;
+use homestead_integration_tests::{TestNet, nginx_user_line, start_nginx};
 use pubky::{AuthToken, Capabilities, Capability, Keypair};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const DOMAIN: &str = "homeserver.example.com";
 
@@ -78,31 +77,13 @@ impl Nginx {
                 key.to_str().unwrap(),
             );
         let d = dir.display();
-        let user = if unsafe { libc::geteuid() } == 0 {
-            "user root;"
-        } else {
-            ""
-        };
+        let user = nginx_user_line();
         let config = format!(
             "{user}\nworker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nevents {{}}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{site}\n}}\n"
         );
-        let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config).unwrap();
-        let nginx = std::env::var("TEST_NGINX_BIN").unwrap_or_else(|_| "nginx".into());
-        let child = Command::new(nginx)
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nginx (scripts/test installs it)");
+        let child = start_nginx(dir, &config);
         let tls = SocketAddr::from(([127, 0, 0, 1], tls_port));
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(tls).await.is_ok() {

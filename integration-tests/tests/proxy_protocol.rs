@@ -7,14 +7,13 @@
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use homestead_integration_tests::{TestNet, TestServer, eventually};
+use homestead_integration_tests::{TestNet, TestServer, eventually, nginx_user_line, start_nginx};
 use pubky::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// Where nginx connects from, and the only address Homestead trusts.
 const BALANCER: &str = "127.0.0.2";
@@ -69,29 +68,12 @@ impl Nginx {
             })
             .collect();
         let d = dir.display();
-        let user = if unsafe { libc::geteuid() } == 0 {
-            "user root;"
-        } else {
-            ""
-        };
+        let user = nginx_user_line();
         let config = format!(
             "{load_stream}\n{user}\nworker_processes 1;\nerror_log {d}/error.log info;\n\
              pid {d}/nginx.pid;\nevents {{}}\nstream {{\n{servers}}}\n"
         );
-        let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, &config).unwrap();
-        let child = Command::new(nginx)
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nginx");
+        let child = start_nginx(dir, &config);
         for (front, _) in routes {
             let mut up = false;
             for _ in 0..100 {

@@ -182,6 +182,26 @@ impl Drop for OpenStream {
     }
 }
 
+/// Hands events to the client in order, moving the cursors and counting against the limit.
+struct Delivery {
+    out: mpsc::Sender<Bytes>,
+    cursors: Cursors,
+    sent: usize,
+    limit: Option<usize>,
+}
+
+impl Delivery {
+    /// Sends `event`; false once the stream is over (the client left, or the limit is reached).
+    async fn send(&mut self, event: &Event) -> bool {
+        self.cursors.advance(event);
+        if self.out.send(frame(event)).await.is_err() {
+            return false;
+        }
+        self.sent += 1;
+        self.limit.is_none_or(|limit| self.sent < limit)
+    }
+}
+
 /// Writes the stream into `out` until done, the limit is reached, the client leaves or falls behind.
 async fn run_stream(
     stream: Stream,
@@ -196,13 +216,15 @@ async fn run_stream(
     } = stream;
     let _open = OpenStream::new(metrics.clone());
     let mut guard = request.guard;
-    let mut cursors = request.cursors;
-    let limit = request.limit.map(|l| usize::from(l).max(1));
-    let mut sent = 0usize;
-    let done = |sent: usize| limit.is_some_and(|limit| sent >= limit);
+    let mut delivery = Delivery {
+        out,
+        cursors: request.cursors,
+        sent: 0,
+        limit: request.limit.map(usize::from),
+    };
     // History, in batches across all users.
     loop {
-        let (cursor, filter) = cursors.next_batch(&request.paths, request.reverse);
+        let (cursor, filter) = delivery.cursors.next_batch(&request.paths, request.reverse);
         let started = Instant::now();
         let batch = match store.events(cursor, BATCH, &filter).await {
             Ok(batch) => {
@@ -213,7 +235,8 @@ async fn run_stream(
             }
             Err(err) => {
                 tracing::warn!(%err, "reading stream history failed");
-                let _ = out
+                let _ = delivery
+                    .out
                     .send(Bytes::from(
                         ": storage unavailable, reconnect with your cursors\n\n",
                     ))
@@ -232,15 +255,7 @@ async fn run_stream(
             return;
         }
         for event in batch {
-            if guard.as_mut().is_some_and(Guard::signalled) {
-                return;
-            }
-            cursors.advance(&event);
-            if out.send(frame(&event)).await.is_err() {
-                return;
-            }
-            sent += 1;
-            if done(sent) {
+            if guard.as_mut().is_some_and(Guard::signalled) || !delivery.send(&event).await {
                 return;
             }
         }
@@ -257,13 +272,18 @@ async fn run_stream(
             }
         };
         let next = tokio::select! {
-            () = out.closed() => return,
+            () = delivery.out.closed() => return,
             () = revoked => return,
             next = tokio::time::timeout(keep_alive, live.recv()) => next,
         };
         let event = match next {
             Err(_) => {
-                if out.send(Bytes::from_static(b":\n\n")).await.is_err() {
+                if delivery
+                    .out
+                    .send(Bytes::from_static(b":\n\n"))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 continue;
@@ -277,7 +297,8 @@ async fn run_stream(
             Ok(Err(broadcast::error::RecvError::Lagged(missed))) => {
                 metrics.stream_lagged.add(1, &[]);
                 tracing::debug!(missed, "closing a live stream that fell behind");
-                let _ = out
+                let _ = delivery
+                    .out
                     .send(Bytes::from(format!(
                         ": fell behind by {missed} events; reconnect with your cursors\n\n"
                     )))
@@ -286,7 +307,7 @@ async fn run_stream(
             }
             Ok(Err(broadcast::error::RecvError::Closed)) => return,
         };
-        let wanted = cursors.admits(&event) && wanted_path(&request.paths, &event.path);
+        let wanted = delivery.cursors.admits(&event) && wanted_path(&request.paths, &event.path);
         if !wanted {
             continue;
         }
@@ -296,12 +317,7 @@ async fn run_stream(
                 return;
             }
         }
-        cursors.advance(&event);
-        if out.send(frame(&event)).await.is_err() {
-            return;
-        }
-        sent += 1;
-        if done(sent) {
+        if !delivery.send(&event).await {
             return;
         }
     }

@@ -60,8 +60,9 @@ where
     matches!(tokio::time::timeout(limit, stream.next()).await, Ok(None))
 }
 
-/// One user's private files and private stream through `session`, signed out at the end.
-async fn private_life(net: &TestNet, server: &TestServer, session: PubkySession) {
+/// One user's private files and private stream through `session`, signed out at the end; `stranger` is a
+/// bearer of another user.
+async fn private_life(net: &TestNet, server: &TestServer, session: PubkySession, stranger: &str) {
     let user = session.info().public_key().clone();
     let storage = session.storage();
     put_created(&storage, "/priv/private.app/note.txt", "secret").await;
@@ -84,6 +85,12 @@ async fn private_life(net: &TestNet, server: &TestServer, session: PubkySession)
             }
         }
     }
+    let path = storage_path(&user, "/priv/private.app/note.txt");
+    let (status, body) = bearer_call(server, Method::GET, &path, stranger, &[], "").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (403, "Session user does not match target tenant")
+    );
     let public = net.pubky().public_storage();
     let refused = public
         .get(format!("pubky{}/priv/private.app/note.txt", user.z32()))
@@ -158,18 +165,23 @@ async fn private_suite(metadata: Metadata, blobs: Blobs) {
         .serve(net.server().metadata(metadata).blobs(blobs))
         .await;
     let signer = net.signed_up(&server).await;
+    let other = net.signed_up(&server).await;
+    let bearer_of = |session: PubkySession| async move {
+        session.as_grant().expect("grant").current_bearer().await
+    };
+    let others = other.signin(client_id("other.app")).await.expect("signin");
     let grant = signer
         .signin(client_id("private.app"))
         .await
         .expect("grant signin");
-    private_life(&net, &server, grant).await;
-    let other = net.signed_up(&server).await;
+    private_life(&net, &server, grant, &bearer_of(others).await).await;
+    let signers = signer.signin(client_id("other.app")).await.expect("signin");
     #[expect(
         deprecated,
         reason = "the deprecated cookie session reads and follows private data too"
     )]
     let cookie = other.signin_cookie().await.expect("cookie signin");
-    private_life(&net, &server, cookie).await;
+    private_life(&net, &server, cookie, &bearer_of(signers).await).await;
 }
 
 homestead_sdk_0_17_tests::on_main_backend_pairs!(private_suite: private_data_on_sqlite_fs, private_data_on_postgres_s3);

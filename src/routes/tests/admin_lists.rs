@@ -71,6 +71,16 @@ async fn four_users(app: &TestApp) -> Vec<String> {
     keys
 }
 
+/// Asserts the 400 of a query string that does not parse (§19.1).
+fn refused_query(answer: &Answer, query: &str) {
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{query}");
+    let text = answer.text();
+    assert!(
+        text.starts_with("Failed to deserialize query string: "),
+        "{query}: {text}"
+    );
+}
+
 #[tokio::test]
 async fn users_are_listed_with_the_reference_fields_in_its_order() {
     let app = TestApp::builder().build().await;
@@ -162,15 +172,7 @@ async fn bad_user_queries_are_refused() {
         "reverse=yes",
         "cursor=nokey",
     ] {
-        let answer = get(&app, &format!("/users?{query}")).await;
-        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{query}");
-        assert!(
-            answer
-                .text()
-                .starts_with("Failed to deserialize query string: "),
-            "{query}: {}",
-            answer.text()
-        );
+        refused_query(&get(&app, &format!("/users?{query}")).await, query);
     }
     let prefixed = get(&app, &format!("/users?cursor=pubky{}", keys[0])).await;
     expect(
@@ -278,15 +280,7 @@ async fn signup_tokens_are_listed_by_text_with_their_redemption_and_quota() {
         "limit=0",
         "limit=x",
     ] {
-        let answer = get(&app, &format!("/signup_tokens?{query}")).await;
-        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{query}");
-        assert!(
-            answer
-                .text()
-                .starts_with("Failed to deserialize query string: "),
-            "{query}: {}",
-            answer.text()
-        );
+        refused_query(&get(&app, &format!("/signup_tokens?{query}")).await, query);
     }
 }
 

@@ -57,6 +57,12 @@ impl Owner {
             .unwrap()
     }
 
+    /// `method` on the owner's path-addressed `path` with `bearer`.
+    async fn with(&self, method: Method, path: &str, bearer: &str) -> Answer {
+        let uri = format!("/storage/{}{path}", self.key);
+        with_bearer(&self.app, method, &uri, bearer).await
+    }
+
     /// A bearer of a grant of the owner for `caps`, with grant id `jti`.
     async fn bearer(&self, caps: &[&str], jti: &str) -> String {
         let client = Keypair::random();
@@ -106,15 +112,11 @@ async fn private_reads_follow_the_permission_order_on_both_routes() {
     let client = Keypair::random();
     let foreign = Grant::session(&stranger, &client, &["/:rw"], "foreign").jws();
     let foreign = bearer(&exchange(app, &foreign, &client, "foreign").await);
-    let etag = with_bearer(
-        app,
-        Method::GET,
-        &format!("/storage/{}/priv/app/x", owner.key),
-        &reader,
-    )
-    .await
-    .header(header::ETAG)
-    .to_string();
+    let etag = owner
+        .with(Method::GET, "/priv/app/x", &reader)
+        .await
+        .header(header::ETAG)
+        .to_string();
     assert!(etag.starts_with('"'), "{etag}");
     let host = owner.key.as_str();
     for legacy in [true, false] {
@@ -195,13 +197,7 @@ async fn private_reads_follow_the_permission_order_on_both_routes() {
         .await;
     assert_eq!(answer.refusal(), (200, "secret".into()));
     // A listing needs its directory covered.
-    let listing = with_bearer(
-        app,
-        Method::GET,
-        &format!("/storage/{host}/priv/app/"),
-        &reader,
-    )
-    .await;
+    let listing = owner.with(Method::GET, "/priv/app/", &reader).await;
     assert_eq!(
         listing.refusal(),
         (200, format!("pubky://{host}/priv/app/x"))
@@ -209,7 +205,7 @@ async fn private_reads_follow_the_permission_order_on_both_routes() {
     assert_private_headers(&listing, false);
     let above = format!("/storage/{host}/priv/");
     expect(
-        &with_bearer(app, Method::GET, &above, &reader).await,
+        &owner.with(Method::GET, "/priv/", &reader).await,
         403,
         NO_READ,
     );
@@ -240,21 +236,14 @@ async fn private_writes_need_a_covering_write_capability() {
     let created = put(&writer, "/priv/app/y").await;
     assert_eq!(created.status, StatusCode::CREATED);
     assert_private_headers(&created, false);
-    let deleted = with_bearer(
-        app,
-        Method::DELETE,
-        &format!("/storage/{host}/priv/app/y"),
-        &writer,
-    )
-    .await;
+    let deleted = owner.with(Method::DELETE, "/priv/app/y", &writer).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     // Outside the two areas, whoever asks.
     let root = owner.bearer(&["/:rw"], "root").await;
     expect(&put(&root, "/other/x").await, 403, WRITING_ELSEWHERE);
     expect(&put(&root, "/pub/../x").await, 403, WRITING_ELSEWHERE);
-    let read_elsewhere = format!("/storage/{host}/other/x");
     expect(
-        &with_bearer(app, Method::GET, &read_elsewhere, &root).await,
+        &owner.with(Method::GET, "/other/x", &root).await,
         403,
         READING_ELSEWHERE,
     );
@@ -640,15 +629,11 @@ async fn caching_headers_follow_the_table() {
     let reader = owner.bearer(&["/priv/app/:r"], "reader").await;
     let etag = call(app, Method::GET, "/pub/f", &[("pubky-host", key)]).await;
     let etag = etag.header(header::ETAG).to_string();
-    let private_etag = with_bearer(
-        app,
-        Method::GET,
-        &format!("/storage/{key}/priv/app/x"),
-        &reader,
-    )
-    .await
-    .header(header::ETAG)
-    .to_string();
+    let private_etag = owner
+        .with(Method::GET, "/priv/app/x", &reader)
+        .await
+        .header(header::ETAG)
+        .to_string();
     let bearer_header = format!("Bearer {reader}");
     let host = [("pubky-host", key)];
     let revalidate = || "private, must-revalidate".to_string();
