@@ -25,7 +25,7 @@ mod support;
 mod testnet;
 
 pub use accounts::Account;
-pub use nginx::{nginx_user_line, start_nginx};
+pub use nginx::{free_port, nginx_user_line, start_nginx};
 pub use outages::{CuttableProxy, PrivatePostgres, socket_of};
 pub use resources::{TestBucket, TestDatabase};
 pub use server::{ADMIN_PASSWORD, Blobs, Metadata, TestServer, TestServerBuilder, binary};

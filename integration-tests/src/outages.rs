@@ -40,10 +40,7 @@ impl PrivatePostgres {
                 .args(["postgres:postgres"])
                 .arg(dir.path()));
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::free_port();
         let cluster = Self { bin, dir, port };
         run(cluster
             .command("initdb")

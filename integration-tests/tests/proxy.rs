@@ -8,19 +8,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use homestead_integration_tests::{TestNet, nginx_user_line, start_nginx};
+use homestead_integration_tests::{TestNet, free_port, nginx_user_line, start_nginx};
 use pubky::{AuthToken, Capabilities, Capability, Keypair};
 use tokio::process::Child;
 
 const DOMAIN: &str = "homeserver.example.com";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// nginx in the foreground with the deploy site, its TLS port on 127.0.0.1 in front of `icann`.
 struct Nginx {

@@ -9,7 +9,9 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use homestead_integration_tests::{TestNet, TestServer, eventually, nginx_user_line, start_nginx};
+use homestead_integration_tests::{
+    TestNet, TestServer, eventually, free_port, nginx_user_line, start_nginx,
+};
 use pubky::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -17,14 +19,6 @@ use tokio::process::Child;
 
 /// Where nginx connects from, and the only address Homestead trusts.
 const BALANCER: &str = "127.0.0.2";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
