@@ -1259,8 +1259,8 @@ async fn hostile_table(server: &TestServer) {
             "/pub/file.txt".into(),
             tenant.clone(),
             vec![],
-            401,
-            Some(no_cookie.clone()),
+            405,
+            Some(String::new()),
         ),
         (
             "POST",

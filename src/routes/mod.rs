@@ -93,7 +93,7 @@ pub(crate) fn client_routes(app: AppState) -> Router {
             "/auth/grant/session/{gid}",
             axum::routing::delete(grants::revoke_one),
         )
-        .route("/signup_tokens/{token}", get(signup_tokens::status))
+        .route("/signup_tokens/{token}", any(signup_tokens::route))
         .route("/events/", get(events::feed))
         .route("/events-stream", any(events::stream_route))
         .route("/storage/{*rest}", any(storage::path_addressed))

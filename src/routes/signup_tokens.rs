@@ -10,9 +10,24 @@ use crate::http_error::HttpError;
 use crate::routes::AppState;
 use crate::signup_token::is_well_formed;
 
+/// `/signup_tokens/{token}`: `GET` only; any other method, `HEAD` included, is a 405 (PROTOCOL-0.17.md
+/// §22 item 11).
+pub async fn route(
+    State(app): State<AppState>,
+    method: http::Method,
+    token: Path<String>,
+) -> Response {
+    if method != http::Method::GET {
+        return super::storage::method_not_allowed("GET");
+    }
+    status(State(app), token)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
 /// The token's status and creation time as JSON; 400 in open mode or for a malformed token, 404 for an
 /// unknown one.
-pub async fn status(
+async fn status(
     State(app): State<AppState>,
     Path(token): Path<String>,
 ) -> Result<Response, HttpError> {

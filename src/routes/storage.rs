@@ -26,8 +26,9 @@ use crate::metrics::StorageRequest;
 use crate::preconditions::{http_date_secs, write_mode};
 use crate::routes::{AppState, listing, locks};
 
-/// The methods a storage path supports.
-const ALLOW: &str = "GET, HEAD, PUT, DELETE";
+/// The methods an owner-relative storage path supports, in the reference's spelling (PROTOCOL-0.17.md
+/// §12.2).
+const LEGACY_ALLOW: &str = "GET,HEAD,PUT,DELETE";
 
 /// Owner-relative storage: the tenant comes from the `pubky-host` header, `Host` or the query.
 pub async fn tenant_route(
@@ -133,6 +134,13 @@ async fn serve(
     request: Request,
 ) -> Result<Response, HttpError> {
     let method = request.method().clone();
+    if !matches!(
+        method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+    ) {
+        // Before anything else, without reading the body (§12.2).
+        return Ok(method_not_allowed(LEGACY_ALLOW));
+    }
     let identity = identity(authentication);
     let read = is_read(&method);
     if !read && identity.is_none() {
@@ -161,20 +169,12 @@ async fn serve(
     let Some(principal) = identity else {
         return Err(HttpError::no_session());
     };
+    let path = entry_path(path)?;
+    check_write(principal, &tenant, &path)?;
+    let mode = write_mode(request.headers())?;
     match method {
-        Method::PUT => {
-            let path = entry_path(path)?;
-            check_write(principal, &tenant, &path)?;
-            let mode = write_mode(request.headers())?;
-            put(app, path, mode, request).await
-        }
-        Method::DELETE => {
-            let path = entry_path(path)?;
-            check_write(principal, &tenant, &path)?;
-            let mode = write_mode(request.headers())?;
-            delete(app, &owner, path, &mode, request.headers()).await
-        }
-        _ => Ok(method_not_allowed(ALLOW)),
+        Method::PUT => put(app, path, mode, request).await,
+        _ => delete(app, &owner, path, &mode, request.headers()).await,
     }
 }
 

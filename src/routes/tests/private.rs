@@ -974,3 +974,31 @@ async fn private_files_take_locks_like_public_ones() {
         .unwrap();
     expect(&app.client(put).await, 423, "Resource is locked");
 }
+
+#[tokio::test]
+async fn unsupported_methods_are_refused_before_anything_else() {
+    let owner = Owner::new().await;
+    let app = &owner.app;
+    let lock = Method::from_bytes(b"LOCK").unwrap();
+    // Legacy storage: 405 at once, whoever asks and whatever the body, on either area.
+    for method in [lock.clone(), Method::POST, Method::PATCH] {
+        for path in ["/pub/x", "/priv/app/x"] {
+            let request = request(method.clone(), path)
+                .header("pubky-host", &owner.key)
+                .body(super::unreadable())
+                .unwrap();
+            let answer = app.client(request).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            assert_eq!(answer.header(header::ALLOW), "GET,HEAD,PUT,DELETE");
+        }
+    }
+    let head = call(app, Method::HEAD, "/signup_tokens/AAAA-BBBB-CCCC", &[]).await;
+    assert_eq!(head.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(head.header(header::ALLOW), "GET");
+    let get = call(app, Method::GET, "/signup_tokens/AAAA-BBBB-CCCC", &[]).await;
+    expect(&get, 400, "Signup tokens not required");
+}
