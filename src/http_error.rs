@@ -55,9 +55,16 @@ impl HttpError {
         Self::new(StatusCode::UNAUTHORIZED, "No authenticated session found")
     }
 
-    /// 404 `Pubky Host is missing`: a tenant route without a tenant.
+    /// 404 `Pubky Host is missing`: `GET /session` without a tenant (0.9.3's answer, which its SDK
+    /// reads as "signed out").
     pub fn no_tenant() -> Self {
         Self::new(StatusCode::NOT_FOUND, "Pubky Host is missing")
+    }
+
+    /// 400 `Missing request tenant`: a storage route or `DELETE /session` without a tenant
+    /// (PROTOCOL-0.17.md §12.1).
+    pub fn missing_tenant() -> Self {
+        Self::bad_request("Missing request tenant")
     }
 }
 

@@ -740,7 +740,7 @@ async fn hostile_table(server: &TestServer) {
     let reading =
         "Reading from directories other than '/pub/' and '/priv/' is forbidden".to_string();
     let private = "Authentication required to read private storage".to_string();
-    let missing_host = "Pubky Host is missing".to_string();
+    let missing_host = "Missing request tenant".to_string();
     let no_cookie = "No authenticated session found".to_string();
     let not_found = "Not Found".to_string();
     let is_dir = invalid_url("Path names a directory, not a file");
@@ -976,7 +976,7 @@ async fn hostile_table(server: &TestServer) {
             "/priv/x".into(),
             none.clone(),
             vec![],
-            404,
+            400,
             Some(missing_host.clone()),
         ),
         (
@@ -984,7 +984,7 @@ async fn hostile_table(server: &TestServer) {
             "/pub/file.txt".into(),
             none.clone(),
             vec![],
-            404,
+            400,
             Some(missing_host.clone()),
         ),
         (
@@ -992,7 +992,7 @@ async fn hostile_table(server: &TestServer) {
             "/pub/file.txt".into(),
             vec![h("pubky-host", &format!("pubky{}", a.z32))],
             vec![],
-            404,
+            400,
             Some(missing_host.clone()),
         ),
         (
@@ -1000,7 +1000,7 @@ async fn hostile_table(server: &TestServer) {
             "/pub/file.txt".into(),
             vec![h("pubky-host", "not-a-key")],
             vec![],
-            404,
+            400,
             Some(missing_host.clone()),
         ),
         (
@@ -1008,7 +1008,7 @@ async fn hostile_table(server: &TestServer) {
             "/pub/file.txt".into(),
             vec![h("pubky-host", &a.z32.to_uppercase())],
             vec![],
-            404,
+            400,
             Some(missing_host.clone()),
         ),
         (
@@ -1016,7 +1016,7 @@ async fn hostile_table(server: &TestServer) {
             "/pub/file.txt".into(),
             vec![h("pubky-host", &format!("{}:6287", a.z32))],
             vec![],
-            404,
+            400,
             Some(missing_host.clone()),
         ),
         (
@@ -1024,7 +1024,7 @@ async fn hostile_table(server: &TestServer) {
             format!("/pub/file.txt?pubky-host=pubky{}", a.z32),
             none.clone(),
             vec![],
-            404,
+            400,
             Some(missing_host.clone()),
         ),
         (
@@ -1307,7 +1307,7 @@ async fn hostile_table(server: &TestServer) {
             "/session/".into(),
             none.clone(),
             vec![],
-            404,
+            400,
             Some(missing_host.clone()),
         ),
         (

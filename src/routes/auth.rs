@@ -204,7 +204,7 @@ pub async fn signout(
     uri: Uri,
 ) -> Result<Response, HttpError> {
     let Some(Extension(Tenant(tenant))) = tenant else {
-        return Err(HttpError::no_tenant());
+        return Err(HttpError::missing_tenant());
     };
     // Known or not, the cookie's session is ended.
     if let Some(Credential::Cookie { secret }) = authentication.credential() {

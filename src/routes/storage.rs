@@ -147,7 +147,7 @@ async fn serve(
         return Err(HttpError::no_session());
     }
     let Some(tenant) = tenant else {
-        return Err(HttpError::no_tenant());
+        return Err(HttpError::missing_tenant());
     };
     let owner = tenant.to_string();
     let path = decode_path(raw_path)?;

@@ -976,7 +976,7 @@ async fn private_files_take_locks_like_public_ones() {
 }
 
 #[tokio::test]
-async fn unsupported_methods_are_refused_before_anything_else() {
+async fn unsupported_methods_and_missing_tenants_are_refused_first() {
     let owner = Owner::new().await;
     let app = &owner.app;
     let lock = Method::from_bytes(b"LOCK").unwrap();
@@ -1001,4 +1001,11 @@ async fn unsupported_methods_are_refused_before_anything_else() {
     assert_eq!(head.header(header::ALLOW), "GET");
     let get = call(app, Method::GET, "/signup_tokens/AAAA-BBBB-CCCC", &[]).await;
     expect(&get, 400, "Signup tokens not required");
+    // No tenant: 0.17.1's 400 on storage and sign-out, 0.9.3's 404 on `GET /session`.
+    for (method, path) in [(Method::GET, "/priv/x"), (Method::DELETE, "/session")] {
+        let answer = call(app, method, path, &[]).await;
+        expect(&answer, 400, "Missing request tenant");
+    }
+    let session = call(app, Method::GET, "/session", &[]).await;
+    expect(&session, 404, "Pubky Host is missing");
 }
