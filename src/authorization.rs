@@ -9,8 +9,8 @@
 //! `/pub/app.evil/x`.
 
 use homestead_backends::{EntryPath, Scope};
-use homestead_middleware::{Authentication, Principal};
-use http::StatusCode;
+use homestead_middleware::{Authentication, Credential, Principal};
+use http::{HeaderMap, StatusCode};
 use pubky_common::capabilities::Action;
 
 use crate::http_error::HttpError;
@@ -21,6 +21,26 @@ pub fn identity(authentication: &Authentication) -> Option<&Principal> {
         Authentication::Authenticated(principal) => Some(principal),
         _ => None,
     }
+}
+
+/// Whether a browser sent the request for a page of another site (`Sec-Fetch-Site: cross-site`).
+pub fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+}
+
+/// The identity a private read may use. A cookie that a browser attached for another site's page is
+/// none: CORS lets every origin read answers with credentials, so without this any site could read a
+/// signed-in user's `/priv/` files through their browser. A bearer is set by the app itself and always
+/// counts; requests outside browsers send no `Sec-Fetch-Site`.
+pub fn private_identity<'a>(
+    identity: Option<&'a Principal>,
+    headers: &HeaderMap,
+) -> Option<&'a Principal> {
+    identity.filter(|principal| {
+        matches!(principal.via, Credential::Bearer { .. }) || !cross_site(headers)
+    })
 }
 
 /// §13.1 (without the event streams' one-user rule): may `identity` read the normalized `path` of
@@ -113,7 +133,7 @@ fn scope_covers(scope: &str, path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use homestead_middleware::{Credential, Session};
+    use homestead_middleware::Session;
 
     use super::*;
 

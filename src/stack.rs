@@ -63,6 +63,7 @@ pub fn client_router(app: &AppState) -> Router {
         ))
         .layer(app.rate_limits.clone())
         .layer(TenantLayer)
+        .layer(axum::middleware::from_fn(routes::cache_policy::layer))
         .layer(cors())
         .layer(DrainLayer::new(
             DRAIN_MAX_BYTES,

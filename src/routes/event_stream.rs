@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -127,18 +128,27 @@ pub fn start(
     // those the history also returns are skipped by their id.
     let live = request.live.then(|| app.bus.subscribe());
     let (sender, receiver) = mpsc::channel::<Bytes>(16);
+    let revoked = Arc::new(AtomicBool::new(false));
     let stream = Stream {
         store: app.store.clone(),
         metrics: app.metrics.clone(),
         keep_alive: KEEP_ALIVE,
+        revoked: revoked.clone(),
     };
     tokio::spawn(async move {
         run_stream(stream, request, live, sender).await;
         drop(slot);
     });
-    let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let chunk = receiver.recv().await?;
-        Some((Ok::<_, Infallible>(chunk), receiver))
+    // Frames already queued when a revocation ends the stream are dropped, not sent.
+    let body = futures_util::stream::unfold(receiver, move |mut receiver| {
+        let revoked = revoked.clone();
+        async move {
+            let chunk = receiver.recv().await?;
+            if revoked.load(Ordering::SeqCst) {
+                return None;
+            }
+            Some((Ok::<_, Infallible>(chunk), receiver))
+        }
     });
     let mut response = Body::from_stream(body).into_response();
     response.headers_mut().insert(
@@ -155,6 +165,8 @@ struct Stream {
     metrics: Arc<Metrics>,
     /// Silence after which a live stream gets a comment frame.
     keep_alive: Duration,
+    /// Set when a revocation ends the stream: the body then sends nothing more.
+    revoked: Arc<AtomicBool>,
 }
 
 /// Counts a stream as open until dropped, then records how long it was.
@@ -188,6 +200,10 @@ struct Delivery {
     cursors: Cursors,
     sent: usize,
     limit: Option<usize>,
+    /// The credential's guard, for a private stream.
+    guard: Option<Guard>,
+    /// Set once the guard ends the stream.
+    revoked: Arc<AtomicBool>,
 }
 
 impl Delivery {
@@ -200,9 +216,37 @@ impl Delivery {
         self.sent += 1;
         self.limit.is_none_or(|limit| self.sent < limit)
     }
+
+    /// [`Self::send`] for a stream that may be private: nothing goes out once a signal ends it, a
+    /// `recheck` re-reads the credential first, and a revocation while the client is slow to read ends
+    /// the stream at once.
+    async fn send_guarded(&mut self, event: &Event, recheck: bool) -> bool {
+        let Some(mut guard) = self.guard.take() else {
+            return self.send(event).await;
+        };
+        let outcome = if guard.ends_now().await || (recheck && !guard.stands().await) {
+            None
+        } else {
+            tokio::select! {
+                sent = self.send(event) => Some(sent),
+                () = guard.ended() => None,
+            }
+        };
+        self.guard = Some(guard);
+        outcome.unwrap_or_else(|| {
+            self.end_revoked();
+            false
+        })
+    }
+
+    /// Ends the stream for a revocation: the body drops what is still queued.
+    fn end_revoked(&self) {
+        self.revoked.store(true, Ordering::SeqCst);
+    }
 }
 
-/// Writes the stream into `out` until done, the limit is reached, the client leaves or falls behind.
+/// Writes the stream into `out` until done, the limit is reached, the client leaves or falls behind, or
+/// (a private stream) its credential is revoked.
 async fn run_stream(
     stream: Stream,
     request: StreamRequest,
@@ -213,14 +257,16 @@ async fn run_stream(
         store,
         metrics,
         keep_alive,
+        revoked,
     } = stream;
     let _open = OpenStream::new(metrics.clone());
-    let mut guard = request.guard;
     let mut delivery = Delivery {
         out,
         cursors: request.cursors,
         sent: 0,
         limit: request.limit.map(usize::from),
+        guard: request.guard,
+        revoked,
     };
     // History, in batches across all users.
     loop {
@@ -247,17 +293,13 @@ async fn run_stream(
         if batch.is_empty() {
             break;
         }
-        let private = batch.iter().any(|e| Scope::of(&e.path) == Scope::Private);
-        if let Some(guard) = &guard
-            && private
-            && !guard.stands().await
-        {
-            return;
-        }
+        // One re-read of the credential per batch: every event in it was committed before the read.
+        let mut recheck = batch.iter().any(|e| Scope::of(&e.path) == Scope::Private);
         for event in batch {
-            if guard.as_mut().is_some_and(Guard::signalled) || !delivery.send(&event).await {
+            if !delivery.send_guarded(&event, recheck).await {
                 return;
             }
+            recheck = false;
         }
     }
     let Some(mut live) = live else {
@@ -265,15 +307,18 @@ async fn run_stream(
     };
     loop {
         // A client that leaves frees its stream at once, not at the next keep-alive.
-        let revoked = async {
-            match guard.as_mut() {
+        let revocation = async {
+            match delivery.guard.as_mut() {
                 Some(guard) => guard.ended().await,
                 None => std::future::pending().await,
             }
         };
         let next = tokio::select! {
             () = delivery.out.closed() => return,
-            () = revoked => return,
+            () = revocation => {
+                delivery.end_revoked();
+                return;
+            }
             next = tokio::time::timeout(keep_alive, live.recv()) => next,
         };
         let event = match next {
@@ -311,13 +356,9 @@ async fn run_stream(
         if !wanted {
             continue;
         }
-        if let Some(guard) = guard.as_mut() {
-            let private = Scope::of(&event.path) == Scope::Private;
-            if guard.signalled() || (private && !guard.stands().await) {
-                return;
-            }
-        }
-        if !delivery.send(&event).await {
+        // A private event re-reads the credential: one committed after a revocation never goes out.
+        let private = Scope::of(&event.path) == Scope::Private;
+        if !delivery.send_guarded(&event, private).await {
             return;
         }
     }
@@ -375,6 +416,7 @@ mod tests {
             store: state.store.clone(),
             metrics: state.metrics.clone(),
             keep_alive: Duration::from_millis(20),
+            revoked: Arc::default(),
         };
         let task = tokio::spawn(run_stream(
             stream,
@@ -432,6 +474,7 @@ mod tests {
             store: state.store.clone(),
             metrics: state.metrics.clone(),
             keep_alive: Duration::from_millis(50),
+            revoked: Arc::default(),
         };
         let task = tokio::spawn(run_stream(stream, request, live, out));
         for _ in 0..2 {

@@ -249,33 +249,25 @@ async fn authorize_paths(
     Ok(Some(Guard::open(&app.store, &principal).await?))
 }
 
-/// `/events-stream`: `GET` streams; any other method is a 405 (§22 item 11). Every answer, errors
-/// included, is `no-store` and varies by the headers that choose the identity (§14).
+/// `/events-stream`: `GET` streams; any other method is a 405 (§22 item 11). Its caching headers come
+/// from [`super::cache_policy`].
 pub async fn stream_route(
     State(app): State<AppState>,
     peer: Option<Extension<Peer>>,
     Extension(authentication): Extension<Authentication>,
     request: axum::extract::Request,
 ) -> Response {
-    let mut response = if request.method() == http::Method::GET {
-        let ask = StreamAsk {
-            query: request.uri().query(),
-            headers: request.headers(),
-            authentication: &authentication,
-        };
-        stream(&app, peer, ask)
-            .await
-            .unwrap_or_else(IntoResponse::into_response)
-    } else {
-        super::storage::method_not_allowed("GET")
+    if request.method() != http::Method::GET {
+        return super::storage::method_not_allowed("GET");
+    }
+    let ask = StreamAsk {
+        query: request.uri().query(),
+        headers: request.headers(),
+        authentication: &authentication,
     };
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::VARY,
-        HeaderValue::from_static("pubky-host, Authorization, Cookie"),
-    );
-    response
+    stream(&app, peer, ask)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The requested users' history, then (with `live`) their new events as they commit, as Server-Sent

@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod auth;
+pub(crate) mod cache_policy;
 mod event_stream;
 mod events;
 mod grants;

@@ -13,6 +13,7 @@ use homestead_middleware::{Authentication, Credential, CredentialLookup, Princip
 use http::{HeaderMap, StatusCode, header};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
+use crate::authorization::cross_site;
 use crate::http_error::HttpError;
 use crate::lookups::StoreCredentials;
 use crate::routes::AppState;
@@ -77,7 +78,8 @@ impl Binding {
 
 /// The identity a private stream of `user` acts as (§15.2): with an `Authorization: Bearer` header
 /// only a bearer counts; else the request's own principal (a cookie of the tenant); else the session
-/// cookie named after `user` itself, if it is a session of `user`.
+/// cookie named after `user` itself, if it is a session of `user`. A cookie a browser sends for another
+/// site's page counts for nothing ([`crate::authorization::private_identity`]).
 pub async fn identity(
     app: &AppState,
     headers: &HeaderMap,
@@ -96,6 +98,9 @@ pub async fn identity(
             matches!(p.via, Credential::Bearer { .. }) && bearer_token(headers).is_some()
         });
         return Ok(by_bearer.cloned());
+    }
+    if cross_site(headers) {
+        return Ok(None);
     }
     if let Some(principal) = principal {
         return Ok(Some(principal.clone()));
@@ -123,6 +128,8 @@ pub struct Guard {
     binding: Binding,
     signals: broadcast::Receiver<Revoked>,
     store: Store,
+    /// Signals were missed: the credential is re-read before the stream goes on.
+    missed: bool,
 }
 
 impl Guard {
@@ -137,25 +144,29 @@ impl Guard {
         };
         let binding = Binding::of(principal);
         if !binding.stands(store).await {
-            return Err(HttpError::no_session());
+            return Err(HttpError::new(StatusCode::UNAUTHORIZED, "Unauthorized"));
         }
         Ok(Self {
             binding,
             signals,
             store: store.clone(),
+            missed: false,
         })
     }
 
-    /// Whether a pending signal ends the stream (drains them all, without waiting).
-    pub fn signalled(&mut self) -> bool {
+    /// Whether the stream must end now: a pending signal names its credential (all are drained, without
+    /// waiting), or signals were missed and the credential no longer stands.
+    pub async fn ends_now(&mut self) -> bool {
         loop {
             match self.signals.try_recv() {
                 Ok(revoked) if self.binding.ended_by(&revoked) => return true,
-                Ok(_) | Err(TryRecvError::Lagged(_)) => {}
-                Err(TryRecvError::Empty) => return false,
+                Ok(_) => {}
+                Err(TryRecvError::Lagged(_)) => self.missed = true,
+                Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Closed) => return true,
             }
         }
+        !self.recheck_if_missed().await
     }
 
     /// Whether the credential still stands in the database: checked before private events go out, so
@@ -164,18 +175,29 @@ impl Guard {
         self.binding.stands(&self.store).await
     }
 
+    /// After missed signals, whether the credential still stands (true when none were missed). The flag
+    /// is cleared only by a successful check, so a check cut short is made again.
+    async fn recheck_if_missed(&mut self) -> bool {
+        if self.missed {
+            if !self.stands().await {
+                return false;
+            }
+            self.missed = false;
+        }
+        true
+    }
+
     /// Waits until the stream must end: a signal names its credential, the feed is lost, or, after
-    /// missed signals, the credential no longer stands.
+    /// missed signals, the credential no longer stands. Safe to cancel and call again.
     pub async fn ended(&mut self) {
         loop {
+            if !self.recheck_if_missed().await {
+                return;
+            }
             match self.signals.recv().await {
                 Ok(revoked) if self.binding.ended_by(&revoked) => return,
                 Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if !self.binding.stands(&self.store).await {
-                        return;
-                    }
-                }
+                Err(broadcast::error::RecvError::Lagged(_)) => self.missed = true,
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }

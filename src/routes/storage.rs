@@ -12,14 +12,14 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
 use homestead_backends::metadata::{Entry, WriteMode};
 use homestead_backends::store::{ByteRange, Read, ReadOptions, Refusal, WriteLimits};
-use homestead_backends::{DirPath, EntryPath, NormalizedPath, Scope};
+use homestead_backends::{DirPath, EntryPath, NormalizedPath};
 use homestead_middleware::auth::own_account;
 use homestead_middleware::body_size::declared_length;
 use homestead_middleware::{Authentication, Tenant};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use percent_encoding::percent_decode_str;
 
-use crate::authorization::{check_read, check_write, identity};
+use crate::authorization::{check_read, check_write, identity, private_identity};
 use crate::http_error::HttpError;
 use crate::lookups::StoreCredentials;
 use crate::metrics::StorageRequest;
@@ -46,7 +46,7 @@ pub async fn tenant_route(
     let mut response = serve(&app, tenant, &authentication, &raw_path, request)
         .await
         .unwrap_or_else(IntoResponse::into_response);
-    cache_headers(&mut response, &raw_path, true, read);
+    vary_by_host(&mut response, read);
     response
 }
 
@@ -60,49 +60,36 @@ pub async fn path_addressed(
 ) -> Response {
     let path = request.uri().path();
     let rest = path.strip_prefix("/storage/").unwrap_or_default();
-    let raw_path = rest
-        .find('/')
-        .map_or("/", |slash| &rest[slash..])
-        .to_string();
+    let raw_path = addressed_path(rest).to_string();
     let Some(Extension(Tenant(owner))) = tenant else {
         let owner = rest.split('/').next().unwrap_or_default();
         return HttpError::bad_request(format!("Invalid URL: invalid public key {owner:?}"))
             .into_response();
     };
     count(&app, true, &owner, &authentication, &request);
-    let read = is_read(request.method());
-    let mut response = if !matches!(request.method().as_str(), "GET" | "HEAD" | "PUT" | "DELETE") {
-        locks::webdav_method(&app, &owner, &authentication, &raw_path, request).await
-    } else {
-        serve(&app, Some(owner), &authentication, &raw_path, request)
-            .await
-            .unwrap_or_else(IntoResponse::into_response)
-    };
-    cache_headers(&mut response, &raw_path, false, read);
-    response
+    if !matches!(request.method().as_str(), "GET" | "HEAD" | "PUT" | "DELETE") {
+        return locks::webdav_method(&app, &owner, &authentication, &raw_path, request).await;
+    }
+    serve(&app, Some(owner), &authentication, &raw_path, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The caching headers of a storage response (PROTOCOL-0.17.md §14). Every response about a private
-/// path, whatever its method and status, is `no-store` and varies by credentials, and its validators go
-/// with an error. A legacy `/pub/` read that succeeded varies by `pubky-host`, which may have named the
-/// tenant; a path-addressed one names its owner in the URL and varies by nothing.
-fn cache_headers(response: &mut Response, raw_path: &str, legacy: bool, read: bool) {
-    let private = decode_path(raw_path).is_ok_and(|path| path.scope() == Scope::Private);
+/// The storage path of a path-addressed URL path after `/storage/` (`<owner>/<path>`): from the first
+/// `/` on, or `/` when there is none.
+pub(crate) fn addressed_path(rest: &str) -> &str {
+    rest.find('/').map_or("/", |slash| &rest[slash..])
+}
+
+/// A legacy `/pub/` read that succeeded varies by `pubky-host`, which may have named the tenant
+/// (PROTOCOL-0.17.md §14); a path-addressed one names its owner in the URL and varies by nothing. Private
+/// paths get their headers from [`super::cache_policy`], which replaces this line.
+fn vary_by_host(response: &mut Response, read: bool) {
     let status = response.status();
-    let headers = response.headers_mut();
-    if private {
-        let vary = match legacy {
-            true => "pubky-host, Authorization, Cookie",
-            false => "Authorization, Cookie",
-        };
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(header::VARY, HeaderValue::from_static(vary));
-        if status.as_u16() >= 400 {
-            headers.remove(header::ETAG);
-            headers.remove(header::LAST_MODIFIED);
-        }
-    } else if legacy && read && (status.is_success() || status == StatusCode::NOT_MODIFIED) {
-        headers.insert(header::VARY, HeaderValue::from_static("pubky-host"));
+    if read && (status.is_success() || status == StatusCode::NOT_MODIFIED) {
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("pubky-host"));
     }
 }
 
@@ -156,7 +143,11 @@ async fn serve(
             Method::GET => Some(listing::parse_query(request.uri().query())?),
             _ => None,
         };
-        check_read(path.as_str(), &tenant, identity)?;
+        check_read(
+            path.as_str(),
+            &tenant,
+            private_identity(identity, request.headers()),
+        )?;
         return match query {
             Some(query) if path.is_dir() => {
                 let path = DirPath::try_from(path).map_err(invalid_url)?;

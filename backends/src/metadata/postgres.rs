@@ -96,7 +96,9 @@ impl PostgresMetadata {
                 source,
             })?;
         migrating.close().await;
-        let serving = options.options([("statement_timeout", STATEMENT_TIMEOUT)]);
+        let serving = options
+            .clone()
+            .options([("statement_timeout", STATEMENT_TIMEOUT)]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             // Short: while the database is down, sqlx retries refused connections until this runs
@@ -110,10 +112,16 @@ impl PostgresMetadata {
             .acquire_timeout(Duration::from_secs(1))
             .connect_lazy_with(serving);
         let hints = Arc::new(Notify::new());
+        // The two LISTEN connections come from a pool of their own: a busy serving pool never keeps
+        // them from reconnecting.
+        let listening = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options);
         let revocations = Revocations::new(false);
         let listeners = [
-            tokio::spawn(listen(pool.clone(), hints.clone())).abort_handle(),
-            tokio::spawn(listen_revocations(pool.clone(), revocations.clone())).abort_handle(),
+            tokio::spawn(listen(listening.clone(), hints.clone())).abort_handle(),
+            tokio::spawn(listen_revocations(listening, revocations.clone())).abort_handle(),
         ];
         Ok(Self {
             read: pool.clone(),

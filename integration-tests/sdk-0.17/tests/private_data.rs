@@ -166,25 +166,27 @@ async fn private_suite(metadata: Metadata, blobs: Blobs) {
         .await;
     let signer = net.signed_up(&server).await;
     let other = net.signed_up(&server).await;
-    let bearer_of = |session: PubkySession| async move {
-        session.as_grant().expect("grant").current_bearer().await
-    };
     let others = other.signin(client_id("other.app")).await.expect("signin");
     let grant = signer
         .signin(client_id("private.app"))
         .await
         .expect("grant signin");
-    private_life(&net, &server, grant, &bearer_of(others).await).await;
+    private_life(&net, &server, grant, &bearer_of(&others).await).await;
     let signers = signer.signin(client_id("other.app")).await.expect("signin");
     #[expect(
         deprecated,
         reason = "the deprecated cookie session reads and follows private data too"
     )]
     let cookie = other.signin_cookie().await.expect("cookie signin");
-    private_life(&net, &server, cookie, &bearer_of(signers).await).await;
+    private_life(&net, &server, cookie, &bearer_of(&signers).await).await;
 }
 
 homestead_sdk_0_17_tests::on_main_backend_pairs!(private_suite: private_data_on_sqlite_fs, private_data_on_postgres_s3);
+
+/// The current bearer of a grant session.
+async fn bearer_of(session: &PubkySession) -> String {
+    session.as_grant().expect("grant").current_bearer().await
+}
 
 /// A raw private stream on `server` with `bearer`: the SSE body, read chunk by chunk.
 async fn raw_private_stream(
@@ -231,40 +233,53 @@ async fn revocation_across_instances() {
         .await;
     let second = net.server().sharing(&first).start().await;
     let signer = net.signed_up(&first).await;
-    let session = signer
-        .signin(client_id("private.app"))
-        .await
-        .expect("signin");
-    let writer = signer
-        .signin(client_id("writer.app"))
-        .await
-        .expect("signin");
+    let signin = |id: &'static str| {
+        let signer = &signer;
+        async move { signer.signin(client_id(id)).await.expect("signin") }
+    };
+    let watched = signin("a.app").await;
+    let raced = signin("b.app").await;
+    let writer = signin("c.app").await;
     let user = signer.public_key();
-    put_created(&session.storage(), "/priv/private.app/before", "1").await;
-    let bearer = session.as_grant().expect("grant").current_bearer().await;
+    put_created(&writer.storage(), "/priv/private.app/before", "1").await;
 
-    let mut stream = raw_private_stream(&second, &user, &bearer).await;
-    let first_chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+    // The signal alone: nothing is written after the revocation, so only the signal can end the stream.
+    let mut stream = raw_private_stream(&second, &user, &bearer_of(&watched).await).await;
+    let history = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
         .await
         .expect("history within 10 s")
         .unwrap()
         .unwrap();
-    assert!(String::from_utf8_lossy(&first_chunk).contains("/priv/private.app/before"));
+    assert!(String::from_utf8_lossy(&history).contains("/priv/private.app/before"));
     let revoked_at = Instant::now();
-    session
+    watched
+        .signout()
+        .await
+        .map_err(|(err, _)| err)
+        .expect("signout through the first instance");
+    let (_, ended) = read_until_end(&mut stream, Duration::from_secs(1)).await;
+    assert!(
+        ended,
+        "the stream on the second instance ended within 1 s of the sign-out"
+    );
+    assert!(revoked_at.elapsed() < Duration::from_secs(2));
+
+    // A write committed right after a revocation never reaches the revoked stream.
+    let mut stream = raw_private_stream(&second, &user, &bearer_of(&raced).await).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.chunk()).await;
+    raced
         .signout()
         .await
         .map_err(|(err, _)| err)
         .expect("signout through the first instance");
     put_created(&writer.storage(), "/priv/private.app/after", "2").await;
-    let (text, ended) = read_until_end(&mut stream, Duration::from_secs(1)).await;
-    assert!(ended, "the stream on the second instance ended within 1 s");
-    assert!(revoked_at.elapsed() < Duration::from_secs(2));
+    let (text, ended) = read_until_end(&mut stream, Duration::from_secs(5)).await;
+    assert!(ended, "the raced stream ended");
     assert!(!text.contains("/priv/private.app/after"), "{text}");
 
     // The revocation listener of the second instance is cut: its private streams end at once, new
     // ones are refused until it listens again, then served.
-    let writer_bearer = writer.as_grant().expect("grant").current_bearer().await;
+    let writer_bearer = bearer_of(&writer).await;
     let mut stream = raw_private_stream(&second, &user, &writer_bearer).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.chunk()).await;
     second.terminate_database_listeners("auth_revocations");

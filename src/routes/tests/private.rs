@@ -1009,3 +1009,73 @@ async fn unsupported_methods_and_missing_tenants_are_refused_first() {
     let session = call(app, Method::GET, "/session", &[]).await;
     expect(&session, 404, "Pubky Host is missing");
 }
+
+#[tokio::test]
+async fn another_sites_page_cannot_read_private_data_with_the_users_cookie() {
+    let owner = Owner::new().await;
+    let app = &owner.app;
+    let key = owner.key.as_str();
+    let read = |site: &'static str| {
+        let mut request = owner.legacy(Method::GET, "/priv/app/x", Body::empty());
+        request
+            .headers_mut()
+            .insert("sec-fetch-site", http::HeaderValue::from_static(site));
+        app.client(request)
+    };
+    expect(&read("cross-site").await, 401, ANONYMOUS);
+    for site in ["same-origin", "same-site", "none"] {
+        assert_eq!(read(site).await.refusal(), (200, "secret".into()), "{site}");
+    }
+    // An app's own bearer is not something a browser attaches by itself.
+    let reader = owner.bearer(&["/priv/app/:r"], "reader").await;
+    let uri = format!("/storage/{key}/priv/app/x");
+    let headers = [
+        ("authorization", format!("Bearer {reader}")),
+        ("sec-fetch-site", "cross-site".to_string()),
+    ];
+    let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    assert_eq!(
+        call(app, Method::GET, &uri, &pairs).await.status,
+        StatusCode::OK
+    );
+    // Nor may such a page follow the user's private events with the cookie.
+    let stream = format!("/events-stream?user={key}&path=/priv/app/");
+    let cross = [
+        ("cookie", owner.cookie.as_str()),
+        ("sec-fetch-site", "cross-site"),
+    ];
+    expect(
+        &call(app, Method::GET, &stream, &cross).await,
+        401,
+        ANONYMOUS,
+    );
+    let same = [
+        ("cookie", owner.cookie.as_str()),
+        ("sec-fetch-site", "same-site"),
+    ];
+    assert_eq!(
+        call(app, Method::GET, &stream, &same).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn refusals_before_the_handler_carry_the_private_headers() {
+    let owner = Owner::new().await;
+    let app = &owner.app;
+    let writer = owner.bearer(&["/priv/app/:w"], "writer").await;
+    // Larger than the test server's 1024-byte upload limit: refused by the body limit layer.
+    let request = request(Method::PUT, &format!("/storage/{}/priv/app/big", owner.key))
+        .header(header::AUTHORIZATION, format!("Bearer {writer}"))
+        .header(header::CONTENT_LENGTH, "2000")
+        .body(Body::from(vec![b'x'; 2000]))
+        .unwrap();
+    let answer = app.client(request).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        answer.text()
+    );
+    assert_private_headers(&answer, false);
+}
