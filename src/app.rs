@@ -121,6 +121,7 @@ impl App {
                 config.drive.max_event_streams.get(),
                 config.drive.max_event_streams_per_ip.get(),
             ),
+            websites: config.drive.websites,
         });
 
         let pkarr_client = pkarr_record::client(&config.pkdns)?;

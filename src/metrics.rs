@@ -323,13 +323,17 @@ pub fn method_label(method: &http::Method) -> &'static str {
         .map_or("other", http::Method::as_str)
 }
 
-/// Records each request's duration with its route template, method and status.
+/// Records each request's duration with its route template (`website` for a website page), method and
+/// status.
 pub async fn record_request(
     State(metrics): State<Arc<Metrics>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let route = route_of(request.uri().path());
+    let route = match request.extensions().get::<crate::routes::website::Site>() {
+        Some(_) => "website",
+        None => route_of(request.uri().path()),
+    };
     let method = method_label(request.method());
     let started = std::time::Instant::now();
     let response = next.run(request).await;

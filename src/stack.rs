@@ -1,12 +1,11 @@
 //! What serves a client request: the client API's Tower stack, built here from the app state in one place
 //! (outermost first: trace span, metrics, drain, CORS, tenant, address-keyed rate limits, the database
-//! guard, authentication, user-keyed rate limits, bandwidth, body-size cap; then the routes), and the
-//! [`HostDispatch`] in front of it that picks a site router by `Host` (websites, issue 21) and hands
-//! every other request to the client router.
+//! guard, authentication, user-keyed rate limits, bandwidth, body-size cap; then the routes), the website
+//! stack (the same without tenant, authentication and body cap, with the site's path mapping in their
+//! place), and the [`HostDispatch`] in front of both that hands website requests (by `Host`,
+//! PROTOCOL-0.17.md §18) to the websites and every other request to the client router.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,11 +16,12 @@ use axum::routing::future::RouteFuture;
 use homestead_backends::Store;
 use homestead_middleware::{AuthLayer, BandwidthLayer, BodySizeLayer, DrainLayer, TenantLayer};
 use http::Request;
-use http::header::{self, HOST};
+use http::header;
 use tower::Service;
 use tower_http::cors::CorsLayer;
 
 use crate::lookups::StoreCredentials;
+use crate::routes::website::{Site, site_of};
 use crate::routes::{self, AppState};
 
 /// The most of an unread upload read before a refusal is sent, so that the client sees the refusal
@@ -30,14 +30,13 @@ const DRAIN_MAX_BYTES: u64 = 16 << 20;
 /// How long an unread upload may take to arrive before a refusal goes out anyway.
 const DRAIN_MAX_WAIT: Duration = Duration::from_secs(10);
 
-/// What the ICANN and PubkyTLS listeners serve: the site routers by `Host`, else the client router.
+/// What the ICANN and PubkyTLS listeners serve: websites by `Host` when `[drive] websites` is on, else
+/// the client router.
 pub fn client_service(app: &AppState) -> HostDispatch {
-    HostDispatch::new(client_router(app), site_routers(app))
-}
-
-/// The websites served by `Host`, as (host name, router) entries: none yet (issue 21 adds them here).
-fn site_routers(_app: &AppState) -> Vec<(String, Router)> {
-    Vec::new()
+    let websites = app
+        .websites
+        .then(|| (app.server_key.clone(), website_router(app)));
+    HostDispatch::new(client_router(app), websites)
 }
 
 /// The client API, served identically on the ICANN and PubkyTLS listeners: the routes behind their layers.
@@ -46,15 +45,9 @@ pub fn client_router(app: &AppState) -> Router {
         store: app.store.clone(),
         defaults: app.default_quotas.clone(),
     };
-    routes::client_routes(app.clone())
+    let routes = routes::client_routes(app.clone())
         .layer(BodySizeLayer::new(app.max_body_bytes))
-        .layer(BandwidthLayer::new(
-            credentials.clone(),
-            app.default_quotas
-                .unauthenticated_ip_rate_read
-                .map(|b| crate::lookups::rate(b, None)),
-            axum::body::Body::new,
-        ))
+        .layer(bandwidth(app))
         .layer(app.rate_limits.users())
         .layer(AuthLayer::new(credentials))
         .layer(axum::middleware::from_fn_with_state(
@@ -63,7 +56,44 @@ pub fn client_router(app: &AppState) -> Router {
         ))
         .layer(app.rate_limits.clone())
         .layer(TenantLayer)
-        .layer(axum::middleware::from_fn(routes::cache_policy::layer))
+        .layer(axum::middleware::from_fn(routes::cache_policy::layer));
+    outer_layers(routes, app)
+}
+
+/// The websites (PROTOCOL-0.17.md §18), behind the client API's layers but for authentication: a site is
+/// read anonymously, and its path is mapped onto the owner's files before the rate limits match it.
+fn website_router(app: &AppState) -> Router {
+    let routes = routes::website::router(app.clone())
+        .layer(bandwidth(app))
+        .layer(app.rate_limits.users())
+        .layer(axum::middleware::from_fn_with_state(
+            app.store.clone(),
+            refuse_while_database_down,
+        ))
+        .layer(app.rate_limits.clone())
+        .layer(axum::middleware::from_fn(routes::website::resolve));
+    outer_layers(routes, app)
+}
+
+/// The bandwidth limits: users' own rates, the anonymous read rate per client address.
+fn bandwidth(app: &AppState) -> BandwidthLayer<StoreCredentials, axum::body::Body> {
+    let credentials = StoreCredentials {
+        store: app.store.clone(),
+        defaults: app.default_quotas.clone(),
+    };
+    BandwidthLayer::new(
+        credentials,
+        app.default_quotas
+            .unauthenticated_ip_rate_read
+            .map(|b| crate::lookups::rate(b, None)),
+        axum::body::Body::new,
+    )
+}
+
+/// What every client request passes first, outermost last: CORS, the drain of unread uploads, the
+/// request metrics and the trace span.
+fn outer_layers(router: Router, app: &AppState) -> Router {
+    router
         .layer(cors())
         .layer(DrainLayer::new(
             DRAIN_MAX_BYTES,
@@ -114,38 +144,20 @@ pub(crate) async fn refuse_while_database_down(
     }
 }
 
-/// Picks the router of a request by its host name (the `Host` header, else the HTTP/2 authority; port and
-/// letter case ignored): a site's router when one is registered for it, the client router otherwise.
+/// Picks the router of a request: the website router for a website request (PROTOCOL-0.17.md §18.1,
+/// with the [`Site`] attached), the client router for everything else.
 #[derive(Debug, Clone)]
 pub struct HostDispatch {
-    /// Site routers by lower-case host name.
-    sites: Arc<HashMap<String, Router>>,
     client: Router,
+    /// The server's own key, whose host keeps the API, and the website router; None: websites off.
+    websites: Option<(pkarr::PublicKey, Router)>,
 }
 
 impl HostDispatch {
-    /// Serves `sites` (host name, router) by `Host` and everything else with `client`.
-    pub fn new(client: Router, sites: impl IntoIterator<Item = (String, Router)>) -> Self {
-        let sites = sites
-            .into_iter()
-            .map(|(host, router)| (host.to_ascii_lowercase(), router))
-            .collect();
-        Self {
-            sites: Arc::new(sites),
-            client,
-        }
-    }
-
-    /// The site router `request` names, if any.
-    fn site<B>(&self, request: &Request<B>) -> Option<&Router> {
-        if self.sites.is_empty() {
-            return None;
-        }
-        let host = match request.headers().get(HOST) {
-            Some(value) => value.to_str().ok()?.parse::<http::uri::Authority>().ok()?,
-            None => request.uri().authority()?.clone(),
-        };
-        self.sites.get(&host.host().to_ascii_lowercase())
+    /// Serves website requests with the router of `websites` (beside the server's key), if given, and
+    /// everything else with `client`.
+    pub fn new(client: Router, websites: Option<(pkarr::PublicKey, Router)>) -> Self {
+        Self { client, websites }
     }
 }
 
@@ -163,28 +175,44 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        match self.site(&request) {
-            Some(site) => site.clone().call(request),
-            None => self.client.call(request),
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // Never trust an extension a previous layer or client could have planted.
+        request.extensions_mut().remove::<Site>();
+        if let Some((server_key, websites)) = &mut self.websites
+            && let Some(site) = site_of(&request, server_key)
+        {
+            request.extensions_mut().insert(site);
+            return websites.call(request);
         }
+        self.client.call(request)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
-    use axum::routing::get;
+    use axum::routing::{any, get};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
     use super::*;
 
-    /// A dispatcher with one test site, `site.example`, over a client router; both answer who they are.
-    fn dispatch() -> HostDispatch {
-        let client = Router::new().fallback(get(|| async { "client" }));
-        let site = Router::new().fallback(get(|| async { "site" }));
-        HostDispatch::new(client, [("Site.Example".to_string(), site)])
+    const KEY: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
+
+    fn server_key() -> pkarr::PublicKey {
+        pubky_common::crypto::Keypair::from_secret(&[2; 32])
+            .public_key()
+            .into()
+    }
+
+    /// A dispatcher whose client router answers `client` and whose website router answers the label of
+    /// the site it was given.
+    fn dispatch(websites: bool) -> HostDispatch {
+        let client = Router::new().fallback(any(|| async { "client" }));
+        let site = Router::new().fallback(get(|request: axum::extract::Request| async move {
+            request.extensions().get::<Site>().unwrap().label.clone()
+        }));
+        HostDispatch::new(client, websites.then(|| (server_key(), site)))
     }
 
     async fn served_by(dispatch: &HostDispatch, request: Request<Body>) -> String {
@@ -193,55 +221,58 @@ mod tests {
         String::from_utf8(body.to_vec()).unwrap()
     }
 
-    fn with_host(host: &str) -> Request<Body> {
-        Request::get("/index.html")
-            .header(HOST, host)
+    fn with_host(method: &str, path: &str, host: &str) -> Request<Body> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, host)
             .body(Body::empty())
             .unwrap()
     }
 
     #[tokio::test]
-    async fn a_site_host_reaches_its_router_and_any_other_the_client_router() {
-        let dispatch = dispatch();
-        for host in ["site.example", "SITE.example:8080"] {
-            assert_eq!(
-                served_by(&dispatch, with_host(host)).await,
-                "site",
-                "{host}"
-            );
+    async fn website_requests_reach_the_websites_and_all_else_the_client_router() {
+        let dispatch = dispatch(true);
+        let blog = format!("blog.{KEY}");
+        for (method, path, host, expected) in [
+            ("GET", "/", KEY, "_"),
+            ("GET", "/index.html", KEY, "_"),
+            ("GET", "/a/b", &blog, "blog"),
+            ("GET", "/%70ub/x", KEY, "_"),
+            ("GET", "/publish", KEY, "_"),
+            ("GET", "/pub/x", KEY, "client"),
+            ("GET", "/pub", KEY, "client"),
+            ("GET", "/storage/x", KEY, "client"),
+            ("GET", "/events/", &blog, "client"),
+            ("GET", "/events-stream", KEY, "client"),
+            ("GET", "/signup_tokens/x", KEY, "client"),
+            ("GET", "/info", KEY, "client"),
+            ("PUT", "/x", KEY, "client"),
+            ("OPTIONS", "/", KEY, "client"),
+            ("GET", "/", "localhost:6286", "client"),
+            ("GET", "/", &server_key().to_z32(), "client"),
+        ] {
+            let request = with_host(method, path, host);
+            let answer = served_by(&dispatch, request).await;
+            assert_eq!(answer, expected, "{method} {path} Host: {host}");
         }
-        let h2 = Request::get("https://site.example/index.html")
+        // Without a Host header, the HTTP/2 authority names the site; a Host header wins over it.
+        let h2 = Request::get(format!("https://blog.{KEY}/x"))
             .body(Body::empty())
             .unwrap();
-        assert_eq!(served_by(&dispatch, h2).await, "site");
-        for host in [
-            "other.example",
-            "localhost:6286",
-            "site.example.evil",
-            "bad host",
-        ] {
-            assert_eq!(
-                served_by(&dispatch, with_host(host)).await,
-                "client",
-                "{host}"
-            );
-        }
-        let no_host = Request::get("/").body(Body::empty()).unwrap();
-        assert_eq!(served_by(&dispatch, no_host).await, "client");
-        // The Host header wins over the authority, as the tenant layer reads them.
-        let both = Request::get("https://site.example/")
-            .header(HOST, "other.example")
+        assert_eq!(served_by(&dispatch, h2).await, "blog");
+        let both = Request::get(format!("https://blog.{KEY}/x"))
+            .header(http::header::HOST, "localhost")
             .body(Body::empty())
             .unwrap();
         assert_eq!(served_by(&dispatch, both).await, "client");
     }
 
     #[tokio::test]
-    async fn without_sites_every_request_goes_to_the_client_router() {
-        let client = Router::new().fallback(get(|| async { "client" }));
-        let dispatch = HostDispatch::new(client, Vec::new());
+    async fn with_websites_off_every_request_goes_to_the_client_router() {
+        let dispatch = dispatch(false);
         assert_eq!(
-            served_by(&dispatch, with_host("site.example")).await,
+            served_by(&dispatch, with_host("GET", "/", KEY)).await,
             "client"
         );
     }

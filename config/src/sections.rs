@@ -70,8 +70,6 @@ pub struct Drive {
     /// Homestead: event streams open at once from one client address; more get 429.
     pub max_event_streams_per_ip: NonZeroUsize,
     /// Serve static websites by `Host` (PROTOCOL-0.17 §18) and list `websites` in `/info` (0.17.1).
-    /// Parsed and kept for now: the websites feature itself is not built yet, so this switch has no
-    /// effect so far.
     pub websites: bool,
 }
 

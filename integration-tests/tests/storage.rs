@@ -559,7 +559,7 @@ async fn http_semantics(server: &TestServer) {
     let info = raw(server, "GET", "/info", &[], vec![]).await;
     assert_eq!(
         info.text,
-        r#"{"features":["path-addressed-storage","grant-proof-logout","webdav-locks"]}"#
+        r#"{"features":["path-addressed-storage","grant-proof-logout","webdav-locks","websites"]}"#
     );
     assert_eq!(info.header("cache-control"), "no-store");
     let b = User::signup(server, "/:rw").await;

@@ -12,6 +12,7 @@ pub mod locks;
 mod private_stream;
 mod signup_tokens;
 pub(crate) mod storage;
+pub(crate) mod website;
 
 use axum::Router;
 use axum::response::IntoResponse;
@@ -70,6 +71,8 @@ pub struct AppParts {
     pub body_read_timeout: std::time::Duration,
     /// Event streams open at once, in total and per client address.
     pub stream_slots: Arc<crate::stream_slots::StreamSlots>,
+    /// Serve websites by `Host` (`[drive] websites`, PROTOCOL-0.17.md §18).
+    pub websites: bool,
 }
 
 /// The client API's routes (their layers are added by [`crate::stack::client_router`]).
@@ -146,8 +149,15 @@ async fn root() -> &'static str {
 }
 
 /// What this server offers beyond the 0.9.3 protocol (PROTOCOL-0.17.md §16), in the reference's order; the
-/// SDK switches on these, so an id is listed only once its behaviour is served.
-async fn info() -> impl IntoResponse {
+/// SDK switches on these, so an id is listed only once its behaviour is served: `websites` only while
+/// they are on.
+async fn info(axum::extract::State(app): axum::extract::State<AppState>) -> impl IntoResponse {
+    let features = match app.websites {
+        true => {
+            r#"{"features":["path-addressed-storage","grant-proof-logout","webdav-locks","websites"]}"#
+        }
+        false => r#"{"features":["path-addressed-storage","grant-proof-logout","webdav-locks"]}"#,
+    };
     (
         [
             (
@@ -156,7 +166,7 @@ async fn info() -> impl IntoResponse {
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
-        r#"{"features":["path-addressed-storage","grant-proof-logout","webdav-locks"]}"#,
+        features,
     )
 }
 

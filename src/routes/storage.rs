@@ -256,7 +256,8 @@ pub(crate) fn parse_range(value: &str) -> Option<ByteRange> {
     }
 }
 
-fn read_options(headers: &HeaderMap) -> ReadOptions {
+/// The conditions and range a request's headers ask for.
+pub(crate) fn read_options(headers: &HeaderMap) -> ReadOptions {
     let text = |name| {
         headers
             .get(name)
@@ -275,56 +276,71 @@ async fn get(
     path: EntryPath,
     headers: &HeaderMap,
 ) -> Result<Response, HttpError> {
+    let read = app.store.get(owner, &path, &read_options(headers)).await?;
+    read_response(app, read).ok_or_else(HttpError::not_found)
+}
+
+/// The answer to a read of a file (200, 206, 304 or 416), counting the bytes served; None when there is
+/// no such file.
+pub(crate) fn read_response(app: &AppState, read: Read) -> Option<Response> {
     let stream = |body: homestead_backends::store::Body| {
         Body::from_stream(body.map_err(|err| {
             tracing::warn!(%err, "reading a blob failed mid-response");
             err
         }))
     };
-    Ok(
-        match app.store.get(owner, &path, &read_options(headers)).await? {
-            Read::NotFound => return Err(HttpError::not_found()),
-            Read::NotModified(entry) => {
-                let mut response = StatusCode::NOT_MODIFIED.into_response();
-                file_headers(response.headers_mut(), &entry);
-                response
+    Some(match read {
+        Read::NotFound => return None,
+        Read::NotModified(entry) => not_modified(&entry),
+        Read::Full(entry, body) => {
+            app.metrics.bytes_read.add(entry.content_length, &[]);
+            let mut response = stream(body).into_response();
+            content_headers(response.headers_mut(), &entry, entry.content_length);
+            response
+        }
+        Read::Partial {
+            entry,
+            first,
+            last,
+            body,
+        } => {
+            app.metrics.bytes_read.add(last - first + 1, &[]);
+            let mut response = (StatusCode::PARTIAL_CONTENT, stream(body)).into_response();
+            let headers = response.headers_mut();
+            content_headers(headers, &entry, last - first + 1);
+            let range = format!("bytes {first}-{last}/{}", entry.content_length);
+            if let Ok(value) = HeaderValue::try_from(range) {
+                headers.insert(header::CONTENT_RANGE, value);
             }
-            Read::Full(entry, body) => {
-                app.metrics.bytes_read.add(entry.content_length, &[]);
-                let mut response = stream(body).into_response();
-                content_headers(response.headers_mut(), &entry, entry.content_length);
-                response
+            response
+        }
+        Read::Unsatisfiable(entry) => {
+            let mut response = HttpError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "Requested range is outside the file",
+            )
+            .into_response();
+            let range = format!("bytes */{}", entry.content_length);
+            if let Ok(value) = HeaderValue::try_from(range) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
             }
-            Read::Partial {
-                entry,
-                first,
-                last,
-                body,
-            } => {
-                app.metrics.bytes_read.add(last - first + 1, &[]);
-                let mut response = (StatusCode::PARTIAL_CONTENT, stream(body)).into_response();
-                let headers = response.headers_mut();
-                content_headers(headers, &entry, last - first + 1);
-                let range = format!("bytes {first}-{last}/{}", entry.content_length);
-                if let Ok(value) = HeaderValue::try_from(range) {
-                    headers.insert(header::CONTENT_RANGE, value);
-                }
-                response
-            }
-            Read::Unsatisfiable(entry) => {
-                let mut response = HttpError::new(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "Requested range is outside the file",
-                )
-                .into_response();
-                let range = format!("bytes */{}", entry.content_length);
-                if let Ok(value) = HeaderValue::try_from(range) {
-                    response.headers_mut().insert(header::CONTENT_RANGE, value);
-                }
-                response
-            }
-        },
-    )
+            response
+        }
+    })
+}
+
+/// 304 with the file's validators: the client's copy of `entry` is current.
+pub(crate) fn not_modified(entry: &Entry) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    file_headers(response.headers_mut(), entry);
+    response
+}
+
+/// The 200 answer to a `HEAD` of `entry`: its headers, no body.
+pub(crate) fn head_response(entry: &Entry) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    content_headers(response.headers_mut(), entry, entry.content_length);
+    response
 }
 
 async fn head(app: &AppState, owner: &str, path: NormalizedPath) -> Result<Response, HttpError> {
@@ -337,9 +353,7 @@ async fn head(app: &AppState, owner: &str, path: NormalizedPath) -> Result<Respo
         .head(owner, &path)
         .await?
         .ok_or_else(HttpError::not_found)?;
-    let mut response = StatusCode::OK.into_response();
-    content_headers(response.headers_mut(), &entry, entry.content_length);
-    Ok(response)
+    Ok(head_response(&entry))
 }
 
 /// Writes the body to `path` as the owner, whose principal [`check_write`] admitted: their record is the

@@ -31,7 +31,7 @@ async fn root_and_info() {
         .await;
     assert_eq!(
         info.text(),
-        r#"{"features":["path-addressed-storage","grant-proof-logout","webdav-locks"]}"#
+        r#"{"features":["path-addressed-storage","grant-proof-logout","webdav-locks","websites"]}"#
     );
     assert_eq!(info.header(header::CACHE_CONTROL), "no-store");
     // Browser apps may read the lock headers and the validators, with or without an Origin.

@@ -10,6 +10,7 @@ mod grants;
 mod locks;
 mod private;
 mod put_refusals;
+mod website;
 
 use std::sync::Arc;
 
@@ -43,13 +44,17 @@ pub(crate) struct TestApp {
 /// The options of a [`TestApp`].
 pub(crate) struct TestAppBuilder {
     signup_mode: SignupMode,
+    websites: bool,
+    rate_limits: Vec<homestead_config::RateLimit>,
 }
 
 impl TestApp {
-    /// A builder with open sign-up.
+    /// A builder with open sign-up, websites on and no rate limits.
     pub(crate) fn builder() -> TestAppBuilder {
         TestAppBuilder {
             signup_mode: SignupMode::Open,
+            websites: true,
+            rate_limits: Vec::new(),
         }
     }
 
@@ -98,8 +103,20 @@ impl TestAppBuilder {
         self
     }
 
+    /// Whether websites are served (`[drive] websites`).
+    pub(crate) fn websites(mut self, websites: bool) -> Self {
+        self.websites = websites;
+        self
+    }
+
+    /// The `[[drive.rate_limits]]`.
+    pub(crate) fn rate_limits(mut self, limits: Vec<homestead_config::RateLimit>) -> Self {
+        self.rate_limits = limits;
+        self
+    }
+
     /// A server state on a temporary SQLite file and in-memory blobs: admin password `secret`, uploads of
-    /// at most 1024 bytes, no rate limits.
+    /// at most 1024 bytes.
     pub(crate) async fn build(self) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let url = DatabaseUrl::sqlite_file(&dir.path().join("test.db"));
@@ -129,10 +146,11 @@ impl TestAppBuilder {
             admin_password: "secret".into(),
             admin: super::admin::AdminFacts::default(),
             metrics: Arc::new(crate::metrics::Metrics::new(None).unwrap()),
-            rate_limits: RateLimitLayer::new(Vec::new()),
+            rate_limits: RateLimitLayer::new(self.rate_limits),
             default_quotas: Default::default(),
             body_read_timeout: std::time::Duration::from_secs(5),
             stream_slots: crate::stream_slots::StreamSlots::new(100, 10),
+            websites: self.websites,
         });
         TestApp {
             client: client_service(&state),
