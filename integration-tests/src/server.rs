@@ -94,6 +94,11 @@ impl TestServerBuilder {
         }
     }
 
+    /// Enables the metrics listener on a free loopback port (read it with [`TestServer::metrics`]).
+    pub fn with_metrics(self) -> Self {
+        self.config("[metrics]\nenabled = true\nlisten_socket = \"127.0.0.1:0\"")
+    }
+
     /// Runs the server with this open-file limit, soft and hard (through `prlimit`).
     pub fn open_files(mut self, limit: u64) -> Self {
         self.open_files = Some(limit);
@@ -362,6 +367,11 @@ impl TestServer {
     /// `http://127.0.0.1:<port>` of the ICANN listener.
     pub fn icann_url(&self) -> String {
         format!("http://{}", self.icann)
+    }
+
+    /// The ICANN listener.
+    pub fn icann_addr(&self) -> SocketAddr {
+        self.icann
     }
 
     /// The PubkyTLS listener.

@@ -100,11 +100,7 @@ async fn event_stream_queries_are_bounded_on_postgres() {
 #[tokio::test(flavor = "multi_thread")]
 async fn made_up_methods_do_not_grow_the_metrics() {
     let net = TestNet::new();
-    let server = net
-        .server()
-        .config("[metrics]\nenabled = true\nlisten_socket = \"127.0.0.1:0\"")
-        .start()
-        .await;
+    let server = net.server().with_metrics().start().await;
     let before = server.metrics().await.len();
     for i in 0..300 {
         let method = format!("M{i}{}", "X".repeat(4000));

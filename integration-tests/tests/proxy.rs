@@ -117,11 +117,7 @@ async fn through_nginx_with_tls() {
         .config("[[drive.rate_limits]]\npath = \"/events/\"\nmethod = \"GET\"\nquota = \"2r/h\"\nkey = \"ip\"")
         .start()
         .await;
-    let icann: SocketAddr = server
-        .icann_url()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let icann = server.icann_addr();
     let nginx = Nginx::start(dir.path(), icann).await;
     let base = format!("https://{DOMAIN}:{}", nginx.tls.port());
     let client = browser(&nginx, dir.path(), "127.0.0.2".parse().unwrap());

@@ -188,11 +188,7 @@ async fn client_addresses_from_the_proxy_protocol_through_nginx() {
         )
         .start()
         .await;
-    let icann: SocketAddr = server
-        .icann_url()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let icann = server.icann_addr();
     let pubky_tls = server.pubky_tls_addr();
     let nginx = Nginx::start(dir.path(), [(icann_front, icann), (tls_front, pubky_tls)]).await;
 

@@ -117,11 +117,7 @@ fn website_requests(metrics: &str, status: &str) -> u64 {
 #[tokio::test]
 async fn a_browser_loads_a_site_with_its_stylesheet_image_and_links() {
     let net = TestNet::new();
-    let server = net
-        .server()
-        .config("[metrics]\nenabled = true\nlisten_socket = \"127.0.0.1:0\"")
-        .start()
-        .await;
+    let server = net.server().with_metrics().start().await;
     let account = Account::signup(&server).await;
     publish(&server, &account).await;
     let port = server.icann_url().rsplit(':').next().unwrap().to_string();
