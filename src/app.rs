@@ -150,9 +150,19 @@ impl App {
             ..limits
         };
         let trusted = TrustedProxies::new(config.drive.trusted_proxies.clone());
-        let clients = |identity| ClientAddress {
-            proxy_protocol: ProxyProtocol::from_config(identity),
-            forwarded: trusted.clone(),
+        // Behind a PROXY-protocol balancer the preface names the client: an `X-Forwarded-For` header on
+        // such a connection is the client's own words (a TCP balancer passes it on untouched), never
+        // believed, whatever `drive.trusted_proxies` holds.
+        let clients = |identity| {
+            let proxy_protocol = ProxyProtocol::from_config(identity);
+            let forwarded = match proxy_protocol {
+                Some(_) => TrustedProxies::default(),
+                None => trusted.clone(),
+            };
+            ClientAddress {
+                proxy_protocol,
+                forwarded,
+            }
         };
         let direct = ClientAddress {
             proxy_protocol: None,

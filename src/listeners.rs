@@ -149,7 +149,8 @@ pub struct ClientAddress {
     /// `proxy_protocol` mode: connections from the trusted load balancers only, each starting with a PROXY
     /// preface that names the client. `None`: the TCP peer is the client.
     pub proxy_protocol: Option<ProxyProtocol>,
-    /// HTTP reverse proxies whose `X-Forwarded-For` names the client of a request.
+    /// HTTP reverse proxies whose `X-Forwarded-For` names the client of a request (none in
+    /// `proxy_protocol` mode).
     pub forwarded: TrustedProxies,
 }
 

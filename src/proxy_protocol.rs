@@ -300,7 +300,9 @@ impl ProxyProtocol {
             .await
             .map_err(|_| Refused::TimedOut)??;
         Ok(match source {
-            Source::Client(client) => client,
+            // `::ffff:a.b.c.d` (a dual-stack balancer's IPv4 client) is that IPv4 client: one rate-limit
+            // bucket and one allow-list entry per client, however the balancer spells it.
+            Source::Client(client) => SocketAddr::new(client.ip().to_canonical(), client.port()),
             Source::Peer => peer,
         })
     }
@@ -564,6 +566,15 @@ mod tests {
         let client = mode.accept(&mut io, balancer, second).await.unwrap();
         assert_eq!(client, "203.0.113.7:51000".parse().unwrap());
         assert_eq!(io, b"GET / HTTP/1.1\r\n\r\n");
+
+        let mapped = b"PROXY TCP6 ::ffff:203.0.113.8 ::1 51000 443\r\n";
+        let mut io = &mapped[..];
+        let client = mode.accept(&mut io, balancer, second).await.unwrap();
+        assert_eq!(
+            client,
+            "203.0.113.8:51000".parse().unwrap(),
+            "one spelling per client"
+        );
 
         let local = [v2(0, 0x00, &[]), b"\x16\x03\x01".to_vec()].concat();
         let mut io = &local[..];

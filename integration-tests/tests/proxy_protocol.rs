@@ -179,7 +179,8 @@ async fn client_addresses_from_the_proxy_protocol_through_nginx() {
     let server = net
         .server()
         .drive_config(&format!(
-            "icann_client_identity = {trusted}\npubky_client_identity = {trusted}\nheader_read_timeout_secs = 2"
+            "icann_client_identity = {trusted}\npubky_client_identity = {trusted}\nheader_read_timeout_secs = 2\n\
+             trusted_proxies = [\"127.0.0.0/8\"]"
         ))
         .pkdns_config(&format!("public_pubky_tls_port = {}", tls_front.port()))
         .config(
@@ -215,6 +216,19 @@ async fn client_addresses_from_the_proxy_protocol_through_nginx() {
         200,
         "another client, another budget"
     );
+    // The preface names the client: an X-Forwarded-For of the client's own making is not believed, even
+    // from an address `drive.trusted_proxies` lists.
+    let spoofing = reqwest::Client::builder()
+        .local_address(ip("127.0.0.3"))
+        .build()
+        .unwrap();
+    let spoofed = spoofing
+        .get(format!("http://{icann_front}/events/"))
+        .header("x-forwarded-for", "127.0.0.77")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status().as_u16(), 429, "still 127.0.0.3's budget");
 
     // PubkyTLS through nginx, TLS passed through untouched: the SDK finds the front port in the record
     // and connects from 127.0.0.1, which is then the client on both listeners.
