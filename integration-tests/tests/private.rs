@@ -1,5 +1,6 @@
-//! `/priv/` over raw HTTP on sqlite+fs and postgres+s3 (PROTOCOL-0.17.md §12.3, §13, §14): every row of
-//! the read permission order for cookie sessions of the owner with different capabilities, on both
+//! `/priv/` over raw HTTP on sqlite+fs and postgres+s3 (PROTOCOL-0.17.md §12.3, §13, §14): the rows of
+//! the read permission order that cookie sessions reach (no session, the owner's without `r`, the owner's
+//! with `r`; another user's bearer is in the SDK 0.17.1 suite, every row in the router tests), on both
 //! addressing forms, for a file that exists and one that does not, with `GET`, `HEAD`, a listing and a
 //! conditional `GET`; what each answer tells caches; and the event feed and a cursor walk over it, which
 //! never show a private write.

@@ -416,7 +416,17 @@ async fn private_streams_follow_the_identity_rules() {
         .await
         .text();
     assert_eq!(text.matches("event: PUT").count(), 2, "{text}");
-    // An `Authorization: Bearer` header that names no session hides every cookie.
+    // Any `Authorization: Bearer` value hides every cookie, even one too short to be a token; another
+    // scheme does not.
+    let uri = format!("/events-stream?{private}");
+    for (authorization, status) in [("Bearer short", 401), ("Basic dTpw", 200)] {
+        let headers = [
+            ("authorization", authorization),
+            ("cookie", owner.cookie.as_str()),
+        ];
+        let answer = call(app, Method::GET, &uri, &headers).await;
+        assert_eq!(answer.status.as_u16(), status, "{authorization}");
+    }
     let unknown = format!("Bearer {}", "x".repeat(43));
     let headers = [
         ("authorization", unknown.as_str()),
