@@ -508,3 +508,49 @@ fn fuzz_preconditions() {
         assert_eq!(write_mode(&both), Ok(WriteMode::Replace));
     });
 }
+
+#[test]
+fn fuzz_website_requests() {
+    use crate::routes::website::{Target, redirect, site_of};
+
+    let server =
+        pkarr::PublicKey::try_from("orhzqdiexwmi6iidktucgud63ufa5nwtsuzdxe176a8izd6jsqky").unwrap();
+    fuzz("website_requests", |input| {
+        // A `Host` value, a newline, a raw request path.
+        let text = String::from_utf8_lossy(input);
+        let (host, path) = text.split_once('\n').unwrap_or((&text, "/"));
+        let Ok(request) = http::Request::get(path).header("host", host).body(()) else {
+            return;
+        };
+        let Some(site) = site_of(&request, &server) else {
+            return;
+        };
+        assert_ne!(site.owner, server, "the server's own key keeps the API");
+        let label = site.label.as_str();
+        let one_label = (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        assert!(label == "_" || one_label, "{label:?}");
+        let Ok(target) = Target::of(&site, request.uri().path()) else {
+            return;
+        };
+        // Never outside the site, whatever the path.
+        let root = format!("/pub/website/{label}/");
+        assert!(
+            target.file.as_str().starts_with(&root),
+            "{}",
+            target.file.as_str()
+        );
+        if !target.path.is_dir() {
+            let response = redirect(target.path.as_str(), request.uri().query());
+            // Its path part: starts with one `/` and holds no backslash a browser could read as one.
+            let location = response.headers()[http::header::LOCATION].as_bytes();
+            let path = location.split(|b| *b == b'?').next().unwrap_or_default();
+            assert!(
+                path.starts_with(b"/") && !path.starts_with(b"//") && !path.contains(&b'\\'),
+                "the redirect stays on the host: {location:?}"
+            );
+        }
+    });
+}

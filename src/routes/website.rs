@@ -113,19 +113,19 @@ fn dns_label(label: &str) -> Option<&str> {
 
 /// Where a website request leads within its owner's files (§18.3).
 #[derive(Debug, Clone)]
-struct Target {
+pub(crate) struct Target {
     owner: pkarr::PublicKey,
     /// `/pub/website/<label>`.
     root: String,
     /// The request path, decoded and normalized.
-    path: NormalizedPath,
+    pub(crate) path: NormalizedPath,
     /// The file to serve: `<root><path>`, plus `index.html` for a directory.
-    file: EntryPath,
+    pub(crate) file: EntryPath,
 }
 
 impl Target {
     /// Maps the raw request path of `site`; the error is the 400 to answer.
-    fn of(site: &Site, raw_path: &str) -> Result<Self, HttpError> {
+    pub(crate) fn of(site: &Site, raw_path: &str) -> Result<Self, HttpError> {
         let decoded = percent_decode_str(raw_path)
             .decode_utf8()
             .map_err(|_| HttpError::bad_request("Website path is not valid UTF-8"))?;
@@ -271,7 +271,7 @@ async fn file(
 
 /// 301 to the directory of the normalized file-shaped `path`, keeping the query; empty body. The path
 /// is normalized, so it starts with a single `/` and the redirect stays on the host.
-fn redirect(path: &str, query: Option<&str>) -> Response {
+pub(crate) fn redirect(path: &str, query: Option<&str>) -> Response {
     let mut location = format!("{}/", utf8_percent_encode(path, LOCATION));
     if let Some(query) = query {
         location.push('?');
