@@ -32,6 +32,11 @@ impl Policy {
             Some(rest) => (addressed_path(rest), false),
             None => (path, true),
         };
+        // Without a `%`, decoding changes nothing, so a path naming no `priv` cannot be private: most
+        // requests skip the normalization (the handler does its own).
+        if !storage_path.contains("priv") && !storage_path.contains('%') {
+            return Self::Handler;
+        }
         match decode_path(storage_path).is_ok_and(|p| p.scope() == Scope::Private) {
             true => Self::Private { legacy },
             false => Self::Handler,
