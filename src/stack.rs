@@ -107,6 +107,18 @@ fn outer_layers(router: Router, app: &AppState) -> Router {
         .layer(crate::request_span::layer())
 }
 
+/// The response headers that browser scripts may read (`Access-Control-Expose-Headers`), on every
+/// response of the client API, refusals included.
+const EXPOSED_HEADERS: [header::HeaderName; 7] = [
+    header::RETRY_AFTER,
+    crate::webdav::LOCK_TOKEN,
+    crate::webdav::TIMEOUT,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    header::CONTENT_LENGTH,
+    header::CONTENT_RANGE,
+];
+
 /// Maximally permissive CORS with credentials, mirroring the request (PROTOCOL.md §4.4), so browser apps
 /// on any origin can use the ICANN endpoint.
 fn cors() -> CorsLayer {
@@ -115,15 +127,9 @@ fn cors() -> CorsLayer {
         .allow_methods(tower_http::cors::AllowMethods::mirror_request())
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
         .allow_credentials(true)
-        // What browser apps need to read: the reference's three (PROTOCOL-0.17.md §2) and the validators
-        // that conditional writes chain on.
-        .expose_headers([
-            header::RETRY_AFTER,
-            crate::webdav::LOCK_TOKEN,
-            crate::webdav::TIMEOUT,
-            header::ETAG,
-            header::LAST_MODIFIED,
-        ])
+        // What browser apps need to read: the reference's three (PROTOCOL-0.17.md §2), the validators that
+        // conditional writes chain on, and the sizes (the SDK's `stats()`, range reads).
+        .expose_headers(EXPOSED_HEADERS)
 }
 
 /// While the database does not answer, every request that needs it gets a 503 at once rather than

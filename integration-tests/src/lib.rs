@@ -19,6 +19,7 @@
 mod accounts;
 mod nginx;
 mod outages;
+mod relays;
 mod resources;
 mod server;
 mod support;
@@ -27,6 +28,7 @@ mod testnet;
 pub use accounts::Account;
 pub use nginx::{free_port, nginx_user_line, start_nginx};
 pub use outages::{CuttableProxy, PrivatePostgres, socket_of};
+pub use relays::Relays;
 pub use resources::{TestBucket, TestDatabase};
 pub use server::{ADMIN_PASSWORD, Blobs, Metadata, TestServer, TestServerBuilder, binary};
 pub use support::eventually;

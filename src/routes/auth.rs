@@ -18,9 +18,7 @@ use pubky_common::session::CookieSessionRecord;
 use crate::auth_token::verify_once;
 use crate::http_error::HttpError;
 use crate::routes::AppState;
-use crate::session_cookie::{
-    is_secure_host, new_secret, removal_cookie, request_host, secret_hash, set_cookie,
-};
+use crate::session_cookie::{cookie_site, new_secret, removal_cookie, secret_hash, set_cookie};
 use crate::signup_token;
 
 /// `POST /signup`: creates the user of the AuthToken (redeeming the signup token, in token-required
@@ -123,8 +121,7 @@ async fn new_session(
     }
     let created_at = pubky_common::timestamp::Timestamp::now().as_u64();
     let info = session_info(user, capabilities.clone(), created_at);
-    let secure = request_host(headers, uri).is_some_and(|host| is_secure_host(&host));
-    let cookie = set_cookie(&z32, &secret, secure, SystemTime::now());
+    let cookie = set_cookie(&z32, &secret, cookie_site(headers, uri), SystemTime::now());
     Ok(session_info_response(info, Some(cookie)))
 }
 
@@ -213,8 +210,8 @@ pub async fn signout(
             .delete_session(&secret_hash(secret))
             .await?;
     }
-    let secure = request_host(&headers, &uri).is_some_and(|host| is_secure_host(&host));
-    let cookie = removal_cookie(&tenant.to_string(), secure, SystemTime::now());
+    let site = cookie_site(&headers, &uri);
+    let cookie = removal_cookie(&tenant.to_string(), site, SystemTime::now());
     let mut response = StatusCode::OK.into_response();
     if let Ok(cookie) = HeaderValue::try_from(cookie) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);

@@ -14,7 +14,7 @@ async fn signup_session_write_and_signout() {
     let user = keypair.public_key().z32();
 
     let signup = request(Method::POST, "/signup")
-        .header("host", "localhost:6286")
+        .header("host", "127.0.0.1:6286")
         .body(Body::from(token(&keypair, "/pub/app/:rw")))
         .unwrap();
     let signup = app.client(signup).await;
@@ -129,4 +129,43 @@ async fn token_mode_ranks_token_errors_below_auth_errors() {
         (missing.status, missing.text().as_str()),
         (StatusCode::BAD_REQUEST, "Token required")
     );
+}
+
+#[tokio::test]
+async fn localhost_cookies_are_partitioned() {
+    // Browsers keep `Secure` cookies on http://localhost, and a partitioned one even where third-party
+    // cookies are blocked, so a page on another local site can sign in; an IP address keeps the
+    // reference's plain cookie. Sign-out's removal cookie carries the same attributes, or a browser would
+    // not match it to the partitioned cookie.
+    let app = TestApp::builder().build().await;
+    for (host, attributes) in [
+        (
+            "localhost:6286",
+            "; HttpOnly; SameSite=None; Secure; Partitioned; Path=/; Max-Age=31536000;",
+        ),
+        ("127.0.0.1:6286", "; HttpOnly; Path=/; Max-Age=31536000;"),
+    ] {
+        let keypair = Keypair::random();
+        let user = keypair.public_key().z32();
+        let signup = request(Method::POST, "/signup")
+            .header("host", host)
+            .body(Body::from(token(&keypair, "/:rw")))
+            .unwrap();
+        let signup = app.client(signup).await;
+        assert_eq!(signup.status, StatusCode::OK, "{}", signup.text());
+        let cookie = signup.header(header::SET_COOKIE).to_string();
+        assert!(cookie.contains(attributes), "{host}: {cookie}");
+        let pair = cookie.split(';').next().unwrap().to_string();
+        let signout = request(Method::DELETE, "/session")
+            .header("host", host)
+            .header("pubky-host", &user)
+            .header("cookie", &pair)
+            .body(Body::empty())
+            .unwrap();
+        let signout = app.client(signout).await;
+        assert_eq!(signout.status, StatusCode::OK);
+        let removal = signout.header(header::SET_COOKIE);
+        let removal_attributes = attributes.replace("Max-Age=31536000", "Max-Age=0");
+        assert!(removal.contains(&removal_attributes), "{host}: {removal}");
+    }
 }

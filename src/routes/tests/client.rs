@@ -34,10 +34,10 @@ async fn root_and_info() {
         r#"{"features":["path-addressed-storage","grant-proof-logout","webdav-locks","websites"]}"#
     );
     assert_eq!(info.header(header::CACHE_CONTROL), "no-store");
-    // Browser apps may read the lock headers and the validators, with or without an Origin.
+    // Browser apps may read the lock headers, the validators and the sizes, with or without an Origin.
     assert_eq!(
         info.header(header::ACCESS_CONTROL_EXPOSE_HEADERS),
-        "retry-after,lock-token,timeout,etag,last-modified"
+        super::cors::EXPOSED
     );
 }
 

@@ -6,6 +6,7 @@ mod admin_lists;
 mod auth;
 mod client;
 mod conditional;
+mod cors;
 mod grants;
 mod locks;
 mod private;
