@@ -121,11 +121,15 @@ macro_rules! on_backends {
                 env.push(("TEST_CHROMIUM_BIN", chromium));
                 let screenshots = screenshot_dir();
                 env.push(("SCREENSHOT_DIR", screenshots.display().to_string()));
+                let shots = ["same-site", "cross-site"]
+                    .map(|case| screenshots.join(format!("js-sdk-{}-{case}.png", stringify!($name))));
+                for shot in &shots {
+                    let _ = std::fs::remove_file(shot);
+                }
                 let output = node("browser.mjs", env).await;
                 assert!(output.contains("browser: 2 of 2 cases passed"), "{output}");
-                for case in ["same-site", "cross-site"] {
-                    let shot = screenshots.join(format!("js-sdk-{}-{case}.png", stringify!($name)));
-                    let png = std::fs::read(&shot).expect("the screenshot was saved");
+                for shot in &shots {
+                    let png = std::fs::read(shot).expect("the screenshot was saved");
                     assert!(png.starts_with(b"\x89PNG") && png.len() > 1000, "{}", shot.display());
                 }
             }
