@@ -177,7 +177,10 @@ impl Browser {
     pub fn text(&mut self, selector: &str) -> String {
         let expression =
             format!("(document.querySelector({selector:?}) || {{innerText: ''}}).innerText");
-        self.eval(&expression).as_str().unwrap_or_default().to_string()
+        self.eval(&expression)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Clicks the middle of the first element matching a CSS selector with the mouse, after scrolling
@@ -221,7 +224,8 @@ impl Browser {
             other => panic!("no key code for {other}"),
         };
         for kind in ["keyDown", "keyUp"] {
-            let mut event = json!({ "type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code });
+            let mut event =
+                json!({ "type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code });
             if kind == "keyDown" && !text.is_empty() {
                 event["text"] = json!(text);
             }
@@ -273,7 +277,10 @@ fn devtools_url(child: &mut Child) -> String {
                 Some((_, url)) => break url.trim().to_string(),
                 None => seen.push(line),
             },
-            _ => panic!("chromium exited before its DevTools URL:\n{}", seen.join("\n")),
+            _ => panic!(
+                "chromium exited before its DevTools URL:\n{}",
+                seen.join("\n")
+            ),
         }
     };
     std::thread::spawn(move || lines.for_each(drop));

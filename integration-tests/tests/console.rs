@@ -31,13 +31,15 @@ fn refusal<T>(result: pubky::Result<T>) -> (u16, String) {
 
 /// Whether an element matching `selector` is shown (it and none of its ancestors hidden).
 fn shown(selector: &str) -> String {
-    format!("(() => {{ const el = document.querySelector({selector:?}); return !!el && el.offsetParent !== null; }})()")
+    format!(
+        "(() => {{ const el = document.querySelector({selector:?}); return !!el && el.offsetParent !== null; }})()"
+    )
 }
 
-/// Whether the element matching `selector` contains `text`.
+/// Whether the element matching `selector` holds `text` (as written, not as styled).
 fn contains(selector: &str, text: &str) -> String {
     format!(
-        "(document.querySelector({selector:?}) || {{innerText: ''}}).innerText.includes({text:?})"
+        "(document.querySelector({selector:?}) || {{textContent: ''}}).textContent.includes({text:?})"
     )
 }
 
@@ -129,7 +131,10 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
         .storage()
         .put("/pub/big.bin", vec![7u8; 1_048_576])
         .await;
-    assert_eq!(refusal(over), (507, "Disk space quota exceeded".to_string()));
+    assert_eq!(
+        refusal(over),
+        (507, "Disk space quota exceeded".to_string())
+    );
 
     // Live events: a write shows up while following; none while paused, then they arrive on resume.
     browser.click("nav a[href='#events']");

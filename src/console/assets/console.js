@@ -208,11 +208,16 @@ async function loadOverview() {
   loadStorageChart();
 }
 
+/** A chart's drawing width: its box's CSS pixels, so that its 11 px labels stay 11 px at any width. */
+function chartWidth(id) { return Math.max(240, Math.round($(id).clientWidth) || 300); }
+
 /** The request-rate sparkline: an inline SVG polyline over the server's own per-slot counts. */
 function drawRate(rate) {
   const per = rate.counts.map((n) => n / rate.slot_secs);
+  // Ten minutes wide from the start: the slots before the server started count as quiet.
+  while (per.length < 600 / rate.slot_secs) per.unshift(0);
   const max = Math.max(...per, 0.1);
-  const w = 300, top = 14, bottom = 62, n = Math.max(per.length - 1, 1);
+  const w = chartWidth("rate-chart"), top = 14, bottom = 62, n = Math.max(per.length - 1, 1);
   const points = per.map((v, i) => [(w * i / n).toFixed(1), (bottom - (bottom - top) * v / max).toFixed(1)]);
   const line = points.map((p) => p.join(",")).join(" ");
   const now = per.length ? per[per.length - 1] : 0;
@@ -242,7 +247,7 @@ async function loadStorageChart() {
     return;
   }
   const max = Math.max(...users.map((u) => u.used_bytes), 1);
-  const row = 22, w = 300, label = 100, value = 70;
+  const row = 22, w = chartWidth("storage-chart"), label = 100, value = 120;
   const rows = users.map((u, i) => {
     const y = i * row;
     const width = ((w - label - value) * u.used_bytes / max).toFixed(1);
@@ -251,12 +256,18 @@ async function loadStorageChart() {
       h("svg:text", { x: 0, y: y + 15, class: "mono" }, u.pubky.slice(0, 12) + "…"),
       h("svg:rect", { class: "track", x: label, y: y + 4, width: w - label - value, height: 14, rx: 3 }),
       h("svg:rect", { class: "fill", x: label, y: y + 4, width, height: 14, rx: 3 }),
-      h("svg:text", { x: w, y: y + 15, "text-anchor": "end" }, fmtBytes(u.used_bytes)));
+      h("svg:text", { x: w, y: y + 15, "text-anchor": "end" },
+        fmtBytes(u.used_bytes) + (u.quota.effective.storage_quota_mb === "unlimited" ? "" : ` / ${fmtQuota(u.quota.effective.storage_quota_mb)}`)));
   });
   $("storage-chart").replaceChildren(h("svg:svg", { viewBox: `0 0 ${w} ${users.length * row}`, role: "img", "aria-labelledby": "storage-caption" }, rows));
 }
 
 // ---------------------------------------------------------------- users
+
+/** Empties a table while its rows load, so that no stale row can be acted on. */
+function loading(table, columns) {
+  $(table).tBodies[0].replaceChildren(h("tr", {}, h("td", { colspan: columns, class: "empty" }, "Loading…")));
+}
 
 const users = { next: null };
 
@@ -273,6 +284,7 @@ async function loadUsers(cursor) {
   showError("users-error", null);
   $("users-note").textContent = "";
   const prefix = $("users-prefix").value.trim();
+  loading("users-table", 6);
   let page;
   try {
     page = prefix ? await api("GET", "user_search?" + new URLSearchParams({ prefix })) : await api("GET", usersQuery(cursor));
@@ -416,6 +428,7 @@ async function loadTokens(cursor) {
   showError("tokens-error", null);
   const params = new URLSearchParams({ limit: PAGE_SIZE, state: $("tokens-state").value });
   if (cursor) params.set("cursor", cursor);
+  loading("tokens-table", 5);
   let page;
   try {
     page = await api("GET", "signup_tokens?" + params);
@@ -438,7 +451,7 @@ async function loadTokens(cursor) {
 
 // ---------------------------------------------------------------- live events
 
-const events = { source: null, cursor: "", paused: false, user: "" };
+const events = { source: null, cursor: "", paused: false, user: "", generation: 0 };
 const MAX_EVENTS = 200;
 
 /** Events of a text/event-stream body: `{type, uri, cursor}`. */
@@ -478,6 +491,7 @@ function setEventsStatus(text) { $("events-status").textContent = text; }
 
 async function startEvents() {
   stopEvents();
+  const generation = ++events.generation;
   showError("events-error", null);
   events.user = $("events-user").value.trim();
   events.paused = false;
@@ -487,10 +501,13 @@ async function startEvents() {
     // The recent past first, newest last, then live from the newest.
     try {
       const recent = parseEvents(await api("GET", eventsQuery({ reverse: "true", limit: "20" }))).reverse();
+      // A newer start (another filter, another visit) took over while this one waited.
+      if (generation !== events.generation) return;
       $("events-list").replaceChildren();
       for (const e of recent) addEvent(e, "earlier");
       events.cursor = events.cursor || "0";
     } catch (err) {
+      if (generation !== events.generation) return;
       showError("events-error", err);
       setEventsStatus("Stopped.");
       return;
@@ -505,6 +522,10 @@ function openStream() {
   setEventsStatus("Connecting…");
   source.onopen = () => setEventsStatus("Live.");
   const onEvent = (message) => {
+    if (events.source !== source) {
+      source.close();
+      return;
+    }
     const e = parseEvent(`event: ${message.type}\n` + message.data.split("\n").map((l) => "data: " + l).join("\n"));
     if (e) addEvent(e, new Date().toLocaleTimeString([], { hour12: false }));
   };
