@@ -177,6 +177,18 @@ async fn the_api_needs_a_session_and_changes_need_its_csrf_token() {
         "Not signed in (or the session expired): sign in again",
     );
     let browser = browser(&app).await;
+    // The operator routes are the admin API's own: the event stream too, behind the session.
+    let stream = request(Method::GET, "/console/api/events-stream?limit=1")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.admin(stream).await.status, StatusCode::UNAUTHORIZED);
+    let stream = browser
+        .get(&app, "/console/api/events-stream?limit=1")
+        .await;
+    assert_eq!(
+        (stream.status, stream.header(header::CONTENT_TYPE)),
+        (StatusCode::OK, "text/event-stream")
+    );
     let disable = format!("/console/api/users/{user}/disable");
     let no_token = browser
         .send(&app, Method::POST, &disable, None, false)
