@@ -78,6 +78,17 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
     let cookie = browser.eval("document.cookie");
     assert_eq!(cookie, "", "the session cookie is HttpOnly");
 
+    // The keyboard reaches everything: after the skip link come the page links, and Enter follows one.
+    browser.eval("document.querySelector('.skip').focus()");
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        browser.press("Tab");
+        order.push(browser.eval("document.activeElement.textContent.trim()"));
+    }
+    assert_eq!(order, ["Overview", "Users", "Signup tokens", "Live events"]);
+    browser.press("Enter");
+    browser.wait_for("the events page by keyboard", &shown("#events-form"));
+
     // Mint a token in the page; the SDK signs a user up with it.
     browser.click("nav a[href='#tokens']");
     browser.wait_for("the tokens page", &shown("#mint-form"));
