@@ -548,6 +548,8 @@ function openStream() {
 }
 
 function stopEvents() {
+  // A start still waiting for the recent past must not open a stream after this.
+  events.generation++;
   if (events.source) events.source.close();
   events.source = null;
 }
