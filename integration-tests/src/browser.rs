@@ -100,6 +100,13 @@ impl Browser {
     /// Sends one command (to the page once attached) and returns its result; panics on a protocol
     /// error.
     pub fn call(&mut self, method: &str, params: Value) -> Value {
+        self.try_call(method, params)
+            .unwrap_or_else(|error| panic!("{method} failed: {error}"))
+    }
+
+    /// Sends one command and returns its result or the protocol error (e.g. the page navigated away
+    /// while it ran).
+    fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({ "id": id, "method": method, "params": params });
@@ -121,9 +128,9 @@ impl Browser {
                 continue;
             }
             if let Some(error) = answer.get("error") {
-                panic!("{method} failed: {error}");
+                return Err(error.clone());
             }
-            return answer["result"].clone();
+            return Ok(answer["result"].clone());
         }
         panic!("{method}: no answer within {ANSWER_TIMEOUT:?}");
     }
@@ -158,11 +165,16 @@ impl Browser {
         answer["result"]["value"].clone()
     }
 
-    /// Polls `expression` until it is true; panics naming `what` after 20 seconds.
+    /// Polls `expression` until it is true; panics naming `what` after 20 seconds. A page that
+    /// navigates while it is asked (a form submission) is asked again.
     pub fn wait_for(&mut self, what: &str, expression: &str) {
         let deadline = Instant::now() + WAIT;
         loop {
-            if self.eval(expression) == json!(true) {
+            let answer = self.try_call(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true }),
+            );
+            if answer.is_ok_and(|answer| answer["result"]["value"] == json!(true)) {
                 return;
             }
             if Instant::now() > deadline {

@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use homestead_integration_tests::{ADMIN_PASSWORD, Blobs, Browser, Metadata, TestNet};
+use homestead_integration_tests::{
+    ADMIN_PASSWORD, Blobs, Browser, CuttableProxy, Metadata, TestNet, socket_of,
+};
 use pubky::errors::RequestError;
 use pubky::{Keypair, PubkySession};
 
@@ -255,6 +257,56 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
     let (status, info) = server.admin(reqwest::Method::GET, "/info").await;
     assert_eq!(status, 200);
     assert!(info.contains("\"num_disabled_users\":1"), "{info}");
+    drop(browser);
+    let log = server.log();
+    assert!(server.stop().await.success(), "{log}");
+}
+
+/// Signs in on a fresh page of `console`.
+fn signed_in(console: &str) -> Browser {
+    let mut browser = Browser::launch(1280, 860);
+    browser.navigate(console);
+    browser.wait_for("the sign-in form", &shown("#password"));
+    browser.type_into("#password", ADMIN_PASSWORD);
+    browser.press("Enter");
+    browser.wait_for("the overview", &contains("#overview-cards", "Uptime"));
+    browser
+}
+
+/// The overview follows the blob store's health: cut off, it says so within a few probes, and again
+/// once it answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_overview_shows_a_blob_store_outage() {
+    let endpoint = std::env::var("TEST_S3_ENDPOINT").expect("TEST_S3_ENDPOINT: run scripts/test");
+    let proxy = CuttableProxy::start(socket_of(&endpoint)).await;
+    let net = TestNet::new();
+    let server = net
+        .server()
+        .blobs(Blobs::S3)
+        .s3_endpoint(&format!("http://{}", proxy.addr()))
+        .start()
+        .await;
+    let admin = server.admin_url().expect("admin listener");
+    let mut browser = signed_in(&format!("{admin}/console/"));
+    browser.wait_for(
+        "the blob store up",
+        &contains("#overview-cards", "Blob store: up"),
+    );
+    proxy.cut();
+    browser.wait_for(
+        "the blob store down",
+        &contains("#overview-cards", "Blob store: down"),
+    );
+    browser.screenshot(
+        &screenshots()
+            .join("outage")
+            .join("overview-blob-store-down.png"),
+    );
+    proxy.restore().await;
+    browser.wait_for(
+        "the blob store up again",
+        &contains("#overview-cards", "Blob store: up"),
+    );
     drop(browser);
     let log = server.log();
     assert!(server.stop().await.success(), "{log}");

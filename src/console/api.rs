@@ -87,7 +87,17 @@ pub async fn sign_out(State(console): State<Console>, headers: HeaderMap) -> Res
 pub async fn overview(State(console): State<Console>) -> Response {
     let app = &console.app;
     let health = app.store.health();
-    let counts = match app.store.operations().counts().await {
+    // While the health probe finds the database down, asking it would only wait out a timeout.
+    let counts = match health.database_up() {
+        true => app
+            .store
+            .operations()
+            .counts()
+            .await
+            .map_err(|e| e.to_string()),
+        false => Err("the database does not answer".to_string()),
+    };
+    let counts = match counts {
         Ok(counts) => json!({
             "users": counts.users,
             "disabled_users": counts.disabled_users,

@@ -186,9 +186,9 @@ async function loadOverview() {
     cards.push(card("Storage used", fmtBytes(c.used_bytes), detail, meter));
     cards.push(card("Signup tokens", `${c.unused_signup_tokens} unused`, `${c.signup_tokens - c.unused_signup_tokens} used of ${c.signup_tokens} minted`));
   }
-  const health = h("p", { class: "value" }, status(o.health.database, "Database up", "Database down"));
-  cards.push(h("section", { class: "card", "aria-label": "Dependencies" }, h("h2", {}, "Dependencies"), health,
-    h("p", { class: "detail" }, "Blob store: ", status(o.health.blobs, "up", "down"))));
+  const down = [o.health.database ? null : "Database", o.health.blobs ? null : "Blob store"].filter(Boolean);
+  cards.push(card("Dependencies", status(!down.length, "All up", down.join(" and ") + " down"),
+    h("span", {}, "Database: ", status(o.health.database, "up", "down"), " · Blob store: ", status(o.health.blobs, "up", "down"))));
   const p = o.publish;
   const published = p.last_attempt && !p.last_error;
   cards.push(card("Server record",
