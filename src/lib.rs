@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth_token;
 pub mod authorization;
 pub mod cli;
+pub mod console;
 pub mod fd_limit;
 #[cfg(test)]
 mod fuzz;

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub user_republishes: Counter<u64>,
     /// Storage requests by addressing and authentication (PROTOCOL-0.17.md §20).
     storage_requests: Counter<u64>,
+    /// Client requests answered per recent interval, for the console's request-rate chart.
+    pub request_rate: crate::console::RequestRate,
 }
 
 /// What a storage request with a resolved owner says about the client that sent it (PROTOCOL-0.17.md
@@ -186,6 +188,7 @@ impl Metrics {
                 .u64_counter("storage_request_count")
                 .with_description("Number of client storage requests by migration mode")
                 .build(),
+            request_rate: crate::console::RequestRate::default(),
             registry,
             provider,
         })
@@ -337,6 +340,7 @@ pub async fn record_request(
     let method = method_label(request.method());
     let started = std::time::Instant::now();
     let response = next.run(request).await;
+    metrics.request_rate.record();
     metrics.http_requests.record(
         started.elapsed().as_secs_f64(),
         &[

@@ -152,6 +152,8 @@ pub struct PublishStatus {
     pub failed: u64,
     /// The reason of the last failure, if the last attempt failed.
     pub last_error: Option<String>,
+    /// When the last attempt ended, in Unix microseconds (for the console).
+    pub last_attempt_micros: Option<i64>,
 }
 
 /// [`PublishStatus`] shared between the publisher and the admin API.
@@ -172,6 +174,7 @@ pub fn spawn_publisher(
             .pkarr_publishes
             .add(1, &[opentelemetry::KeyValue::new("result", label)]);
         let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
+        status.last_attempt_micros = Some(homestead_backends::metadata::now_micros());
         match result {
             Ok(()) => {
                 status.published += 1;

@@ -76,8 +76,17 @@ impl RunSummary {
     }
 }
 
-/// The summary of the last finished run, shared with the admin info.
-pub type LastRun = Arc<Mutex<Option<RunSummary>>>;
+/// A finished run: its totals and when it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinishedRun {
+    /// The run's totals.
+    pub summary: RunSummary,
+    /// When it ended, in Unix microseconds.
+    pub finished_micros: i64,
+}
+
+/// The last finished run, shared with the admin info and the console.
+pub type LastRun = Arc<Mutex<Option<FinishedRun>>>;
 
 /// The homeserver a user's packet names in its `_pubky` HTTPS or SVCB record, as z32.
 pub fn homeserver_of(packet: &SignedPacket) -> Option<String> {
@@ -111,7 +120,10 @@ pub fn spawn(
                     } else {
                         tracing::info!(?summary, "republished user records");
                     }
-                    *last_run.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
+                    *last_run.lock().unwrap_or_else(|p| p.into_inner()) = Some(FinishedRun {
+                        summary,
+                        finished_micros: homestead_backends::metadata::now_micros(),
+                    });
                 }
                 Err(err) => {
                     tracing::warn!(%err, "user keys republisher: cannot list users; run skipped")

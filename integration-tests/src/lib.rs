@@ -17,6 +17,7 @@
 //! PostgreSQL connection allowed to create databases), `TEST_S3_ENDPOINT` (an S3-compatible server).
 
 mod accounts;
+mod browser;
 mod nginx;
 mod outages;
 mod relays;
@@ -26,6 +27,7 @@ mod support;
 mod testnet;
 
 pub use accounts::Account;
+pub use browser::Browser;
 pub use nginx::{free_port, nginx_user_line, start_nginx};
 pub use outages::{CuttableProxy, PrivatePostgres, socket_of};
 pub use relays::Relays;

@@ -98,7 +98,7 @@ fn is_local_host(host: &str) -> bool {
 }
 
 /// Byte equality whose time depends only on the lengths, not on where the bytes differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let differing = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     a.len() == b.len() && differing == 0
 }
@@ -121,7 +121,8 @@ pub async fn generate_signup_token_with_quota(
     mint_token(&app, quota, &limits).await
 }
 
-async fn mint_token(
+/// Mints one token with these settings and stores it.
+pub(crate) async fn mint_token(
     app: &AppState,
     quota: Option<Quota>,
     limits: &UserLimits,
@@ -142,7 +143,8 @@ async fn mint_token(
     Ok(token)
 }
 
-fn unprocessable(message: String) -> HttpError {
+/// 422 with a validation message.
+pub(crate) fn unprocessable(message: String) -> HttpError {
     HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
 }
 
@@ -226,11 +228,11 @@ pub async fn info(State(app): State<AppState>) -> Result<axum::response::Respons
             "last_error": publish.last_error,
         },
         "user_keys_republisher": republisher.map(|run| serde_json::json!({
-            "republished": run.republished,
-            "restored": run.restored,
-            "elsewhere": run.elsewhere,
-            "missing": run.missing,
-            "failed": run.failed,
+            "republished": run.summary.republished,
+            "restored": run.summary.restored,
+            "elsewhere": run.summary.elsewhere,
+            "missing": run.summary.missing,
+            "failed": run.summary.failed,
         })),
     });
     Ok((
@@ -323,7 +325,7 @@ fn token_cursor<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String
 
 /// A time as the reference's admin API writes it: UTC without offset, fractional seconds only when not
 /// zero (`2026-10-02T12:00:00.123456`).
-fn utc_time(micros: i64) -> String {
+pub(crate) fn utc_time(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .unwrap_or_default()
         .naive_utc()
@@ -332,7 +334,7 @@ fn utc_time(micros: i64) -> String {
 }
 
 /// One user of the admin API: key, sign-up time, flag, usage and quota, in the reference's order.
-fn user_item(app: &AppState, user: &User) -> serde_json::Value {
+pub(crate) fn user_item(app: &AppState, user: &User) -> serde_json::Value {
     serde_json::json!({
         "pubky": user.public_key,
         "created_at": utc_time(user.created_at),

@@ -105,9 +105,10 @@ pub(crate) fn client_routes(app: AppState) -> Router {
         .with_state(app)
 }
 
-/// The operator's API on the admin listener.
-pub fn admin_router(app: AppState) -> Router {
-    let protected = Router::new()
+/// The operator's routes, without their authentication: the admin API serves them behind the password
+/// header, the console behind its session.
+pub(crate) fn operator_routes(app: &AppState) -> Router<AppState> {
+    Router::new()
         .route(
             "/generate_signup_token",
             get(admin::generate_signup_token).post(admin::generate_signup_token_with_quota),
@@ -131,15 +132,20 @@ pub fn admin_router(app: AppState) -> Router {
             app.store.clone(),
             crate::stack::refuse_while_database_down,
         ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            admin::require_password,
-        ));
+}
+
+/// The operator's API on the admin listener, and its console under `/console/`.
+pub fn admin_router(app: AppState) -> Router {
+    let protected = operator_routes(&app).route_layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        admin::require_password,
+    ));
     // No CORS: no browser page may call the operator's API.
     Router::new()
         .route("/", get(admin::root))
         .merge(protected)
-        .with_state(app)
+        .with_state(app.clone())
+        .merge(crate::console::router(app))
         .layer(axum::middleware::from_fn(admin::require_local_host))
 }
 
