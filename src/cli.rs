@@ -1,5 +1,6 @@
-//! The command line: `homestead [--data-dir DIR] [--config FILE] [run | init]`, `run` being the default,
-//! like the reference binary's `pubky-homeserver --data-dir DIR`.
+//! The command line: `homestead [--data-dir DIR] [--config FILE] [run | init | backup DEST | restore SRC |
+//! export-user KEY | import-user]`, `run` being the default, like the reference binary's
+//! `pubky-homeserver --data-dir DIR`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,30 @@ pub enum Command {
     Run,
     /// Write the config file and the server key if missing, print the server's public key, and exit.
     Init,
+    /// Copy a consistent snapshot of the database and every file body it references into DEST (a new
+    /// directory), while the server keeps serving.
+    Backup {
+        /// The backup directory to create (missing, or an empty directory).
+        dest: PathBuf,
+    },
+    /// Restore a backup into this data directory's empty database and blob store (before the server
+    /// starts there).
+    Restore {
+        /// A directory written by `homestead backup`.
+        src: PathBuf,
+    },
+    /// Write one user's files to stdout as a user archive (format: see the README's "Operating").
+    ExportUser {
+        /// The user's public key (z-base-32).
+        key: String,
+    },
+    /// Read a user archive from stdin into this server: all of it, or nothing. The user must be
+    /// absent here or have no files.
+    ImportUser {
+        /// The signup token to consume when this server requires one and the user is absent.
+        #[arg(long)]
+        signup_token: Option<String>,
+    },
 }
 
 /// Parses the command line, runs the command and turns any error into one line on stderr.
@@ -53,6 +78,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // Everything the server creates (data directory, config, database, blobs) is its own alone.
     // SAFETY: umask only sets the process's file-creation mask.
     unsafe { libc::umask(0o077) };
+    match cli.command {
+        None | Some(Command::Run | Command::Init) => {}
+        Some(command) => return run_data_command(&cli.data_dir, &cli.config, command),
+    }
     let data_dir = DataDir::open(&cli.data_dir.clone().unwrap_or_else(default_data_dir))?;
     let loaded = match &cli.config {
         Some(path) => Config::load(path, false)?,
@@ -66,6 +95,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run => serve(data_dir, loaded, keypair),
     }
+}
+
+/// Backup, restore, export-user and import-user: on the data directory and configuration the server
+/// would use, never creating a key or a config file.
+fn run_data_command(
+    data_dir: &Option<PathBuf>,
+    config: &Option<PathBuf>,
+    command: Command,
+) -> anyhow::Result<()> {
+    use crate::command_context::CommandContext;
+    let (data_dir, config) = (data_dir.as_deref(), config.as_deref());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match command {
+            Command::Backup { dest } => {
+                let ctx = CommandContext::existing(data_dir, config)?;
+                crate::backup::backup(&ctx, &dest).await
+            }
+            Command::Restore { src } => {
+                let ctx = CommandContext::target(data_dir, config)?;
+                crate::backup::restore(&ctx, &src).await
+            }
+            Command::ExportUser { key } => {
+                let ctx = CommandContext::existing(data_dir, config)?;
+                crate::user_archive::export_user(&ctx, &key, tokio::io::stdout()).await
+            }
+            Command::ImportUser { signup_token } => {
+                let ctx = CommandContext::existing(data_dir, config)?;
+                let stdin = tokio::io::stdin();
+                crate::user_archive::import_user(&ctx, stdin, signup_token.as_deref()).await
+            }
+            Command::Run | Command::Init => unreachable!("served by run()"),
+        }
+    })
 }
 
 fn serve(data_dir: DataDir, loaded: Loaded, keypair: pkarr::Keypair) -> anyhow::Result<()> {

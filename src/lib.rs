@@ -4,7 +4,9 @@
 pub mod app;
 pub mod auth_token;
 pub mod authorization;
+pub mod backup;
 pub mod cli;
+pub mod command_context;
 pub mod fd_limit;
 #[cfg(test)]
 mod fuzz;
@@ -25,6 +27,8 @@ pub mod signup_token;
 pub mod stack;
 pub mod stream_slots;
 pub mod telemetry;
+pub mod transfer_progress;
+pub mod user_archive;
 pub mod user_quota;
 pub mod user_republisher;
 pub mod webdav;
