@@ -2,13 +2,14 @@
 //! export-user KEY | import-user]`, `run` being the default, like the reference binary's
 //! `pubky-homeserver --data-dir DIR`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use homestead_config::{Config, DataDir, Loaded, default_data_dir};
 
 use crate::app::App;
+use crate::command_context::CommandContext;
 use crate::server_key;
 use crate::telemetry::Telemetry;
 
@@ -78,59 +79,58 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // Everything the server creates (data directory, config, database, blobs) is its own alone.
     // SAFETY: umask only sets the process's file-creation mask.
     unsafe { libc::umask(0o077) };
-    match cli.command {
-        None | Some(Command::Run | Command::Init) => {}
-        Some(command) => return run_data_command(&cli.data_dir, &cli.config, command),
+    let (data_dir, config) = (cli.data_dir.as_deref(), cli.config.as_deref());
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Init => {
+            let (_, _, keypair) = open_server(data_dir, config)?;
+            println!("{}", keypair.public_key());
+            Ok(())
+        }
+        Command::Run => {
+            let (data_dir, loaded, keypair) = open_server(data_dir, config)?;
+            serve(data_dir, loaded, keypair)
+        }
+        Command::Backup { dest } => block_on(async {
+            let ctx = CommandContext::existing(data_dir, config)?;
+            crate::backup::backup(&ctx, &dest).await
+        }),
+        Command::Restore { src } => block_on(async {
+            let ctx = CommandContext::target(data_dir, config)?;
+            crate::backup::restore(&ctx, &src).await
+        }),
+        Command::ExportUser { key } => block_on(async {
+            let ctx = CommandContext::existing(data_dir, config)?;
+            crate::user_archive::export_user(&ctx, &key, tokio::io::stdout()).await
+        }),
+        Command::ImportUser { signup_token } => block_on(async {
+            let ctx = CommandContext::existing(data_dir, config)?;
+            let stdin = tokio::io::stdin();
+            crate::user_archive::import_user(&ctx, stdin, signup_token.as_deref()).await
+        }),
     }
-    let data_dir = DataDir::open(&cli.data_dir.clone().unwrap_or_else(default_data_dir))?;
-    let loaded = match &cli.config {
+}
+
+/// The data directory (created if missing), the configuration (the commented sample written if
+/// missing) and the server key (created if missing), as the server starts.
+fn open_server(
+    data_dir: Option<&Path>,
+    config: Option<&Path>,
+) -> anyhow::Result<(DataDir, Loaded, pkarr::Keypair)> {
+    let data_dir = DataDir::open(&data_dir.map_or_else(default_data_dir, Path::to_path_buf))?;
+    let loaded = match config {
         Some(path) => Config::load(path, false)?,
         None => Config::load(&data_dir.config_file(), true)?,
     };
     let keypair = server_key::load_or_create(&data_dir.secret_file())?;
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Init => {
-            println!("{}", keypair.public_key());
-            Ok(())
-        }
-        Command::Run => serve(data_dir, loaded, keypair),
-    }
+    Ok((data_dir, loaded, keypair))
 }
 
-/// Backup, restore, export-user and import-user: on the data directory and configuration the server
-/// would use, never creating a key or a config file.
-fn run_data_command(
-    data_dir: &Option<PathBuf>,
-    config: &Option<PathBuf>,
-    command: Command,
-) -> anyhow::Result<()> {
-    use crate::command_context::CommandContext;
-    let (data_dir, config) = (data_dir.as_deref(), config.as_deref());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// Runs an operator command (backup, restore, export-user, import-user) to its end.
+fn block_on(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        match command {
-            Command::Backup { dest } => {
-                let ctx = CommandContext::existing(data_dir, config)?;
-                crate::backup::backup(&ctx, &dest).await
-            }
-            Command::Restore { src } => {
-                let ctx = CommandContext::target(data_dir, config)?;
-                crate::backup::restore(&ctx, &src).await
-            }
-            Command::ExportUser { key } => {
-                let ctx = CommandContext::existing(data_dir, config)?;
-                crate::user_archive::export_user(&ctx, &key, tokio::io::stdout()).await
-            }
-            Command::ImportUser { signup_token } => {
-                let ctx = CommandContext::existing(data_dir, config)?;
-                let stdin = tokio::io::stdin();
-                crate::user_archive::import_user(&ctx, stdin, signup_token.as_deref()).await
-            }
-            Command::Run | Command::Init => unreachable!("served by run()"),
-        }
-    })
+        .build()?
+        .block_on(command)
 }
 
 fn serve(data_dir: DataDir, loaded: Loaded, keypair: pkarr::Keypair) -> anyhow::Result<()> {

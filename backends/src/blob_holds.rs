@@ -56,7 +56,8 @@ impl BlobHolds {
     /// Whether some hold is live, as seen at most [`CHECK_TTL`] ago. A failed look counts as a hold:
     /// keeping a blob too long costs space, deleting one a backup needs costs the backup.
     pub async fn active(&self) -> bool {
-        if let Some((sent, held)) = *self.last.lock().expect("holds lock")
+        let last = *self.last.lock().expect("holds lock");
+        if let Some((sent, held)) = last
             && sent.elapsed() < CHECK_TTL
         {
             return held;
@@ -80,7 +81,7 @@ async fn live_markers(store: &dyn ObjectStore) -> object_store::Result<usize> {
     let mut listing = store.list(Some(&dir));
     let mut live = 0;
     while let Some(meta) = listing.next().await.transpose()? {
-        let age = chrono_age(meta.last_modified.timestamp_micros());
+        let age = age_of(meta.last_modified.timestamp_micros());
         if age < HOLD_TTL {
             live += 1;
         }
@@ -89,7 +90,7 @@ async fn live_markers(store: &dyn ObjectStore) -> object_store::Result<usize> {
 }
 
 /// How long ago a time in microseconds since the epoch was (zero for the future).
-fn chrono_age(micros: i64) -> Duration {
+fn age_of(micros: i64) -> Duration {
     let now = crate::metadata::now_micros();
     Duration::from_micros(u64::try_from(now.saturating_sub(micros)).unwrap_or(0))
 }
@@ -136,7 +137,7 @@ impl Hold {
         let dir = BlobPath::from(HOLDS_DIR);
         let mut listing = self.store.list(Some(&dir));
         while let Some(Ok(meta)) = listing.next().await {
-            if chrono_age(meta.last_modified.timestamp_micros()) >= HOLD_TTL {
+            if age_of(meta.last_modified.timestamp_micros()) >= HOLD_TTL {
                 let _ = self.store.delete(&meta.location).await;
             }
         }

@@ -24,7 +24,7 @@ pub async fn export_user<W: AsyncWrite + Unpin>(
     let db = ctx.database().await?;
     let blobs = ctx.blob_store().await?;
     let store = blobs.objects().clone();
-    let Some(mut snapshot) = UserSnapshot::open(&db, &user).await? else {
+    let Some(snapshot) = UserSnapshot::open(&db, &user).await? else {
         bail!("no user {user} in {}", ctx.database_shown());
     };
     snapshot.close().await?;

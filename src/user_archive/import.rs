@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use homestead_backends::blob_transfer::{TransferError, delete_all, upload};
 use homestead_backends::metadata::user_transfer::{
     Import, ImportOutcome, UserEntry, UserSnapshot, import_user as commit,

@@ -88,10 +88,15 @@ impl UserSnapshot {
             }
         }
         .map_err(count)?;
-        Ok((exists > 0).then(|| Self {
+        let snapshot = Self {
             conn,
             user: user.to_string(),
-        }))
+        };
+        if exists == 0 {
+            snapshot.close().await?;
+            return Ok(None);
+        }
+        Ok(Some(snapshot))
     }
 
     /// How many entries the user has and their bytes.
@@ -115,13 +120,13 @@ impl UserSnapshot {
                 .bind(user)
                 .fetch(&mut **c)
                 .map_ok(entry)
-                .map_err(query("list the user's entries"))
+                .map_err(|err| query("list the user's entries")(err))
                 .boxed(),
             SnapshotConn::Postgres(c) => sqlx::query_as::<_, EntryRow>(USER_ENTRIES)
                 .bind(user)
                 .fetch(&mut **c)
                 .map_ok(entry)
-                .map_err(query("list the user's entries"))
+                .map_err(|err| query("list the user's entries")(err))
                 .boxed(),
         }
     }
@@ -129,8 +134,8 @@ impl UserSnapshot {
     /// Ends the transaction.
     pub async fn close(mut self) -> Result<()> {
         match &mut self.conn {
-            SnapshotConn::Sqlite(c) => sqlx::query("COMMIT").execute(&mut **c).await,
-            SnapshotConn::Postgres(c) => sqlx::query("COMMIT").execute(&mut **c).await,
+            SnapshotConn::Sqlite(c) => sqlx::query("COMMIT").execute(&mut **c).await.map(drop),
+            SnapshotConn::Postgres(c) => sqlx::query("COMMIT").execute(&mut **c).await.map(drop),
         }
         .map_err(query("end the export"))?;
         Ok(())
@@ -191,8 +196,11 @@ const SET_USED: &str = "UPDATE users SET used_bytes = $1 WHERE id = $2";
 /// Writes an import in one transaction (see [`ImportOutcome`]); nothing changes unless it is
 /// `Imported`.
 pub async fn import_user(db: &Database, import: &Import<'_>) -> Result<ImportOutcome> {
+    // The writes, as an async block whose early returns are refusals: the caller commits or rolls back
+    // explicitly (a dropped transaction rolls back only when its connection is next used, and would
+    // hold SQLite's write lock meanwhile).
     macro_rules! run {
-        ($tx:ident, $pg:expr) => {{
+        ($tx:ident, $pg:expr) => {async {
             if $pg {
                 sqlx::query(PG_BEGIN_WRITE)
                     .execute(&mut *$tx)
@@ -298,25 +306,104 @@ pub async fn import_user(db: &Database, import: &Import<'_>) -> Result<ImportOut
                 .execute(&mut *$tx)
                 .await
                 .map_err(query("set the usage"))?;
-            created
+            Ok(ImportOutcome::Imported { created })
         }};
     }
-    let created = match db {
+    macro_rules! finish {
+        ($tx:ident, $outcome:expr) => {
+            match $outcome {
+                Ok(imported @ ImportOutcome::Imported { .. }) => {
+                    $tx.commit().await.map_err(query("commit the import"))?;
+                    Ok(imported)
+                }
+                refused => {
+                    $tx.rollback().await.map_err(query("roll the import back"))?;
+                    refused
+                }
+            }
+        };
+    }
+    match db {
         Database::Sqlite(pool, _) => {
             let mut conn = pool.acquire().await.map_err(query("connect"))?;
             let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
                 .await
                 .map_err(query("begin the import"))?;
-            let created = run!(tx, false);
-            tx.commit().await.map_err(query("commit the import"))?;
-            created
+            let outcome: Result<ImportOutcome> = run!(tx, false).await;
+            finish!(tx, outcome)
         }
         Database::Postgres(pool, _) => {
             let mut tx = pool.begin().await.map_err(query("begin the import"))?;
-            let created = run!(tx, true);
-            tx.commit().await.map_err(query("commit the import"))?;
-            created
+            let outcome: Result<ImportOutcome> = run!(tx, true).await;
+            finish!(tx, outcome)
         }
-    };
-    Ok(ImportOutcome::Imported { created })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use homestead_config::DatabaseUrl;
+
+    use super::*;
+
+    fn entry(path: &str) -> UserEntry {
+        UserEntry {
+            path: path.into(),
+            hash: [3; 32],
+            length: 10,
+            content_type: "text/plain".into(),
+            created_at: 5,
+            modified_at: 6,
+            blob_key: format!("u/{path}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_import_is_whole_or_refused_and_reads_back_in_one_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::connect(&DatabaseUrl::sqlite_file(&dir.path().join("m.db")), true)
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        let entries = [entry("/priv/x"), entry("/pub/a")];
+        let mut import = Import {
+            user: "u",
+            token: None,
+            token_required: true,
+            entries: &entries,
+            default_quota: Quota::Unlimited,
+            now: 100,
+        };
+        assert_eq!(import_user(&db, &import).await.unwrap(), ImportOutcome::TokenMissing);
+        import.token = Some("nope");
+        assert_eq!(import_user(&db, &import).await.unwrap(), ImportOutcome::TokenUnknown);
+        import.token_required = false;
+        import.token = None;
+        import.default_quota = Quota::Bytes(500);
+        let refused = import_user(&db, &import).await.unwrap();
+        assert_eq!(refused, ImportOutcome::QuotaExceeded { needed: 532 });
+        assert!(UserSnapshot::open(&db, "u").await.unwrap().is_none(), "nothing imported");
+        import.default_quota = Quota::Unlimited;
+        let done = import_user(&db, &import).await.unwrap();
+        assert_eq!(done, ImportOutcome::Imported { created: true });
+        assert_eq!(import_user(&db, &import).await.unwrap(), ImportOutcome::NotEmpty);
+
+        let mut snapshot = UserSnapshot::open(&db, "u").await.unwrap().unwrap();
+        assert_eq!(snapshot.totals().await.unwrap(), (2, 20));
+        let read: Vec<UserEntry> = snapshot.entries().try_collect().await.unwrap();
+        assert_eq!(read, entries);
+        snapshot.close().await.unwrap();
+        let Database::Sqlite(pool, _) = &db else {
+            unreachable!()
+        };
+        let events: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT op, path, created_at FROM events ORDER BY id")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            events,
+            [("PUT".into(), "/priv/x".into(), 100), ("PUT".into(), "/pub/a".into(), 101)]
+        );
+    }
 }

@@ -82,7 +82,7 @@ impl BlobRef {
         let hash = fields.next()?;
         let length = fields.next()?.parse().ok()?;
         let mut bytes = [0u8; 32];
-        if fields.next().is_some() || key.is_empty() || key.contains("..") {
+        if fields.next().is_some() || key.is_empty() || key.starts_with('/') || key.contains("..") {
             return None;
         }
         decode_hex(hash, &mut bytes)?;

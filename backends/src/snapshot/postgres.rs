@@ -182,7 +182,7 @@ async fn restore_tables(
             .map_err(query("copy a table in"))?;
         if let Err(err) = copy.read_from(file).await {
             let _ = copy.abort("reading the backup failed").await;
-            return Err(query("copy a table in")(err));
+            return Err(query("copy a table in")(err).into());
         }
         copy.finish().await.map_err(query("copy a table in"))?;
     }
@@ -203,5 +203,6 @@ async fn restore_tables(
             .await
             .map_err(query("move a sequence past the restored ids"))?;
     }
-    tx.commit().await.map_err(query("commit the restore"))
+    tx.commit().await.map_err(query("commit the restore"))?;
+    Ok(())
 }

@@ -2,7 +2,6 @@
 //! the serving process goes on writing), restored by copying it under a temporary name, migrating it
 //! and renaming it into place.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
