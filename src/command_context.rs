@@ -107,7 +107,9 @@ impl CommandContext {
 fn expand(data_dir: Option<&Path>) -> PathBuf {
     let path = data_dir.map_or_else(default_data_dir, Path::to_path_buf);
     match path.strip_prefix("~") {
-        Ok(rest) => std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from).join(rest),
+        Ok(rest) => std::env::var_os("HOME")
+            .map_or_else(|| PathBuf::from("."), PathBuf::from)
+            .join(rest),
         Err(_) => path,
     }
 }

@@ -129,7 +129,10 @@ mod tests {
         progress.bytes(1 << 20);
         progress.file_done();
         let line = progress.line(&progress.state.lock().unwrap());
-        assert!(line.starts_with("backup: 1/4 files, 1.0 MiB/4.0 MiB ("), "{line}");
+        assert!(
+            line.starts_with("backup: 1/4 files, 1.0 MiB/4.0 MiB ("),
+            "{line}"
+        );
         assert!(line.contains("ETA"), "{line}");
     }
 }

@@ -61,11 +61,7 @@ pub async fn download<W: AsyncWrite + Unpin>(
         source: Box::new(source),
     };
     let path = BlobPath::from(key);
-    let mut body = store
-        .get(&path)
-        .await
-        .map_err(blob_error)?
-        .into_stream();
+    let mut body = store.get(&path).await.map_err(blob_error)?.into_stream();
     let mut hasher = blake3::Hasher::new();
     let mut length = 0;
     while let Some(chunk) = body.next().await {

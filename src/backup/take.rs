@@ -28,10 +28,12 @@ pub async fn backup(ctx: &CommandContext, dest: &Path) -> anyhow::Result<()> {
     let written = write(ctx, &staging).await;
     let finished = written.and_then(|manifest| {
         if dest.is_dir() {
-            std::fs::remove_dir(dest).with_context(|| format!("cannot replace {}", dest.display()))?;
+            std::fs::remove_dir(dest)
+                .with_context(|| format!("cannot replace {}", dest.display()))?;
         }
-        std::fs::rename(&staging, dest)
-            .with_context(|| format!("cannot rename {} to {}", staging.display(), dest.display()))?;
+        std::fs::rename(&staging, dest).with_context(|| {
+            format!("cannot rename {} to {}", staging.display(), dest.display())
+        })?;
         sync_dir(dest.parent().unwrap_or(Path::new(".")));
         Ok(manifest)
     });
@@ -127,7 +129,6 @@ async fn copy(
         .buffer_unordered(BLOBS_IN_FLIGHT)
         .try_collect::<()>()
         .await?;
-    progress.finish();
     let secret = ctx.secret()?;
     write_file(&staging.join("secret"), secret.as_bytes())?;
     let config_file = ctx.data_dir.config_file();
@@ -151,6 +152,7 @@ async fn copy(
     let json = serde_json::to_vec_pretty(&manifest)?;
     write_file(&staging.join(MANIFEST_FILE), &json)?;
     sync_dir(staging);
+    progress.finish();
     Ok(manifest)
 }
 

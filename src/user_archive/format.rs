@@ -9,7 +9,10 @@ use homestead_backends::EntryPath;
 use homestead_backends::metadata::user_transfer::UserEntry;
 use homestead_backends::snapshot::{decode_hex, encode_hex};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+    ReadBuf,
+};
 
 /// The first line.
 pub const MAGIC: &str = "homestead-user-archive 1";
@@ -74,7 +77,11 @@ impl ManifestLine {
             || self.content_type.len() > 255
             || self.content_type.chars().any(char::is_control)
         {
-            bail!("{}: content type {:?} is not valid", self.path, self.content_type);
+            bail!(
+                "{}: content type {:?} is not valid",
+                self.path,
+                self.content_type
+            );
         }
         if i64::try_from(self.length).is_err() {
             bail!("{}: length {} is too large", self.path, self.length);
@@ -109,7 +116,8 @@ impl<W: AsyncWrite + Unpin> ArchiveWriter<W> {
     /// The first line and the header.
     pub async fn header(&mut self, header: &Header) -> std::io::Result<()> {
         self.line(format!("{MAGIC}\n")).await?;
-        self.line(format!("{}\n", serde_json::to_string(header)?)).await
+        self.line(format!("{}\n", serde_json::to_string(header)?))
+            .await
     }
 
     /// One manifest line.
@@ -241,7 +249,13 @@ impl<R: AsyncRead + Unpin> ArchiveReader<R> {
             bail!("the archive's checksum does not match its contents (tampered or corrupted)");
         }
         let mut extra = [0u8; 1];
-        if self.inner.read(&mut extra).await.context("reading past the trailer")? != 0 {
+        if self
+            .inner
+            .read(&mut extra)
+            .await
+            .context("reading past the trailer")?
+            != 0
+        {
             bail!("the archive goes on after its trailer");
         }
         Ok(())
@@ -348,8 +362,10 @@ mod tests {
         let bytes = archive(&[("/pub/a", b"one"), ("/pub/b", b"two")]).await;
         for cut in [5, 40, bytes.len() - 70, bytes.len() - 1] {
             let err = read(&bytes[..cut]).await.unwrap_err();
-            assert!(format!("{err:#}").contains("truncated") || format!("{err:#}").contains("eof"),
-                "cut at {cut}: {err:#}");
+            assert!(
+                format!("{err:#}").contains("truncated") || format!("{err:#}").contains("eof"),
+                "cut at {cut}: {err:#}"
+            );
         }
         let mut tampered = bytes.clone();
         let body_at = tampered.len() - 70;

@@ -48,9 +48,7 @@ pub async fn import_user<R: AsyncRead + Unpin>(
                 return not_empty(&user, ctx);
             }
         }
-        None if token.is_none()
-            && ctx.config.general.signup_mode == SignupMode::TokenRequired =>
-        {
+        None if token.is_none() && ctx.config.general.signup_mode == SignupMode::TokenRequired => {
             return needs_token(&user);
         }
         None => {}
@@ -58,7 +56,7 @@ pub async fn import_user<R: AsyncRead + Unpin>(
     let entries = reader.manifest(&header).await?;
     let mut staged = Vec::with_capacity(entries.len());
     let imported = async {
-        stage(&mut reader, &store, &header, entries, &mut staged).await?;
+        let progress = stage(&mut reader, &store, &header, entries, &mut staged).await?;
         let default_quota = ctx
             .config
             .storage
@@ -73,7 +71,10 @@ pub async fn import_user<R: AsyncRead + Unpin>(
             now: now_micros(),
         };
         match commit(&db, &import).await? {
-            ImportOutcome::Imported { created } => Ok(created),
+            ImportOutcome::Imported { created } => {
+                progress.finish();
+                Ok(created)
+            }
             ImportOutcome::NotEmpty => not_empty(&user, ctx),
             ImportOutcome::TokenMissing => needs_token(&user),
             ImportOutcome::TokenUnknown => bail!("no such signup token"),
@@ -113,7 +114,9 @@ fn not_empty<T>(user: &str, ctx: &CommandContext) -> anyhow::Result<T> {
 }
 
 fn needs_token<T>(user: &str) -> anyhow::Result<T> {
-    bail!("user {user} does not exist here and sign-up here needs a token: pass --signup-token TOKEN")
+    bail!(
+        "user {user} does not exist here and sign-up here needs a token: pass --signup-token TOKEN"
+    )
 }
 
 /// Streams each body into a fresh blob, checking it against the manifest; then the trailer.
@@ -123,7 +126,7 @@ async fn stage<R: AsyncRead + Unpin>(
     header: &Header,
     entries: Vec<UserEntry>,
     staged: &mut Vec<UserEntry>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Progress> {
     let progress = Progress::new("import-user", header.files, header.bytes);
     for mut entry in entries {
         entry.blob_key = format!("{}/{:032x}", header.user, rand::random::<u128>());
@@ -141,12 +144,13 @@ async fn stage<R: AsyncRead + Unpin>(
                 err => anyhow::Error::new(err).context(format!("staging the body of {path}")),
             })?;
         if sent.hash != hash {
-            bail!("the body of {path} does not match its hash in the manifest (tampered or corrupted)");
+            bail!(
+                "the body of {path} does not match its hash in the manifest (tampered or corrupted)"
+            );
         }
         progress.file_done();
     }
     let expected = reader.hash_so_far();
     reader.trailer(expected).await?;
-    progress.finish();
-    Ok(())
+    Ok(progress)
 }

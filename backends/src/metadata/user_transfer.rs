@@ -76,15 +76,24 @@ impl UserSnapshot {
         let count = query("look up the user");
         let exists: i64 = match &mut conn {
             SnapshotConn::Sqlite(c) => {
-                sqlx::query("BEGIN").execute(&mut **c).await.map_err(begin)?;
-                sqlx::query_scalar(COUNT_USER).bind(user).fetch_one(&mut **c).await
+                sqlx::query("BEGIN")
+                    .execute(&mut **c)
+                    .await
+                    .map_err(begin)?;
+                sqlx::query_scalar(COUNT_USER)
+                    .bind(user)
+                    .fetch_one(&mut **c)
+                    .await
             }
             SnapshotConn::Postgres(c) => {
                 sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     .execute(&mut **c)
                     .await
                     .map_err(begin)?;
-                sqlx::query_scalar(COUNT_USER).bind(user).fetch_one(&mut **c).await
+                sqlx::query_scalar(COUNT_USER)
+                    .bind(user)
+                    .fetch_one(&mut **c)
+                    .await
             }
         }
         .map_err(count)?;
@@ -103,9 +112,17 @@ impl UserSnapshot {
     pub async fn totals(&mut self) -> Result<(u64, u64)> {
         let user = self.user.as_str();
         let (files, bytes): (i64, i64) = match &mut self.conn {
-            SnapshotConn::Sqlite(c) => sqlx::query_as(USER_TOTALS).bind(user).fetch_one(&mut **c).await,
+            SnapshotConn::Sqlite(c) => {
+                sqlx::query_as(USER_TOTALS)
+                    .bind(user)
+                    .fetch_one(&mut **c)
+                    .await
+            }
             SnapshotConn::Postgres(c) => {
-                sqlx::query_as(USER_TOTALS).bind(user).fetch_one(&mut **c).await
+                sqlx::query_as(USER_TOTALS)
+                    .bind(user)
+                    .fetch_one(&mut **c)
+                    .await
             }
         }
         .map_err(query("count the user's entries"))?;
@@ -187,8 +204,7 @@ const PG_BEGIN_WRITE: &str =
     "SELECT pg_advisory_xact_lock(7311142570157080576), pg_notify('events', '')";
 const INSERT_ENTRY: &str = "INSERT INTO entries (user_id, path, content_hash, content_length, \
      content_type, blob_key, created_at, modified_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-const INSERT_EVENT: &str =
-    "INSERT INTO events (op, user_id, path, content_hash, created_at) VALUES ('PUT', $1, $2, $3, $4)";
+const INSERT_EVENT: &str = "INSERT INTO events (op, user_id, path, content_hash, created_at) VALUES ('PUT', $1, $2, $3, $4)";
 const ANY_ENTRY: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM entries WHERE user_id = $1 LIMIT 1) e";
 const USER_QUOTA: &str = "SELECT id, quota_bytes FROM users WHERE public_key = $1";
 const SET_USED: &str = "UPDATE users SET used_bytes = $1 WHERE id = $2";
@@ -200,114 +216,116 @@ pub async fn import_user(db: &Database, import: &Import<'_>) -> Result<ImportOut
     // explicitly (a dropped transaction rolls back only when its connection is next used, and would
     // hold SQLite's write lock meanwhile).
     macro_rules! run {
-        ($tx:ident, $pg:expr) => {async {
-            if $pg {
-                sqlx::query(PG_BEGIN_WRITE)
-                    .execute(&mut *$tx)
-                    .await
-                    .map_err(query("take the event-order lock"))?;
-            }
-            let found: Option<(i64, Option<i64>)> = sqlx::query_as(USER_QUOTA)
-                .bind(import.user)
-                .fetch_optional(&mut *$tx)
-                .await
-                .map_err(query("look up the user"))?;
-            let created = found.is_none();
-            let (user_id, quota) = match found {
-                Some((id, quota)) => {
-                    let any: i64 = sqlx::query_scalar(ANY_ENTRY)
-                        .bind(id)
-                        .fetch_one(&mut *$tx)
-                        .await
-                        .map_err(query("look for the user's entries"))?;
-                    if any > 0 {
-                        return Ok(ImportOutcome::NotEmpty);
-                    }
-                    (id, quota)
-                }
-                None => {
-                    if import.token_required && import.token.is_none() {
-                        return Ok(ImportOutcome::TokenMissing);
-                    }
-                    let mut granted: (Option<i64>, Option<String>) = (None, None);
-                    if let Some(token) = import.token {
-                        let row: Option<(Option<String>, Option<i64>, Option<String>)> =
-                            sqlx::query_as(sql::TOKEN_FOR_SIGNUP)
-                                .bind(token)
-                                .fetch_optional(&mut *$tx)
-                                .await
-                                .map_err(query("look up signup token"))?;
-                        match row {
-                            None => return Ok(ImportOutcome::TokenUnknown),
-                            Some((Some(_), _, _)) => return Ok(ImportOutcome::TokenUsed),
-                            Some((None, quota, limits)) => granted = (quota, limits),
-                        }
-                        let claimed = sqlx::query(sql::REDEEM_TOKEN)
-                            .bind(import.user)
-                            .bind(import.now)
-                            .bind(token)
-                            .execute(&mut *$tx)
-                            .await
-                            .map_err(query("redeem signup token"))?;
-                        if claimed.rows_affected() != 1 {
-                            return Ok(ImportOutcome::TokenUsed);
-                        }
-                    }
-                    sqlx::query(sql::INSERT_USER)
-                        .bind(import.user)
-                        .bind(import.now)
-                        .bind(granted.0)
-                        .bind(granted.1)
+        ($tx:ident, $pg:expr) => {
+            async {
+                if $pg {
+                    sqlx::query(PG_BEGIN_WRITE)
                         .execute(&mut *$tx)
                         .await
-                        .map_err(query("create user"))?;
-                    let id: i64 = sqlx::query_scalar(sql::USER_ID)
-                        .bind(import.user)
-                        .fetch_one(&mut *$tx)
-                        .await
-                        .map_err(query("look up the user"))?;
-                    (id, granted.0)
+                        .map_err(query("take the event-order lock"))?;
                 }
-            };
-            let needed: u64 = import
-                .entries
-                .iter()
-                .map(|e| e.length + FILE_OVERHEAD_BYTES as u64)
-                .sum();
-            let quota = Quota::from_column(quota).unwrap_or(import.default_quota);
-            if !quota.allows(0, i64::try_from(needed).unwrap_or(i64::MAX)) {
-                return Ok(ImportOutcome::QuotaExceeded { needed });
-            }
-            for (n, e) in import.entries.iter().enumerate() {
-                sqlx::query(INSERT_ENTRY)
+                let found: Option<(i64, Option<i64>)> = sqlx::query_as(USER_QUOTA)
+                    .bind(import.user)
+                    .fetch_optional(&mut *$tx)
+                    .await
+                    .map_err(query("look up the user"))?;
+                let created = found.is_none();
+                let (user_id, quota) = match found {
+                    Some((id, quota)) => {
+                        let any: i64 = sqlx::query_scalar(ANY_ENTRY)
+                            .bind(id)
+                            .fetch_one(&mut *$tx)
+                            .await
+                            .map_err(query("look for the user's entries"))?;
+                        if any > 0 {
+                            return Ok(ImportOutcome::NotEmpty);
+                        }
+                        (id, quota)
+                    }
+                    None => {
+                        if import.token_required && import.token.is_none() {
+                            return Ok(ImportOutcome::TokenMissing);
+                        }
+                        let mut granted: (Option<i64>, Option<String>) = (None, None);
+                        if let Some(token) = import.token {
+                            let row: Option<(Option<String>, Option<i64>, Option<String>)> =
+                                sqlx::query_as(sql::TOKEN_FOR_SIGNUP)
+                                    .bind(token)
+                                    .fetch_optional(&mut *$tx)
+                                    .await
+                                    .map_err(query("look up signup token"))?;
+                            match row {
+                                None => return Ok(ImportOutcome::TokenUnknown),
+                                Some((Some(_), _, _)) => return Ok(ImportOutcome::TokenUsed),
+                                Some((None, quota, limits)) => granted = (quota, limits),
+                            }
+                            let claimed = sqlx::query(sql::REDEEM_TOKEN)
+                                .bind(import.user)
+                                .bind(import.now)
+                                .bind(token)
+                                .execute(&mut *$tx)
+                                .await
+                                .map_err(query("redeem signup token"))?;
+                            if claimed.rows_affected() != 1 {
+                                return Ok(ImportOutcome::TokenUsed);
+                            }
+                        }
+                        sqlx::query(sql::INSERT_USER)
+                            .bind(import.user)
+                            .bind(import.now)
+                            .bind(granted.0)
+                            .bind(granted.1)
+                            .execute(&mut *$tx)
+                            .await
+                            .map_err(query("create user"))?;
+                        let id: i64 = sqlx::query_scalar(sql::USER_ID)
+                            .bind(import.user)
+                            .fetch_one(&mut *$tx)
+                            .await
+                            .map_err(query("look up the user"))?;
+                        (id, granted.0)
+                    }
+                };
+                let needed: u64 = import
+                    .entries
+                    .iter()
+                    .map(|e| e.length + FILE_OVERHEAD_BYTES as u64)
+                    .sum();
+                let quota = Quota::from_column(quota).unwrap_or(import.default_quota);
+                if !quota.allows(0, i64::try_from(needed).unwrap_or(i64::MAX)) {
+                    return Ok(ImportOutcome::QuotaExceeded { needed });
+                }
+                for (n, e) in import.entries.iter().enumerate() {
+                    sqlx::query(INSERT_ENTRY)
+                        .bind(user_id)
+                        .bind(&e.path)
+                        .bind(&e.hash[..])
+                        .bind(e.length as i64)
+                        .bind(&e.content_type)
+                        .bind(&e.blob_key)
+                        .bind(e.created_at)
+                        .bind(e.modified_at)
+                        .execute(&mut *$tx)
+                        .await
+                        .map_err(query("insert an entry"))?;
+                    sqlx::query(INSERT_EVENT)
+                        .bind(user_id)
+                        .bind(&e.path)
+                        .bind(&e.hash[..])
+                        .bind(import.now + n as i64)
+                        .execute(&mut *$tx)
+                        .await
+                        .map_err(query("append an event"))?;
+                }
+                sqlx::query(SET_USED)
+                    .bind(i64::try_from(needed).unwrap_or(i64::MAX))
                     .bind(user_id)
-                    .bind(&e.path)
-                    .bind(&e.hash[..])
-                    .bind(e.length as i64)
-                    .bind(&e.content_type)
-                    .bind(&e.blob_key)
-                    .bind(e.created_at)
-                    .bind(e.modified_at)
                     .execute(&mut *$tx)
                     .await
-                    .map_err(query("insert an entry"))?;
-                sqlx::query(INSERT_EVENT)
-                    .bind(user_id)
-                    .bind(&e.path)
-                    .bind(&e.hash[..])
-                    .bind(import.now + n as i64)
-                    .execute(&mut *$tx)
-                    .await
-                    .map_err(query("append an event"))?;
+                    .map_err(query("set the usage"))?;
+                Ok(ImportOutcome::Imported { created })
             }
-            sqlx::query(SET_USED)
-                .bind(i64::try_from(needed).unwrap_or(i64::MAX))
-                .bind(user_id)
-                .execute(&mut *$tx)
-                .await
-                .map_err(query("set the usage"))?;
-            Ok(ImportOutcome::Imported { created })
-        }};
+        };
     }
     macro_rules! finish {
         ($tx:ident, $outcome:expr) => {
@@ -317,7 +335,9 @@ pub async fn import_user(db: &Database, import: &Import<'_>) -> Result<ImportOut
                     Ok(imported)
                 }
                 refused => {
-                    $tx.rollback().await.map_err(query("roll the import back"))?;
+                    $tx.rollback()
+                        .await
+                        .map_err(query("roll the import back"))?;
                     refused
                 }
             }
@@ -374,19 +394,31 @@ mod tests {
             default_quota: Quota::Unlimited,
             now: 100,
         };
-        assert_eq!(import_user(&db, &import).await.unwrap(), ImportOutcome::TokenMissing);
+        assert_eq!(
+            import_user(&db, &import).await.unwrap(),
+            ImportOutcome::TokenMissing
+        );
         import.token = Some("nope");
-        assert_eq!(import_user(&db, &import).await.unwrap(), ImportOutcome::TokenUnknown);
+        assert_eq!(
+            import_user(&db, &import).await.unwrap(),
+            ImportOutcome::TokenUnknown
+        );
         import.token_required = false;
         import.token = None;
         import.default_quota = Quota::Bytes(500);
         let refused = import_user(&db, &import).await.unwrap();
         assert_eq!(refused, ImportOutcome::QuotaExceeded { needed: 532 });
-        assert!(UserSnapshot::open(&db, "u").await.unwrap().is_none(), "nothing imported");
+        assert!(
+            UserSnapshot::open(&db, "u").await.unwrap().is_none(),
+            "nothing imported"
+        );
         import.default_quota = Quota::Unlimited;
         let done = import_user(&db, &import).await.unwrap();
         assert_eq!(done, ImportOutcome::Imported { created: true });
-        assert_eq!(import_user(&db, &import).await.unwrap(), ImportOutcome::NotEmpty);
+        assert_eq!(
+            import_user(&db, &import).await.unwrap(),
+            ImportOutcome::NotEmpty
+        );
 
         let mut snapshot = UserSnapshot::open(&db, "u").await.unwrap().unwrap();
         assert_eq!(snapshot.totals().await.unwrap(), (2, 20));
@@ -403,7 +435,10 @@ mod tests {
                 .unwrap();
         assert_eq!(
             events,
-            [("PUT".into(), "/priv/x".into(), 100), ("PUT".into(), "/pub/a".into(), 101)]
+            [
+                ("PUT".into(), "/priv/x".into(), 100),
+                ("PUT".into(), "/pub/a".into(), 101)
+            ]
         );
     }
 }

@@ -94,7 +94,13 @@ impl BlobRef {
     }
 
     fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
-        writeln!(out, "{}\t{}\t{}", self.key, encode_hex(&self.hash), self.length)
+        writeln!(
+            out,
+            "{}\t{}\t{}",
+            self.key,
+            encode_hex(&self.hash),
+            self.length
+        )
     }
 }
 
@@ -143,7 +149,11 @@ pub async fn take(db: &Database, metadata_dir: &Path, blob_list: &Path) -> Resul
 
 /// Checks that a snapshot of `engine` at `schema_version` can go into the database at `url`, and that
 /// the database holds nothing yet. Touches nothing.
-pub async fn check_target(url: &DatabaseUrl, engine: DatabaseKind, schema_version: i64) -> Result<()> {
+pub async fn check_target(
+    url: &DatabaseUrl,
+    engine: DatabaseKind,
+    schema_version: i64,
+) -> Result<()> {
     if url.kind() != engine {
         return Err(SnapshotError::Refused(format!(
             "the backup holds a {} database and the target is configured for {}: restore into the same engine",

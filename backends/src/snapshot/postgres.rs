@@ -63,9 +63,8 @@ async fn tables_in_order(conn: &mut PgConnection) -> Result<Vec<String>> {
 
 /// Copies out `statement` into `path`.
 async fn copy_out(conn: &mut PgConnection, statement: &str, path: &Path) -> Result<()> {
-    let mut file = tokio::io::BufWriter::new(
-        tokio::fs::File::create(path).await.map_err(io_at(path))?,
-    );
+    let mut file =
+        tokio::io::BufWriter::new(tokio::fs::File::create(path).await.map_err(io_at(path))?);
     let mut data = conn
         .copy_out_raw(statement)
         .await
@@ -93,7 +92,12 @@ pub(super) async fn take(pool: &PgPool, metadata_dir: &Path, blob_list: &Path) -
     let tables = tables_in_order(&mut conn).await?;
     for table in &tables {
         let path = metadata_dir.join(format!("{table}.{TABLE_EXTENSION}"));
-        copy_out(&mut conn, &format!("COPY {} TO STDOUT", quoted(table)), &path).await?;
+        copy_out(
+            &mut conn,
+            &format!("COPY {} TO STDOUT", quoted(table)),
+            &path,
+        )
+        .await?;
     }
     copy_out(&mut conn, BLOB_LIST, blob_list).await?;
     let (files, bytes): (i64, i64) = sqlx::query_as(

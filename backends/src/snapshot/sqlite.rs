@@ -13,7 +13,11 @@ use super::{BlobRef, Result, SQLITE_FILE, SnapshotError, Taken, io_at};
 use crate::metadata::{MetadataError, query};
 
 /// Copies the database into `metadata_dir/homestead.db` and lists its blobs into `blob_list`.
-pub(super) async fn take(pool: &SqlitePool, metadata_dir: &Path, blob_list: &Path) -> Result<Taken> {
+pub(super) async fn take(
+    pool: &SqlitePool,
+    metadata_dir: &Path,
+    blob_list: &Path,
+) -> Result<Taken> {
     let copy = metadata_dir.join(SQLITE_FILE);
     let literal = copy.display().to_string().replace('\'', "''");
     sqlx::query(&format!("VACUUM INTO '{literal}'"))
@@ -51,7 +55,8 @@ async fn describe(snapshot: &SqlitePool, blob_list: &Path) -> Result<Taken> {
             .fetch_one(snapshot)
             .await
             .map_err(query("read the schema version"))?;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(blob_list).map_err(io_at(blob_list))?);
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(blob_list).map_err(io_at(blob_list))?);
     let mut rows = sqlx::query_as::<_, (String, Vec<u8>, i64)>(
         "SELECT blob_key, content_hash, content_length FROM entries ORDER BY blob_key",
     )
@@ -83,12 +88,11 @@ async fn describe(snapshot: &SqlitePool, blob_list: &Path) -> Result<Taken> {
 
 /// The database file a SQLite URL names.
 fn file_of(url: &DatabaseUrl) -> Result<PathBuf> {
-    let options = SqliteConnectOptions::from_str(url.as_str()).map_err(|source| {
-        MetadataError::Connect {
+    let options =
+        SqliteConnectOptions::from_str(url.as_str()).map_err(|source| MetadataError::Connect {
             url: url.as_str().to_string(),
             source,
-        }
-    })?;
+        })?;
     Ok(options.get_filename().to_path_buf())
 }
 
@@ -112,7 +116,9 @@ pub(super) async fn restore(url: &DatabaseUrl, metadata_dir: &Path) -> Result<()
     let staged = PathBuf::from(staged);
     let restored = async {
         let source = metadata_dir.join(SQLITE_FILE);
-        tokio::fs::copy(&source, &staged).await.map_err(io_at(&staged))?;
+        tokio::fs::copy(&source, &staged)
+            .await
+            .map_err(io_at(&staged))?;
         let pool = open_file(&staged, false).await?;
         let migrated = sqlx::migrate!("../migrations/sqlite").run(&pool).await;
         pool.close().await;
@@ -181,10 +187,16 @@ mod tests {
         assert_eq!(blobs[0].key, "u/blob");
 
         let target = DatabaseUrl::sqlite_file(&dir.path().join("restored.db"));
-        super::super::check_target(&target, homestead_config::DatabaseKind::Sqlite, taken.schema_version)
+        super::super::check_target(
+            &target,
+            homestead_config::DatabaseKind::Sqlite,
+            taken.schema_version,
+        )
+        .await
+        .unwrap();
+        super::super::restore(&target, &backup, &taken)
             .await
             .unwrap();
-        super::super::restore(&target, &backup, &taken).await.unwrap();
         let err = super::super::check_target(&target, homestead_config::DatabaseKind::Sqlite, 1)
             .await
             .unwrap_err();
