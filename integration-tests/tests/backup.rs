@@ -72,7 +72,7 @@ async fn write_load(
         n += 1;
         let slot = (n * 7 + worker) % 24;
         let path = format!("/pub/load/{worker}/{slot}.bin");
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             let status = user.delete(&server, &path).await;
             assert!(status == 204 || status == 404, "DELETE {path}: {status}");
         } else {

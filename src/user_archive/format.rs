@@ -214,7 +214,7 @@ impl<R: AsyncRead + Unpin> ArchiveReader<R> {
             let line = self.line(&what).await?;
             let parsed: ManifestLine =
                 serde_json::from_str(&line).with_context(|| format!("{what} is not valid"))?;
-            let entry = parsed.into_entry().with_context(|| format!("{what}"))?;
+            let entry = parsed.into_entry().with_context(|| what.clone())?;
             if let Some(previous) = entries.last()
                 && previous.path.as_bytes() >= entry.path.as_bytes()
             {
