@@ -75,7 +75,13 @@ async fn main() {
         _ => (Metadata::Sqlite, Blobs::Fs),
     };
     let net = TestNet::new();
-    let source = net.server().metadata(metadata).blobs(blobs).start().await;
+    let source = net
+        .server()
+        .metadata(metadata)
+        .blobs(blobs)
+        .drive_config("max_body_bytes = 0")
+        .start()
+        .await;
     let user = Account::signup(&source).await;
     for i in 0..files {
         let status = user

@@ -279,3 +279,47 @@ async fn backup_under_load_restores_elsewhere(metadata: Metadata, blobs: Blobs) 
 }
 
 on_main_backend_pairs!(backup_under_load_restores_elsewhere: backup_restore_sqlite_fs, backup_restore_postgres_s3);
+
+/// A backup onto a disk that fills up stops with one line naming the file it could not write, and
+/// leaves nothing behind. Needs a small tmpfs, so root (as in CI); elsewhere the test says so and ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_onto_a_full_disk_fails_and_leaves_nothing() {
+    let net = TestNet::new();
+    let source = net.server().start().await;
+    let user = Account::signup(&source).await;
+    for i in 0..4u64 {
+        let path = format!("/pub/big-{i}.bin");
+        assert_eq!(user.put(&source, &path, body(i, 2 << 20)).await, 201);
+    }
+    let disk = tempfile::tempdir().unwrap();
+    let mount = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(disk.path())
+        .output()
+        .expect("run mount");
+    if !mount.status.success() {
+        eprintln!(
+            "SKIPPED: cannot mount a small tmpfs: {}",
+            String::from_utf8_lossy(&mount.stderr)
+        );
+        return;
+    }
+    let dest = disk.path().join("backup");
+    let output = homestead(source.data_dir(), &["backup", dest.to_str().unwrap()], &[]).await;
+    let left: Vec<_> = std::fs::read_dir(disk.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    let unmount = std::process::Command::new("umount")
+        .arg(disk.path())
+        .status()
+        .expect("run umount");
+    assert!(unmount.success());
+    refused(&output, "No space left on device");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&disk.path().display().to_string()),
+        "names where: {stderr}"
+    );
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
