@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use homestead_backends::BlobStore;
 use homestead_backends::database::Database;
-use homestead_config::{Config, DataDir, DatabaseUrl, default_data_dir, redact_url};
+use homestead_config::{Config, DataDir, DatabaseUrl, StorageType, default_data_dir, redact_url};
 
 /// A data directory with its configuration.
 #[derive(Debug)]
@@ -81,6 +81,12 @@ impl CommandContext {
 
     /// Opens the blob store and checks that it works.
     pub async fn blob_store(&self) -> anyhow::Result<BlobStore> {
+        if self.config.storage.kind == StorageType::InMemory {
+            bail!(
+                "storage.type = \"in_memory\" keeps file bodies in the server process's memory: \
+                 no other process can read or fill them"
+            );
+        }
         let blobs = BlobStore::open(&self.config.storage, &self.data_dir.blobs_dir())?;
         blobs.probe().await?;
         Ok(blobs)

@@ -232,6 +232,40 @@ async fn backup_under_load_restores_elsewhere(metadata: Metadata, blobs: Blobs) 
         .await,
         "is not a backup",
     );
+    // A damaged backup (a body changed after the backup) is refused, and leaves the target as it was:
+    // the whole backup restores into it afterwards.
+    let damaged = dir.path().join("damaged");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&dest)
+        .arg(&damaged)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let list = std::fs::read_to_string(damaged.join("blobs.tsv")).unwrap();
+    let biggest = list
+        .lines()
+        .max_by_key(|line| line.rsplit('\t').next().unwrap().parse::<u64>().unwrap())
+        .unwrap();
+    let blob = damaged
+        .join("blobs")
+        .join(biggest.split('\t').next().unwrap());
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[1000] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    refused(
+        &homestead(
+            target.data_dir(),
+            &["restore", damaged.to_str().unwrap()],
+            &[],
+        )
+        .await,
+        "the backup is damaged",
+    );
+    assert!(
+        !target.data_dir().join("secret").exists(),
+        "no key was left behind"
+    );
     let restore = homestead(target.data_dir(), &["restore", dest_arg], &[]).await;
     let log = String::from_utf8_lossy(&restore.stderr).into_owned();
     assert!(restore.status.success(), "restore failed: {log}");
