@@ -56,7 +56,7 @@ pub async fn import_user<R: AsyncRead + Unpin>(
     let entries = reader.manifest(&header).await?;
     let mut staged = Vec::with_capacity(entries.len());
     let imported = async {
-        let progress = stage(&mut reader, &store, &header, entries, &mut staged).await?;
+        let progress = stage(&mut reader, &store, &user, &header, entries, &mut staged).await?;
         let default_quota = ctx
             .config
             .storage
@@ -119,17 +119,18 @@ fn needs_token<T>(user: &str) -> anyhow::Result<T> {
     )
 }
 
-/// Streams each body into a fresh blob, checking it against the manifest; then the trailer.
+/// Streams each body into a fresh blob of `user`, checking it against the manifest; then the trailer.
 async fn stage<R: AsyncRead + Unpin>(
     reader: &mut ArchiveReader<R>,
     store: &Arc<dyn ObjectStore>,
+    user: &str,
     header: &Header,
     entries: Vec<UserEntry>,
     staged: &mut Vec<UserEntry>,
 ) -> anyhow::Result<Progress> {
     let progress = Progress::new("import-user", header.files, header.bytes);
     for mut entry in entries {
-        entry.blob_key = format!("{}/{:032x}", header.user, rand::random::<u128>());
+        entry.blob_key = format!("{user}/{:032x}", rand::random::<u128>());
         let key = entry.blob_key.clone();
         let path = entry.path.clone();
         let hash = entry.hash;
