@@ -80,14 +80,6 @@ impl Database {
         })
     }
 
-    /// The newest migration this build knows for the engine.
-    pub fn known_schema_version(&self) -> i64 {
-        known_schema_version(match self {
-            Self::Sqlite(..) => DatabaseKind::Sqlite,
-            Self::Postgres(..) => DatabaseKind::Postgres,
-        })
-    }
-
     /// The newest migration applied to the database (None: never migrated).
     pub async fn schema_version(&self) -> Result<Option<i64>, MetadataError> {
         const EXISTS_SQLITE: &str =

@@ -179,7 +179,10 @@ mod tests {
         let list = backup.join("blobs.tsv");
         let taken = super::super::take(&db, &backup, &list).await.unwrap();
         assert_eq!((taken.files, taken.bytes), (1, 3));
-        assert_eq!(taken.schema_version, db.known_schema_version());
+        assert_eq!(
+            taken.schema_version,
+            crate::database::known_schema_version(homestead_config::DatabaseKind::Sqlite)
+        );
         let blobs: Vec<BlobRef> = super::super::read_blob_list(&list)
             .unwrap()
             .collect::<Result<_>>()
