@@ -1,13 +1,15 @@
-//! The command line: `homestead [--data-dir DIR] [--config FILE] [run | init]`, `run` being the default,
-//! like the reference binary's `pubky-homeserver --data-dir DIR`.
+//! The command line: `homestead [--data-dir DIR] [--config FILE] [run | init | backup DEST | restore SRC |
+//! export-user KEY | import-user]`, `run` being the default, like the reference binary's
+//! `pubky-homeserver --data-dir DIR`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use homestead_config::{Config, DataDir, Loaded, default_data_dir};
 
 use crate::app::App;
+use crate::command_context::CommandContext;
 use crate::server_key;
 use crate::telemetry::Telemetry;
 
@@ -35,6 +37,30 @@ pub enum Command {
     Run,
     /// Write the config file and the server key if missing, print the server's public key, and exit.
     Init,
+    /// Copy a consistent snapshot of the database and every file body it references into DEST (a new
+    /// directory), while the server keeps serving.
+    Backup {
+        /// The backup directory to create (missing, or an empty directory).
+        dest: PathBuf,
+    },
+    /// Restore a backup into this data directory's empty database and blob store (before the server
+    /// starts there).
+    Restore {
+        /// A directory written by `homestead backup`.
+        src: PathBuf,
+    },
+    /// Write one user's files to stdout as a user archive (format: see the README's "Operating").
+    ExportUser {
+        /// The user's public key (z-base-32).
+        key: String,
+    },
+    /// Read a user archive from stdin into this server: all of it, or nothing. The user must be
+    /// absent here or have no files.
+    ImportUser {
+        /// The signup token to consume when this server requires one and the user is absent.
+        #[arg(long)]
+        signup_token: Option<String>,
+    },
 }
 
 /// Parses the command line, runs the command and turns any error into one line on stderr.
@@ -53,19 +79,58 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // Everything the server creates (data directory, config, database, blobs) is its own alone.
     // SAFETY: umask only sets the process's file-creation mask.
     unsafe { libc::umask(0o077) };
-    let data_dir = DataDir::open(&cli.data_dir.clone().unwrap_or_else(default_data_dir))?;
-    let loaded = match &cli.config {
+    let (data_dir, config) = (cli.data_dir.as_deref(), cli.config.as_deref());
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Init => {
+            let (_, _, keypair) = open_server(data_dir, config)?;
+            println!("{}", keypair.public_key());
+            Ok(())
+        }
+        Command::Run => {
+            let (data_dir, loaded, keypair) = open_server(data_dir, config)?;
+            serve(data_dir, loaded, keypair)
+        }
+        Command::Backup { dest } => block_on(async {
+            let ctx = CommandContext::existing(data_dir, config)?;
+            crate::backup::backup(&ctx, &dest).await
+        }),
+        Command::Restore { src } => block_on(async {
+            let ctx = CommandContext::target(data_dir, config)?;
+            crate::backup::restore(&ctx, &src).await
+        }),
+        Command::ExportUser { key } => block_on(async {
+            let ctx = CommandContext::existing(data_dir, config)?;
+            crate::user_archive::export_user(&ctx, &key, tokio::io::stdout()).await
+        }),
+        Command::ImportUser { signup_token } => block_on(async {
+            let ctx = CommandContext::existing(data_dir, config)?;
+            let stdin = tokio::io::stdin();
+            crate::user_archive::import_user(&ctx, stdin, signup_token.as_deref()).await
+        }),
+    }
+}
+
+/// The data directory (created if missing), the configuration (the commented sample written if
+/// missing) and the server key (created if missing), as the server starts.
+fn open_server(
+    data_dir: Option<&Path>,
+    config: Option<&Path>,
+) -> anyhow::Result<(DataDir, Loaded, pkarr::Keypair)> {
+    let data_dir = DataDir::open(&data_dir.map_or_else(default_data_dir, Path::to_path_buf))?;
+    let loaded = match config {
         Some(path) => Config::load(path, false)?,
         None => Config::load(&data_dir.config_file(), true)?,
     };
     let keypair = server_key::load_or_create(&data_dir.secret_file())?;
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Init => {
-            println!("{}", keypair.public_key());
-            Ok(())
-        }
-        Command::Run => serve(data_dir, loaded, keypair),
-    }
+    Ok((data_dir, loaded, keypair))
+}
+
+/// Runs an operator command (backup, restore, export-user, import-user) to its end.
+fn block_on(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(command)
 }
 
 fn serve(data_dir: DataDir, loaded: Loaded, keypair: pkarr::Keypair) -> anyhow::Result<()> {

@@ -4,7 +4,9 @@
 pub mod app;
 pub mod auth_token;
 pub mod authorization;
+pub mod backup;
 pub mod cli;
+pub mod command_context;
 pub mod console;
 pub mod fd_limit;
 #[cfg(test)]
@@ -26,6 +28,8 @@ pub mod signup_token;
 pub mod stack;
 pub mod stream_slots;
 pub mod telemetry;
+pub mod transfer_progress;
+pub mod user_archive;
 pub mod user_quota;
 pub mod user_republisher;
 pub mod webdav;

@@ -15,6 +15,7 @@ use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path as BlobPath;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
+use crate::blob_holds::BlobHolds;
 use crate::blobs::BlobStore;
 use crate::content_type;
 use crate::entry_cache::EntryCache;
@@ -317,6 +318,8 @@ struct Parts {
     events: EventTail,
     health: Arc<Health>,
     entries: EntryCache,
+    /// Whether a backup or export holds replaced blobs (see [`crate::blob_holds`]).
+    holds: BlobHolds,
 }
 
 impl Store {
@@ -335,6 +338,7 @@ impl Store {
                 events: EventTail::new(),
                 health: Arc::default(),
                 entries: EntryCache::with_ttl(entry_ttl),
+                holds: BlobHolds::new(blobs.objects().clone()),
                 blob_store: blobs.clone(),
             }),
         }
@@ -509,7 +513,7 @@ impl Store {
             } => {
                 self.committed(owner, &path);
                 if let Some(old) = replaced_blob {
-                    self.delete_blob_quietly(&BlobPath::from(old)).await;
+                    self.release_replaced_blob(&BlobPath::from(old)).await;
                 }
                 Ok(Written {
                     event_id,
@@ -673,7 +677,7 @@ impl Store {
             }
         };
         self.committed(owner, path);
-        self.delete_blob_quietly(&BlobPath::from(blob_key)).await;
+        self.release_replaced_blob(&BlobPath::from(blob_key)).await;
         Ok(Some(event_id))
     }
 
@@ -727,10 +731,15 @@ impl Store {
                     .location
                     .as_ref()
                     .starts_with(crate::blobs::PROBE_PREFIX)
+                && !crate::blob_holds::is_hold_marker(meta.location.as_ref())
             {
                 batch.push(meta.location.to_string());
             }
             if batch.len() >= SWEEP_BATCH || (next.is_none() && !batch.is_empty()) {
+                // A backup may still need blobs that are unreferenced by now: sweep another time.
+                if self.inner.holds.active().await {
+                    return Ok(report);
+                }
                 report.examined += batch.len();
                 for key in self.inner.metadata.unreferenced_blobs(&batch).await? {
                     match self.blobs().delete(&BlobPath::from(key.as_str())).await {
@@ -745,6 +754,14 @@ impl Store {
             if next.is_none() {
                 return Ok(report);
             }
+        }
+    }
+
+    /// Deletes a blob that a committed write or delete replaced, unless a backup holds blobs: then the
+    /// sweeper removes it once the hold is gone.
+    async fn release_replaced_blob(&self, key: &BlobPath) {
+        if !self.inner.holds.active().await {
+            self.delete_blob_quietly(key).await;
         }
     }
 

@@ -51,6 +51,78 @@ impl Account {
         session_cookie(&response)
     }
 
+    /// `PUT` of `body` at `path` (`/pub/...` or `/priv/...`) on `server`, with this user's cookie; the
+    /// status.
+    pub async fn put(&self, server: &TestServer, path: &str, body: Vec<u8>) -> u16 {
+        self.request(server, reqwest::Method::PUT, path)
+            .body(body)
+            .send()
+            .await
+            .expect("PUT request")
+            .status()
+            .as_u16()
+    }
+
+    /// `DELETE` of `path` on `server`; the status.
+    pub async fn delete(&self, server: &TestServer, path: &str) -> u16 {
+        self.request(server, reqwest::Method::DELETE, path)
+            .send()
+            .await
+            .expect("DELETE request")
+            .status()
+            .as_u16()
+    }
+
+    /// `GET` of `path` on `server` with this user's cookie: the response.
+    pub async fn get(&self, server: &TestServer, path: &str) -> reqwest::Response {
+        self.request(server, reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("GET request")
+    }
+
+    /// Every file path under the directory `dir` (`/pub/` or `/priv/`) on `server`, in listing
+    /// order, read in pages of 100; empty when the directory does not exist.
+    pub async fn list(&self, server: &TestServer, dir: &str) -> Vec<String> {
+        let mut paths = Vec::new();
+        loop {
+            let mut url = format!("{dir}?limit=100");
+            if let Some(last) = paths.last() {
+                url.push_str(&format!("&cursor={}{last}", self.z32));
+            }
+            let response = self.get(server, &url).await;
+            if response.status() == 404 {
+                return paths;
+            }
+            assert_eq!(response.status(), 200, "list {dir}");
+            let body = response.text().await.expect("listing body");
+            let page: Vec<String> = body
+                .lines()
+                .map(|line| {
+                    let prefix = format!("pubky://{}", self.z32);
+                    line.strip_prefix(&prefix).expect("own URL").to_string()
+                })
+                .collect();
+            let full = page.len() == 100;
+            paths.extend(page);
+            if !full {
+                return paths;
+            }
+        }
+    }
+
+    fn request(
+        &self,
+        server: &TestServer,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("{}{path}", server.icann_url()))
+            .header("pubky-host", &self.z32)
+            .header("cookie", &self.cookie)
+    }
+
     async fn signup_at_with(icann_url: &str, capabilities: Capabilities) -> Self {
         let keypair = Keypair::random();
         let response = reqwest::Client::new()

@@ -32,7 +32,9 @@ pub use nginx::{free_port, nginx_user_line, start_nginx};
 pub use outages::{CuttableProxy, PrivatePostgres, socket_of};
 pub use relays::Relays;
 pub use resources::{TestBucket, TestDatabase};
-pub use server::{ADMIN_PASSWORD, Blobs, Metadata, TestServer, TestServerBuilder, binary};
+pub use server::{
+    ADMIN_PASSWORD, Blobs, Metadata, PreparedServer, TestServer, TestServerBuilder, binary,
+};
 pub use support::eventually;
 pub use testnet::TestNet;
 

@@ -179,6 +179,12 @@ impl TestServerBuilder {
 
     /// Writes the config, spawns the binary and waits until it reports that it is ready.
     pub async fn start(self) -> TestServer {
+        self.prepare().await.start().await
+    }
+
+    /// Writes the config and creates the database and bucket, without starting the server, so that an
+    /// operator command (e.g. `restore`) can fill them first.
+    pub async fn prepare(self) -> PreparedServer {
         let data_dir = tempfile::Builder::new()
             .prefix("homestead-test-")
             .tempdir()
@@ -197,14 +203,13 @@ impl TestServerBuilder {
         };
         let config = self.config_toml(database.as_deref(), bucket.as_deref());
         std::fs::write(data_dir.path().join("config.toml"), config).expect("write config.toml");
-        TestServer::spawn(
+        PreparedServer {
             data_dir,
-            (self.metadata, self.blobs),
+            backends: (self.metadata, self.blobs),
             database,
             bucket,
-            self.open_files,
-        )
-        .await
+            open_files: self.open_files,
+        }
     }
 
     fn config_toml(&self, database: Option<&TestDatabase>, bucket: Option<&TestBucket>) -> String {
@@ -239,6 +244,34 @@ impl TestServerBuilder {
             self.pkdns_config,
             self.extra_config
         )
+    }
+}
+
+/// A configured data directory with its database and bucket, the server not started yet.
+pub struct PreparedServer {
+    data_dir: TempDir,
+    backends: (Metadata, Blobs),
+    database: Option<Arc<TestDatabase>>,
+    bucket: Option<Arc<TestBucket>>,
+    open_files: Option<u64>,
+}
+
+impl PreparedServer {
+    /// The data directory (its `config.toml` names the database and bucket).
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// Starts the server and waits until it is ready.
+    pub async fn start(self) -> TestServer {
+        TestServer::spawn(
+            self.data_dir,
+            self.backends,
+            self.database,
+            self.bucket,
+            self.open_files,
+        )
+        .await
     }
 }
 

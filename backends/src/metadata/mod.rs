@@ -16,6 +16,7 @@ mod pop_nonces;
 mod postgres;
 mod sql;
 mod sqlite;
+pub mod user_transfer;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -93,7 +94,7 @@ pub async fn open(url: &DatabaseUrl) -> Result<Box<dyn Metadata>> {
     })
 }
 
-fn query(operation: &'static str) -> impl FnOnce(sqlx::Error) -> MetadataError {
+pub(crate) fn query(operation: &'static str) -> impl FnOnce(sqlx::Error) -> MetadataError {
     move |source| MetadataError::Query { operation, source }
 }
 

@@ -22,6 +22,8 @@ pub use calls::{
     bearer_call, client_id, keyless_app, put_created, refresh_status, server_error, sign_out,
 };
 pub use resources::{TestBucket, TestDatabase};
-pub use server::{ADMIN_PASSWORD, Blobs, Metadata, TestServer, TestServerBuilder, binary};
+pub use server::{
+    ADMIN_PASSWORD, Blobs, Metadata, PreparedServer, TestServer, TestServerBuilder, binary,
+};
 pub use support::eventually;
 pub use testnet::{Relay, TestNet};

@@ -1,0 +1,232 @@
+//! `homestead export-user` on a SQLite+fs server and `homestead import-user` into a running
+//! PostgreSQL+S3 server that requires signup tokens: the same listings, bodies, ETags, content types
+//! and modification times through both servers, a PUT event per imported file; and truncated,
+//! tampered or refused archives that import nothing.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use homestead_integration_tests::{Account, Blobs, Metadata, TestNet, TestServer, binary};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// Runs `homestead --data-dir DIR ARGS...` with `input` on stdin.
+async fn homestead(data_dir: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(binary())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run homestead");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feed = tokio::spawn(async move {
+        // The command may stop reading early (a refusal): a broken pipe is expected then.
+        let _ = stdin.write_all(&input).await;
+    });
+    let output = child.wait_with_output().await.expect("wait for homestead");
+    feed.await.unwrap();
+    output
+}
+
+/// Asserts that a command failed with exactly one line on stderr containing `expected`.
+fn refused(output: &Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "succeeded: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(expected), "{stderr}");
+}
+
+/// Every file of a user on a server: path, status, ETag, content type, Last-Modified, body.
+async fn files_of(
+    user: &Account,
+    server: &TestServer,
+) -> Vec<(String, String, String, String, Vec<u8>)> {
+    let mut paths = user.list(server, "/pub/").await;
+    paths.extend(user.list(server, "/priv/").await);
+    let mut files = Vec::new();
+    for path in paths {
+        let response = user.get(server, &path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map_or(String::new(), |v| v.to_str().unwrap().to_string())
+        };
+        let (etag, content_type, modified) = (
+            header("etag"),
+            header("content-type"),
+            header("last-modified"),
+        );
+        files.push((
+            path,
+            etag,
+            content_type,
+            modified,
+            response.bytes().await.unwrap().to_vec(),
+        ));
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_moves_from_sqlite_to_postgres_and_s3() {
+    let net = TestNet::new();
+    let source = net
+        .server()
+        .metadata(Metadata::Sqlite)
+        .blobs(Blobs::Fs)
+        .start()
+        .await;
+    let user = Account::signup(&source).await;
+    let other = Account::signup(&source).await;
+    for (path, body) in [
+        ("/pub/app/profile.json", b"{\"name\":\"a\"}".to_vec()),
+        ("/pub/app/posts/1", b"first".to_vec()),
+        ("/pub/app/posts/2", b"second".to_vec()),
+        ("/pub/app/empty", Vec::new()),
+        ("/pub/app/image.png", b"\x89PNG\r\n\x1a\n0000".to_vec()),
+        ("/priv/app/notes.txt", b"only mine".to_vec()),
+        ("/pub/app/big.bin", vec![42u8; 6 << 20]),
+    ] {
+        assert_eq!(user.put(&source, path, body).await, 201, "{path}");
+    }
+    // An overwrite, so that creation and modification times differ; a deleted file is not exported.
+    assert_eq!(
+        user.put(&source, "/pub/app/posts/1", b"first, edited".to_vec())
+            .await,
+        201
+    );
+    assert_eq!(user.put(&source, "/pub/app/gone", b"x".to_vec()).await, 201);
+    assert_eq!(user.delete(&source, "/pub/app/gone").await, 204);
+    assert_eq!(
+        other
+            .put(&source, "/pub/other", b"not exported".to_vec())
+            .await,
+        201
+    );
+
+    let export = homestead(source.data_dir(), &["export-user", &user.z32], b"").await;
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let archive = export.stdout;
+    assert!(archive.starts_with(b"homestead-user-archive 1\n"));
+    refused(
+        &homestead(source.data_dir(), &["export-user", "not-a-key"], b"").await,
+        "is not a public key",
+    );
+    let stranger = pubky::Keypair::random().public_key().z32();
+    refused(
+        &homestead(source.data_dir(), &["export-user", &stranger], b"").await,
+        "no user",
+    );
+
+    let target = net
+        .server()
+        .metadata(Metadata::Postgres)
+        .blobs(Blobs::S3)
+        .token_required()
+        .start()
+        .await;
+    let dir = target.data_dir();
+    let blobs_before = target.blob_count().await;
+
+    // A body changed in transit: its hash does not match; nothing is imported.
+    let mut tampered = archive.clone();
+    let at = tampered.len() - 100;
+    tampered[at] ^= 0x20;
+    let token = target.signup_token().await;
+    refused(
+        &homestead(dir, &["import-user", "--signup-token", &token], &tampered).await,
+        "does not match its hash in the manifest (tampered or corrupted)",
+    );
+    // Cut short inside the big body, and cut short before the trailer.
+    for cut in [archive.len() / 2, archive.len() - 30] {
+        refused(
+            &homestead(
+                dir,
+                &["import-user", "--signup-token", &token],
+                &archive[..cut],
+            )
+            .await,
+            "truncated",
+        );
+    }
+    // Sign-up here needs a token.
+    refused(
+        &homestead(dir, &["import-user"], &archive).await,
+        "pass --signup-token",
+    );
+    refused(
+        &homestead(
+            dir,
+            &["import-user", "--signup-token", "NOPE-NOPE-NOPE"],
+            &archive,
+        )
+        .await,
+        "no such signup token",
+    );
+    assert_eq!(
+        target.blob_count().await,
+        blobs_before,
+        "staged blobs were removed"
+    );
+    assert_eq!(
+        user.get(&target, "/pub/").await.status(),
+        404,
+        "nothing was imported"
+    );
+    let events = |target: &TestServer| {
+        let url = format!("{}/events/?limit=1000", target.icann_url());
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let page = events(&target).await;
+    assert!(!page.contains(&user.z32), "no event was appended: {page}");
+
+    let import = homestead(dir, &["import-user", "--signup-token", &token], &archive).await;
+    let log = String::from_utf8_lossy(&import.stderr);
+    assert!(import.status.success(), "{log}");
+    assert!(
+        log.contains("7 files") && log.contains("(signed up)"),
+        "{log}"
+    );
+
+    // The user signs in on the new server and sees the same files as on the old one.
+    let moved = Account {
+        cookie: user
+            .signin_with(
+                &target,
+                pubky::Capabilities::builder()
+                    .cap(pubky::Capability::root())
+                    .finish(),
+            )
+            .await,
+        ..user.clone()
+    };
+    let before = files_of(&user, &source).await;
+    let after = files_of(&moved, &target).await;
+    assert_eq!(before.len(), 7);
+    assert_eq!(before, after);
+    assert_eq!(moved.get(&target, "/pub/other").await.status(), 404);
+
+    // Indexers following the new server see the files: a PUT event for each public one.
+    let page = events(&target).await;
+    let puts = page
+        .lines()
+        .filter(|line| line.starts_with(&format!("PUT pubky://{}/pub/", user.z32)))
+        .count();
+    assert_eq!(puts, 6, "{page}");
+
+    // The token was consumed, and the user now has files: a second import is refused.
+    refused(
+        &homestead(dir, &["import-user", "--signup-token", &token], &archive).await,
+        "already has files",
+    );
+}

@@ -1,0 +1,60 @@
+//! `homestead backup DEST` and `homestead restore SRC`.
+//!
+//! A backup is a directory:
+//!
+//! | path | what |
+//! |---|---|
+//! | `BACKUP.json` | what the backup holds: `format` (`"homestead-backup"`), `version` (1), `engine` (`sqlite` or `postgres`), `schema_version` (the newest migration of the copied schema), `tables` (PostgreSQL: the copied tables in restore order), `created_at` (µs since the epoch), `server_public_key`, `files` and `bytes` (the entries and their total length) |
+//! | `secret` | the server key, as in the data directory |
+//! | `config.toml` | the configuration the backup was taken with, for reference (restore never installs it: it may name the old database and bucket) |
+//! | `metadata/homestead.db` | SQLite: the database, copied with `VACUUM INTO` |
+//! | `metadata/<table>.copy` | PostgreSQL: each table in `COPY`'s text format, all from one `REPEATABLE READ` transaction |
+//! | `blobs.tsv` | one line per entry of the snapshot: blob key, BLAKE3 (hex), length, tab-separated |
+//! | `blobs/<blob key>` | each body the snapshot's entries reference, checked against its hash as it was copied |
+//!
+//! The backup is written under a temporary sibling name (`.<name>.partial-<pid>`) and renamed to DEST
+//! when complete, so DEST either holds a whole backup or does not exist.
+
+mod restore;
+mod take;
+
+pub use restore::restore;
+pub use take::backup;
+
+use serde::{Deserialize, Serialize};
+
+/// `BACKUP.json`'s `format`.
+pub const FORMAT: &str = "homestead-backup";
+/// `BACKUP.json`'s `version`.
+pub const VERSION: u32 = 1;
+/// The description file.
+pub const MANIFEST_FILE: &str = "BACKUP.json";
+/// The blob list.
+pub const BLOB_LIST: &str = "blobs.tsv";
+/// The directory of metadata copies.
+pub const METADATA_DIR: &str = "metadata";
+/// The directory of bodies.
+pub const BLOBS_DIR: &str = "blobs";
+
+/// `BACKUP.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupManifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`VERSION`].
+    pub version: u32,
+    /// `sqlite` or `postgres`.
+    pub engine: String,
+    /// The newest migration of the copied schema.
+    pub schema_version: i64,
+    /// PostgreSQL: the copied tables, in restore order.
+    pub tables: Vec<String>,
+    /// When the backup was taken (µs since the epoch).
+    pub created_at: i64,
+    /// The server's public key (z32).
+    pub server_public_key: String,
+    /// Entries in the snapshot.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
