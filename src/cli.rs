@@ -1,5 +1,5 @@
-//! The command line: `homestead [--data-dir DIR] [--config FILE] [run | init]`, `run` being the default,
-//! like the reference binary's `pubky-homeserver --data-dir DIR`.
+//! The command line: `homestead [--data-dir DIR] [--config FILE] [run | init | import-reference]`, `run`
+//! being the default, like the reference binary's `pubky-homeserver --data-dir DIR`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use homestead_config::{Config, DataDir, Loaded, default_data_dir};
 
 use crate::app::App;
+use crate::import_reference::ImportReferenceArgs;
 use crate::server_key;
 use crate::telemetry::Telemetry;
 
@@ -35,6 +36,9 @@ pub enum Command {
     Run,
     /// Write the config file and the server key if missing, print the server's public key, and exit.
     Init,
+    /// Switch from a reference homeserver (pubky-homeserver 0.9.3 or 0.17.1) in place: copy its server
+    /// key, users, tokens, sessions, files and event log into this data directory's storage.
+    ImportReference(ImportReferenceArgs),
 }
 
 /// Parses the command line, runs the command and turns any error into one line on stderr.
@@ -53,19 +57,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // Everything the server creates (data directory, config, database, blobs) is its own alone.
     // SAFETY: umask only sets the process's file-creation mask.
     unsafe { libc::umask(0o077) };
-    let data_dir = DataDir::open(&cli.data_dir.clone().unwrap_or_else(default_data_dir))?;
-    let loaded = match &cli.config {
+    let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    let config = cli.config.as_deref();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Init => {
+            let (_, _, keypair) = open_server(&data_dir, config)?;
+            println!("{}", keypair.public_key());
+            Ok(())
+        }
+        Command::Run => {
+            let (data_dir, loaded, keypair) = open_server(&data_dir, config)?;
+            serve(data_dir, loaded, keypair)
+        }
+        // The reference's inputs are checked before anything here creates a key or a config.
+        Command::ImportReference(args) => crate::import_reference::run(&data_dir, config, &args),
+    }
+}
+
+/// The data directory, the configuration and the server key (each created when missing).
+fn open_server(
+    data_dir: &std::path::Path,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<(DataDir, Loaded, pkarr::Keypair)> {
+    let data_dir = DataDir::open(data_dir)?;
+    let loaded = match config {
         Some(path) => Config::load(path, false)?,
         None => Config::load(&data_dir.config_file(), true)?,
     };
     let keypair = server_key::load_or_create(&data_dir.secret_file())?;
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Init => {
-            println!("{}", keypair.public_key());
-            Ok(())
-        }
-        Command::Run => serve(data_dir, loaded, keypair),
-    }
+    Ok((data_dir, loaded, keypair))
 }
 
 fn serve(data_dir: DataDir, loaded: Loaded, keypair: pkarr::Keypair) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@ pub mod content_type;
 pub mod entry_cache;
 pub mod event_bus;
 pub mod health;
+pub mod import;
 mod listing;
 pub mod metadata;
 pub mod path;

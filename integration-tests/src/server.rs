@@ -179,6 +179,12 @@ impl TestServerBuilder {
 
     /// Writes the config, spawns the binary and waits until it reports that it is ready.
     pub async fn start(self) -> TestServer {
+        self.start_after(|_| {}).await
+    }
+
+    /// Writes the config, runs `prepare` on the data directory (say, a command that fills the storage
+    /// the config names), then starts the server like [`Self::start`].
+    pub async fn start_after(self, prepare: impl FnOnce(&Path)) -> TestServer {
         let data_dir = tempfile::Builder::new()
             .prefix("homestead-test-")
             .tempdir()
@@ -197,6 +203,7 @@ impl TestServerBuilder {
         };
         let config = self.config_toml(database.as_deref(), bucket.as_deref());
         std::fs::write(data_dir.path().join("config.toml"), config).expect("write config.toml");
+        prepare(data_dir.path());
         TestServer::spawn(
             data_dir,
             (self.metadata, self.blobs),
