@@ -59,7 +59,7 @@ impl Reference {
              [drive]\npubky_listen_socket = \"127.0.0.1:{}\"\nicann_listen_socket = \"127.0.0.1:{icann}\"\n\n\
              [admin]\nenabled = true\nlisten_socket = \"127.0.0.1:{admin}\"\nadmin_password = {ADMIN_PASSWORD:?}\n\n\
              [storage]\ntype = \"file_system\"\n\n\
-             [pkdns]\npublic_ip = \"127.0.0.1\"\ndht_bootstrap_nodes = [{}]\ndht_relay_nodes = []\n",
+             [pkdns]\npublic_ip = \"127.0.0.1\"\ndht_bootstrap_nodes = [{}]\n",
             database.url(),
             free_port(),
             bootstrap.join(", ")
@@ -72,7 +72,7 @@ impl Reference {
             .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
             .spawn()
             .unwrap_or_else(|err| panic!("spawn {binary}: {err}"));
-        let reference = Self {
+        let mut reference = Self {
             child,
             database,
             icann: format!("http://127.0.0.1:{icann}"),
@@ -82,13 +82,25 @@ impl Reference {
         };
         let started = Instant::now();
         while reqwest::get(&reference.icann).await.is_err() {
+            let exited = reference.child.try_wait().unwrap();
             assert!(
-                started.elapsed() < Duration::from_secs(60),
+                exited.is_none() && started.elapsed() < Duration::from_secs(60),
                 "the reference did not start: {}",
                 reference.log()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        let client = net.sdk_client();
+        let key = reference.key.clone();
+        eventually(
+            "the reference's record resolvable",
+            Duration::from_secs(30),
+            || {
+                let (client, key) = (client.clone(), key.clone());
+                async move { client.pkarr().resolve(&key).await.ok_or("not found") }
+            },
+        )
+        .await;
         reference
     }
 
@@ -453,6 +465,28 @@ async fn recorded(binary: &str, net: &TestNet) -> Recorded {
         .lines()
         .filter(|l| !l.starts_with("cursor:"))
         .count();
+    // What the checks compare is real: files with ETags, a deleted file, listings and event pages.
+    let answer = |what: &str| &answers.iter().find(|(w, _)| w == what).expect(what).1;
+    let a = answer(&format!("GET {}/pub/app/a.txt", filled.alice));
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"hello again"[..]));
+    assert!(
+        !a.etag.is_empty() && a.content_type.starts_with("text/plain"),
+        "{a:?}"
+    );
+    assert_eq!(
+        answer(&format!("GET {}/pub/app/b.bin", filled.alice)).status,
+        404
+    );
+    let listing = answer(&format!("LIST {}/pub/app/?shallow=true", filled.alice));
+    assert_eq!(listing.status, 200);
+    assert_eq!(text(&listing.body).lines().count(), 2, "a.txt and dir/");
+    assert_eq!(events, 10, "7 writes of Alice, 2 of Bob, 1 of Carol");
+    let mid = answer(&format!("EVENTS /events/?cursor={mid_cursor}"));
+    assert_eq!(
+        text(&mid.body).lines().count(),
+        8,
+        "7 events and the cursor"
+    );
     let mut reference = reference;
     reference.stop();
     let fingerprint = fingerprint(reference.dir.path(), &reference.database);
@@ -814,7 +848,7 @@ fn bad_inputs_end_with_one_line_and_leave_nothing_behind() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a benchmark: run it with --run-ignored only"]
 async fn a_gib_is_imported_with_bounded_memory() {
-    let Some(binary) = reference_binary() else {
+    let Some(reference_bin) = reference_binary() else {
         return;
     };
     let mib: usize = std::env::var("IMPORT_BENCH_MIB")
@@ -822,7 +856,7 @@ async fn a_gib_is_imported_with_bounded_memory() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
     let net = TestNet::new();
-    let mut reference = Reference::start(&binary, &net).await;
+    let mut reference = Reference::start(&reference_bin, &net).await;
     let token = reference
         .admin(reqwest::Method::GET, "/generate_signup_token", None)
         .await;
