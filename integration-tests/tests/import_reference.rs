@@ -12,8 +12,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use homestead_integration_tests::{
-    ADMIN_PASSWORD, Blobs, Metadata, TestDatabase, TestNet, TestServer, binary, eventually,
-    free_port,
+    ADMIN_PASSWORD, Blobs, Metadata, TestBucket, TestDatabase, TestNet, TestServer, binary,
+    eventually, free_port,
 };
 use pubky::{Keypair, PubkySession, PublicKey};
 
@@ -842,9 +842,10 @@ fn bad_inputs_end_with_one_line_and_leave_nothing_behind() {
     );
 }
 
-/// The 1 GiB figure of BENCHMARKS.md: `IMPORT_BENCH_MIB` MiB (default 1024) of files, in 16 MiB and 1 MiB
-/// bodies, put through the reference, then imported into sqlite+fs under `/usr/bin/time -v`; prints the
-/// throughput and the import's peak RSS, which must stay far below the data's size.
+/// The 1 GiB figures of BENCHMARKS.md: `IMPORT_BENCH_MIB` MiB (default 1024) of files, in 16 MiB and 1 MiB
+/// bodies, put through the reference, then imported under `/usr/bin/time -v` into sqlite+fs (copied, then
+/// hard-linked) and, with `TEST_S3_ENDPOINT`, sqlite+s3; prints each throughput and the import's peak
+/// RSS, which must stay far below the data's size.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a benchmark: run it with --run-ignored only"]
 async fn a_gib_is_imported_with_bounded_memory() {
@@ -884,41 +885,66 @@ async fn a_gib_is_imported_with_bounded_memory() {
             .unwrap();
     }
     reference.stop();
-    let target = tempfile::tempdir().unwrap();
-    std::fs::write(
-        target.path().join("config.toml"),
-        "[storage]\ntype = \"file_system\"\n",
-    )
-    .unwrap();
-    let started = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg(binary())
-        .arg("--data-dir")
-        .arg(target.path())
-        .arg("import-reference")
-        .arg("--from")
-        .arg(reference.dir.path())
-        .args(["--from-database-url", reference.database.url().as_str()])
-        .output()
-        .unwrap();
-    let seconds = started.elapsed().as_secs_f64();
-    let stderr = text(&out.stderr);
-    assert!(out.status.success(), "{}\n{stderr}", text(&out.stdout));
-    let rss_kib: f64 = stderr
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .and_then(|v| v.parse().ok())
-        .expect("peak RSS from /usr/bin/time");
     let files = big + small;
-    println!(
-        "import-reference: {files} files, {mib} MiB in {seconds:.1} s = {:.0} MiB/s, peak RSS {:.1} MiB\n{}",
-        mib as f64 / seconds,
-        rss_kib / 1024.0,
-        text(&out.stdout)
-    );
-    assert!(rss_kib < 256.0 * 1024.0, "peak RSS {rss_kib} KiB");
+    let mut targets = vec![
+        (
+            "sqlite+fs, copied",
+            "[storage]\ntype = \"file_system\"\n".to_string(),
+            false,
+        ),
+        (
+            "sqlite+fs, hard-linked",
+            "[storage]\ntype = \"file_system\"\n".to_string(),
+            true,
+        ),
+    ];
+    let bucket = match std::env::var("TEST_S3_ENDPOINT") {
+        Ok(_) => Some(TestBucket::create().await),
+        Err(_) => None,
+    };
+    if let Some(bucket) = &bucket {
+        let storage = format!(
+            "[storage]\ntype = \"s3\"\nbucket_name = {:?}\ns3_endpoint = {:?}\ns3_path_style = true\n\
+             s3_access_key_id = \"test\"\ns3_secret_access_key = \"test\"\n",
+            bucket.name, bucket.endpoint
+        );
+        targets.push(("sqlite+s3, copied", storage, false));
+    }
+    for (name, config, hard_link) in targets {
+        let target = tempfile::tempdir().unwrap();
+        let config = format!("[admin]\nenabled = false\n\n{config}");
+        std::fs::write(target.path().join("config.toml"), config).unwrap();
+        let started = Instant::now();
+        let out = Command::new("/usr/bin/time")
+            .arg("-v")
+            .arg(binary())
+            .arg("--data-dir")
+            .arg(target.path())
+            .arg("import-reference")
+            .arg("--from")
+            .arg(reference.dir.path())
+            .args(["--from-database-url", reference.database.url().as_str()])
+            .args(hard_link.then_some("--hard-link"))
+            .output()
+            .unwrap();
+        let seconds = started.elapsed().as_secs_f64();
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{}\n{stderr}", text(&out.stdout));
+        let rss_kib: f64 = stderr
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("Maximum resident set size (kbytes): ")
+            })
+            .and_then(|v| v.parse().ok())
+            .expect("peak RSS from /usr/bin/time");
+        println!(
+            "import-reference into {name}: {files} files, {mib} MiB in {seconds:.1} s = {:.0} MiB/s, \
+             peak RSS {:.1} MiB\n{}",
+            mib as f64 / seconds,
+            rss_kib / 1024.0,
+            text(&out.stdout)
+        );
+        assert!(rss_kib < 256.0 * 1024.0, "peak RSS {rss_kib} KiB");
+    }
 }
