@@ -339,6 +339,28 @@ async fn observe(base: &str, filled: &Filled, mid_cursor: &str) -> Vec<(String, 
         answer.content_type.clear();
         seen.push((format!("EVENTS {page}"), answer));
     }
+    // The history of `/events-stream` (not live: it ends with the history), by user cursors.
+    let (alice, bob) = (&filled.alice, &filled.paths[5].0);
+    for query in [
+        format!("user={alice}"),
+        format!("user={alice}:{mid_cursor}"),
+        format!("user={bob}&user={alice}:{mid_cursor}&limit=3"),
+        format!("user={alice}&reverse=true"),
+    ] {
+        let answer = ask(base, &format!("/events-stream?{query}"), None, None).await;
+        let frames: String = text(&answer.body)
+            .lines()
+            .filter(|l| l.starts_with("event:") || l.starts_with("data:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let answer = Answer {
+            status: answer.status,
+            etag: String::new(),
+            content_type: answer.content_type,
+            body: frames.into_bytes(),
+        };
+        seen.push((format!("STREAM {query}"), answer));
+    }
     seen
 }
 
@@ -486,6 +508,13 @@ async fn recorded(binary: &str, net: &TestNet) -> Recorded {
         text(&mid.body).lines().count(),
         8,
         "7 events and the cursor"
+    );
+    let stream = answer(&format!("STREAM user={}:{mid_cursor}", filled.alice));
+    assert_eq!(stream.status, 200);
+    assert!(
+        text(&stream.body).matches("event: ").count() >= 3,
+        "{}",
+        text(&stream.body)
     );
     let mut reference = reference;
     reference.stop();
