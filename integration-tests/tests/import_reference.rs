@@ -159,6 +159,7 @@ fn hex(bytes: &[u8]) -> String {
 struct Answer {
     status: u16,
     etag: String,
+    last_modified: String,
     content_type: String,
     body: Vec<u8>,
 }
@@ -181,6 +182,7 @@ async fn ask(base: &str, path: &str, host: Option<&str>, cookie: Option<&str>) -
     Answer {
         status: response.status().as_u16(),
         etag: header("etag"),
+        last_modified: header("last-modified"),
         content_type: header("content-type"),
         body: response.bytes().await.unwrap().to_vec(),
     }
@@ -336,6 +338,7 @@ async fn observe(base: &str, filled: &Filled, mid_cursor: &str) -> Vec<(String, 
         let mut answer = ask(base, &page, None, None).await;
         // Only the lines count; the two servers may differ in headers of the feed.
         answer.etag.clear();
+        answer.last_modified.clear();
         answer.content_type.clear();
         seen.push((format!("EVENTS {page}"), answer));
     }
@@ -356,6 +359,7 @@ async fn observe(base: &str, filled: &Filled, mid_cursor: &str) -> Vec<(String, 
         let answer = Answer {
             status: answer.status,
             etag: String::new(),
+            last_modified: String::new(),
             content_type: answer.content_type,
             body: frames.into_bytes(),
         };
@@ -492,7 +496,9 @@ async fn recorded(binary: &str, net: &TestNet) -> Recorded {
     let a = answer(&format!("GET {}/pub/app/a.txt", filled.alice));
     assert_eq!((a.status, a.body.as_slice()), (200, &b"hello again"[..]));
     assert!(
-        !a.etag.is_empty() && a.content_type.starts_with("text/plain"),
+        !a.etag.is_empty()
+            && !a.last_modified.is_empty()
+            && a.content_type.starts_with("text/plain"),
         "{a:?}"
     );
     assert_eq!(
@@ -550,6 +556,7 @@ async fn serves_what_the_reference_served(net: &TestNet, server: &TestServer, re
             (mine.status, &mine.etag, &mine.content_type),
             "{what}"
         );
+        assert_eq!(theirs.last_modified, mine.last_modified, "{what}");
         assert_eq!(text(&theirs.body), text(&mine.body), "{what}");
     }
     // The reference's cookie still signs Alice in, and its session reads the same.
