@@ -93,6 +93,17 @@ impl ImportError {
         }
     }
 
+    /// Names the file a blob error was about (the blob key alone does not say which path).
+    fn of_file(self, public_key: &str, path: &str) -> Self {
+        match self {
+            Self::Blob { key, cause } => Self::Blob {
+                key: format!("{public_key}{path} (blob {key})"),
+                cause,
+            },
+            other => other,
+        }
+    }
+
     fn blob(key: &str, source: object_store::Error) -> Self {
         Self::Blob {
             key: key.to_string(),
@@ -483,7 +494,8 @@ async fn import_entry(
             &entry.content_hash,
             &key,
         )
-        .await?;
+        .await
+        .map_err(|err| err.of_file(&entry.public_key, &entry.path))?;
     match brought {
         Brought::Mismatch(reason) => {
             tally
