@@ -1,6 +1,6 @@
 //! The command line: `homestead [--data-dir DIR] [--config FILE] [run | init | backup DEST | restore SRC |
-//! export-user KEY | import-user]`, `run` being the default, like the reference binary's
-//! `pubky-homeserver --data-dir DIR`.
+//! export-user KEY | import-user | import-reference ...]`, `run` being the default, like the reference
+//! binary's `pubky-homeserver --data-dir DIR`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ use homestead_config::{Config, DataDir, Loaded, default_data_dir};
 
 use crate::app::App;
 use crate::command_context::CommandContext;
+use crate::import_reference::ImportReferenceArgs;
 use crate::server_key;
 use crate::telemetry::Telemetry;
 
@@ -61,6 +62,9 @@ pub enum Command {
         #[arg(long)]
         signup_token: Option<String>,
     },
+    /// Switch from a reference homeserver (pubky-homeserver 0.9.3 or 0.17.1) in place: copy its server
+    /// key, users, tokens, sessions, files and event log into this data directory's storage.
+    ImportReference(ImportReferenceArgs),
 }
 
 /// Parses the command line, runs the command and turns any error into one line on stderr.
@@ -107,6 +111,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let stdin = tokio::io::stdin();
             crate::user_archive::import_user(&ctx, stdin, signup_token.as_deref()).await
         }),
+        // The reference's inputs are checked before anything here creates a key or a config.
+        Command::ImportReference(args) => {
+            let data_dir = data_dir.map_or_else(default_data_dir, Path::to_path_buf);
+            crate::import_reference::run(&data_dir, config, &args)
+        }
     }
 }
 

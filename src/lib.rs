@@ -13,6 +13,7 @@ pub mod fd_limit;
 mod fuzz;
 pub mod grant_proof;
 pub mod http_error;
+pub mod import_reference;
 pub mod listeners;
 pub mod logging;
 pub mod lookups;

@@ -21,6 +21,13 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<Keypair> {
     }
 }
 
+/// Reads an existing key file (the reference's, when importing it); a missing file is an error.
+pub fn load(path: &Path) -> anyhow::Result<Keypair> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the server key {}", path.display()))?;
+    parse(&text).with_context(|| format!("server key {}", path.display()))
+}
+
 fn parse(text: &str) -> anyhow::Result<Keypair> {
     let hex_text = text.trim();
     if hex_text.len() != 64 {
@@ -33,6 +40,12 @@ fn parse(text: &str) -> anyhow::Result<Keypair> {
 
 fn create(path: &Path) -> anyhow::Result<Keypair> {
     let keypair = Keypair::random();
+    store(path, &keypair)?;
+    Ok(keypair)
+}
+
+/// Writes `keypair` as a new key file, mode 0600; an existing file is never replaced.
+pub fn store(path: &Path, keypair: &Keypair) -> anyhow::Result<()> {
     // create_new: if another process wrote the file meanwhile, fail rather than replace its key.
     let mut file = OpenOptions::new()
         .write(true)
@@ -42,8 +55,7 @@ fn create(path: &Path) -> anyhow::Result<Keypair> {
         .with_context(|| format!("cannot create the server key {}", path.display()))?;
     file.write_all(hex::encode(keypair.secret_key()).as_bytes())
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write the server key {}", path.display()))?;
-    Ok(keypair)
+        .with_context(|| format!("cannot write the server key {}", path.display()))
 }
 
 #[cfg(test)]

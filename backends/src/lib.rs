@@ -9,6 +9,7 @@ pub mod database;
 pub mod entry_cache;
 pub mod event_bus;
 pub mod health;
+pub mod import;
 mod listing;
 pub mod metadata;
 pub mod path;

@@ -182,6 +182,14 @@ impl TestServerBuilder {
         self.prepare().await.start().await
     }
 
+    /// Writes the config, runs `step` on the data directory (say, a command that fills the storage the
+    /// config names), then starts the server like [`Self::start`].
+    pub async fn start_after(self, step: impl FnOnce(&Path)) -> TestServer {
+        let prepared = self.prepare().await;
+        step(prepared.data_dir());
+        prepared.start().await
+    }
+
     /// Writes the config and creates the database and bucket, without starting the server, so that an
     /// operator command (e.g. `restore`) can fill them first.
     pub async fn prepare(self) -> PreparedServer {
