@@ -5,7 +5,6 @@
 //! ids. Every input is checked before anything is written; running it again finishes an interrupted run
 //! and otherwise changes nothing.
 
-mod progress;
 mod reference_dir;
 
 use std::path::PathBuf;
@@ -17,7 +16,7 @@ use homestead_backends::import::{self, Bodies, ReferenceDb, Tally, TargetDb};
 use homestead_config::{Config, DataDir, DatabaseUrl, StorageType, redact_url};
 
 use crate::server_key;
-pub use progress::Progress;
+use crate::transfer_progress::{Counts, Progress};
 pub use reference_dir::ReferenceDir;
 
 /// What `import-reference` is pointed at.
@@ -101,16 +100,17 @@ async fn import_into(
         link_root,
     );
 
-    let mut progress = Progress::on_stderr();
+    let progress = Progress::new("import-reference", 0, 0);
     let abort_after = args.abort_after_files;
     let tally = import::run(&mut source, &target, &bodies, |tally| {
-        progress.update(tally, false);
+        progress.set(counts(tally));
         if abort_after.is_some_and(|n| tally.files_done >= n) {
             std::process::abort();
         }
     })
     .await?;
-    progress.update(&tally, true);
+    progress.set(counts(&tally));
+    progress.finish();
     let version = source.schema().version();
     source.close().await;
     target.close().await;
@@ -145,6 +145,16 @@ fn key_missing(data_dir: &DataDir, reference: &ReferenceDir) -> anyhow::Result<b
         );
     }
     Ok(false)
+}
+
+/// The progress counts of a tally.
+fn counts(tally: &Tally) -> Counts {
+    Counts {
+        files: tally.files_done,
+        files_total: tally.files_total,
+        bytes: tally.bytes_done,
+        bytes_total: tally.bytes_total,
+    }
 }
 
 /// The closing line.
