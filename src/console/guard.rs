@@ -15,15 +15,22 @@ pub const COOKIE: &str = "homestead_console";
 /// The header that carries the CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// Whether a method may change state.
-fn is_unsafe(method: &Method) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+/// The operator route that changes state on `GET` (the reference's token minting): it needs the CSRF
+/// token like any other write.
+const MINTING_GET: &str = "/generate_signup_token";
+
+/// Whether a request may change state: any method but `GET`, `HEAD` and `OPTIONS`, and the minting `GET`.
+fn is_unsafe(method: &Method, path: &str) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || path.ends_with(MINTING_GET)
 }
 
-/// Refuses a state-changing request that a browser marks as coming from another site or origin
-/// (`Sec-Fetch-Site`, `Origin`), whatever cookie it carries: a page elsewhere cannot sign in or act.
+/// Refuses a request that a browser marks as coming from another site or origin (`Sec-Fetch-Site`,
+/// `Origin`), whatever cookie it carries, when it may change state or asks the API: a page elsewhere
+/// (another port of the same host included) can neither sign in, act, nor load API answers.
 pub async fn same_origin(request: Request, next: Next) -> Result<Response, HttpError> {
-    if is_unsafe(request.method()) && !from_same_origin(request.headers()) {
+    let path = request.uri().path();
+    let guarded = is_unsafe(request.method(), path) || path.starts_with("/console/api/");
+    if guarded && !from_same_origin(request.headers()) {
         return Err(HttpError::new(
             StatusCode::FORBIDDEN,
             "Cross-site request refused: use the console page itself",
@@ -76,7 +83,7 @@ pub async fn require_session(
                 "Not signed in (or the session expired): sign in again",
             )
         })?;
-    if is_unsafe(request.method()) {
+    if is_unsafe(request.method(), request.uri().path()) {
         let given = request.headers().get(CSRF_HEADER).map(|v| v.as_bytes());
         if !given.is_some_and(|given| constant_time_eq(given, csrf_token.as_bytes())) {
             return Err(HttpError::new(

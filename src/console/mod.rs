@@ -34,8 +34,8 @@ pub struct Console(Arc<ConsoleParts>);
 pub struct ConsoleParts {
     app: AppState,
     sessions: sessions::Sessions,
-    /// Sign-in attempts run one at a time, so that a wrong password's delay slows every guesser.
-    sign_in_queue: tokio::sync::Mutex<()>,
+    /// Sign-in attempts are checked one at a time, so that a wrong password's delay slows every guesser.
+    sign_in_check: tokio::sync::Mutex<()>,
     started: Instant,
 }
 
@@ -52,7 +52,7 @@ pub fn router(app: AppState) -> Router {
     let console = Console(Arc::new(ConsoleParts {
         app: app.clone(),
         sessions: sessions::Sessions::default(),
-        sign_in_queue: tokio::sync::Mutex::new(()),
+        sign_in_check: tokio::sync::Mutex::new(()),
         started: Instant::now(),
     }));
     let own = Router::new()

@@ -125,6 +125,18 @@ async fn sign_in_needs_the_password_and_gives_a_console_only_cookie() {
     let started = std::time::Instant::now();
     expect(&sign_in(&app, "guess").await, 401, "Wrong password");
     assert!(started.elapsed() >= super::api::WRONG_PASSWORD_DELAY);
+    // While a wrong guess is held, another attempt is turned away at once instead of queueing.
+    let (held, busy) = tokio::join!(sign_in(&app, "guess"), async {
+        tokio::time::sleep(super::api::WRONG_PASSWORD_DELAY / 4).await;
+        sign_in(&app, "secret").await
+    });
+    expect(&held, 401, "Wrong password");
+    expect(
+        &busy,
+        429,
+        "Another sign-in is being checked: try again in a second",
+    );
+    assert_eq!(busy.header(header::RETRY_AFTER), "1");
     let right = sign_in(&app, "secret").await;
     assert_eq!(right.status, StatusCode::OK);
     let cookie = right.header(header::SET_COOKIE);
@@ -226,6 +238,72 @@ async fn the_api_needs_a_session_and_changes_need_its_csrf_token() {
     assert_eq!(app.admin(other_port).await.status, StatusCode::FORBIDDEN);
     let stored = app.store().accounts().user(&user).await.unwrap().unwrap();
     assert!(!stored.disabled, "no refused request changed anything");
+    // The reference's minting GET is a write: it needs the CSRF token, and a page on another port of
+    // the same host (same site: the cookie goes along) cannot even load an API answer.
+    let minted = || async {
+        app.store()
+            .operations()
+            .counts()
+            .await
+            .unwrap()
+            .signup_tokens
+    };
+    let before = minted().await;
+    let mint_get = browser
+        .send(
+            &app,
+            Method::GET,
+            "/console/api/generate_signup_token",
+            None,
+            false,
+        )
+        .await;
+    expect(
+        &mint_get,
+        403,
+        "Missing or wrong CSRF token: reload the console",
+    );
+    for marker in ["same-site", "cross-site"] {
+        let image = request(Method::GET, "/console/api/generate_signup_token")
+            .header("host", HOST)
+            .header("sec-fetch-site", marker)
+            .header(header::COOKIE, &browser.cookie)
+            .body(Body::empty())
+            .unwrap();
+        let refused = app.admin(image).await;
+        expect(
+            &refused,
+            403,
+            "Cross-site request refused: use the console page itself",
+        );
+        let read = request(Method::GET, "/console/api/overview")
+            .header("host", HOST)
+            .header("sec-fetch-site", marker)
+            .header(header::COOKIE, &browser.cookie)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            app.admin(read).await.status,
+            StatusCode::FORBIDDEN,
+            "{marker}"
+        );
+    }
+    assert_eq!(
+        minted().await,
+        before,
+        "no token was minted by a refused request"
+    );
+    let mint_get = browser
+        .send(
+            &app,
+            Method::GET,
+            "/console/api/generate_signup_token",
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(mint_get.status, StatusCode::OK);
+    assert_eq!(minted().await, before + 1);
 
     let done = browser.send(&app, Method::POST, &disable, None, true).await;
     expect(&done, 200, "Ok");
