@@ -154,12 +154,33 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
     browser.type_into("#events-user", &user);
     browser.press("Enter");
     browser.wait_for("the live stream", &contains("#events-status", "Live."));
+    // Another user's write, made first, must not show in a tail filtered to `user`.
+    let (status, other_token) = server
+        .admin(reqwest::Method::GET, "/generate_signup_token")
+        .await;
+    assert_eq!(status, 200, "{other_token}");
+    let other: PubkySession = net
+        .pubky()
+        .signer(Keypair::random())
+        .signup(&server.public_key(), Some(other_token.trim()))
+        .await
+        .expect("sign-up of another user");
+    other
+        .storage()
+        .put("/pub/other-user.txt", "x")
+        .await
+        .expect("put");
     session
         .storage()
         .put("/pub/hello.txt", "hello")
         .await
         .expect("put");
     browser.wait_for("the event", &contains("#events-list", "/pub/hello.txt"));
+    let list = browser.text("#events-list");
+    assert!(
+        !list.contains("other-user"),
+        "another user's event in a filtered tail:\n{list}"
+    );
     shot(&mut browser, "06-events.png");
     browser.click("#events-pause");
     browser.wait_for("paused", &contains("#events-status", "Paused"));

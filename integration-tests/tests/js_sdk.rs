@@ -5,7 +5,7 @@
 //! installs the workspace (`npm ci`); a failing script fails the test with its whole output.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use homestead_integration_tests::{Blobs, Metadata, Relays, TestNet, TestServer};
 
@@ -78,17 +78,23 @@ fn screenshot_dir() -> PathBuf {
     dir
 }
 
-/// Runs `node <script>` in the JS workspace with `env`; panics with its output unless it succeeds.
+/// How long a script may run before the test gives up on it (a hung browser must not hang CI).
+const NODE_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Runs `node <script>` in the JS workspace with `env`; panics with its output unless it succeeds
+/// within [`NODE_DEADLINE`].
 async fn node(script: &str, env: Vec<(&'static str, String)>) -> String {
     let started = Instant::now();
     let node = std::env::var("TEST_NODE_BIN").unwrap_or_else(|_| "node".into());
-    let output = tokio::process::Command::new(node)
+    let run = tokio::process::Command::new(node)
         .arg(script)
         .current_dir(js_dir())
         .envs(env)
         .kill_on_drop(true)
-        .output()
+        .output();
+    let output = tokio::time::timeout(NODE_DEADLINE, run)
         .await
+        .unwrap_or_else(|_| panic!("node {script} did not finish within {NODE_DEADLINE:?}"))
         .expect("run node (scripts/test installs it)");
     let text = format!(
         "{}{}",
