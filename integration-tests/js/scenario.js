@@ -151,9 +151,18 @@ export async function scenario(sdk, env, io) {
     await refused(appSession.storage.putText(`${APP_DIR}app.txt`, "no"), 403);
   });
   await step("sign-out", async () => {
+    const exported = appSession.export();
     await appSession.signout();
     await refused(appSession.storage.putText("/pub/js.example.app/state.txt", "gone"), 401);
     await refused(session.storage.putText(`${APP_DIR}after.txt`, "gone"), 401);
+    // The server forgot the session, not only the client: its exported secret no longer writes.
+    let revived = null;
+    try {
+      revived = await newFacade().restoreSession(exported);
+    } catch {
+      // Refused at restore: what a forgotten session should get.
+    }
+    if (revived) await refused(revived.storage.putText("/pub/js.example.app/state.txt", "revived"), 401);
   });
   await step("a stranger's write is refused", async () => {
     const stranger = pubky.signer(sdk.Keypair.random());
