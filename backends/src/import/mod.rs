@@ -318,7 +318,7 @@ pub fn blob_key(public_key: &str, path: &str, hash: &[u8]) -> String {
 
 /// Whether `key` is a public key as users are named: 52 characters of z-base-32 (so it can name a
 /// directory: no `/`, no `.`).
-pub fn is_public_key(key: &str) -> bool {
+fn is_public_key(key: &str) -> bool {
     const Z32: &[u8] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
     key.len() == 52 && key.bytes().all(|b| Z32.contains(&b))
 }
