@@ -42,6 +42,8 @@ pub struct BlobHolds {
     store: Arc<dyn ObjectStore>,
     /// When the last look was sent, and whether it saw a live hold.
     last: Mutex<Option<(Instant, bool)>>,
+    /// Held while one caller looks: the others wait and take its answer.
+    looking: tokio::sync::Mutex<()>,
 }
 
 impl BlobHolds {
@@ -50,16 +52,19 @@ impl BlobHolds {
         Self {
             store,
             last: Mutex::new(None),
+            looking: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Whether some hold is live, as seen at most [`CHECK_TTL`] ago. A failed look counts as a hold:
-    /// keeping a blob too long costs space, deleting one a backup needs costs the backup.
+    /// keeping a blob too long costs space, deleting one a backup needs costs the backup. One look
+    /// runs at a time; callers that waited for it take its answer.
     pub async fn active(&self) -> bool {
-        let last = *self.last.lock().expect("holds lock");
-        if let Some((sent, held)) = last
-            && sent.elapsed() < CHECK_TTL
-        {
+        if let Some(held) = self.recent() {
+            return held;
+        }
+        let _looking = self.looking.lock().await;
+        if let Some(held) = self.recent() {
             return held;
         }
         let sent = Instant::now();
@@ -72,6 +77,12 @@ impl BlobHolds {
         };
         *self.last.lock().expect("holds lock") = Some((sent, held));
         held
+    }
+
+    /// The answer of a look sent less than [`CHECK_TTL`] ago.
+    fn recent(&self) -> Option<bool> {
+        let last = *self.last.lock().expect("holds lock");
+        last.and_then(|(sent, held)| (sent.elapsed() < CHECK_TTL).then_some(held))
     }
 }
 
@@ -165,6 +176,65 @@ mod tests {
         hold.release().await;
         *holds.last.lock().unwrap() = None;
         assert!(!holds.active().await);
+    }
+
+    /// Counts the listings the holds check sends.
+    #[derive(Debug)]
+    struct CountingLists {
+        inner: InMemory,
+        lists: std::sync::atomic::AtomicUsize,
+    }
+
+    impl std::fmt::Display for CountingLists {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "CountingLists")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for CountingLists {
+        crate::blobs::forward_to_inner!(
+            put_opts,
+            put_multipart_opts,
+            get_opts,
+            delete_stream,
+            list_with_delimiter,
+            copy_opts
+        );
+        fn list(
+            &self,
+            prefix: Option<&BlobPath>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // A slow listing, as S3's: concurrent checks overlap it.
+            let listing = self.inner.list(prefix);
+            futures_util::stream::once(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                listing
+            })
+            .flatten()
+            .boxed()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_checks_share_one_look() {
+        let counting = Arc::new(CountingLists {
+            inner: InMemory::new(),
+            lists: Default::default(),
+        });
+        let holds = Arc::new(BlobHolds::new(counting.clone()));
+        let checks: Vec<_> = (0..32)
+            .map(|_| {
+                let holds = holds.clone();
+                tokio::spawn(async move { holds.active().await })
+            })
+            .collect();
+        for check in checks {
+            assert!(!check.await.unwrap());
+        }
+        assert_eq!(counting.lists.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]

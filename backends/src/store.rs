@@ -741,7 +741,12 @@ impl Store {
                     return Ok(report);
                 }
                 report.examined += batch.len();
-                for key in self.inner.metadata.unreferenced_blobs(&batch).await? {
+                let unreferenced = self.inner.metadata.unreferenced_blobs(&batch).await?;
+                // A slow query may have outlasted the hold's settling time: look again.
+                if self.inner.holds.active().await {
+                    return Ok(report);
+                }
+                for key in unreferenced {
                     match self.blobs().delete(&BlobPath::from(key.as_str())).await {
                         Ok(()) | Err(object_store::Error::NotFound { .. }) => report.deleted += 1,
                         Err(err) => {

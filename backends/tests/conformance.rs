@@ -779,6 +779,32 @@ async fn failed_upload_leaves_nothing(f: Fixture) {
     assert_eq!(f.read(ALICE, "/pub/doc").await.unwrap(), b"version 1");
 }
 
+async fn sweep_deletes_nothing_while_held(f: Fixture) {
+    use object_store::ObjectStoreExt;
+    // A blob staged but not yet committed, as `import-user` leaves them while it streams bodies.
+    let staged = object_store::path::Path::from(format!("{ALICE}/staged"));
+    f.blobs
+        .put(&staged, Bytes::from_static(b"staged").into())
+        .await
+        .unwrap();
+    let hold = homestead_backends::blob_holds::Hold::place(f.blobs.clone())
+        .await
+        .unwrap();
+    let report = f.store.sweep(Duration::ZERO).await.unwrap();
+    assert_eq!(report.deleted, 0, "a live hold stops the sweep");
+    f.blobs
+        .head(&staged)
+        .await
+        .expect("the staged blob is kept");
+    hold.release().await;
+    // Past the holds check's cache: the next sweep sees no hold.
+    tokio::time::sleep(homestead_backends::blob_holds::CHECK_TTL + Duration::from_millis(200))
+        .await;
+    let report = f.store.sweep(Duration::ZERO).await.unwrap();
+    assert_eq!(report.deleted, 1);
+    assert!(f.blobs.head(&staged).await.is_err());
+}
+
 async fn missing_blob_is_a_clear_error(f: Fixture) {
     f.put(ALICE, "/pub/gone", b"data").await.unwrap();
     let key = f
@@ -1466,6 +1492,8 @@ macro_rules! conformance {
             async fn failed_upload_leaves_nothing() { super::failed_upload_leaves_nothing(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn missing_blob_is_a_clear_error() { super::missing_blob_is_a_clear_error(fixture().await).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sweep_deletes_nothing_while_held() { super::sweep_deletes_nothing_while_held(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn a_path_the_index_cannot_hold_fails_alone() { super::a_path_the_index_cannot_hold_fails_alone(fixture().await).await }
             #[tokio::test(flavor = "multi_thread")]

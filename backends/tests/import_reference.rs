@@ -336,3 +336,65 @@ async fn a_target_with_other_data_is_refused() {
     assert!(err.to_string().contains("not on the reference"), "{err}");
     drop(files);
 }
+
+/// Runs SQL on a test database.
+fn psql(db: &TestDatabase, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([db.url.as_str(), "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn an_entry_path_that_is_not_a_file_path_is_a_mismatch() {
+    let (reference, files) = reference(Schema::V0_9_3);
+    psql(
+        &reference,
+        &format!(
+            "INSERT INTO entries (path, \"user\", content_hash, content_length, content_type, created_at, modified_at) \
+             VALUES ('/pub/../../secret', 1, '{}', 5, 'text/plain', '2026-01-03 00:00:00', '2026-01-03 00:00:00')",
+            hash(b"hello")
+        ),
+    );
+    let target = TestDatabase::new(Db::Sqlite, "hs_import_target_");
+    let tally = import_into(&reference, files.path(), &target).await;
+    assert!(
+        tally
+            .mismatches
+            .iter()
+            .any(|m| m == &format!("{ALICE}/pub/../../secret: not a normalized file path")),
+        "{:?}",
+        tally.mismatches
+    );
+    assert_eq!(tally.copied, 2, "the other bodies are imported");
+}
+
+#[tokio::test]
+async fn a_user_key_that_is_not_a_public_key_stops_the_import() {
+    let (reference, files) = reference(Schema::V0_9_3);
+    psql(
+        &reference,
+        "INSERT INTO users (public_key, created_at) VALUES ('..', '2026-01-02 00:00:00')",
+    );
+    let target = TestDatabase::new(Db::Sqlite, "hs_import_target_");
+    let mut source = ReferenceDb::open(reference.url.as_str(), "reference")
+        .await
+        .unwrap();
+    let target_db = TargetDb::open(&target.url).await.unwrap();
+    let blobs: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let bodies = Bodies::new(files.path().to_path_buf(), blobs, None);
+    let err = import::run(&mut source, &target_db, &bodies, |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("user 3 has the key \"..\", which is not a public key"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -876,6 +876,43 @@ fn bad_inputs_end_with_one_line_and_leave_nothing_behind() {
         &target,
         "unknown pubky-homeserver schema version",
     );
+
+    // A known schema, but a target whose bodies would live in one process's memory: refused before the
+    // target database is touched, and no config or key is written.
+    psql("DELETE FROM migrations");
+    psql(
+        "INSERT INTO migrations (name) VALUES ('m20250806_create_user'), \
+         ('m20250812_create_signup_code'), ('m20250813_create_session'), ('m20250814_create_event'), \
+         ('m20250815_create_entry'), ('m20251014_enhance_events_table'), \
+         ('m20260327_add_quota_columns'), ('m20260507_add_allowed_write_paths')",
+    );
+    let config = scratch.path().join("in-memory.toml");
+    std::fs::write(
+        &config,
+        "[admin]\nenabled = false\n[storage]\ntype = \"in_memory\"\n",
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .arg("--data-dir")
+        .arg(&target)
+        .arg("--config")
+        .arg(&config)
+        .arg("import-reference")
+        .arg("--from")
+        .arg(&reference)
+        .args(["--from-database-url", &database.url()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("storage.type = \"in_memory\"") && stderr.contains("would vanish"),
+        "{stderr}"
+    );
+    assert!(!target.join("config.toml").exists());
+    assert!(!target.join("secret").exists());
+    assert!(!target.join("homestead.db").exists());
 }
 
 /// The 1 GiB figures of BENCHMARKS.md: `IMPORT_BENCH_MIB` MiB (default 1024) of files, in 16 MiB and 1 MiB

@@ -1,7 +1,8 @@
 //! `homestead export-user` on a SQLite+fs server and `homestead import-user` into a running
 //! PostgreSQL+S3 server that requires signup tokens: the same listings, bodies, ETags, content types
 //! and modification times through both servers, a PUT event per imported file; and truncated,
-//! tampered or refused archives that import nothing.
+//! tampered or refused archives that import nothing; and a running orphan sweep that deletes no body
+//! an import has staged.
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -229,4 +230,72 @@ async fn a_user_moves_from_sqlite_to_postgres_and_s3() {
         &homestead(dir, &["import-user", "--signup-token", &token], &archive).await,
         "already has files",
     );
+}
+
+/// A server sweeping orphans every second with no grace period runs while `import-user` has staged the
+/// bodies but not yet committed them: the import's blob hold keeps every staged body.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_during_an_import_deletes_no_staged_body() {
+    let net = TestNet::new();
+    let source = net
+        .server()
+        .metadata(Metadata::Sqlite)
+        .blobs(Blobs::Fs)
+        .start()
+        .await;
+    let user = Account::signup(&source).await;
+    for i in 0..3u8 {
+        let path = format!("/pub/app/{i}");
+        assert_eq!(user.put(&source, &path, vec![i; 1000]).await, 201);
+    }
+    let export = homestead(source.data_dir(), &["export-user", &user.z32], b"").await;
+    assert!(export.status.success());
+    let archive = export.stdout;
+
+    let target = net
+        .server()
+        .metadata(Metadata::Sqlite)
+        .blobs(Blobs::Fs)
+        .storage_config("sweep_interval_secs = 1\norphan_grace_secs = 0")
+        .start()
+        .await;
+    let mut child = Command::new(binary())
+        .arg("--data-dir")
+        .arg(target.data_dir())
+        .arg("import-user")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run homestead");
+    let mut stdin = child.stdin.take().unwrap();
+    // Every body, not the trailer: the import has staged them all and waits for the rest.
+    let (bodies, trailer) = archive.split_at(archive.len() - 10);
+    stdin.write_all(bodies).await.unwrap();
+    stdin.flush().await.unwrap();
+    // The hold settles (3 s), then several sweeps run over the staged, unreferenced blobs.
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    stdin.write_all(trailer).await.unwrap();
+    drop(stdin);
+    let import = child.wait_with_output().await.unwrap();
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+
+    let moved = Account {
+        cookie: user
+            .signin_with(
+                &target,
+                pubky::Capabilities::builder()
+                    .cap(pubky::Capability::root())
+                    .finish(),
+            )
+            .await,
+        ..user.clone()
+    };
+    let before = files_of(&user, &source).await;
+    assert_eq!(before.len(), 3);
+    assert_eq!(before, files_of(&moved, &target).await);
 }

@@ -2,8 +2,9 @@
 //! to Homestead in place. Reads the reference's data directory and PostgreSQL database without changing
 //! either, and fills Homestead's own (the `--data-dir` and config of the command line): the server key,
 //! users, signup tokens, sessions, grants, entries with their bodies and the event log under the same
-//! ids. Every input is checked before anything is written; running it again finishes an interrupted run
-//! and otherwise changes nothing.
+//! ids. Every input is checked before any data is imported (only Homestead's data directory and its
+//! migrated, empty database may exist by then); running it again finishes an interrupted run and
+//! otherwise changes nothing.
 
 mod reference_dir;
 
@@ -63,11 +64,20 @@ async fn import_into(
     let mut source = ReferenceDb::open(reference.database_url.as_str(), &shown).await?;
 
     let data_dir = DataDir::open(data_dir)?;
-    let loaded = match config {
-        Some(path) => Config::load(path, false)?,
-        None => Config::load(&data_dir.config_file(), true)?,
+    // No sample config is written here: Homestead's first start writes one where none exists.
+    let file = config.map_or_else(|| data_dir.config_file(), std::path::Path::to_path_buf);
+    let loaded = if config.is_some() || file.exists() {
+        Config::load(&file, false)?
+    } else {
+        Config::from_sources(None, "(defaults)", std::env::vars())?
     }
     .config;
+    if loaded.storage.kind == StorageType::InMemory {
+        bail!(
+            "storage.type = \"in_memory\" keeps file bodies in the server process's memory: \
+             the imported bodies would vanish; import into a \"file_system\" or \"s3\" blob store"
+        );
+    }
     let target_url = loaded
         .general
         .database_url

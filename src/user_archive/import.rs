@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
+use homestead_backends::blob_holds::Hold;
 use homestead_backends::blob_transfer::{TransferError, delete_all, upload};
 use homestead_backends::metadata::user_transfer::{
     Import, ImportOutcome, UserEntry, UserSnapshot, import_user as commit,
@@ -54,6 +55,18 @@ pub async fn import_user<R: AsyncRead + Unpin>(
         None => {}
     }
     let entries = reader.manifest(&header).await?;
+    // Staged blobs are unreferenced until the commit: the hold keeps a serving instance's sweeper
+    // from deleting them however long the import takes.
+    let hold = Hold::place(store.clone())
+        .await
+        .with_context(|| format!("cannot place a hold on the {} blob store", blobs.describe()));
+    let hold = match hold {
+        Ok(hold) => hold,
+        Err(err) => {
+            db.close().await;
+            return Err(err);
+        }
+    };
     let mut staged = Vec::with_capacity(entries.len());
     let imported = async {
         let progress = stage(&mut reader, &store, &user, &header, entries, &mut staged).await?;
@@ -86,7 +99,7 @@ pub async fn import_user<R: AsyncRead + Unpin>(
     }
     .await;
     db.close().await;
-    match imported {
+    let outcome = match imported {
         Ok(created) => {
             eprintln!(
                 "import-user: {} files, {} bytes for {user}{}; a PUT event for each",
@@ -103,7 +116,9 @@ pub async fn import_user<R: AsyncRead + Unpin>(
             }
             Err(err)
         }
-    }
+    };
+    hold.release().await;
+    outcome
 }
 
 fn not_empty<T>(user: &str, ctx: &CommandContext) -> anyhow::Result<T> {

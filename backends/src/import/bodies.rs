@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 use super::ImportError;
 
 /// Bodies up to this size are read whole and written with one put.
-pub const WHOLE_BYTES: u64 = 8 << 20;
+const WHOLE_BYTES: u64 = 8 << 20;
 /// Read size and multipart part size of larger bodies.
 const CHUNK_BYTES: usize = 1 << 20;
 const PART_BYTES: usize = 8 << 20;
@@ -57,13 +57,14 @@ impl Bodies {
         }
     }
 
-    /// The reference's file of a user's path, or None when the path could leave the user's directory.
-    pub fn source(&self, public_key: &str, path: &str) -> Option<PathBuf> {
+    /// The reference's file of a user's path, or None when the key is not a public key or the path
+    /// could leave the user's directory.
+    fn source(&self, public_key: &str, path: &str) -> Option<PathBuf> {
         let relative = Path::new(path.trim_start_matches('/'));
         let plain = relative
             .components()
             .all(|c| matches!(c, Component::Normal(_)));
-        (plain && !public_key.contains('/') && !public_key.is_empty())
+        (plain && super::is_public_key(public_key))
             .then(|| self.files_root.join(public_key).join(relative))
     }
 
@@ -78,7 +79,7 @@ impl Bodies {
     ) -> Result<Brought, ImportError> {
         let Some(source) = self.source(public_key, path) else {
             return Ok(Brought::Mismatch(
-                "the path leaves the user's directory".into(),
+                "the key is not a public key, or the path leaves the user's directory".into(),
             ));
         };
         let on_disk = match tokio::fs::metadata(&source).await {
@@ -252,15 +253,18 @@ async fn hash_file(path: &Path) -> Result<[u8; 32], ImportError> {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::StreamExt;
     use object_store::local::LocalFileSystem;
 
     use super::*;
 
+    const USER: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
+
     async fn setup(body: &[u8]) -> (tempfile::TempDir, Bodies, Arc<dyn ObjectStore>) {
         let dir = tempfile::tempdir().unwrap();
         let files = dir.path().join("files");
-        std::fs::create_dir_all(files.join("user/pub/a")).unwrap();
-        std::fs::write(files.join("user/pub/a/file.txt"), body).unwrap();
+        std::fs::create_dir_all(files.join(USER).join("pub/a")).unwrap();
+        std::fs::write(files.join(USER).join("pub/a/file.txt"), body).unwrap();
         std::fs::create_dir_all(dir.path().join("blobs")).unwrap();
         let blobs: Arc<dyn ObjectStore> =
             Arc::new(LocalFileSystem::new_with_prefix(dir.path().join("blobs")).unwrap());
@@ -276,7 +280,7 @@ mod tests {
             let hash = blake3::hash(&body);
             let brought = bodies
                 .bring(
-                    "user",
+                    USER,
                     "/pub/a/file.txt",
                     length as i64,
                     hash.as_bytes(),
@@ -298,7 +302,7 @@ mod tests {
             let wrong = blake3::hash(b"something else");
             let brought = bodies
                 .bring(
-                    "user",
+                    USER,
                     "/pub/a/file.txt",
                     length as i64,
                     wrong.as_bytes(),
@@ -320,7 +324,7 @@ mod tests {
             ("/pub/../../etc/passwd", 3, "leaves"),
         ] {
             let brought = bodies
-                .bring("user", path, length, hash.as_bytes(), "user/k")
+                .bring(USER, path, length, hash.as_bytes(), "user/k")
                 .await
                 .unwrap();
             assert!(
@@ -328,6 +332,34 @@ mod tests {
                 "{brought:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_key_that_is_not_a_public_key_reads_and_links_nothing() {
+        let (dir, bodies, blobs) = setup(b"abc").await;
+        // A file beside the files root, as `..` would reach it.
+        std::fs::write(dir.path().join("secret"), b"abc").unwrap();
+        let root = dir.path().join("blobs");
+        let bodies = Bodies {
+            link_root: Some(root.clone()),
+            ..bodies
+        };
+        let hash = blake3::hash(b"abc");
+        for key in ["..", "", "a/b", &USER[..51]] {
+            let brought = bodies
+                .bring(key, "/secret", 3, hash.as_bytes(), "../outside")
+                .await
+                .unwrap();
+            assert!(
+                matches!(brought, Brought::Mismatch(ref r) if r.contains("not a public key")),
+                "{key:?}: {brought:?}"
+            );
+        }
+        assert!(!dir.path().join("outside").exists());
+        assert!(
+            blobs.list(None).next().await.is_none(),
+            "nothing was written"
+        );
     }
 
     #[tokio::test]
@@ -342,14 +374,14 @@ mod tests {
         };
         let hash = blake3::hash(b"linked");
         let brought = bodies
-            .bring("user", "/pub/a/file.txt", 6, hash.as_bytes(), "user/k")
+            .bring(USER, "/pub/a/file.txt", 6, hash.as_bytes(), "user/k")
             .await
             .unwrap();
         assert_eq!(brought, Brought::Linked);
         assert_eq!(std::fs::read(root.join("user/k")).unwrap(), b"linked");
         // Again: the link is replaced, not refused.
         let again = bodies
-            .bring("user", "/pub/a/file.txt", 6, hash.as_bytes(), "user/k")
+            .bring(USER, "/pub/a/file.txt", 6, hash.as_bytes(), "user/k")
             .await
             .unwrap();
         assert_eq!(again, Brought::Linked);

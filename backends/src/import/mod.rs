@@ -14,11 +14,13 @@ mod target;
 
 use std::path::Path;
 
-pub use bodies::{Bodies, Brought, WHOLE_BYTES};
+pub use bodies::{Bodies, Brought};
 pub use reference::{ReferenceDb, Schema};
 pub use target::TargetDb;
 
 use crate::metadata::{Quota, UserLimits};
+use crate::path::EntryPath;
+use crate::snapshot::encode_hex;
 
 /// Rows read per page.
 const PAGE: i64 = 500;
@@ -311,11 +313,19 @@ pub fn blob_key(public_key: &str, path: &str, hash: &[u8]) -> String {
     hasher.update(&[0]);
     hasher.update(hash);
     let digest = hasher.finalize();
-    let mut hex = String::with_capacity(32);
-    for byte in &digest.as_bytes()[..16] {
-        hex.push_str(&format!("{byte:02x}"));
-    }
-    format!("{public_key}/{hex}")
+    format!("{public_key}/{}", encode_hex(&digest.as_bytes()[..16]))
+}
+
+/// Whether `key` is a public key as users are named: 52 characters of z-base-32 (so it can name a
+/// directory: no `/`, no `.`).
+fn is_public_key(key: &str) -> bool {
+    const Z32: &[u8] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
+    key.len() == 52 && key.bytes().all(|b| Z32.contains(&b))
+}
+
+/// Whether `path` is a file path as Homestead stores it: normalized, not a directory.
+fn is_file_path(path: &str) -> bool {
+    EntryPath::parse(path).is_ok_and(|parsed| parsed.as_str() == path)
 }
 
 /// Checks that the target is empty or holds an earlier import of this reference (so ids cannot clash):
@@ -475,6 +485,13 @@ async fn import_entry(
     let key = blob_key(&entry.public_key, &entry.path, &entry.content_hash);
     tally.files_done += 1;
     tally.bytes_done += entry.content_length.max(0) as u64;
+    if !is_file_path(&entry.path) {
+        tally.mismatches.push(format!(
+            "{}{}: not a normalized file path",
+            entry.public_key, entry.path
+        ));
+        return Ok(());
+    }
     let stored = target.entry(&entry.public_key, &entry.path).await?;
     if let Some((hash, blob)) = &stored
         && hash == &entry.content_hash
@@ -551,6 +568,32 @@ mod tests {
         let (quota, json) = unlimited.converted();
         assert_eq!(quota, Some(-1));
         assert_eq!(json.as_deref(), Some("{\"allowed_write_paths\":[]}"));
+    }
+
+    #[test]
+    fn only_z32_keys_and_normalized_file_paths_pass() {
+        assert!(is_public_key(
+            "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo"
+        ));
+        for bad in [
+            "",
+            "..",
+            "../../etc",
+            "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ew/",
+        ] {
+            assert!(!is_public_key(bad), "{bad:?}");
+        }
+        assert!(is_file_path("/pub/a/b.txt"));
+        for bad in [
+            "/pub/../../etc/passwd",
+            "/pub/a/../b",
+            "/pub/dir/",
+            "pub/a",
+            "/pub//a",
+            "/pub/a\n",
+        ] {
+            assert!(!is_file_path(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -5,8 +5,8 @@
 
 use std::str::FromStr;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::{ConnectOptions, Connection, Postgres, Row};
 
 use super::{
     ImportError, RefEntry, RefEvent, RefGrant, RefGrantSession, RefLimits, RefSession, RefToken,
@@ -213,6 +213,15 @@ impl ReferenceDb {
         }
     }
 
+    /// Reads the columns of a row of `table`.
+    fn columns<'r>(&'r self, row: &'r PgRow, table: &'static str) -> Columns<'r> {
+        Columns {
+            row,
+            shown: &self.shown,
+            table,
+        }
+    }
+
     /// How many files the reference lists and their total length.
     pub async fn entry_totals(&mut self) -> Result<(u64, u64), ImportError> {
         let row = sqlx::query(
@@ -224,21 +233,10 @@ impl ReferenceDb {
             what: format!("{}: counting entries", self.shown),
             cause: Some(e),
         })?;
-        let count: i64 = row.get(0);
-        let bytes: i64 = row.get(1);
+        let columns = self.columns(&row, "entries");
+        let count: i64 = columns.get(0)?;
+        let bytes: i64 = columns.get(1)?;
         Ok((count.max(0) as u64, bytes.max(0) as u64))
-    }
-
-    /// The highest event id (0 without events).
-    pub async fn max_event_id(&mut self) -> Result<i64, ImportError> {
-        let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events")
-            .fetch_one(&mut self.conn)
-            .await
-            .map_err(|e| ImportError::Reference {
-                what: format!("{}: reading events", self.shown),
-                cause: Some(e),
-            })?;
-        Ok(id.unwrap_or(0))
     }
 
     /// Whether a user with this key exists.
@@ -262,16 +260,30 @@ impl ReferenceDb {
             .fetch_all(&mut self.conn)
             .await;
         let rows = rows.map_err(self.failed("users"))?;
-        Ok(rows
-            .iter()
-            .map(|row| RefUser {
-                id: i64::from(row.get::<i32, _>(0)),
-                public_key: row.get(1),
-                disabled: row.get(2),
-                created_at: row.get(3),
-                limits: limits(row, 4),
+        rows.iter()
+            .map(|row| {
+                let c = self.columns(row, "users");
+                let id = i64::from(c.get::<i32>(0)?);
+                let public_key: String = c.get(1)?;
+                if !super::is_public_key(&public_key) {
+                    return Err(ImportError::Reference {
+                        what: format!(
+                            "{}: user {id} has the key {public_key:?}, which is not a public key \
+                             (52 characters of z-base-32)",
+                            self.shown
+                        ),
+                        cause: None,
+                    });
+                }
+                Ok(RefUser {
+                    id,
+                    public_key,
+                    disabled: c.get(2)?,
+                    created_at: c.get(3)?,
+                    limits: c.limits(4)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Signup tokens after `after`, in text order.
@@ -286,22 +298,22 @@ impl ReferenceDb {
             .fetch_all(&mut self.conn)
             .await;
         let rows = rows.map_err(self.failed("signup_codes"))?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|row| {
-                let used_by: Option<String> = row.get(2);
-                let created_at: i64 = row.get(1);
-                let used_at: Option<i64> = row.get(3);
-                RefToken {
-                    token: row.get(0),
+                let c = self.columns(row, "signup_codes");
+                let used_by: Option<String> = c.get(2)?;
+                let created_at: i64 = c.get(1)?;
+                let used_at: Option<i64> = c.get(3)?;
+                Ok(RefToken {
+                    token: c.get(0)?,
                     created_at,
                     // A token redeemed by a user deleted since keeps its creation time as the best guess.
                     used_at: used_by.as_ref().map(|_| used_at.unwrap_or(created_at)),
                     used_by,
-                    limits: limits(row, 4),
-                }
+                    limits: c.limits(4)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Cookie sessions with an id above `after`.
@@ -316,16 +328,18 @@ impl ReferenceDb {
             .fetch_all(&mut self.conn)
             .await;
         let rows = rows.map_err(self.failed("sessions"))?;
-        Ok(rows
-            .iter()
-            .map(|row| RefSession {
-                id: i64::from(row.get::<i32, _>(0)),
-                secret: row.get(1),
-                public_key: row.get(2),
-                capabilities: row.get(3),
-                created_at: row.get(4),
+        rows.iter()
+            .map(|row| {
+                let c = self.columns(row, "sessions");
+                Ok(RefSession {
+                    id: i64::from(c.get::<i32>(0)?),
+                    secret: c.get(1)?,
+                    public_key: c.get(2)?,
+                    capabilities: c.get(3)?,
+                    created_at: c.get(4)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Entries with an id above `after`.
@@ -336,19 +350,21 @@ impl ReferenceDb {
             .fetch_all(&mut self.conn)
             .await;
         let rows = rows.map_err(self.failed("entries"))?;
-        Ok(rows
-            .iter()
-            .map(|row| RefEntry {
-                id: row.get(0),
-                public_key: row.get(1),
-                path: row.get(2),
-                content_hash: row.get(3),
-                content_length: row.get(4),
-                content_type: row.get(5),
-                created_at: row.get(6),
-                modified_at: row.get(7),
+        rows.iter()
+            .map(|row| {
+                let c = self.columns(row, "entries");
+                Ok(RefEntry {
+                    id: c.get(0)?,
+                    public_key: c.get(1)?,
+                    path: c.get(2)?,
+                    content_hash: c.get(3)?,
+                    content_length: c.get(4)?,
+                    content_type: c.get(5)?,
+                    created_at: c.get(6)?,
+                    modified_at: c.get(7)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Events with an id above `after`, in id order.
@@ -359,17 +375,19 @@ impl ReferenceDb {
             .fetch_all(&mut self.conn)
             .await;
         let rows = rows.map_err(self.failed("events"))?;
-        Ok(rows
-            .iter()
-            .map(|row| RefEvent {
-                id: row.get(0),
-                op: row.get(1),
-                public_key: row.get(2),
-                path: row.get(3),
-                content_hash: row.get(4),
-                created_at: row.get(5),
+        rows.iter()
+            .map(|row| {
+                let c = self.columns(row, "events");
+                Ok(RefEvent {
+                    id: c.get(0)?,
+                    op: c.get(1)?,
+                    public_key: c.get(2)?,
+                    path: c.get(3)?,
+                    content_hash: c.get(4)?,
+                    created_at: c.get(5)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Grants after `after` (0.17.1 only; empty on 0.9.3).
@@ -383,20 +401,22 @@ impl ReferenceDb {
             .fetch_all(&mut self.conn)
             .await;
         let rows = rows.map_err(self.failed("grants"))?;
-        Ok(rows
-            .iter()
-            .map(|row| RefGrant {
-                id: row.get(0),
-                public_key: row.get(1),
-                client_id: row.get(2),
-                cnf: row.get(3),
-                capabilities: row.get(4),
-                issued_at: row.get(5),
-                expires_at: row.get(6),
-                revoked_at: row.get(7),
-                created_at: row.get(8),
+        rows.iter()
+            .map(|row| {
+                let c = self.columns(row, "grants");
+                Ok(RefGrant {
+                    id: c.get(0)?,
+                    public_key: c.get(1)?,
+                    client_id: c.get(2)?,
+                    cnf: c.get(3)?,
+                    capabilities: c.get(4)?,
+                    issued_at: c.get(5)?,
+                    expires_at: c.get(6)?,
+                    revoked_at: c.get(7)?,
+                    created_at: c.get(8)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// The longest-lasting bearer session of each grant after `after` (0.17.1 only).
@@ -414,15 +434,17 @@ impl ReferenceDb {
             .fetch_all(&mut self.conn)
             .await;
         let rows = rows.map_err(self.failed("grant_sessions"))?;
-        Ok(rows
-            .iter()
-            .map(|row| RefGrantSession {
-                token_hash: row.get(0),
-                grant_id: row.get(1),
-                expires_at: row.get(2),
-                created_at: row.get(3),
+        rows.iter()
+            .map(|row| {
+                let c = self.columns(row, "grant_sessions");
+                Ok(RefGrantSession {
+                    token_hash: c.get(0)?,
+                    grant_id: c.get(1)?,
+                    expires_at: c.get(2)?,
+                    created_at: c.get(3)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// PoP nonces after `after` (0.17.1 only), with their time in seconds.
@@ -440,7 +462,12 @@ impl ReferenceDb {
             .fetch_all(&mut self.conn)
             .await;
         let rows = rows.map_err(self.failed("pop_nonces"))?;
-        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        rows.iter()
+            .map(|row| {
+                let c = self.columns(row, "pop_nonces");
+                Ok((c.get(0)?, c.get(1)?))
+            })
+            .collect()
     }
 
     /// Ends the snapshot (nothing was written) and closes the connection.
@@ -450,15 +477,37 @@ impl ReferenceDb {
     }
 }
 
-/// The six quota columns starting at `first`.
-fn limits(row: &sqlx::postgres::PgRow, first: usize) -> RefLimits {
-    RefLimits {
-        storage_mb: row.get(first),
-        rate_read: row.get(first + 1),
-        rate_write: row.get(first + 2),
-        rate_read_burst: row.get(first + 3),
-        rate_write_burst: row.get(first + 4),
-        allowed_write_paths: row.get(first + 5),
+/// The columns of one row, read with the import's error (a NULL or a type the import does not
+/// expect ends it with one line that names the table and column).
+struct Columns<'r> {
+    row: &'r PgRow,
+    shown: &'r str,
+    table: &'static str,
+}
+
+impl<'r> Columns<'r> {
+    fn get<T>(&self, index: usize) -> Result<T, ImportError>
+    where
+        T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+    {
+        self.row
+            .try_get(index)
+            .map_err(|source| ImportError::Reference {
+                what: format!("{}: reading {}", self.shown, self.table),
+                cause: Some(source),
+            })
+    }
+
+    /// The six quota columns starting at `first`.
+    fn limits(&self, first: usize) -> Result<RefLimits, ImportError> {
+        Ok(RefLimits {
+            storage_mb: self.get(first)?,
+            rate_read: self.get(first + 1)?,
+            rate_write: self.get(first + 2)?,
+            rate_read_burst: self.get(first + 3)?,
+            rate_write_burst: self.get(first + 4)?,
+            allowed_write_paths: self.get(first + 5)?,
+        })
     }
 }
 

@@ -310,10 +310,19 @@ impl TargetDb {
             }
             tx.commit().await.map_err(self.failed("events"))?;
         });
+        // At once, not at the end: a server started after an interrupted run must not reuse these ids.
+        if let Pool::Postgres(pool) = &self.pool
+            && !events.is_empty()
+        {
+            sqlx::query(EVENT_SEQUENCE)
+                .execute(pool)
+                .await
+                .map_err(self.failed("events"))?;
+        }
         Ok(())
     }
 
-    /// Counts every user's usage from their entries, and lets new event ids follow the imported ones.
+    /// Counts every user's usage from their entries.
     pub async fn finish(&self) -> Result<(), ImportError> {
         on_pool!(self, pool => sqlx::query(RECOUNT_USAGE)
             .bind(FILE_OVERHEAD_BYTES)
@@ -321,14 +330,6 @@ impl TargetDb {
             .await
             .map_err(self.failed("users"))
             .map(drop)?);
-        if let Pool::Postgres(pool) = &self.pool
-            && self.max_event_id().await? > 0
-        {
-            sqlx::query(EVENT_SEQUENCE)
-                .execute(pool)
-                .await
-                .map_err(self.failed("events"))?;
-        }
         Ok(())
     }
 
