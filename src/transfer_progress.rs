@@ -1,7 +1,7 @@
 //! Progress of a long operator command (import-reference, backup, restore, export-user, import-user) on
 //! stderr: on a terminal one line redrawn in place (a bar, files, bytes, rate, ETA) at most five times a
-//! second; otherwise a plain line at the start and every ten seconds, so that a log stays readable. Both
-//! end with a summary line.
+//! second; otherwise a plain line every ten seconds, so that a log stays readable. Both end with a
+//! summary line.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -39,24 +39,24 @@ pub struct Counts {
 #[derive(Debug)]
 struct State {
     counts: Counts,
-    /// When a line was last shown; the first change shows one at once.
-    shown: Option<Instant>,
+    shown: Instant,
 }
 
 impl Progress {
     /// Starts reporting `what` (e.g. "backup") of `files_total` files of `bytes_total` bytes.
     pub fn new(what: &'static str, files_total: u64, bytes_total: u64) -> Self {
+        let now = Instant::now();
         Self {
             what,
             terminal: std::io::stderr().is_terminal(),
-            started: Instant::now(),
+            started: now,
             state: Mutex::new(State {
                 counts: Counts {
                     files_total,
                     bytes_total,
                     ..Counts::default()
                 },
-                shown: None,
+                shown: now,
             }),
         }
     }
@@ -84,10 +84,10 @@ impl Progress {
         } else {
             PLAIN_EVERY
         };
-        if state.shown.is_some_and(|shown| shown.elapsed() < every) {
+        if state.shown.elapsed() < every {
             return;
         }
-        state.shown = Some(Instant::now());
+        state.shown = Instant::now();
         let bar = self.terminal.then_some(BAR);
         let line = line(self.what, state.counts, self.started.elapsed(), bar);
         let mut err = std::io::stderr().lock();
