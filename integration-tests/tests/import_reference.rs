@@ -696,8 +696,8 @@ async fn the_reference_is_imported_in_place_on_both_backend_pairs() {
                 assert_summary(&out, &counts);
                 assert_summary(&out, &[&format!("{files} copied")]);
                 assert!(
-                    text(&out.stderr).contains("import-reference: files"),
-                    "progress"
+                    text(&out.stderr).contains(&format!("import-reference: {files} files, ")),
+                    "the progress reporter's closing line"
                 );
                 let blobs = count_files(&dir.join("blobs"));
                 assert_eq!(blobs, files, "one blob per file");
