@@ -236,29 +236,6 @@ pub struct RefEvent {
     pub created_at: i64,
 }
 
-/// A reference grant (0.17.1); times in seconds.
-#[derive(Debug, Clone)]
-pub struct RefGrant {
-    /// The `jti`.
-    pub id: String,
-    /// Whose.
-    pub public_key: String,
-    /// The application's id.
-    pub client_id: String,
-    /// The client key it is bound to.
-    pub cnf: String,
-    /// Capabilities, display form.
-    pub capabilities: String,
-    /// `iat`.
-    pub issued_at: i64,
-    /// `exp`.
-    pub expires_at: i64,
-    /// Revocation time.
-    pub revoked_at: Option<i64>,
-    /// First stored.
-    pub created_at: i64,
-}
-
 /// A reference bearer session (0.17.1); times in seconds.
 #[derive(Debug, Clone)]
 pub struct RefGrantSession {

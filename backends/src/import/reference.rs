@@ -9,9 +9,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::{ConnectOptions, Connection, Postgres, Row};
 
 use super::{
-    ImportError, RefEntry, RefEvent, RefGrant, RefGrantSession, RefLimits, RefSession, RefToken,
-    RefUser,
+    ImportError, RefEntry, RefEvent, RefGrantSession, RefLimits, RefSession, RefToken, RefUser,
 };
+use crate::metadata::GrantRecord;
 
 /// The migrations of pubky-homeserver 0.9.3, by the names its `migrations` table stores.
 const SCHEMA_0_9_3: &[&str] = &[
@@ -391,7 +391,11 @@ impl ReferenceDb {
     }
 
     /// Grants after `after` (0.17.1 only; empty on 0.9.3).
-    pub async fn grants(&mut self, after: &str, limit: i64) -> Result<Vec<RefGrant>, ImportError> {
+    pub async fn grants(
+        &mut self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<GrantRecord>, ImportError> {
         if self.schema == Schema::V0_9_3 {
             return Ok(Vec::new());
         }
@@ -404,7 +408,7 @@ impl ReferenceDb {
         rows.iter()
             .map(|row| {
                 let c = self.columns(row, "grants");
-                Ok(RefGrant {
+                Ok(GrantRecord {
                     id: c.get(0)?,
                     public_key: c.get(1)?,
                     client_id: c.get(2)?,

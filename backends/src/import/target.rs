@@ -10,8 +10,9 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use super::{ImportError, RefEntry, RefEvent, RefGrant, RefGrantSession, RefToken, RefUser};
+use super::{ImportError, RefEntry, RefEvent, RefGrantSession, RefToken, RefUser};
 use crate::metadata::FILE_OVERHEAD_BYTES;
+use crate::metadata::GrantRecord;
 
 const UPSERT_USER: &str = "INSERT INTO users (public_key, disabled, quota_bytes, limits, created_at) \
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (public_key) DO UPDATE SET disabled = excluded.disabled, \
@@ -213,7 +214,7 @@ impl TargetDb {
     }
 
     /// Inserts a grant, or brings its revocation up to date.
-    pub async fn put_grant(&self, grant: &RefGrant) -> Result<(), ImportError> {
+    pub async fn put_grant(&self, grant: &GrantRecord) -> Result<(), ImportError> {
         on_pool!(self, pool => sqlx::query(UPSERT_GRANT)
             .bind(&grant.id)
             .bind(&grant.public_key)
