@@ -12,25 +12,13 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Instant;
 
-use homestead_integration_tests::{Account, Blobs, Metadata, TestNet, binary};
+use homestead_integration_tests::{Account, Blobs, Metadata, TestNet, binary, pseudo_random_bytes};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn body(seed: usize, length: usize) -> Vec<u8> {
-    let mut state = (seed as u64).wrapping_mul(6364136223846793005) | 1;
-    (0..length)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 /// Runs `homestead --data-dir DIR ARGS` under `/usr/bin/time -v`; prints a row of the table.
@@ -88,7 +76,7 @@ async fn main() {
             .put(
                 &source,
                 &format!("/pub/bench/{i:04}.bin"),
-                body(i, file_mib << 20),
+                pseudo_random_bytes(i as u64, file_mib << 20),
             )
             .await;
         assert_eq!(status, 201);

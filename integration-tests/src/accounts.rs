@@ -151,3 +151,14 @@ fn session_cookie(response: &reqwest::Response) -> String {
         .expect("name=value")
         .to_string()
 }
+
+/// The status and message of an SDK call the server refused; panics on any other outcome.
+pub fn refusal<T>(result: pubky::Result<T>) -> (u16, String) {
+    match result {
+        Err(pubky::Error::Request(pubky::errors::RequestError::Server { status, message })) => {
+            (status.as_u16(), message)
+        }
+        Err(other) => panic!("expected a server refusal, got {other}"),
+        Ok(_) => panic!("expected a server refusal, got success"),
+    }
+}

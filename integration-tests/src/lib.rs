@@ -17,6 +17,7 @@
 //! PostgreSQL connection allowed to create databases), `TEST_S3_ENDPOINT` (an S3-compatible server).
 
 mod accounts;
+mod bodies;
 mod browser;
 mod nginx;
 mod outages;
@@ -26,7 +27,8 @@ mod server;
 mod support;
 mod testnet;
 
-pub use accounts::Account;
+pub use accounts::{Account, refusal};
+pub use bodies::pseudo_random_bytes;
 pub use browser::Browser;
 pub use nginx::{free_port, nginx_user_line, start_nginx};
 pub use outages::{CuttableProxy, PrivatePostgres, socket_of};

@@ -3,20 +3,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use homestead_integration_tests::{Blobs, Metadata, TestNet, TestServer};
-use pubky::errors::RequestError;
+use homestead_integration_tests::{Blobs, Metadata, TestNet, TestServer, refusal};
 use pubky::{AuthToken, Capabilities, Capability, Keypair, Method, PubkySession};
-
-/// The status and body of an SDK call the server refused.
-fn server_error<T>(result: pubky::Result<T>) -> (u16, String) {
-    match result {
-        Err(pubky::Error::Request(RequestError::Server { status, message })) => {
-            (status.as_u16(), message)
-        }
-        Err(other) => panic!("expected a server error, got {other}"),
-        Ok(_) => panic!("expected a server error, got success"),
-    }
-}
 
 fn root_token(keypair: &Keypair) -> Vec<u8> {
     let caps = Capabilities::builder().cap(Capability::root()).finish();
@@ -115,7 +103,7 @@ async fn sdk_sessions(net: &TestNet, server: &TestServer) {
         .unwrap();
 
     // Signing up the same key again is a conflict.
-    let (status, message) = server_error(alice.signup(&server.public_key(), None).await);
+    let (status, message) = refusal(alice.signup(&server.public_key(), None).await);
     assert_eq!((status, message.as_str()), (409, "User already exists"));
 
     // A second sign-in is an independent session; ending it leaves the first one valid.
@@ -172,7 +160,7 @@ async fn sdk_sessions(net: &TestNet, server: &TestServer) {
         .map_err(|(e, _)| e)
         .expect("signout");
     assert!(session.revalidate().await.unwrap().is_none());
-    let (status, message) = server_error(session.storage().put("/pub/app/d.txt", "x").await);
+    let (status, message) = refusal(session.storage().put("/pub/app/d.txt", "x").await);
     assert_eq!(
         (status, message.as_str()),
         (401, "No authenticated session found")
@@ -280,11 +268,7 @@ async fn signup_tokens(net: &TestNet, server: &TestServer) {
     ];
     for (token, status, message) in cases {
         let err = signer.signup(&hs, token).await;
-        assert_eq!(
-            server_error(err),
-            (status, message.to_string()),
-            "{token:?}"
-        );
+        assert_eq!(refusal(err), (status, message.to_string()), "{token:?}");
     }
     let token = server.signup_token().await;
     let status = raw(
@@ -312,7 +296,7 @@ async fn signup_tokens(net: &TestNet, server: &TestServer) {
     assert!(session.revalidate().await.unwrap().is_some());
     let other = pubky.signer(Keypair::random());
     let err = other.signup(&hs, Some(&token)).await;
-    assert_eq!(server_error(err), (401, "Token already used".to_string()));
+    assert_eq!(refusal(err), (401, "Token already used".to_string()));
     let status = raw(
         server,
         Method::GET,
@@ -686,7 +670,7 @@ async fn disabled_users(net: &TestNet, server: &TestServer) {
         .admin(Method::POST, &format!("/users/{z32}/disable"))
         .await;
     assert_eq!((status, body.as_str()), (200, "Ok"));
-    let (status, message) = server_error(session.storage().put("/pub/app/new", "x").await);
+    let (status, message) = refusal(session.storage().put("/pub/app/new", "x").await);
     assert_eq!((status, message.as_str()), (403, "User is disabled"));
     let text = session
         .storage()

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use homestead_integration_tests::{
     Account, Blobs, Metadata, TestNet, TestServer, binary, on_main_backend_pairs,
+    pseudo_random_bytes,
 };
 use tokio::process::Command;
 
@@ -34,18 +35,6 @@ fn refused(output: &Output, expected: &str) {
     assert!(!output.status.success(), "succeeded: {stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains(expected), "{stderr}");
-}
-
-fn body(seed: u64, length: usize) -> Vec<u8> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..length)
-        .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
-            (state >> 56) as u8
-        })
-        .collect()
 }
 
 async fn put(server: &TestServer, user: &Account, written: &Written, path: &str, data: Vec<u8>) {
@@ -82,7 +71,7 @@ async fn write_load(
                 &user,
                 &written,
                 &path,
-                body(n * 31 + worker, length),
+                pseudo_random_bytes(n * 31 + worker, length),
             )
             .await;
         }
@@ -130,7 +119,7 @@ async fn backup_under_load_restores_elsewhere(metadata: Metadata, blobs: Blobs) 
                 user,
                 &written,
                 &path,
-                body(i + 100 * u as u64, 100 * i as usize),
+                pseudo_random_bytes(i + 100 * u as u64, 100 * i as usize),
             )
             .await;
         }
@@ -150,7 +139,7 @@ async fn backup_under_load_restores_elsewhere(metadata: Metadata, blobs: Blobs) 
         &users[0],
         &written,
         "/pub/big.bin",
-        body(7, 6 << 20),
+        pseudo_random_bytes(7, 6 << 20),
     )
     .await;
 
@@ -306,7 +295,7 @@ async fn backup_under_load_restores_elsewhere(metadata: Metadata, blobs: Blobs) 
         .bytes()
         .await
         .unwrap();
-    assert_eq!(big.as_ref(), body(7, 6 << 20).as_slice());
+    assert_eq!(big.as_ref(), pseudo_random_bytes(7, 6 << 20).as_slice());
     // The sessions came along: the source's cookie reads private data on the restored server.
     let private = users[1].get(&restored, "/priv/secret.txt").await;
     assert_eq!(private.status(), 200);
@@ -323,7 +312,11 @@ async fn a_backup_onto_a_full_disk_fails_and_leaves_nothing() {
     let user = Account::signup(&source).await;
     for i in 0..4u64 {
         let path = format!("/pub/big-{i}.bin");
-        assert_eq!(user.put(&source, &path, body(i, 2 << 20)).await, 201);
+        assert_eq!(
+            user.put(&source, &path, pseudo_random_bytes(i, 2 << 20))
+                .await,
+            201
+        );
     }
     let disk = tempfile::tempdir().unwrap();
     let mount = std::process::Command::new("mount")

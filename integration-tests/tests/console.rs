@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use homestead_integration_tests::{
-    ADMIN_PASSWORD, Blobs, Browser, CuttableProxy, Metadata, TestNet, socket_of,
+    ADMIN_PASSWORD, Blobs, Browser, CuttableProxy, Metadata, TestNet, refusal, socket_of,
 };
-use pubky::errors::RequestError;
 use pubky::{Keypair, PubkySession};
 
 /// `<target dir>/screenshots/console/`: the test binary is `<target dir>/<profile>/deps/console-*`.
@@ -18,17 +17,6 @@ fn screenshots() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let target = exe.ancestors().nth(3).expect("target directory");
     target.join("screenshots").join("console")
-}
-
-/// The status and body of an SDK call the server refused.
-fn refusal<T>(result: pubky::Result<T>) -> (u16, String) {
-    match result {
-        Err(pubky::Error::Request(RequestError::Server { status, message })) => {
-            (status.as_u16(), message)
-        }
-        Err(other) => panic!("expected a server refusal, got {other}"),
-        Ok(_) => panic!("expected a server refusal, got success"),
-    }
 }
 
 /// Whether an element matching `selector` is shown (it and none of its ancestors hidden).

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use homestead_integration_tests::{Account, Blobs, Metadata, TestNet, TestServer, eventually};
+use homestead_integration_tests::{
+    Account, Blobs, Metadata, TestNet, TestServer, eventually, pseudo_random_bytes,
+};
 
 const WRITERS: usize = 6;
 const ROUNDS: usize = 20;
@@ -23,19 +25,6 @@ struct Expected {
 
 type Ledger = Arc<Mutex<HashMap<String, Expected>>>;
 
-/// Deterministic pseudo-random bytes for (writer, round, step).
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 /// One writer: overwrites and deletes its own paths until the server dies, recording each outcome.
 async fn writer(url: String, user: Account, writer: usize, round: usize, ledger: Ledger) {
     let client = reqwest::Client::new();
@@ -44,7 +33,7 @@ async fn writer(url: String, user: Account, writer: usize, round: usize, ledger:
         let path = format!("/pub/w{writer}/f{index}");
         let delete = step % 5 == 4;
         let seed = (round * 1_000_000 + writer * 10_000 + step) as u64;
-        let body = content(seed, (seed % 300_000) as usize);
+        let body = pseudo_random_bytes(seed, (seed % 300_000) as usize);
         let key = format!("{}{}", user.z32, path);
         let fingerprint = if delete {
             None
