@@ -139,9 +139,17 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
 
     // Live events: a write shows up while following; none while paused, then they arrive on resume.
     browser.click("nav a[href='#events']");
+    browser.wait_for(
+        "the events page",
+        &contains("#events-status", "Live: every user."),
+    );
     browser.type_into("#events-user", &user);
     browser.press("Enter");
-    browser.wait_for("the live stream", &contains("#events-status", "Live."));
+    let following = format!("Live: {}…{}.", &user[..10], &user[user.len() - 4..]);
+    browser.wait_for(
+        "the filtered live stream",
+        &contains("#events-status", &following),
+    );
     // Another user's write, made first, must not show in a tail filtered to `user`.
     let (status, other_token) = server
         .admin(reqwest::Method::GET, "/generate_signup_token")

@@ -495,6 +495,7 @@ async function startEvents() {
   showError("events-error", null);
   events.user = $("events-user").value.trim();
   events.paused = false;
+  setEventsStatus("Loading…");
   $("events-pause").textContent = "Pause";
   $("events-pause").setAttribute("aria-pressed", "false");
   if (!events.cursor) {
@@ -520,7 +521,9 @@ function openStream() {
   const source = new EventSource(API + eventsQuery({ live: "true", cursor: events.cursor }));
   events.source = source;
   setEventsStatus("Connecting…");
-  source.onopen = () => setEventsStatus("Live.");
+  // The status names whom the open stream follows, so a stale one is never mistaken for the new.
+  const following = events.user ? shortKey(events.user) : "every user";
+  source.onopen = () => setEventsStatus(`Live: ${following}.`);
   const onEvent = (message) => {
     if (events.source !== source) {
       source.close();
@@ -552,6 +555,7 @@ function stopEvents() {
   events.generation++;
   if (events.source) events.source.close();
   events.source = null;
+  setEventsStatus("Stopped.");
 }
 
 function togglePause() {
