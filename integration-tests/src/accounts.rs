@@ -51,6 +51,15 @@ impl Account {
         session_cookie(&response)
     }
 
+    /// The same user signed in on another `server` (say, after a move) with the root capability.
+    pub async fn signed_in_on(&self, server: &TestServer) -> Self {
+        let root = Capabilities::builder().cap(Capability::root()).finish();
+        Self {
+            cookie: self.signin_with(server, root).await,
+            ..self.clone()
+        }
+    }
+
     /// `PUT` of `body` at `path` (`/pub/...` or `/priv/...`) on `server`, with this user's cookie; the
     /// status.
     pub async fn put(&self, server: &TestServer, path: &str, body: Vec<u8>) -> u16 {

@@ -200,17 +200,7 @@ async fn a_user_moves_from_sqlite_to_postgres_and_s3() {
     );
 
     // The user signs in on the new server and sees the same files as on the old one.
-    let moved = Account {
-        cookie: user
-            .signin_with(
-                &target,
-                pubky::Capabilities::builder()
-                    .cap(pubky::Capability::root())
-                    .finish(),
-            )
-            .await,
-        ..user.clone()
-    };
+    let moved = user.signed_in_on(&target).await;
     let before = files_of(&user, &source).await;
     let after = files_of(&moved, &target).await;
     assert_eq!(before.len(), 7);
@@ -284,17 +274,7 @@ async fn a_sweep_during_an_import_deletes_no_staged_body() {
         String::from_utf8_lossy(&import.stderr)
     );
 
-    let moved = Account {
-        cookie: user
-            .signin_with(
-                &target,
-                pubky::Capabilities::builder()
-                    .cap(pubky::Capability::root())
-                    .finish(),
-            )
-            .await,
-        ..user.clone()
-    };
+    let moved = user.signed_in_on(&target).await;
     let before = files_of(&user, &source).await;
     assert_eq!(before.len(), 3);
     assert_eq!(before, files_of(&moved, &target).await);

@@ -21,6 +21,10 @@ mod take;
 pub use restore::restore;
 pub use take::backup;
 
+use std::path::Path;
+
+use futures_util::{StreamExt, TryStreamExt};
+use homestead_backends::snapshot::{self, BlobRef};
 use serde::{Deserialize, Serialize};
 
 /// `BACKUP.json`'s `format`.
@@ -57,4 +61,23 @@ pub struct BackupManifest {
     pub files: u64,
     /// Their bytes.
     pub bytes: u64,
+}
+
+/// Blobs copied or uploaded at once (S3 latency is hidden behind this many requests).
+const BLOBS_IN_FLIGHT: usize = 8;
+
+/// Runs `each` on every blob a blob list names, [`BLOBS_IN_FLIGHT`] at a time; the first error ends it.
+async fn for_each_blob<F, Fut>(blob_list: &Path, each: F) -> anyhow::Result<()>
+where
+    F: Fn(BlobRef) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    futures_util::stream::iter(snapshot::read_blob_list(blob_list)?)
+        .map(|blob| async {
+            let blob = blob?;
+            each(blob).await
+        })
+        .buffer_unordered(BLOBS_IN_FLIGHT)
+        .try_collect::<()>()
+        .await
 }

@@ -7,19 +7,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use homestead_backends::blob_holds::is_hold_marker;
 use homestead_backends::blob_transfer::{delete_all, upload};
 use homestead_backends::blobs::PROBE_PREFIX;
 use homestead_backends::snapshot::{self, BlobRef, Taken, encode_hex};
 use object_store::ObjectStore;
 
-use super::{BLOB_LIST, BLOBS_DIR, BackupManifest, FORMAT, MANIFEST_FILE, METADATA_DIR, VERSION};
+use super::{
+    BLOB_LIST, BLOBS_DIR, BackupManifest, FORMAT, MANIFEST_FILE, METADATA_DIR, VERSION,
+    for_each_blob,
+};
 use crate::command_context::CommandContext;
 use crate::transfer_progress::Progress;
-
-/// Blobs uploaded at once.
-const BLOBS_IN_FLIGHT: usize = 8;
 
 /// Restores the backup in `src` into the deployment `ctx` names.
 pub async fn restore(ctx: &CommandContext, src: &Path) -> anyhow::Result<()> {
@@ -120,14 +120,11 @@ async fn upload_all(
 ) -> anyhow::Result<Progress> {
     let progress = Progress::new("restore", manifest.files, manifest.bytes);
     let blobs_dir = src.join(BLOBS_DIR);
-    futures_util::stream::iter(snapshot::read_blob_list(blob_list)?)
-        .map(|blob| async {
-            let blob = blob?;
-            upload_one(store, &blob, &blobs_dir, &progress).await
-        })
-        .buffer_unordered(BLOBS_IN_FLIGHT)
-        .try_collect::<()>()
-        .await?;
+    for_each_blob(blob_list, |blob| {
+        let (blobs_dir, progress) = (&blobs_dir, &progress);
+        async move { upload_one(store, &blob, blobs_dir, progress).await }
+    })
+    .await?;
     Ok(progress)
 }
 

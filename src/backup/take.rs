@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use futures_util::{StreamExt, TryStreamExt};
 use homestead_backends::blob_holds::Hold;
 use homestead_backends::blob_transfer::download;
 use homestead_backends::metadata::now_micros;
@@ -13,12 +12,12 @@ use homestead_backends::snapshot::{self, BlobRef, encode_hex};
 use object_store::ObjectStore;
 use std::sync::Arc;
 
-use super::{BLOB_LIST, BLOBS_DIR, BackupManifest, FORMAT, MANIFEST_FILE, METADATA_DIR, VERSION};
+use super::{
+    BLOB_LIST, BLOBS_DIR, BackupManifest, FORMAT, MANIFEST_FILE, METADATA_DIR, VERSION,
+    for_each_blob,
+};
 use crate::command_context::CommandContext;
 use crate::transfer_progress::Progress;
-
-/// Blobs copied at once (S3 latency is hidden behind this many requests).
-const BLOBS_IN_FLIGHT: usize = 8;
 
 /// Backs up the deployment `ctx` names into the new directory `dest`.
 pub async fn backup(ctx: &CommandContext, dest: &Path) -> anyhow::Result<()> {
@@ -121,14 +120,11 @@ async fn copy(
     let blob_list = staging.join(BLOB_LIST);
     let taken = snapshot::take(db, &metadata_dir, &blob_list).await?;
     let progress = Progress::new("backup", taken.files, taken.bytes);
-    futures_util::stream::iter(snapshot::read_blob_list(&blob_list)?)
-        .map(|blob| async {
-            let blob = blob?;
-            copy_blob(store, &blob, &blobs_dir, &progress).await
-        })
-        .buffer_unordered(BLOBS_IN_FLIGHT)
-        .try_collect::<()>()
-        .await?;
+    for_each_blob(&blob_list, |blob| {
+        let (blobs_dir, progress) = (&blobs_dir, &progress);
+        async move { copy_blob(store, &blob, blobs_dir, progress).await }
+    })
+    .await?;
     let secret = ctx.secret()?;
     write_file(&staging.join("secret"), secret.as_bytes())?;
     let config_file = ctx.data_dir.config_file();
