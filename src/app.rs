@@ -47,6 +47,8 @@ pub struct App {
     listeners: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     store: Store,
+    /// The event streams, ended at shutdown.
+    stream_slots: Arc<crate::stream_slots::StreamSlots>,
 }
 
 impl App {
@@ -113,7 +115,7 @@ impl App {
             metrics: metrics.clone(),
             default_quotas: config.default_quotas.clone(),
             body_read_timeout: Duration::from_secs(config.drive.body_read_timeout_secs.get()),
-            rate_limits: RateLimitLayer::new(config.drive.rate_limits.clone()),
+            rate_limits: rate_limits(&config, &store),
             signup_mode: config.general.signup_mode,
             max_body_bytes: Some(config.drive.max_body_bytes).filter(|max| *max > 0),
             admin_password: config.admin.admin_password.clone(),
@@ -125,6 +127,7 @@ impl App {
         });
 
         let pkarr_client = pkarr_record::client(&config.pkdns)?;
+        let stream_slots = state.stream_slots.clone();
 
         let (shutdown, watch_shutdown) = watch::channel(false);
         let mut limits = ConnectionLimits::from_config(&config.drive);
@@ -266,6 +269,7 @@ impl App {
             listeners,
             background,
             store,
+            stream_slots,
         })
     }
 
@@ -301,9 +305,11 @@ impl App {
         let _ = out.flush();
     }
 
-    /// Stops accepting, lets in-flight requests finish (bounded), stops background tasks.
+    /// Stops accepting, ends live event streams (their clients resume from their cursors elsewhere),
+    /// lets in-flight requests finish (bounded), stops background tasks.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        self.stream_slots.close_all();
         for listener in self.listeners {
             let _ = listener.await;
         }
@@ -312,6 +318,18 @@ impl App {
         }
         self.store.operations().close().await;
         tracing::info!("stopped");
+    }
+}
+
+/// The request-rate limits: their buckets in the database when instances share it (PostgreSQL), in
+/// memory otherwise.
+fn rate_limits(config: &Config, store: &Store) -> RateLimitLayer {
+    let limits = config.drive.rate_limits.clone();
+    match store.operations().rate_buckets() {
+        Some(buckets) => {
+            RateLimitLayer::shared(limits, Arc::new(crate::lookups::DatabaseBuckets(buckets)))
+        }
+        None => RateLimitLayer::new(limits),
     }
 }
 

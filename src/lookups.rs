@@ -130,3 +130,24 @@ impl BandwidthPolicy for StoreCredentials {
         }
     }
 }
+
+/// The rate limiter's shared buckets in the PostgreSQL database every instance uses.
+#[derive(Debug)]
+pub struct DatabaseBuckets(pub homestead_backends::metadata::RateBuckets);
+
+impl homestead_middleware::SharedBuckets for DatabaseBuckets {
+    fn spend(
+        &self,
+        bucket: String,
+        interval: Duration,
+        tolerance: Duration,
+    ) -> homestead_middleware::SpendFuture {
+        let buckets = self.0.clone();
+        Box::pin(async move {
+            buckets
+                .spend(&bucket, interval, tolerance)
+                .await
+                .map_err(Into::into)
+        })
+    }
+}

@@ -1,12 +1,15 @@
 //! How many event streams may be open at once: in total and per client address. A stream holds a task, a
 //! bus subscription and its query for as long as the client stays, so the connection count alone (and
-//! HTTP/2's streams per connection) would let one client hold thousands of them.
+//! HTTP/2's streams per connection) would let one client hold thousands of them. At shutdown the slots
+//! also carry the signal that ends every live stream cleanly, so that its client resumes from its
+//! cursor on another instance instead of waiting out the grace period and seeing a cut connection.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use http::StatusCode;
+use tokio::sync::watch;
 
 use crate::http_error::HttpError;
 
@@ -16,6 +19,8 @@ pub struct StreamSlots {
     total: usize,
     per_client: usize,
     open: Mutex<Open>,
+    /// True once the server shuts down.
+    closing: watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -38,7 +43,18 @@ impl StreamSlots {
             total,
             per_client,
             open: Mutex::default(),
+            closing: watch::Sender::new(false),
         })
+    }
+
+    /// Tells every live stream, open or still to come, to end (at shutdown).
+    pub fn close_all(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// What a stream watches to learn that the server shuts down: true from then on.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// A place for one more stream from `client`, or the refusal: 503 when the server is full, 429 when

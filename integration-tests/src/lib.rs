@@ -30,7 +30,7 @@ mod testnet;
 pub use accounts::{Account, refusal};
 pub use bodies::pseudo_random_bytes;
 pub use browser::Browser;
-pub use nginx::{free_port, nginx_user_line, start_nginx};
+pub use nginx::{deploy_balancer, free_port, nginx_user_line, start_nginx};
 pub use outages::{CuttableProxy, PrivatePostgres, socket_of};
 pub use relays::Relays;
 pub use resources::{TestBucket, TestDatabase};

@@ -60,6 +60,22 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// The first column of the first row of `sql`, as text.
+    pub fn value(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([self.url().as_str(), "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         psql(

@@ -73,6 +73,7 @@ pub struct TestServerBuilder {
     database_url: Option<String>,
     s3_endpoint: Option<String>,
     open_files: Option<u64>,
+    icann_port: u16,
 }
 
 impl TestServerBuilder {
@@ -91,7 +92,15 @@ impl TestServerBuilder {
             database_url: None,
             s3_endpoint: None,
             open_files: None,
+            icann_port: 0,
         }
+    }
+
+    /// Binds the ICANN listener to this loopback port (default: one the OS picks), so that a restarted
+    /// server is found where its load balancer expects it.
+    pub fn icann_port(mut self, port: u16) -> Self {
+        self.icann_port = port;
+        self
     }
 
     /// Enables the metrics listener on a free loopback port (read it with [`TestServer::metrics`]).
@@ -244,9 +253,10 @@ impl TestServerBuilder {
         }
         storage.push_str(&self.storage_config);
         format!(
-            "{general}\n[drive]\nicann_listen_socket = \"127.0.0.1:0\"\npubky_listen_socket = \"127.0.0.1:0\"\n{}\n\
+            "{general}\n[drive]\nicann_listen_socket = \"127.0.0.1:{}\"\npubky_listen_socket = \"127.0.0.1:0\"\n{}\n\
              [admin]\nlisten_socket = \"127.0.0.1:0\"\nadmin_password = {ADMIN_PASSWORD:?}\n\n{storage}\n\
              [pkdns]\n{}\ndht_relay_nodes = []\ndht_request_timeout_ms = 500\n{}\n{}",
+            self.icann_port,
             self.drive_config,
             bootstrap_line(&self.bootstrap),
             self.pkdns_config,
@@ -524,6 +534,25 @@ impl TestServer {
             ..
         } = self;
         TestServer::spawn(data_dir, (metadata, blobs), database, bucket, open_files).await
+    }
+
+    /// A rolling restart's step: SIGTERM, a clean exit (asserted), and a start on the same data directory,
+    /// config and ports; returns how long the process took to exit, and the new server.
+    pub async fn stop_and_start(mut self) -> (Duration, TestServer) {
+        let asked = std::time::Instant::now();
+        let status = self.terminate().await;
+        let exit = asked.elapsed();
+        assert!(status.success(), "{}", self.log());
+        (exit, self.restart().await)
+    }
+
+    /// Runs `sql` on the server's PostgreSQL database (shared with its other instances); the first
+    /// column of the first row as text.
+    pub fn database_value(&self, sql: &str) -> String {
+        self.database
+            .as_ref()
+            .expect("a server on PostgreSQL")
+            .value(sql)
     }
 
     /// Kills the process with SIGKILL: it gets no chance to finish anything.

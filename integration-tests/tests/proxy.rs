@@ -49,7 +49,7 @@ impl Nginx {
         let site = include_str!("../../deploy/nginx-homestead.conf");
         let tls_port = free_port();
         let site = site
-            .replace("server 127.0.0.1:6286;", &format!("server {icann};"))
+            .replace("server 127.0.0.1:6286 ", &format!("server {icann} "))
             .replace(
                 "    listen 80;\n",
                 &format!("    listen 127.0.0.1:{};\n", free_port()),

@@ -22,5 +22,5 @@ pub use bandwidth::{
 pub use body_size::{BodySizeLayer, BodySizeService};
 pub use drain::{DrainLayer, DrainService};
 pub use peer::{Peer, PeerLayer, PeerService, Transport, TrustedProxies};
-pub use rate_limit::{RateLimitLayer, RateLimitService};
+pub use rate_limit::{RateLimitLayer, RateLimitService, SharedBuckets, SpendFuture};
 pub use tenant::{Tenant, TenantLayer, TenantService};

@@ -14,7 +14,7 @@ use base64::Engine;
 use homestead_backends::metadata::{Event, EventFilter, EventOp};
 use homestead_backends::{Scope, Store};
 use http::{HeaderValue, StatusCode, header};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::http_error::HttpError;
 use crate::metrics::{Metrics, millis};
@@ -134,6 +134,7 @@ pub fn start(
         metrics: app.metrics.clone(),
         keep_alive: KEEP_ALIVE,
         revoked: revoked.clone(),
+        closing: app.stream_slots.closing(),
     };
     tokio::spawn(async move {
         run_stream(stream, request, live, sender).await;
@@ -167,6 +168,8 @@ struct Stream {
     keep_alive: Duration,
     /// Set when a revocation ends the stream: the body then sends nothing more.
     revoked: Arc<AtomicBool>,
+    /// True once the server shuts down: a live stream then ends cleanly.
+    closing: watch::Receiver<bool>,
 }
 
 /// Counts a stream as open until dropped, then records how long it was.
@@ -258,6 +261,7 @@ async fn run_stream(
         metrics,
         keep_alive,
         revoked,
+        mut closing,
     } = stream;
     let _open = OpenStream::new(metrics.clone());
     let mut delivery = Delivery {
@@ -313,8 +317,25 @@ async fn run_stream(
                 None => std::future::pending().await,
             }
         };
+        // Once the server shuts down (a dropped signal never ends the stream).
+        let shutting_down = async {
+            let signalled = closing.wait_for(|closing| *closing).await.is_ok();
+            if !signalled {
+                std::future::pending::<()>().await;
+            }
+        };
         let next = tokio::select! {
             () = delivery.out.closed() => return,
+            // The body ends with a whole frame: the client resumes from its cursors elsewhere.
+            () = shutting_down => {
+                let _ = delivery
+                    .out
+                    .send(Bytes::from_static(
+                        b": server shutting down, reconnect with your cursors\n\n",
+                    ))
+                    .await;
+                return;
+            }
             () = revocation => {
                 delivery.end_revoked();
                 return;
@@ -417,6 +438,7 @@ mod tests {
             metrics: state.metrics.clone(),
             keep_alive: Duration::from_millis(20),
             revoked: Arc::default(),
+            closing: state.stream_slots.closing(),
         };
         let task = tokio::spawn(run_stream(
             stream,
@@ -475,6 +497,7 @@ mod tests {
             metrics: state.metrics.clone(),
             keep_alive: Duration::from_millis(50),
             revoked: Arc::default(),
+            closing: state.stream_slots.closing(),
         };
         let task = tokio::spawn(run_stream(stream, request, live, out));
         for _ in 0..2 {
@@ -489,5 +512,41 @@ mod tests {
             .await
             .expect("the stream ends when the client leaves")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_a_live_stream_with_a_whole_frame() {
+        let app = crate::routes::tests::TestApp::builder().build().await;
+        let state = &app.state;
+        let user = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".to_string();
+        app.sign_up(&user).await;
+        app.write(&user, "/pub/before", "x").await;
+        let request = StreamRequest {
+            cursors: Cursors::PerUser(vec![(user, 0)]),
+            limit: None,
+            live: true,
+            reverse: false,
+            paths: vec!["/pub/".into()],
+            guard: None,
+        };
+        let (out, mut client) = mpsc::channel(4);
+        let stream = Stream {
+            store: state.store.clone(),
+            metrics: state.metrics.clone(),
+            keep_alive: Duration::from_secs(60),
+            revoked: Arc::default(),
+            closing: state.stream_slots.closing(),
+        };
+        let task = tokio::spawn(run_stream(stream, request, Some(state.bus.subscribe()), out));
+        let first = client.recv().await.unwrap();
+        assert!(first.starts_with(b"event: PUT\n"), "{first:?}");
+        state.stream_slots.close_all();
+        let last = tokio::time::timeout(Duration::from_secs(5), client.recv())
+            .await
+            .expect("the stream ends at once, not at the next keep-alive")
+            .unwrap();
+        assert_eq!(last, ": server shutting down, reconnect with your cursors\n\n");
+        assert!(client.recv().await.is_none(), "nothing after the last frame");
+        task.await.unwrap();
     }
 }

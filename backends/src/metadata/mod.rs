@@ -14,6 +14,7 @@ mod locks;
 mod operations;
 mod pop_nonces;
 mod postgres;
+mod rate_buckets;
 mod sql;
 mod sqlite;
 pub mod user_transfer;
@@ -35,6 +36,7 @@ pub use grants::{BearerRecord, GrantRecord, Grants, MintBearer, MintOutcome, New
 pub use locks::{LockRefresh, Locks, NewLock, TakeOutcome};
 pub use operations::{Counts, Operations};
 pub use postgres::PostgresMetadata;
+pub use rate_buckets::RateBuckets;
 pub use sqlite::SqliteMetadata;
 
 /// Microseconds since the Unix epoch.

@@ -38,4 +38,7 @@ pub trait Operations: Send + Sync + Debug {
     async fn ping(&self) -> Result<()>;
     /// Closes every connection (at shutdown).
     async fn close(&self);
+    /// The request-rate buckets every instance on this database shares (PostgreSQL); None where one
+    /// instance owns the database (SQLite), whose buckets stay in memory.
+    fn rate_buckets(&self) -> Option<super::RateBuckets>;
 }

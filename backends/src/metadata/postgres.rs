@@ -68,6 +68,11 @@ impl PostgresMetadata {
         Some(self.hints.clone())
     }
 
+    /// Buckets in the shared database: every instance on it counts the same requests.
+    fn shared_rate_buckets(&self) -> Option<super::RateBuckets> {
+        Some(super::RateBuckets::new(self.write.clone()))
+    }
+
     fn stop_listening(&self) {
         for listener in &self.listeners {
             listener.abort();

@@ -1380,6 +1380,10 @@ macro_rules! impl_metadata {
                     Ok(())
                 }
 
+                fn rate_buckets(&self) -> Option<crate::metadata::RateBuckets> {
+                    self.shared_rate_buckets()
+                }
+
                 async fn close(&self) {
                     self.stop_listening();
                     self.read.close().await;

@@ -86,6 +86,11 @@ impl SqliteMetadata {
 
     fn stop_listening(&self) {}
 
+    /// One instance owns the file: its buckets stay in memory.
+    fn shared_rate_buckets(&self) -> Option<super::RateBuckets> {
+        None
+    }
+
     /// Opens (creating if needed) and migrates; `shown` is the URL for errors.
     pub async fn open(url: &str, shown: &str) -> Result<Self> {
         let connect = |source| MetadataError::Connect {
