@@ -105,6 +105,7 @@ counted!(Operations {
 }
 fn kind(&self) -> DatabaseKind { self.inner.kind() }
 fn pool_stats(&self) -> Vec<(&'static str, u32, u32)> { self.inner.pool_stats() }
+fn rate_buckets(&self) -> Option<metadata::RateBuckets> { self.inner.rate_buckets() }
 async fn close(&self) { self.inner.close().await });
 
 async fn write(store: &Store, user: &User, path: &EntryPath, body: &'static [u8]) {

@@ -13,7 +13,9 @@ use test_database::{Db, TestDatabase};
 async fn buckets() -> (RateBuckets, TestDatabase) {
     let db = TestDatabase::new(Db::Postgres, "rate_buckets_");
     let metadata = metadata::open(&db.url).await.unwrap();
-    let buckets = metadata.rate_buckets().expect("PostgreSQL shares its buckets");
+    let buckets = metadata
+        .rate_buckets()
+        .expect("PostgreSQL shares its buckets");
     (buckets, db)
 }
 
@@ -26,10 +28,18 @@ async fn a_burst_passes_then_the_wait_is_told() {
     let half = MINUTE / 2;
     assert_eq!(buckets.spend("a", half, half).await.unwrap(), None);
     assert_eq!(buckets.spend("a", half, half).await.unwrap(), None);
-    let wait = buckets.spend("a", half, half).await.unwrap().expect("refused");
+    let wait = buckets
+        .spend("a", half, half)
+        .await
+        .unwrap()
+        .expect("refused");
     assert!(wait > Duration::from_secs(29) && wait <= half, "{wait:?}");
     // A refusal does not move the bucket: the next one waits as long.
-    let again = buckets.spend("a", half, half).await.unwrap().expect("refused");
+    let again = buckets
+        .spend("a", half, half)
+        .await
+        .unwrap()
+        .expect("refused");
     assert!(again <= wait, "{again:?} > {wait:?}");
     // Another bucket is untouched.
     assert_eq!(buckets.spend("b", half, half).await.unwrap(), None);
@@ -61,7 +71,10 @@ async fn full_buckets_are_purged_and_others_kept() {
     let (buckets, _db) = buckets().await;
     let quick = Duration::from_millis(1);
     assert_eq!(buckets.spend("quick", quick, quick).await.unwrap(), None);
-    assert_eq!(buckets.spend("slow", MINUTE, Duration::ZERO).await.unwrap(), None);
+    assert_eq!(
+        buckets.spend("slow", MINUTE, Duration::ZERO).await.unwrap(),
+        None
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         // Only "quick" can fill up again: at most one row goes.
@@ -70,10 +83,19 @@ async fn full_buckets_are_purged_and_others_kept() {
         if purged == 1 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the full bucket stays");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the full bucket stays"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(buckets.spend("slow", MINUTE, Duration::ZERO).await.unwrap().is_some());
+    assert!(
+        buckets
+            .spend("slow", MINUTE, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[tokio::test]

@@ -15,6 +15,12 @@
 //! ceiling for large PUTs). `LOAD_CONCURRENCY` (default `1,32,256`), `LOAD_SECONDS` per cell (default 3),
 //! `LOAD_WORKLOADS` (default all), `LOAD_JSON` (a file for JSON lines, default `load.jsonl`).
 //!
+//! A Homestead target named with the suffix `+limit` (e.g. `postgres-fs+limit`) runs with a request-rate
+//! limit on the files the small-GET cell reads, high enough never to refuse: the cost of checking a limit
+//! (on PostgreSQL a statement per GET on one shared bucket, every worker reading from the same address;
+//! on SQLite a lock in memory). For the ratio within one run:
+//! `LOAD_TARGETS=postgres-fs,postgres-fs+limit LOAD_WORKLOADS=get_1k`.
+//!
 //! Users sign up with an AuthToken signed by the SDK (`POST /signup`), then each worker drives raw HTTP
 //! with its session cookie. Reported per cell: ops/s, MB/s, p50/p99/max latency, errors and the server's
 //! RSS as the cell began and at its peak during the cell.
@@ -301,9 +307,16 @@ async fn prepare(name: &str, process: Process, users: usize) -> Server {
     }
 }
 
-async fn homestead(net: &TestNet, metadata: Metadata, blobs: Blobs) -> Process {
+/// The rate limit of `+limit` targets: the small-GET cell's files, a million reads a second per address.
+const GET_1K_LIMIT: &str = "[[drive.rate_limits]]\npath = \"/pub/read/1k/*\"\nmethod = \"GET\"\n\
+                            quota = \"1000000r/s\"\nkey = \"ip\"";
+
+async fn homestead(net: &TestNet, metadata: Metadata, blobs: Blobs, limited: bool) -> Process {
     // No upload size limit, like the reference, for the 1 GiB uploads.
-    let builder = net.server().metadata(metadata).blobs(blobs);
+    let mut builder = net.server().metadata(metadata).blobs(blobs);
+    if limited {
+        builder = builder.config(GET_1K_LIMIT);
+    }
     Process::Homestead(builder.drive_config("max_body_bytes = 0").start().await)
 }
 
@@ -634,13 +647,18 @@ async fn main() {
     let mut targets = Vec::new();
     for name in names.split(',').map(str::trim) {
         let target = match name {
-            "sqlite-fs" | "postgres-fs" | "postgres-s3" => {
-                let (metadata, blobs) = match name {
+            "sqlite-fs" | "postgres-fs" | "postgres-s3" | "sqlite-fs+limit"
+            | "postgres-fs+limit" | "postgres-s3+limit" => {
+                let (pair, limited) = match name.strip_suffix("+limit") {
+                    Some(pair) => (pair, true),
+                    None => (name, false),
+                };
+                let (metadata, blobs) = match pair {
                     "sqlite-fs" => (Metadata::Sqlite, Blobs::Fs),
                     "postgres-fs" => (Metadata::Postgres, Blobs::Fs),
                     _ => (Metadata::Postgres, Blobs::S3),
                 };
-                let process = homestead(&net, metadata, blobs).await;
+                let process = homestead(&net, metadata, blobs, limited).await;
                 Target::Server(Box::new(prepare(name, process, users).await))
             }
             "reference" => {

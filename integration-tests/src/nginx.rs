@@ -50,7 +50,9 @@ const DEPLOY_SITE: &str = include_str!("../../deploy/nginx-homestead.conf");
 
 /// The part of `text` from the line starting with `start` to the first line after it that is `end`.
 fn block<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
-    let from = text.find(start).unwrap_or_else(|| panic!("{start:?} in the deploy site"));
+    let from = text
+        .find(start)
+        .unwrap_or_else(|| panic!("{start:?} in the deploy site"));
     let len = text[from..]
         .find(end)
         .unwrap_or_else(|| panic!("the end of {start:?} in the deploy site"));

@@ -197,7 +197,9 @@ async fn follow(base: String, owner: String, expected: Arc<Mutex<Option<usize>>>
         let response = match client.get(&url).send().await {
             Ok(response) if response.status() == 200 => response,
             Ok(response) => {
-                followed.broken.push(format!("status {}", response.status()));
+                followed
+                    .broken
+                    .push(format!("status {}", response.status()));
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -312,11 +314,7 @@ async fn a_rolling_restart_behind_nginx_fails_nothing() {
     let acked = Acked::default();
     let failures = Failures::default();
     let expected = Arc::new(Mutex::new(None));
-    let through_nginx = tokio::spawn(follow(
-        front.clone(),
-        account.z32.clone(),
-        expected.clone(),
-    ));
+    let through_nginx = tokio::spawn(follow(front.clone(), account.z32.clone(), expected.clone()));
     let on_first = tokio::spawn(follow(
         format!("http://{}", addrs[0]),
         account.z32.clone(),
@@ -399,10 +397,23 @@ async fn a_rolling_restart_behind_nginx_fails_nothing() {
     );
 
     let failures = failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "failed requests: {failures:?}\n{nginx_log}");
-    for (name, followed) in [("through nginx", &through_nginx), ("on one instance", &on_first)] {
-        assert!(followed.broken.is_empty(), "stream {name}: {:?}", followed.broken);
-        assert_eq!(followed.writes, acked, "stream {name}: every write once, in order");
+    assert!(
+        failures.is_empty(),
+        "failed requests: {failures:?}\n{nginx_log}"
+    );
+    for (name, followed) in [
+        ("through nginx", &through_nginx),
+        ("on one instance", &on_first),
+    ] {
+        assert!(
+            followed.broken.is_empty(),
+            "stream {name}: {:?}",
+            followed.broken
+        );
+        assert_eq!(
+            followed.writes, acked,
+            "stream {name}: every write once, in order"
+        );
     }
     // Each stream's instance was restarted at least once under it.
     assert!(through_nginx.resumed >= 1 && on_first.resumed >= 1);

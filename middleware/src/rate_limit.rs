@@ -48,8 +48,12 @@ pub const SHARED_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a shared store's check of one bucket returns: `Ok(None)` to pass (the request was counted),
 /// `Ok(Some(wait))` when refused, `Err` when the store could not answer.
-pub type SpendFuture =
-    Pin<Box<dyn Future<Output = Result<Option<Duration>, Box<dyn std::error::Error + Send + Sync>>> + Send>>;
+pub type SpendFuture = Pin<
+    Box<
+        dyn Future<Output = Result<Option<Duration>, Box<dyn std::error::Error + Send + Sync>>>
+            + Send,
+    >,
+>;
 
 /// Buckets every instance of a deployment sees, such as a table in the shared database. The store keeps
 /// each bucket's theoretical arrival time and decides with its own clock, in one atomic step.
@@ -138,7 +142,12 @@ impl Limits {
 
     /// Spends `spends` in memory: `Ok(())` to let the request through, or how long the client should
     /// wait (the first exceeded bucket; those before it were counted).
-    fn spend_in_memory(&self, buckets: &Mutex<Buckets>, spends: &[Spend], key: &str) -> Result<(), Duration> {
+    fn spend_in_memory(
+        &self,
+        buckets: &Mutex<Buckets>,
+        spends: &[Spend],
+        key: &str,
+    ) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets
@@ -149,7 +158,10 @@ impl Limits {
             buckets.forgotten_at = Some(now);
         }
         for spend in spends {
-            let next = buckets.next.entry((spend.index, key.to_string())).or_insert(now);
+            let next = buckets
+                .next
+                .entry((spend.index, key.to_string()))
+                .or_insert(now);
             let arrival = (*next).max(now);
             let wait = arrival.saturating_duration_since(now);
             if wait > spend.tolerance {
@@ -245,7 +257,12 @@ impl RateLimitLayer {
     /// The buckets `request` spends and the key they count under; none when no limit of this layer's
     /// kind applies.
     fn spends<B>(&self, request: &Request<B>) -> (Vec<Spend>, String) {
-        if !self.limits.limits.iter().any(|limit| limit.key == self.kind) {
+        if !self
+            .limits
+            .limits
+            .iter()
+            .any(|limit| limit.key == self.kind)
+        {
             return (Vec::new(), String::new());
         }
         let ip = request
@@ -565,14 +582,25 @@ mod tests {
             store.clone(),
         );
         // Other paths, other methods, and the user-keyed layer (no user limits): no check at all.
-        assert_eq!(call(&layer, "/session", "1.2.3.4", &[], true).await.status(), 200);
+        assert_eq!(
+            call(&layer, "/session", "1.2.3.4", &[], true)
+                .await
+                .status(),
+            200
+        );
         let put = Request::put("/pub/a").body(()).unwrap();
         assert_eq!(through(&layer, "1.2.3.4", put).await.status(), 200);
-        assert_eq!(call_as(&layer.users(), "/pub/a", "1.2.3.4", true).await, 200);
+        assert_eq!(
+            call_as(&layer.users(), "/pub/a", "1.2.3.4", true).await,
+            200
+        );
         assert!(store.checks.lock().unwrap().is_empty());
         // Matching requests spend the shared bucket of their address: two pass, the third waits 30 s.
         for _ in 0..2 {
-            assert_eq!(call(&layer, "/pub/a", "1.2.3.4", &[], true).await.status(), 200);
+            assert_eq!(
+                call(&layer, "/pub/a", "1.2.3.4", &[], true).await.status(),
+                200
+            );
         }
         let refused = call(&layer, "/pub/a", "1.2.3.4", &[], true).await;
         assert_eq!(refused.status(), 429);
@@ -596,7 +624,10 @@ mod tests {
             store.clone(),
         );
         for _ in 0..3 {
-            assert_eq!(call(&layer, "/pub/a", "1.2.3.4", &[], true).await.status(), 200);
+            assert_eq!(
+                call(&layer, "/pub/a", "1.2.3.4", &[], true).await.status(),
+                200
+            );
         }
         assert_eq!(store.checks.lock().unwrap().len(), 3);
     }

@@ -537,7 +537,12 @@ mod tests {
             revoked: Arc::default(),
             closing: state.stream_slots.closing(),
         };
-        let task = tokio::spawn(run_stream(stream, request, Some(state.bus.subscribe()), out));
+        let task = tokio::spawn(run_stream(
+            stream,
+            request,
+            Some(state.bus.subscribe()),
+            out,
+        ));
         let first = client.recv().await.unwrap();
         assert!(first.starts_with(b"event: PUT\n"), "{first:?}");
         state.stream_slots.close_all();
@@ -545,8 +550,14 @@ mod tests {
             .await
             .expect("the stream ends at once, not at the next keep-alive")
             .unwrap();
-        assert_eq!(last, ": server shutting down, reconnect with your cursors\n\n");
-        assert!(client.recv().await.is_none(), "nothing after the last frame");
+        assert_eq!(
+            last,
+            ": server shutting down, reconnect with your cursors\n\n"
+        );
+        assert!(
+            client.recv().await.is_none(),
+            "nothing after the last frame"
+        );
         task.await.unwrap();
     }
 }

@@ -63,9 +63,8 @@ impl RateBuckets {
             .await
             .map_err(query("spend a rate-limit bucket"))?;
         self.purge_now_and_then();
-        Ok((!passed).then(|| {
-            Duration::from_micros(u64::try_from(ahead_us - tolerance_us).unwrap_or(0))
-        }))
+        Ok((!passed)
+            .then(|| Duration::from_micros(u64::try_from(ahead_us - tolerance_us).unwrap_or(0))))
     }
 
     /// Deletes the full buckets' rows in the background, once a minute at most.
