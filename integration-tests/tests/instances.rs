@@ -19,9 +19,12 @@ use homestead_integration_tests::{
     start_nginx,
 };
 
-/// The limit of the first test: six anonymous reads an hour per address, under `/pub/limited/`.
-const LIMIT: &str = "[[drive.rate_limits]]\npath = \"/pub/limited/**\"\nmethod = \"GET\"\n\
-                     quota = \"6r/h\"\nkey = \"ip\"";
+/// The limits of the first test: six reads an hour per address under `/pub/limited/`, three writes an
+/// hour per signed-in user under `/pub/writes/`.
+const LIMITS: &str = "[[drive.rate_limits]]\npath = \"/pub/limited/**\"\nmethod = \"GET\"\n\
+                      quota = \"6r/h\"\nkey = \"ip\"\n\
+                      [[drive.rate_limits]]\npath = \"/pub/writes/**\"\nmethod = \"PUT\"\n\
+                      quota = \"3r/h\"\nkey = \"user\"";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limits_hold_across_instances() {
@@ -30,11 +33,11 @@ async fn rate_limits_hold_across_instances() {
         .server()
         .metadata(Metadata::Postgres)
         .blobs(Blobs::S3)
-        .config(LIMIT)
+        .config(LIMITS)
         .start()
         .await;
-    let second = net.server().sharing(&first).config(LIMIT).start().await;
-    let third = net.server().sharing(&first).config(LIMIT).start().await;
+    let second = net.server().sharing(&first).config(LIMITS).start().await;
+    let third = net.server().sharing(&first).config(LIMITS).start().await;
     let instances = [&first, &second, &third];
     let buckets = || first.database_value("SELECT count(*) FROM rate_limit_buckets");
     let account = Account::signup(&first).await;
@@ -75,6 +78,17 @@ async fn rate_limits_hold_across_instances() {
     assert_eq!(passed, 6, "the configured rate in total");
     // One bucket: this address under this limit, whichever instance counted it.
     assert_eq!(buckets(), "1");
+
+    // The user's writes, alternating too: three pass in total.
+    let mut written = Vec::new();
+    for i in 0..9 {
+        let status = account
+            .put(instances[i % 3], &format!("/pub/writes/{i}"), b"w".to_vec())
+            .await;
+        written.push(status);
+    }
+    assert_eq!(written, [201, 201, 201, 429, 429, 429, 429, 429, 429]);
+    assert_eq!(buckets(), "2");
     for server in [third, second, first] {
         let log = server.log();
         assert!(server.stop().await.success(), "{log}");
