@@ -327,7 +327,11 @@ fn rate_limits(config: &Config, store: &Store) -> RateLimitLayer {
     let limits = config.drive.rate_limits.clone();
     match store.operations().rate_buckets() {
         Some(buckets) => {
-            RateLimitLayer::shared(limits, Arc::new(crate::lookups::DatabaseBuckets(buckets)))
+            let shared = crate::lookups::DatabaseBuckets {
+                buckets,
+                store: store.clone(),
+            };
+            RateLimitLayer::shared(limits, Arc::new(shared))
         }
         None => RateLimitLayer::new(limits),
     }

@@ -133,7 +133,12 @@ impl BandwidthPolicy for StoreCredentials {
 
 /// The rate limiter's shared buckets in the PostgreSQL database every instance uses.
 #[derive(Debug)]
-pub struct DatabaseBuckets(pub homestead_backends::metadata::RateBuckets);
+pub struct DatabaseBuckets {
+    /// The bucket table.
+    pub buckets: homestead_backends::metadata::RateBuckets,
+    /// Whose health watcher says whether the database answers.
+    pub store: Store,
+}
 
 impl homestead_middleware::SharedBuckets for DatabaseBuckets {
     fn spend(
@@ -142,7 +147,13 @@ impl homestead_middleware::SharedBuckets for DatabaseBuckets {
         interval: Duration,
         tolerance: Duration,
     ) -> homestead_middleware::SpendFuture {
-        let buckets = self.0.clone();
+        // While the health watcher finds the database down (it logs that), the request passes at once:
+        // the database guard behind answers 503 to whatever needs the database, without this check
+        // first waiting out its timeout.
+        if !self.store.health().database_up() {
+            return Box::pin(std::future::ready(Ok(None)));
+        }
+        let buckets = self.buckets.clone();
         Box::pin(async move {
             buckets
                 .spend(&bucket, interval, tolerance)

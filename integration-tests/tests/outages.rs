@@ -1,7 +1,8 @@
 //! Dependency outages under a write load: PostgreSQL stopped and started again, and the S3 server cut off
 //! and restored. While a dependency is down, requests fail fast with a 503 and a reason (never a 500 or a
 //! hang), `/metrics` shows which dependency is down, and service comes back by itself; a live event stream
-//! opened before the outage delivers every event, in order, without gaps.
+//! opened before the outage delivers every event, in order, without gaps. Rate limits, whose buckets are
+//! in the database, let requests through to that 503 at once while it is down and count again after.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -306,4 +307,68 @@ async fn s3_cut_off_and_restored() {
         .start()
         .await;
     outage(&server, "blobs", || proxy.cut(), || proxy.restore()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limited_requests_while_the_database_is_down() {
+    let cluster = PrivatePostgres::start();
+    let net = TestNet::new();
+    let server = net
+        .server()
+        .database_url(&cluster.url())
+        .config(
+            "[[drive.rate_limits]]\npath = \"/pub/limited/**\"\nmethod = \"GET\"\nquota = \"2r/h\"\nkey = \"ip\"",
+        )
+        .start()
+        .await;
+    let account = Account::signup(&server).await;
+    assert_eq!(
+        account.put(&server, "/pub/limited/a", b"x".to_vec()).await,
+        201
+    );
+    let status = |path: &'static str| {
+        let account = account.clone();
+        let server = &server;
+        async move { account.get(server, path).await.status().as_u16() }
+    };
+    assert_eq!(status("/pub/limited/a").await, 200);
+    assert_eq!(status("/pub/limited/a").await, 200);
+    assert_eq!(status("/pub/limited/a").await, 429);
+
+    cluster.stop();
+    eventually(
+        "the server notices the outage",
+        Duration::from_secs(30),
+        || async {
+            match status("/pub/other").await {
+                503 => Ok(()),
+                other => Err(other),
+            }
+        },
+    )
+    .await;
+    // A limited request is neither refused for the limit nor held by its check: the database guard
+    // answers it at once, like any other request that needs the database.
+    let asked = Instant::now();
+    let response = account.get(&server, "/pub/limited/a").await;
+    let took = asked.elapsed();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "Storage unavailable: the database does not answer"
+    );
+    // Sooner than the bucket check's own timeout (1 s): the check did not wait for the database.
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+
+    cluster.start_again();
+    eventually("service is back", Duration::from_secs(30), || async {
+        match status("/pub/other").await {
+            404 => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    // The bucket outlived the outage: still refused.
+    assert_eq!(status("/pub/limited/a").await, 429);
+    assert!(server.stop().await.success());
 }
