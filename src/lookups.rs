@@ -1,6 +1,6 @@
 //! The Store behind the middleware's lookup traits: cookie sessions and grant sessions' bearers by the hash
-//! of their secret, with their user's record (the account the bandwidth layer and the handlers then use)
-//! and that user's bandwidth.
+//! of their secret, with their user's record (the account the bandwidth layer and the handlers then use),
+//! that user's bandwidth, and the rate limiter's buckets shared through PostgreSQL.
 
 use homestead_backends::metadata::{User, now_micros};
 use homestead_backends::{Store, StoreError};

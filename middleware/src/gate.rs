@@ -1,5 +1,7 @@
-//! Layers that answer some requests themselves (a refusal such as 413 or 429) and pass the rest on
-//! untouched: the judgement is a [`Gate`], the service around it is one [`GateService`] for all of them.
+//! Layers that answer some requests themselves (a refusal such as 413) and pass the rest on untouched,
+//! judging each request synchronously: the judgement is a [`Gate`], the service around it is one
+//! [`GateService`] for all of them. (The rate limiter, whose judgement may ask a shared store, has a
+//! service of its own.)
 
 use std::future::Future;
 use std::pin::Pin;
