@@ -6,7 +6,8 @@
 //! Globs are matched against the storage path a request resolves to, percent-decoded, whichever way it
 //! addresses its owner (`/pub/x` with a tenant, or `/storage/<owner>/pub/x`); other routes match their
 //! own path. `key = "ip"` limits count per client address and run before the credential lookup, so a flood
-//! costs no database work. `key = "user"` limits run after it and count per **authenticated** user (a
+//! costs no session lookup (with shared buckets, one bucket statement per request, and its refusals
+//! nothing more). `key = "user"` limits run after it and count per **authenticated** user (a
 //! principal that is the request's tenant), anonymous requests per client address: a stranger cannot spend
 //! a user's budget by naming that user (the reference keys on the named user, and refuses with 400 when
 //! none is named).
