@@ -716,7 +716,10 @@ async fn by_wrk(target: &Target, workload: Workload, concurrency: usize, seconds
             (url.clone(), file, "GET", "/".to_string(), 1, 0)
         }
         Target::Server(server) => {
-            let file = server.scratch.path().join(format!("{}.users", workload.name()));
+            let file = server
+                .scratch
+                .path()
+                .join(format!("{}.users", workload.name()));
             let (method, prefix, paths, size, lines) = match workload {
                 Workload::Get1K => {
                     let line = format!("{}\n", server.reader.z32);
@@ -731,7 +734,14 @@ async fn by_wrk(target: &Target, workload: Workload, concurrency: usize, seconds
                 }
             };
             std::fs::write(&file, lines).unwrap();
-            (server.process.url(), file, method, prefix.to_string(), paths, size)
+            (
+                server.process.url(),
+                file,
+                method,
+                prefix.to_string(),
+                paths,
+                size,
+            )
         }
         _ => unreachable!("wrk drives servers only"),
     };
@@ -838,14 +848,20 @@ async fn by_pgbench(database: &TestDatabase, concurrency: usize, seconds: f64) -
     let url = database.url();
     let free: usize = psql(
         &url,
-        &["-c", "SELECT current_setting('max_connections')::int - \
+        &[
+            "-c",
+            "SELECT current_setting('max_connections')::int - \
                  current_setting('superuser_reserved_connections')::int - count(*) - 2 \
-                 FROM pg_stat_activity"],
+                 FROM pg_stat_activity",
+        ],
     )
     .parse()
     .unwrap_or(1);
     let clients = concurrency.min(free.max(1));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ceilings/put_1k.pgbench.sql");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/ceilings/put_1k.pgbench.sql"
+    );
     let pgbench = setting("PGBENCH", "/usr/lib/postgresql/15/bin/pgbench");
     let output = tokio::process::Command::new(&pgbench)
         .args(["-n", "-M", "prepared", "-f", script])
@@ -925,7 +941,10 @@ fn prepare_sqlite_commit(users: usize) -> Target {
         let key = format!("bench{n}");
         connection.execute(insert_user, [&key]).unwrap();
         connection
-            .execute(insert_session, rusqlite::params![n.to_be_bytes().to_vec(), key])
+            .execute(
+                insert_session,
+                rusqlite::params![n.to_be_bytes().to_vec(), key],
+            )
             .unwrap();
     }
     Target::SqliteCommit { dir }
@@ -1122,7 +1141,9 @@ async fn main() {
     let limits = Limits::from_env(environment.cores);
     let mut busy = match limits.before(environment.load_before[0]) {
         Verdict::Busy(why) if !limits.allow_busy => {
-            eprintln!("refusing to run: {why}; LOAD_ALLOW_BUSY=1 runs anyway without writing results");
+            eprintln!(
+                "refusing to run: {why}; LOAD_ALLOW_BUSY=1 runs anyway without writing results"
+            );
             std::process::exit(2);
         }
         Verdict::Busy(why) => Some(why),
@@ -1245,7 +1266,8 @@ async fn main() {
         lines.push_str(&cell.json());
         lines.push('\n');
     }
-    json.write_all(lines.as_bytes()).expect("write the JSON lines");
+    json.write_all(lines.as_bytes())
+        .expect("write the JSON lines");
     println!("results appended to {json_path}");
 }
 
@@ -1285,4 +1307,3 @@ fn ratios(cells: &[Cell]) -> String {
     }
     out
 }
-

@@ -84,7 +84,10 @@ fn open_file_limit(pid: u32) -> String {
         .lines()
         .find_map(|l| l.strip_prefix("Max open files"))
         .map_or("unknown".into(), |rest| {
-            rest.split_whitespace().take(2).collect::<Vec<_>>().join(" / ")
+            rest.split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" / ")
         })
 }
 
@@ -273,7 +276,11 @@ async fn main() {
             "{} of {connections} answered and kept, {} still open at the sample{}",
             idle.len(),
             still_open(&idle),
-            if failures.is_empty() { String::new() } else { format!("; failed: {failures}") }
+            if failures.is_empty() {
+                String::new()
+            } else {
+                format!("; failed: {failures}")
+            }
         );
         row("idle keep-alive connections", note);
         drop(idle);
@@ -289,7 +296,11 @@ async fn main() {
             "{} of {streams} streams open, {} still open at the sample{}",
             live.len(),
             still_open(&live),
-            if failures.is_empty() { String::new() } else { format!("; failed: {failures}") }
+            if failures.is_empty() {
+                String::new()
+            } else {
+                format!("; failed: {failures}")
+            }
         );
         row("live event streams", note);
         drop(live);

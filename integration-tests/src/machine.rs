@@ -197,7 +197,11 @@ impl Processes {
         let mut by_pid = HashMap::new();
         let mut cmdlines = HashMap::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
                 continue;
             };
             let Some(stat) = std::fs::read_to_string(entry.path().join("stat"))
@@ -231,7 +235,8 @@ impl Processes {
         for (&pid, stat) in &self.by_pid {
             let cmdline = self.cmdlines.get(&pid).map_or("", String::as_str);
             let helper = helpers.iter().any(|h| {
-                !h.is_empty() && (stat.comm == *h || cmdline.split(' ').any(|w| w.ends_with(h.as_str())))
+                !h.is_empty()
+                    && (stat.comm == *h || cmdline.split(' ').any(|w| w.ends_with(h.as_str())))
             });
             if helper || pid == 2 || stat.ppid == 2 || self.descends_from(pid, root) {
                 own.insert(pid);
@@ -307,7 +312,10 @@ impl Limits {
         let number = |name: &str, default: f64| {
             std::env::var(name)
                 .ok()
-                .map(|v| v.parse::<f64>().unwrap_or_else(|_| panic!("{name}: a number")))
+                .map(|v| {
+                    v.parse::<f64>()
+                        .unwrap_or_else(|_| panic!("{name}: a number"))
+                })
                 .unwrap_or(default)
         };
         Self {
@@ -402,12 +410,15 @@ mod tests {
         let line = "4242 (tokio (rt) 1) S 17 4242 17 0 -1 4194560 100 0 0 0 250 40 7 3 20 0 9 0 1000 \
                     12345 678 18446744073709551615";
         let parsed = parse_stat(line).unwrap();
-        assert_eq!(parsed, ProcStat {
-            comm: "tokio (rt) 1".into(),
-            ppid: 17,
-            ticks: 300,
-            own_ticks: 290
-        });
+        assert_eq!(
+            parsed,
+            ProcStat {
+                comm: "tokio (rt) 1".into(),
+                ppid: 17,
+                ticks: 300,
+                own_ticks: 290
+            }
+        );
         assert_eq!(parse_stat("4242 (cut"), None);
     }
 
@@ -418,11 +429,31 @@ mod tests {
                 (1, stat("init", 0, 0), "/sbin/init".to_string()),
                 (2, stat("kthreadd", 0, 0), String::new()),
                 (30, stat("kworker/0:1", 2, bench), String::new()),
-                (100, stat("load", 1, bench), "target/release/deps/load".to_string()),
-                (101, stat("homestead", 100, child), "homestead --data-dir x".to_string()),
-                (200, stat("postgres", 1, postgres), "postgres: bench db".to_string()),
-                (210, stat("python3", 1, postgres), "python3 /venv/bin/moto_server -p 1".to_string()),
-                (300, stat("rustc", 1, compiler), "rustc --edition 2024".to_string()),
+                (
+                    100,
+                    stat("load", 1, bench),
+                    "target/release/deps/load".to_string(),
+                ),
+                (
+                    101,
+                    stat("homestead", 100, child),
+                    "homestead --data-dir x".to_string(),
+                ),
+                (
+                    200,
+                    stat("postgres", 1, postgres),
+                    "postgres: bench db".to_string(),
+                ),
+                (
+                    210,
+                    stat("python3", 1, postgres),
+                    "python3 /venv/bin/moto_server -p 1".to_string(),
+                ),
+                (
+                    300,
+                    stat("rustc", 1, compiler),
+                    "rustc --edition 2024".to_string(),
+                ),
             ];
             if let Some(ticks) = new {
                 all.push((301, stat("cc", 300, ticks), "cc -O2".to_string()));
