@@ -6,6 +6,9 @@
 //! 3. with 1,000 live event streams open (`/events-stream?user=<z32>&live=true`), each on its own
 //!    connection.
 //!
+//! Each state on a fresh server (so that memory one state leaves behind does not count in the next),
+//! whose idle RSS is printed beside it.
+//!
 //! ```sh
 //! cargo build --release --bin homestead   # in the root workspace
 //! TEST_HOMESTEAD_BIN=$CARGO_TARGET_DIR/release/homestead REFERENCE_BIN=~/.cache/homestead/reference/bin/pubky-homeserver \
@@ -195,6 +198,44 @@ async fn settle() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
+/// Starts a fresh server of target `name`; `None` when it cannot run here (the reason printed).
+async fn start(
+    net: &TestNet,
+    name: &str,
+    streams: usize,
+    open_files: Option<u64>,
+) -> Option<Server> {
+    let metadata = match name {
+        "sqlite-fs" => Metadata::Sqlite,
+        "postgres-fs" => Metadata::Postgres,
+        "reference" => {
+            let Ok(binary) = std::env::var("REFERENCE_BIN") else {
+                println!("reference: skipped, REFERENCE_BIN is not set");
+                return None;
+            };
+            let reference = Reference::start(&binary, net, open_files).await;
+            return Some(Server::Reference(reference));
+        }
+        other => panic!("unknown target {other}"),
+    };
+    let mut builder = net
+        .server()
+        .metadata(metadata)
+        .drive_config(&format!("max_event_streams_per_ip = {}", streams.max(1)));
+    if let Some(limit) = open_files {
+        builder = builder.open_files(limit);
+    }
+    Some(Server::Homestead(builder.start().await))
+}
+
+/// A state a fresh server is measured in.
+#[derive(Clone, Copy, PartialEq)]
+enum State {
+    Idle,
+    Connections,
+    Streams,
+}
+
 #[tokio::main]
 async fn main() {
     println!("{}", Environment::read().describe());
@@ -205,108 +246,101 @@ async fn main() {
     let streams: usize = setting("MEMORY_STREAMS", "1000")
         .parse()
         .expect("MEMORY_STREAMS");
-    let server_open_files = std::env::var("MEMORY_SERVER_OPEN_FILES")
+    let open_files = std::env::var("MEMORY_SERVER_OPEN_FILES")
         .ok()
         .map(|v| v.parse::<u64>().expect("MEMORY_SERVER_OPEN_FILES"));
     println!(
-        "open-file limit of the bench: {own_limit}; {connections} idle connections, {streams} live streams"
+        "open-file limit of the bench: {own_limit}; {connections} idle connections, {streams} live streams, \
+         a fresh server for each state"
     );
     let net = TestNet::new();
     let mut table = String::from(
-        "| target | state | VmRSS MiB | VmHWM MiB | what happened |\n|---|---|---:|---:|---|\n",
+        "| target | state | VmRSS MiB | VmHWM MiB | idle RSS of that server | what happened |\n\
+         |---|---|---:|---:|---:|---|\n",
     );
     for name in setting("MEMORY_TARGETS", "sqlite-fs,postgres-fs,reference").split(',') {
-        let server = match name.trim() {
-            "sqlite-fs" | "postgres-fs" => {
-                let metadata = if name.trim() == "sqlite-fs" {
-                    Metadata::Sqlite
-                } else {
-                    Metadata::Postgres
-                };
-                Server::Homestead(
-                    net.server()
-                        .metadata(metadata)
-                        .drive_config(&format!("max_event_streams_per_ip = {}", streams.max(1)))
-                        .start()
-                        .await,
-                )
-            }
-            "reference" => {
-                let Ok(binary) = std::env::var("REFERENCE_BIN") else {
-                    println!("reference: skipped, REFERENCE_BIN is not set");
-                    continue;
-                };
-                Server::Reference(Reference::start(&binary, &net, server_open_files).await)
-            }
-            other => panic!("unknown target {other}"),
-        };
         let name = name.trim();
-        let pid = server.pid();
-        println!("{name}: open-file limit {}", open_file_limit(pid));
-        let url = server.url();
-        let addr = url.trim_start_matches("http://").to_string();
-        let user = Account::signup_at(&url).await;
-        let status = reqwest::Client::new()
-            .put(format!("{url}/pub/memory/1k"))
-            .header("pubky-host", &user.z32)
-            .header("cookie", &user.cookie)
-            .body(vec![b'k'; 1024])
-            .send()
-            .await
-            .expect("PUT")
-            .status();
-        assert_eq!(status, 201, "{name}: PUT");
-        let mut row = |state: &str, note: String| {
+        for state in [State::Idle, State::Connections, State::Streams] {
+            let Some(server) = start(&net, name, streams, open_files).await else {
+                break;
+            };
+            let pid = server.pid();
+            let url = server.url();
+            let addr = url.trim_start_matches("http://").to_string();
+            let user = Account::signup_at(&url).await;
+            let status = reqwest::Client::new()
+                .put(format!("{url}/pub/memory/1k"))
+                .header("pubky-host", &user.z32)
+                .header("cookie", &user.cookie)
+                .body(vec![b'k'; 1024])
+                .send()
+                .await
+                .expect("PUT")
+                .status();
+            assert_eq!(status, 201, "{name}: PUT");
+            settle().await;
+            let (idle_rss, _) = memory(pid);
+            let (label, held, note) = match state {
+                State::Idle => (
+                    "idle".to_string(),
+                    Vec::new(),
+                    format!(
+                        "one user, one file; open-file limit {}",
+                        open_file_limit(pid)
+                    ),
+                ),
+                State::Connections => {
+                    let get = format!(
+                        "GET /pub/memory/1k HTTP/1.1\r\nHost: {addr}\r\npubky-host: {}\r\n\r\n",
+                        user.z32
+                    );
+                    let (idle, failures) = open_many(&addr, connections, get, true).await;
+                    settle().await;
+                    let note = format!(
+                        "{} of {connections} answered and kept, {} still open at the sample{}",
+                        idle.len(),
+                        still_open(&idle),
+                        failed(&failures)
+                    );
+                    (
+                        format!("{connections} idle keep-alive connections"),
+                        idle,
+                        note,
+                    )
+                }
+                State::Streams => {
+                    let stream = format!(
+                        "GET /events-stream?user={}&live=true HTTP/1.1\r\nHost: {addr}\r\n\r\n",
+                        user.z32
+                    );
+                    let (live, failures) = open_many(&addr, streams, stream, false).await;
+                    settle().await;
+                    let note = format!(
+                        "{} of {streams} streams opened, {} still open at the sample{}",
+                        live.len(),
+                        still_open(&live),
+                        failed(&failures)
+                    );
+                    (format!("{streams} live event streams"), live, note)
+                }
+            };
             let (rss, hwm) = memory(pid);
+            println!("{name}: {label}: VmRSS {rss:.1} MiB, VmHWM {hwm:.1} MiB; {note}");
             table.push_str(&format!(
-                "| {name} | {state} | {rss:.1} | {hwm:.1} | {note} |\n"
+                "| {name} | {label} | {rss:.1} | {hwm:.1} | {idle_rss:.1} | {note} |\n"
             ));
-            println!("{name}: {state}: VmRSS {rss:.1} MiB, VmHWM {hwm:.1} MiB; {note}");
-        };
-        settle().await;
-        row("idle", "one user, one file".into());
-
-        let get = format!(
-            "GET /pub/memory/1k HTTP/1.1\r\nHost: {addr}\r\npubky-host: {}\r\n\r\n",
-            user.z32
-        );
-        let (idle, failures) = open_many(&addr, connections, get, true).await;
-        settle().await;
-        let note = format!(
-            "{} of {connections} answered and kept, {} still open at the sample{}",
-            idle.len(),
-            still_open(&idle),
-            if failures.is_empty() {
-                String::new()
-            } else {
-                format!("; failed: {failures}")
-            }
-        );
-        row("idle keep-alive connections", note);
-        drop(idle);
-        settle().await;
-
-        let stream = format!(
-            "GET /events-stream?user={}&live=true HTTP/1.1\r\nHost: {addr}\r\n\r\n",
-            user.z32
-        );
-        let (live, failures) = open_many(&addr, streams, stream, false).await;
-        settle().await;
-        let note = format!(
-            "{} of {streams} streams open, {} still open at the sample{}",
-            live.len(),
-            still_open(&live),
-            if failures.is_empty() {
-                String::new()
-            } else {
-                format!("; failed: {failures}")
-            }
-        );
-        row("live event streams", note);
-        drop(live);
-        settle().await;
-        row("after closing them", String::new());
-        drop(server);
+            drop(held);
+            drop(server);
+        }
     }
     println!("{table}");
+}
+
+/// The failures of [`open_many`] for a note.
+fn failed(failures: &str) -> String {
+    if failures.is_empty() {
+        String::new()
+    } else {
+        format!("; failed: {failures}")
+    }
 }

@@ -242,6 +242,7 @@ async fn soak(net: &TestNet, name: &str, seconds: f64, workers: usize, streams: 
     let pid = server.pid();
     let every = Duration::from_secs(number("SOAK_SAMPLE_SECONDS", "5").max(1));
     tokio::time::sleep(Duration::from_secs_f64(warmup(seconds))).await;
+    let warm_ops = work.ops.load(Ordering::Relaxed);
     let started = Instant::now();
     let mut samples = Vec::new();
     let mut ticks = tokio::time::interval(every);
@@ -272,7 +273,7 @@ async fn soak(net: &TestNet, name: &str, seconds: f64, workers: usize, streams: 
     let row = format!(
         "| {name} | {elapsed:.0} s | {:.0} | {} | {first_mean:.1} / {first_max:.1} | {last_mean:.1} / {last_max:.1} | \
          {:+.1} MiB ({:+.1} %) | {hwm:.1} | {reopened} |",
-        work.ops.load(Ordering::Relaxed) as f64 / elapsed,
+        (work.ops.load(Ordering::Relaxed) - warm_ops) as f64 / elapsed,
         work.errors.load(Ordering::Relaxed),
         last_mean - first_mean,
         (last_mean - first_mean) / first_mean.max(f64::MIN_POSITIVE) * 100.0
