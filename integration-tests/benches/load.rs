@@ -24,6 +24,10 @@
 //!   transaction per write through one writer connection as in Homestead, the small-PUT ceiling of
 //!   sqlite-fs (see [`sqlite_commits`]).
 //!
+//! Homestead's group commit shares one transaction among the writes that wait together; the two commit
+//! ceilings run one write per transaction unless `LOAD_COMMIT_BATCH` says how many (each client's
+//! transaction then holds that many writes of its own user; ops count writes).
+//!
 //! `LOAD_CONCURRENCY` (default `1,32,256`), `LOAD_SECONDS` per cell (default 3), `LOAD_WORKLOADS`
 //! (default all), `LOAD_JSON` (a file the run's JSON lines are appended to, default `load.jsonl`: first
 //! the environment, then one line per cell).
@@ -176,6 +180,7 @@ enum Target {
     /// A database prepared by Homestead's migrations, with users `bench<n>` and their sessions.
     PgCommit {
         database: TestDatabase,
+        scratch: tempfile::TempDir,
     },
     /// A SQLite file prepared by Homestead's migrations, with users `bench<n>` and their sessions.
     SqliteCommit {
@@ -227,7 +232,7 @@ const CEILINGS: [&str; 4] = ["hyper", "disk", "pg-commit", "sqlite-commit"];
 
 /// What drove a cell and what it counted.
 struct Driven {
-    client: &'static str,
+    client: String,
     /// Clients that ran (workers, wrk connections, pgbench clients).
     clients: usize,
     ops: u64,
@@ -688,7 +693,7 @@ async fn builtin(
         bytes += b;
     }
     Driven {
-        client: "builtin",
+        client: "builtin".into(),
         clients: concurrency,
         ops: latencies.len() as u64,
         bytes,
@@ -779,7 +784,7 @@ async fn by_wrk(target: &Target, workload: Workload, concurrency: usize, seconds
     };
     let ms = |name: &str| number(name) as f64 / 1000.0;
     Driven {
-        client: "wrk",
+        client: "wrk".into(),
         clients: concurrency,
         ops,
         bytes,
@@ -839,12 +844,20 @@ fn prepare_pg_commit(users: usize) -> Target {
         psql(&database.url(), &["-1", "-f", &file.to_string_lossy()]);
     });
     psql(&database.url(), &["-c", &bench_users_sql(users)]);
-    Target::PgCommit { database }
+    Target::PgCommit {
+        database,
+        scratch: tempfile::tempdir().unwrap(),
+    }
 }
 
 /// A cell of `pg-commit`: `pgbench` with `benches/ceilings/put_1k.pgbench.sql`, `concurrency` clients
 /// (at most the connections the server has free).
-async fn by_pgbench(database: &TestDatabase, concurrency: usize, seconds: f64) -> Driven {
+async fn by_pgbench(
+    (database, scratch): (&TestDatabase, &Path),
+    concurrency: usize,
+    seconds: f64,
+    batch: usize,
+) -> Driven {
     let url = database.url();
     let free: usize = psql(
         &url,
@@ -858,13 +871,11 @@ async fn by_pgbench(database: &TestDatabase, concurrency: usize, seconds: f64) -
     .parse()
     .unwrap_or(1);
     let clients = concurrency.min(free.max(1));
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/benches/ceilings/put_1k.pgbench.sql"
-    );
+    let script = pgbench_script(scratch, batch);
     let pgbench = setting("PGBENCH", "/usr/lib/postgresql/15/bin/pgbench");
     let output = tokio::process::Command::new(&pgbench)
-        .args(["-n", "-M", "prepared", "-f", script])
+        .args(["-n", "-M", "prepared", "-f"])
+        .arg(&script)
         .arg(format!("--client={clients}"))
         .arg(format!("--jobs={}", clients.min(2)))
         .arg(format!("--time={}", seconds.ceil().max(1.0)))
@@ -893,14 +904,56 @@ async fn by_pgbench(database: &TestDatabase, concurrency: usize, seconds: f64) -
     // pgbench's rate is over its run without connecting, as wrk's is.
     let tps = field("tps = ").filter(|t| *t > 0.0);
     let failed = field("number of failed transactions: ").unwrap_or(0.0);
+    let writes = processed as u64 * batch as u64;
     Driven {
-        client: "pgbench",
+        client: batched("pgbench", batch),
         clients,
-        ops: processed as u64,
-        bytes: processed as u64 * KIB as u64,
+        ops: writes,
+        bytes: writes * KIB as u64,
         errors: failed as u64,
         latency_ms: None,
         seconds: tps.map(|tps| processed / tps),
+    }
+}
+
+/// The committed pgbench script; with `batch` over 1, a script made from it in `scratch` that runs
+/// `batch` writes in each transaction (the session reads first, then the lock once, then the locked read
+/// and the write for each), all of the client's own user.
+fn pgbench_script(scratch: &Path, batch: usize) -> PathBuf {
+    let committed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ceilings/put_1k.pgbench.sql");
+    if batch <= 1 {
+        return committed;
+    }
+    let text = std::fs::read_to_string(&committed).unwrap();
+    let statements: Vec<&str> = text.lines().filter(|l| !l.starts_with("--")).collect();
+    let find = |prefix: &str| {
+        *statements
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{}: no line starting {prefix}", committed.display()))
+    };
+    let (slot, session, lock) = (
+        find("\\set slot"),
+        find("SELECT s."),
+        find("SELECT pg_advisory"),
+    );
+    let (read, write) = (find("SELECT u.id"), find("WITH entry"));
+    let mut script = format!("{session}\n").repeat(batch);
+    script.push_str(&format!("BEGIN;\n{lock}\n"));
+    script.push_str(&format!("{slot}\n{read}\n{write}\n").repeat(batch));
+    script.push_str("END;\n");
+    let path = scratch.join(format!("put_1k-batch{batch}.pgbench.sql"));
+    std::fs::write(&path, script).unwrap();
+    path
+}
+
+/// A client's name with the writes per transaction, when more than one.
+fn batched(client: &str, batch: usize) -> String {
+    if batch > 1 {
+        format!("{client}, {batch} per tx")
+    } else {
+        client.to_string()
     }
 }
 
@@ -952,12 +1005,13 @@ fn prepare_sqlite_commit(users: usize) -> Target {
 
 /// One small PUT's statements in Homestead's SQLite engine (backends/src/metadata: the session read on
 /// a read connection, then on the single writer connection `BEGIN`, READ_FOR_PUT, the entry upsert,
-/// SET_USED_BYTES, INSERT_EVENT, `COMMIT`), one transaction per write.
+/// SET_USED_BYTES, INSERT_EVENT, `COMMIT`), one transaction for the writes of `slots` (one per
+/// `LOAD_COMMIT_BATCH`).
 fn sqlite_put(
     reader: &std::sync::Mutex<rusqlite::Connection>,
     writer: &std::sync::Mutex<rusqlite::Connection>,
     user: i64,
-    slot: u64,
+    slots: &[u64],
 ) -> rusqlite::Result<()> {
     const SESSION: &str = "SELECT s.capabilities, s.created_at, u.public_key, u.disabled, u.used_bytes, \
          u.quota_bytes, u.created_at, u.limits FROM sessions s JOIN users u ON u.id = s.user_id \
@@ -974,41 +1028,45 @@ fn sqlite_put(
     const EVENT: &str = "INSERT INTO events (op, user_id, path, content_hash, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id";
     let key = format!("bench{user}");
-    let path = format!("/pub/load/{slot}");
-    reader
-        .lock()
-        .unwrap()
-        .prepare_cached(SESSION)?
-        .query_row([user.to_be_bytes().to_vec()], |_| Ok(()))?;
-    let hash = blake3::hash(&slot.to_be_bytes());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64;
+    for _ in slots {
+        reader
+            .lock()
+            .unwrap()
+            .prepare_cached(SESSION)?
+            .query_row([user.to_be_bytes().to_vec()], |_| Ok(()))?;
+    }
     let mut writer = writer.lock().unwrap();
     let tx = writer.transaction()?;
-    let (id, used, old): (i64, i64, Option<i64>) = tx
-        .prepare_cached(READ_FOR_PUT)?
-        .query_row(rusqlite::params![key, path], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(3)?))
-        })?;
-    let used = used + 1024 + 256 - old.map_or(0, |l| l + 256);
-    let blob_key = format!("{key}/{:032x}", rand_u128());
-    tx.prepare_cached(UPSERT)?.execute(rusqlite::params![
-        id,
-        path,
-        hash.as_bytes().to_vec(),
-        1024,
-        "application/octet-stream",
-        blob_key,
-        now
-    ])?;
-    tx.prepare_cached(SET_USED)?
-        .execute(rusqlite::params![used, id])?;
-    tx.prepare_cached(EVENT)?.query_row(
-        rusqlite::params!["PUT", id, path, hash.as_bytes().to_vec(), now],
-        |row| row.get::<_, i64>(0),
-    )?;
+    for slot in slots {
+        let path = format!("/pub/load/{slot}");
+        let hash = blake3::hash(&slot.to_be_bytes());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        let (id, used, old): (i64, i64, Option<i64>) = tx
+            .prepare_cached(READ_FOR_PUT)?
+            .query_row(rusqlite::params![key, path], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(3)?))
+            })?;
+        let used = used + 1024 + 256 - old.map_or(0, |l| l + 256);
+        let blob_key = format!("{key}/{:032x}", rand_u128());
+        tx.prepare_cached(UPSERT)?.execute(rusqlite::params![
+            id,
+            path,
+            hash.as_bytes().to_vec(),
+            1024,
+            "application/octet-stream",
+            blob_key,
+            now
+        ])?;
+        tx.prepare_cached(SET_USED)?
+            .execute(rusqlite::params![used, id])?;
+        tx.prepare_cached(EVENT)?.query_row(
+            rusqlite::params!["PUT", id, path, hash.as_bytes().to_vec(), now],
+            |row| row.get::<_, i64>(0),
+        )?;
+    }
     tx.commit()
 }
 
@@ -1018,7 +1076,7 @@ const SQLITE_READERS: usize = 8;
 /// A cell of `sqlite-commit`: `concurrency` threads, each its own user, every write one transaction on
 /// the one writer connection (as Homestead's writes queue for its one writer), session reads on up to
 /// eight read connections.
-async fn sqlite_commits(dir: &Path, concurrency: usize, seconds: f64) -> Driven {
+async fn sqlite_commits(dir: &Path, concurrency: usize, seconds: f64, batch: usize) -> Driven {
     let file = dir.join("homestead.db");
     tokio::task::spawn_blocking(move || {
         let writer = std::sync::Mutex::new(open_sqlite(&file, false));
@@ -1039,15 +1097,18 @@ async fn sqlite_commits(dir: &Path, concurrency: usize, seconds: f64) -> Driven 
                         while Instant::now() < deadline {
                             let at = Instant::now();
                             let reader = &readers[worker % readers.len()];
-                            match sqlite_put(reader, writer, worker as i64, round % WRITTEN) {
-                                Ok(()) => latencies.push(at.elapsed()),
+                            let slots: Vec<u64> =
+                                (0..batch as u64).map(|k| (round + k) % WRITTEN).collect();
+                            match sqlite_put(reader, writer, worker as i64, &slots) {
+                                // Every write of the transaction waited for its commit.
+                                Ok(()) => latencies.extend([at.elapsed()].repeat(batch)),
                                 Err(err) => {
                                     if errors.fetch_add(1, Ordering::Relaxed) == 0 {
                                         eprintln!("  first error: {err}");
                                     }
                                 }
                             }
-                            round += 1;
+                            round += batch as u64;
                         }
                         latencies
                     })
@@ -1058,7 +1119,7 @@ async fn sqlite_commits(dir: &Path, concurrency: usize, seconds: f64) -> Driven 
             }
         });
         Driven {
-            client: "rusqlite",
+            client: batched("rusqlite", batch),
             clients: concurrency,
             ops: latencies.len() as u64,
             bytes: latencies.len() as u64 * KIB as u64,
@@ -1077,7 +1138,7 @@ async fn run_cell(
     workload: Workload,
     concurrency: usize,
     seconds: f64,
-    wrk: bool,
+    (wrk, batch): (bool, usize),
 ) -> Cell {
     let stop = Arc::new(AtomicBool::new(false));
     let pid = target.pid();
@@ -1100,8 +1161,12 @@ async fn run_cell(
     let machine_cpu = machine::machine_busy_seconds();
     let started = Instant::now();
     let driven = match target.as_ref() {
-        Target::PgCommit { database } => by_pgbench(database, concurrency, seconds).await,
-        Target::SqliteCommit { dir } => sqlite_commits(dir.path(), concurrency, seconds).await,
+        Target::PgCommit { database, scratch } => {
+            by_pgbench((database, scratch.path()), concurrency, seconds, batch).await
+        }
+        Target::SqliteCommit { dir } => {
+            sqlite_commits(dir.path(), concurrency, seconds, batch).await
+        }
         Target::Server(_) | Target::Hyper { .. } if wrk && workload.by_wrk() => {
             by_wrk(&target, workload, concurrency, seconds).await
         }
@@ -1170,6 +1235,9 @@ async fn main() {
         "builtin" => false,
         other => panic!("LOAD_CLIENT: builtin or wrk, not {other}"),
     };
+    let batch: usize = setting("LOAD_COMMIT_BATCH", "1")
+        .parse()
+        .expect("LOAD_COMMIT_BATCH: a number");
     let users = levels.iter().copied().max().unwrap_or(1);
 
     let net = TestNet::new();
@@ -1226,7 +1294,8 @@ async fn main() {
                 continue;
             }
             for target in targets.iter().filter(|t| t.serves(workload)) {
-                let cell = run_cell(target.clone(), workload, concurrency, seconds, wrk).await;
+                let cell =
+                    run_cell(target.clone(), workload, concurrency, seconds, (wrk, batch)).await;
                 eprintln!("{}", cell.json());
                 writeln!(table, "{}", cell.row()).unwrap();
                 cells.push(cell);
