@@ -36,7 +36,8 @@
 //! with `wrk` (`WRK`, default `wrk` on the PATH: 2 threads, `-c` the concurrency, keep-alive, the script
 //! `benches/wrk.lua`) instead of the built-in client, which is slower than a bare hyper server. PUTs
 //! overwrite `/pub/load/<n mod 1000>` like the built-in client; each wrk thread takes the run's users in
-//! turn, one per request. Every response outside 2xx counts as an error.
+//! turn, one per request. Every response outside 2xx counts as an error. wrk drops the requests in flight
+//! when its time is up, so its 1 MiB cells at 256 connections need `LOAD_SECONDS` of 10 or more.
 //!
 //! Users sign up with an AuthToken signed by the SDK (`POST /signup`), then each worker drives raw HTTP
 //! with its session cookie. Reported per cell: ops/s, MB/s, p50/p99/max latency, errors, the server's RSS
@@ -173,6 +174,8 @@ enum Target {
         url: String,
         pid: u32,
         _child: tokio::process::Child,
+        /// The users file of its wrk cells (one line; hyper reads no header).
+        users: tempfile::NamedTempFile,
     },
     Disk {
         dir: tempfile::TempDir,
@@ -388,10 +391,13 @@ async fn start_hyper() -> Target {
     let stdout = child.stdout.take().unwrap();
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
     let addr = lines.next_line().await.unwrap().expect("address line");
+    let mut users = tempfile::NamedTempFile::new().unwrap();
+    users.write_all(b"hyper\n").unwrap();
     Target::Hyper {
         url: format!("http://{addr}"),
         pid: child.id().unwrap(),
         _child: child,
+        users,
     }
 }
 
@@ -715,11 +721,14 @@ fn parse_wrk(stdout: &str) -> Option<serde_json::Value> {
 async fn by_wrk(target: &Target, workload: Workload, concurrency: usize, seconds: f64) -> Driven {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/wrk.lua");
     let (url, users_file, method, prefix, paths, size) = match target {
-        Target::Hyper { url, .. } => {
-            let file = std::env::temp_dir().join(format!("load-wrk-{}", std::process::id()));
-            std::fs::write(&file, "hyper\n").unwrap();
-            (url.clone(), file, "GET", "/".to_string(), 1, 0)
-        }
+        Target::Hyper { url, users, .. } => (
+            url.clone(),
+            users.path().to_path_buf(),
+            "GET",
+            "/".to_string(),
+            1,
+            0,
+        ),
         Target::Server(server) => {
             let file = server
                 .scratch
@@ -778,10 +787,14 @@ async fn by_wrk(target: &Target, workload: Workload, concurrency: usize, seconds
         eprintln!("  first error: status {}", number("first_non_2xx"));
     }
     let ops = number("requests").saturating_sub(non_2xx);
-    let bytes = match method {
-        "PUT" => ops * size as u64,
-        _ => number("bytes"),
-    };
+    if number("requests") == 0 {
+        eprintln!(
+            "  no request completed within {seconds} s (wrk drops the ones in flight at the end): \
+             raise LOAD_SECONDS"
+        );
+    }
+    // Bodies only, as the built-in client counts (wrk's own byte count holds the response heads).
+    let bytes = ops * workload.size() as u64;
     let ms = |name: &str| number(name) as f64 / 1000.0;
     Driven {
         client: "wrk".into(),
