@@ -19,8 +19,10 @@
 mod accounts;
 mod bodies;
 mod browser;
+pub mod machine;
 mod nginx;
 mod outages;
+mod reference;
 mod relays;
 mod resources;
 mod server;
@@ -32,6 +34,7 @@ pub use bodies::pseudo_random_bytes;
 pub use browser::Browser;
 pub use nginx::{deploy_balancer, free_port, nginx_user_line, start_nginx};
 pub use outages::{CuttableProxy, PrivatePostgres, socket_of};
+pub use reference::Reference;
 pub use relays::Relays;
 pub use resources::{TestBucket, TestDatabase};
 pub use server::{
