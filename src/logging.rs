@@ -54,6 +54,7 @@ pub fn init(logging: &Logging, tracer: Option<SdkTracer>) {
         }
         panic_message(info);
     }));
+    crate::request_span::set_exported(tracer.is_some());
     let spans = tracer.map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer));
     tracing_subscriber::registry()
         .with(filter)

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use opentelemetry::KeyValue;
@@ -18,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use homestead_backends::Store;
+use homestead_middleware::Hook;
 
 /// The reference's meter name, so that dashboards built for it keep working.
 const METER: &str = "pubky_homeserver";
@@ -327,29 +327,36 @@ pub fn method_label(method: &http::Method) -> &'static str {
 }
 
 /// Records each request's duration with its route template (`website` for a website page), method and
-/// status.
-pub async fn record_request(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = match request.extensions().get::<crate::routes::website::Site>() {
-        Some(_) => "website",
-        None => route_of(request.uri().path()),
-    };
-    let method = method_label(request.method());
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    metrics.request_rate.record();
-    metrics.http_requests.record(
-        started.elapsed().as_secs_f64(),
-        &[
-            KeyValue::new("route", route),
-            KeyValue::new("method", method),
-            KeyValue::new("status", i64::from(response.status().as_u16())),
-        ],
-    );
-    response
+/// status: the request-metrics [`Hook`].
+#[derive(Debug, Clone)]
+pub struct RecordRequests(pub Arc<Metrics>);
+
+impl Hook for RecordRequests {
+    type Seen = (&'static str, &'static str, std::time::Instant);
+
+    fn request<B>(&self, request: &http::Request<B>) -> Self::Seen {
+        let route = match request.extensions().get::<crate::routes::website::Site>() {
+            Some(_) => "website",
+            None => route_of(request.uri().path()),
+        };
+        (
+            route,
+            method_label(request.method()),
+            std::time::Instant::now(),
+        )
+    }
+
+    fn response<B>(&self, (route, method, started): Self::Seen, response: &mut http::Response<B>) {
+        self.0.request_rate.record();
+        self.0.http_requests.record(
+            started.elapsed().as_secs_f64(),
+            &[
+                KeyValue::new("route", route),
+                KeyValue::new("method", method),
+                KeyValue::new("status", i64::from(response.status().as_u16())),
+            ],
+        );
+    }
 }
 
 /// Milliseconds of a duration, for the millisecond histograms.

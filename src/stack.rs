@@ -11,13 +11,16 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Bytes, HttpBody};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::future::RouteFuture;
 use homestead_backends::Store;
-use homestead_middleware::{AuthLayer, BandwidthLayer, BodySizeLayer, DrainLayer, TenantLayer};
+use homestead_middleware::{
+    AuthLayer, BandwidthLayer, BodySizeLayer, DrainLayer, Gate, GateService, HookLayer,
+    TenantLayer, plain_text,
+};
 use http::Request;
 use http::header;
-use tower::Service;
+use tower::{Layer, Service};
 use tower_http::cors::CorsLayer;
 
 use crate::lookups::StoreCredentials;
@@ -39,40 +42,55 @@ pub fn client_service(app: &AppState) -> HostDispatch {
     HostDispatch::new(client_router(app), websites)
 }
 
+/// What every client request passes first, outermost first: the trace span, the request metrics, the
+/// drain of unread uploads and CORS; the start of both routers' composite layer. (A macro: the
+/// composite's type names closures.)
+macro_rules! outer_layers {
+    ($app:expr) => {
+        tower::ServiceBuilder::new()
+            .layer(crate::request_span::layer())
+            .layer(HookLayer::new(crate::metrics::RecordRequests(
+                $app.metrics.clone(),
+            )))
+            .layer(DrainLayer::new(
+                DRAIN_MAX_BYTES,
+                DRAIN_MAX_WAIT,
+                axum::body::Body::new,
+            ))
+            .layer(cors())
+    };
+}
+
 /// The client API, served identically on the ICANN and PubkyTLS listeners: the routes behind their layers.
 pub fn client_router(app: &AppState) -> Router {
     let credentials = StoreCredentials {
         store: app.store.clone(),
         defaults: app.default_quotas.clone(),
     };
-    let routes = routes::client_routes(app.clone())
-        .layer(BodySizeLayer::new(app.max_body_bytes))
-        .layer(bandwidth(app))
-        .layer(app.rate_limits.users())
-        .layer(AuthLayer::new(credentials))
-        .layer(axum::middleware::from_fn_with_state(
-            app.store.clone(),
-            refuse_while_database_down,
-        ))
-        .layer(app.rate_limits.clone())
+    // One composite layer, outermost first: each `Router::layer` call would add a boxed service that
+    // is cloned, and a future that is boxed, on every request.
+    let layers = outer_layers!(app)
+        .layer(HookLayer::new(routes::cache_policy::CachePolicy))
         .layer(TenantLayer)
-        .layer(axum::middleware::from_fn(routes::cache_policy::layer));
-    outer_layers(routes, app)
+        .layer(app.rate_limits.clone())
+        .layer(DatabaseGuard(app.store.clone()))
+        .layer(AuthLayer::new(credentials))
+        .layer(app.rate_limits.users())
+        .layer(bandwidth(app))
+        .layer(BodySizeLayer::new(app.max_body_bytes));
+    routes::client_routes(app.clone()).layer(layers)
 }
 
 /// The websites (PROTOCOL-0.17.md §18), behind the client API's layers but for authentication: a site is
 /// read anonymously, and its path is mapped onto the owner's files before the rate limits match it.
 fn website_router(app: &AppState) -> Router {
-    let routes = routes::website::router(app.clone())
-        .layer(bandwidth(app))
-        .layer(app.rate_limits.users())
-        .layer(axum::middleware::from_fn_with_state(
-            app.store.clone(),
-            refuse_while_database_down,
-        ))
+    let layers = outer_layers!(app)
+        .layer(axum::middleware::from_fn(routes::website::resolve))
         .layer(app.rate_limits.clone())
-        .layer(axum::middleware::from_fn(routes::website::resolve));
-    outer_layers(routes, app)
+        .layer(DatabaseGuard(app.store.clone()))
+        .layer(app.rate_limits.users())
+        .layer(bandwidth(app));
+    routes::website::router(app.clone()).layer(layers)
 }
 
 /// The bandwidth limits: users' own rates, the anonymous read rate per client address.
@@ -88,23 +106,6 @@ fn bandwidth(app: &AppState) -> BandwidthLayer<StoreCredentials, axum::body::Bod
             .map(|b| crate::lookups::rate(b, None)),
         axum::body::Body::new,
     )
-}
-
-/// What every client request passes first, outermost last: CORS, the drain of unread uploads, the
-/// request metrics and the trace span.
-fn outer_layers(router: Router, app: &AppState) -> Router {
-    router
-        .layer(cors())
-        .layer(DrainLayer::new(
-            DRAIN_MAX_BYTES,
-            DRAIN_MAX_WAIT,
-            axum::body::Body::new,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            app.metrics.clone(),
-            crate::metrics::record_request,
-        ))
-        .layer(crate::request_span::layer())
 }
 
 /// The response headers that browser scripts may read (`Access-Control-Expose-Headers`), on every
@@ -134,19 +135,26 @@ fn cors() -> CorsLayer {
 
 /// While the database does not answer, every request that needs it gets a 503 at once rather than
 /// waiting out connection timeouts; the health watcher lifts this as soon as the database is back.
-pub(crate) async fn refuse_while_database_down(
-    axum::extract::State(store): axum::extract::State<Store>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if store.health().database_up() {
-        next.run(request).await
-    } else {
-        crate::http_error::HttpError::new(
+#[derive(Debug, Clone)]
+pub(crate) struct DatabaseGuard(pub(crate) Store);
+
+impl Gate for DatabaseGuard {
+    fn refuse<B>(&self, _: &Request<B>) -> Option<http::Response<String>> {
+        if self.0.health().database_up() {
+            return None;
+        }
+        Some(plain_text(
             http::StatusCode::SERVICE_UNAVAILABLE,
-            "Storage unavailable: the database does not answer",
-        )
-        .into_response()
+            "Storage unavailable: the database does not answer".to_string(),
+        ))
+    }
+}
+
+impl<S> Layer<S> for DatabaseGuard {
+    type Service = GateService<S, Self>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GateService::new(inner, self.clone())
     }
 }
 

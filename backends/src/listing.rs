@@ -55,21 +55,12 @@ pub(crate) async fn list(
 ) -> Result<Option<Vec<String>>> {
     let dir = request.dir.as_str();
     let end = dir_end(dir);
-    let probe = PathScan {
-        from: dir.to_string(),
-        until: end.clone(),
-        reverse: false,
-        limit: 1,
-    };
-    if paths.scan(owner, &probe).await?.is_empty() {
-        return Ok(None);
-    }
     let cursor = request.cursor.as_ref().map(|c| c.as_str());
     let limit = request.limit as usize;
-    let paths = match (request.shallow, request.reverse) {
+    let page = match (request.shallow, request.reverse) {
         (false, false) => {
             let from = cursor.map_or(dir.to_string(), |c| after(c).max(dir.to_string()));
-            scan(paths, owner, from, end, false, limit).await?
+            scan(paths, owner, from, end.clone(), false, limit).await?
         }
         (false, true) => {
             let until = cursor.map_or(end.clone(), |c| c.to_string().min(end.clone()));
@@ -78,7 +69,16 @@ pub(crate) async fn list(
         (true, false) => shallow_forward(paths, owner, dir, cursor, limit).await?,
         (true, true) => shallow_reverse(paths, owner, dir, cursor, limit).await?,
     };
-    Ok(Some(paths))
+    // Every scan stays within the directory, so a page with a line proves it exists; only an empty
+    // page needs the probe that tells an empty page (past the cursor) from a missing directory.
+    if page.is_empty()
+        && scan(paths, owner, dir.to_string(), end, false, 1)
+            .await?
+            .is_empty()
+    {
+        return Ok(None);
+    }
+    Ok(Some(page))
 }
 
 async fn scan(
@@ -280,7 +280,7 @@ mod tests {
             assert_eq!(names.len(), 1000);
             let first = if reverse { "/pub/0999/" } else { "/pub/0000/" };
             assert_eq!(names[0], first);
-            // 3,000 rows in batches of 64 doubling to 1,024, plus the existence probe; one scan per
+            // 3,000 rows in batches of 64 doubling to 1,024, no existence probe (the page has lines); one scan per
             // sub-directory (1,001) before.
             let scans = source.scans.load(Ordering::Relaxed);
             assert!(scans <= 8, "{scans} scans (reverse: {reverse})");
@@ -298,6 +298,28 @@ mod tests {
         assert_eq!(names, ["/pub/big/", "/pub/z"]);
         let scans = source.scans.load(Ordering::Relaxed);
         assert!(scans <= 3, "{scans} scans");
+    }
+
+    #[tokio::test]
+    async fn a_page_with_lines_needs_no_existence_probe() {
+        let mut source = Counted::default();
+        for i in 0..10 {
+            source.paths.insert(format!("/pub/d/{i}"));
+        }
+        let mut deep = request(false);
+        deep.shallow = false;
+        deep.dir = DirPath::try_from(NormalizedPath::parse("/pub/d/").unwrap()).unwrap();
+        assert_eq!(list(&source, "u", &deep).await.unwrap().unwrap().len(), 10);
+        assert_eq!(source.scans.swap(0, Ordering::Relaxed), 1);
+
+        // Past the last line: an empty page of an existing directory, told apart by the probe.
+        deep.cursor = Some(NormalizedPath::parse("/pub/d/9").unwrap());
+        assert_eq!(list(&source, "u", &deep).await.unwrap(), Some(Vec::new()));
+        assert_eq!(source.scans.swap(0, Ordering::Relaxed), 2);
+
+        deep.dir = DirPath::try_from(NormalizedPath::parse("/pub/none/").unwrap()).unwrap();
+        deep.cursor = None;
+        assert_eq!(list(&source, "u", &deep).await.unwrap(), None);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct GateService<S, G> {
 
 impl<S, G> GateService<S, G> {
     /// `inner` behind `gate`.
-    pub(crate) fn new(inner: S, gate: G) -> Self {
+    pub fn new(inner: S, gate: G) -> Self {
         Self { inner, gate }
     }
 }

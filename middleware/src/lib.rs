@@ -6,6 +6,7 @@ pub mod bandwidth;
 pub mod body_size;
 pub mod drain;
 pub mod gate;
+pub mod hook;
 pub mod peer;
 mod plain_text;
 pub mod query;
@@ -21,6 +22,9 @@ pub use bandwidth::{
 };
 pub use body_size::{BodySizeLayer, BodySizeService};
 pub use drain::{DrainLayer, DrainService};
+pub use gate::{Gate, GateService};
+pub use hook::{Hook, HookFuture, HookLayer, HookService};
 pub use peer::{Peer, PeerLayer, PeerService, Transport, TrustedProxies};
+pub use plain_text::plain_text;
 pub use rate_limit::{RateLimitLayer, RateLimitService, SharedBuckets, SpendFuture};
 pub use tenant::{Tenant, TenantLayer, TenantService};

@@ -3,7 +3,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 
 /// A response with `status` and `message` as `text/plain; charset=utf-8`.
-pub(crate) fn plain_text<B: From<String>>(status: StatusCode, message: String) -> Response<B> {
+pub fn plain_text<B: From<String>>(status: StatusCode, message: String) -> Response<B> {
     let mut response = Response::new(B::from(message));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -4,17 +4,15 @@
 //! owner-relative form, by `pubky-host`) and loses its validators on an error; every answer of
 //! `/events-stream` is `no-store` and varies by what chooses its identity.
 
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
 use homestead_backends::Scope;
-use http::{HeaderValue, header};
+use homestead_middleware::Hook;
+use http::{HeaderValue, Request, Response, header};
 
 use crate::routes::storage::{addressed_path, decode_path};
 
 /// What a request path says about caching its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Policy {
+pub enum Policy {
     /// A private storage path, owner-relative (`legacy`) or path-addressed.
     Private { legacy: bool },
     /// `/events-stream`.
@@ -44,26 +42,34 @@ impl Policy {
     }
 }
 
-/// The middleware: applies the [`Policy`] of the request path to whatever answer comes back.
-pub async fn layer(request: Request, next: Next) -> Response {
-    let policy = Policy::of(request.uri().path());
-    let mut response = next.run(request).await;
-    let error = response.status().as_u16() >= 400;
-    let headers = response.headers_mut();
-    let vary = match policy {
-        Policy::Handler => return response,
-        Policy::Private { legacy: false } => "Authorization, Cookie",
-        Policy::Private { legacy: true } | Policy::EventStream => {
-            "pubky-host, Authorization, Cookie"
-        }
-    };
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::VARY, HeaderValue::from_static(vary));
-    if error && policy != Policy::EventStream {
-        headers.remove(header::ETAG);
-        headers.remove(header::LAST_MODIFIED);
+/// The layer's [`Hook`]: applies the [`Policy`] of the request path to whatever answer comes back.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy;
+
+impl Hook for CachePolicy {
+    type Seen = Policy;
+
+    fn request<B>(&self, request: &Request<B>) -> Policy {
+        Policy::of(request.uri().path())
     }
-    response
+
+    fn response<B>(&self, policy: Policy, response: &mut Response<B>) {
+        let error = response.status().as_u16() >= 400;
+        let headers = response.headers_mut();
+        let vary = match policy {
+            Policy::Handler => return,
+            Policy::Private { legacy: false } => "Authorization, Cookie",
+            Policy::Private { legacy: true } | Policy::EventStream => {
+                "pubky-host, Authorization, Cookie"
+            }
+        };
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::VARY, HeaderValue::from_static(vary));
+        if error && policy != Policy::EventStream {
+            headers.remove(header::ETAG);
+            headers.remove(header::LAST_MODIFIED);
+        }
+    }
 }
 
 #[cfg(test)]

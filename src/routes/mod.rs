@@ -128,10 +128,7 @@ pub(crate) fn operator_routes(app: &AppState) -> Router<AppState> {
         )
         .route("/users/{user}/disable", post(admin::disable_user))
         .route("/users/{user}/enable", post(admin::enable_user))
-        .route_layer(axum::middleware::from_fn_with_state(
-            app.store.clone(),
-            crate::stack::refuse_while_database_down,
-        ))
+        .route_layer(crate::stack::DatabaseGuard(app.store.clone()))
 }
 
 /// The operator's API on the admin listener, and its console under `/console/`.

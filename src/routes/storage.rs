@@ -207,16 +207,16 @@ fn file_headers(headers: &mut HeaderMap, entry: &Entry) {
     let pairs = [
         (header::ETAG, entry.etag()),
         (header::LAST_MODIFIED, httpdate::fmt_http_date(modified)),
-        (
-            header::CACHE_CONTROL,
-            "private, must-revalidate".to_string(),
-        ),
     ];
     for (name, value) in pairs {
         if let Ok(value) = HeaderValue::try_from(value) {
             headers.insert(name, value);
         }
     }
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, must-revalidate"),
+    );
 }
 
 /// Headers of a 200 or 206: the file headers plus type, length and range support.
