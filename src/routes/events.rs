@@ -88,14 +88,19 @@ pub async fn feed(
             .record(millis(started.elapsed()), &[]);
         events
     };
-    let mut lines: Vec<String> = events
-        .iter()
-        .map(|e| format!("{} pubky://{}{}", e.op.as_str(), e.user, e.path))
-        .collect();
-    if let Some(newest) = events.last() {
-        lines.push(format!("cursor: {}", newest.id));
+    let mut body = String::with_capacity(events.len() * 128);
+    for event in &events {
+        body.push_str(event.op.as_str());
+        body.push_str(" pubky://");
+        body.push_str(&event.user);
+        body.push_str(&event.path);
+        body.push('\n');
     }
-    let mut response = lines.join("\n").into_response();
+    if let Some(newest) = events.last() {
+        body.push_str("cursor: ");
+        body.push_str(&newest.id.to_string());
+    }
+    let mut response = body.into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));

@@ -99,11 +99,16 @@ pub async fn list(
         });
     }
     let paths = store.list(owner, &request).await?.ok_or_else(not_found)?;
-    let body = paths
-        .iter()
-        .map(|path| format!("pubky://{owner}{path}"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let line = "pubky://".len() + owner.len() + 1;
+    let mut body = String::with_capacity(paths.iter().map(|p| line + p.len()).sum());
+    for (i, path) in paths.iter().enumerate() {
+        if i > 0 {
+            body.push('\n');
+        }
+        body.push_str("pubky://");
+        body.push_str(owner);
+        body.push_str(path);
+    }
     let mut response = body.into_response();
     response
         .headers_mut()
