@@ -45,6 +45,9 @@
 //! on SQLite a lock in memory). For the ratio within one run:
 //! `LOAD_TARGETS=postgres-fs,postgres-fs+limit LOAD_WORKLOADS=get_1k`.
 //!
+//! A Homestead target named with the prefix `before:` (e.g. `before:sqlite-fs`) runs the binary at
+//! `LOAD_BEFORE_BIN` instead: an earlier build, so that before and after are compared within one run.
+//!
 //! Users sign up with an AuthToken signed by the SDK (`POST /signup`), then each worker drives raw HTTP
 //! with its session cookie. Reported per cell: ops/s, MB/s, p50/p99/max latency, errors, the server's RSS
 //! as the cell began, at its peak and as it ended, the CPU the server used (cores, from
@@ -383,11 +386,19 @@ async fn prepare(name: &str, process: Process, users: usize) -> Server {
 const GET_1K_LIMIT: &str = "[[drive.rate_limits]]\npath = \"/pub/read/1k/*\"\nmethod = \"GET\"\n\
                             quota = \"1000000r/s\"\nkey = \"ip\"";
 
-async fn homestead(net: &TestNet, metadata: Metadata, blobs: Blobs, limited: bool) -> Process {
+async fn homestead(
+    net: &TestNet,
+    (metadata, blobs): (Metadata, Blobs),
+    limited: bool,
+    binary: Option<std::path::PathBuf>,
+) -> Process {
     // No upload size limit, like the reference, for the 1 GiB uploads.
     let mut builder = net.server().metadata(metadata).blobs(blobs);
     if limited {
         builder = builder.config(GET_1K_LIMIT);
+    }
+    if let Some(binary) = binary {
+        builder = builder.binary(binary);
     }
     Process::Homestead(builder.drive_config("max_body_bytes = 0").start().await)
 }
@@ -1269,19 +1280,30 @@ async fn main() {
     let net = TestNet::new();
     let mut targets = Vec::new();
     for name in names.split(',').map(str::trim) {
-        let target = match name {
+        // `before:<target>`: the same target on the build at `LOAD_BEFORE_BIN`.
+        let (before, plain) = match name.strip_prefix("before:") {
+            Some(plain) => (
+                Some(std::path::PathBuf::from(
+                    std::env::var("LOAD_BEFORE_BIN")
+                        .expect("LOAD_BEFORE_BIN: the earlier homestead binary of before: targets"),
+                )),
+                plain,
+            ),
+            None => (None, name),
+        };
+        let target = match plain {
             "sqlite-fs" | "postgres-fs" | "postgres-s3" | "sqlite-fs+limit"
             | "postgres-fs+limit" | "postgres-s3+limit" => {
-                let (pair, limited) = match name.strip_suffix("+limit") {
+                let (pair, limited) = match plain.strip_suffix("+limit") {
                     Some(pair) => (pair, true),
-                    None => (name, false),
+                    None => (plain, false),
                 };
                 let (metadata, blobs) = match pair {
                     "sqlite-fs" => (Metadata::Sqlite, Blobs::Fs),
                     "postgres-fs" => (Metadata::Postgres, Blobs::Fs),
                     _ => (Metadata::Postgres, Blobs::S3),
                 };
-                let process = homestead(&net, metadata, blobs, limited).await;
+                let process = homestead(&net, (metadata, blobs), limited, before).await;
                 Target::Server(Box::new(prepare(name, process, users).await))
             }
             "reference" => {
@@ -1371,11 +1393,11 @@ async fn main() {
     println!("results appended to {json_path}");
 }
 
-/// Homestead's throughput over the reference's and over the machine's ceiling, per cell where the other
-/// side ran (ops/s; MB/s against the disk).
+/// Homestead's throughput over the reference's, over the same target on the earlier build (`before:`)
+/// and over the machine's ceiling, per cell where the other side ran (ops/s; MB/s against the disk).
 fn ratios(cells: &[Cell]) -> String {
     let mut out = String::from(
-        "| workload | conc. | target | / reference | / ceiling | ceiling |\n|---|---:|---|---:|---:|---|\n",
+        "| workload | conc. | target | / reference | / before | / ceiling | ceiling |\n|---|---:|---|---:|---:|---:|---|\n",
     );
     let find = |cell: &Cell, target: &str| {
         cells.iter().find(|c| {
@@ -1383,11 +1405,14 @@ fn ratios(cells: &[Cell]) -> String {
         })
     };
     let workload = |name: &str| Workload::ALL.into_iter().find(|w| w.name() == name);
-    for cell in cells
-        .iter()
-        .filter(|c| c.target != "reference" && !CEILINGS.contains(&c.target.as_str()))
-    {
+    for cell in cells.iter().filter(|c| {
+        c.target != "reference"
+            && !c.target.starts_with("before:")
+            && !CEILINGS.contains(&c.target.as_str())
+    }) {
         let reference = find(cell, "reference").map(|r| cell.ops_per_sec() / r.ops_per_sec());
+        let before = find(cell, &format!("before:{}", cell.target))
+            .map(|b| cell.ops_per_sec() / b.ops_per_sec());
         let ceiling = workload(cell.workload)
             .and_then(|w| ceiling_of(w, &cell.target))
             .and_then(|name| find(cell, name).map(|c| (name, c)));
@@ -1395,11 +1420,12 @@ fn ratios(cells: &[Cell]) -> String {
         let show = |r: Option<f64>| r.map_or("–".to_string(), |r| format!("{r:.2}"));
         writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             cell.workload,
             cell.concurrency,
             cell.target,
             show(reference),
+            show(before),
             show(ratio),
             ceiling.map_or("–", |(name, _)| name)
         )

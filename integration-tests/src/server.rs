@@ -72,7 +72,7 @@ pub struct TestServerBuilder {
     extra_config: String,
     database_url: Option<String>,
     s3_endpoint: Option<String>,
-    open_files: Option<u64>,
+    launch: Launch,
     icann_port: u16,
 }
 
@@ -91,7 +91,7 @@ impl TestServerBuilder {
             extra_config: String::new(),
             database_url: None,
             s3_endpoint: None,
-            open_files: None,
+            launch: Launch::default(),
             icann_port: 0,
         }
     }
@@ -110,7 +110,13 @@ impl TestServerBuilder {
 
     /// Runs the server with this open-file limit, soft and hard (through `prlimit`).
     pub fn open_files(mut self, limit: u64) -> Self {
-        self.open_files = Some(limit);
+        self.launch.open_files = Some(limit);
+        self
+    }
+
+    /// Runs this `homestead` binary instead of [`binary`] (say, an earlier build to compare with).
+    pub fn binary(mut self, path: PathBuf) -> Self {
+        self.launch.binary = Some(path);
         self
     }
 
@@ -225,7 +231,7 @@ impl TestServerBuilder {
             backends: (self.metadata, self.blobs),
             database,
             bucket,
-            open_files: self.open_files,
+            launch: self.launch.clone(),
         }
     }
 
@@ -271,7 +277,7 @@ pub struct PreparedServer {
     backends: (Metadata, Blobs),
     database: Option<Arc<TestDatabase>>,
     bucket: Option<Arc<TestBucket>>,
-    open_files: Option<u64>,
+    launch: Launch,
 }
 
 impl PreparedServer {
@@ -287,10 +293,17 @@ impl PreparedServer {
             self.backends,
             self.database,
             self.bucket,
-            self.open_files,
+            self.launch,
         )
         .await
     }
+}
+
+/// How a server's process is started: the binary and its open-file limit.
+#[derive(Debug, Clone, Default)]
+struct Launch {
+    open_files: Option<u64>,
+    binary: Option<PathBuf>,
 }
 
 /// The admin password of test servers.
@@ -310,7 +323,7 @@ pub struct TestServer {
     database: Option<Arc<TestDatabase>>,
     bucket: Option<Arc<TestBucket>>,
     data_dir: TempDir,
-    open_files: Option<u64>,
+    launch: Launch,
 }
 
 /// The binary under test: `TEST_HOMESTEAD_BIN`, else the root workspace's debug build.
@@ -333,19 +346,20 @@ impl TestServer {
         (metadata, blobs): (Metadata, Blobs),
         database: Option<Arc<TestDatabase>>,
         bucket: Option<Arc<TestBucket>>,
-        open_files: Option<u64>,
+        launch: Launch,
     ) -> Self {
         let log =
             std::fs::File::create(data_dir.path().join("server.log")).expect("create the log");
-        let mut command = match open_files {
+        let program = launch.binary.clone().unwrap_or_else(binary);
+        let mut command = match launch.open_files {
             Some(limit) => {
                 let mut prlimit = Command::new("prlimit");
                 prlimit
                     .arg(format!("--nofile={limit}:{limit}"))
-                    .arg(binary());
+                    .arg(&program);
                 prlimit
             }
-            None => Command::new(binary()),
+            None => Command::new(&program),
         };
         let mut child = command
             .arg("--data-dir")
@@ -355,7 +369,7 @@ impl TestServer {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|err| panic!("spawn {}: {err}", binary().display()));
+            .unwrap_or_else(|err| panic!("spawn {}: {err}", program.display()));
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut banner = Vec::new();
@@ -401,7 +415,7 @@ impl TestServer {
             database,
             bucket,
             data_dir,
-            open_files,
+            launch,
         }
     }
 
@@ -530,10 +544,10 @@ impl TestServer {
             database,
             bucket,
             data_dir,
-            open_files,
+            launch,
             ..
         } = self;
-        TestServer::spawn(data_dir, (metadata, blobs), database, bucket, open_files).await
+        TestServer::spawn(data_dir, (metadata, blobs), database, bucket, launch).await
     }
 
     /// A rolling restart's step: SIGTERM, a clean exit (asserted), and a start on the same data directory,
@@ -568,10 +582,10 @@ impl TestServer {
             database,
             bucket,
             data_dir,
-            open_files,
+            launch,
             ..
         } = self;
-        TestServer::spawn(data_dir, (metadata, blobs), database, bucket, open_files).await
+        TestServer::spawn(data_dir, (metadata, blobs), database, bucket, launch).await
     }
 
     /// How many blobs the blob store holds (filesystem and S3 backends).
