@@ -1351,7 +1351,9 @@ async fn main() {
                     garage = Some(GarageCluster::start().await);
                 }
                 let cluster = Cluster::start(&net, garage.as_ref().unwrap(), count).await;
-                Target::Server(Box::new(prepare(name, Process::Cluster(cluster), users).await))
+                Target::Server(Box::new(
+                    prepare(name, Process::Cluster(cluster), users).await,
+                ))
             }
             "hyper" => start_hyper().await,
             "disk" => Target::Disk {

@@ -83,6 +83,7 @@ pub fn deploy_balancer(dir: &Path, port: u16, instances: &[SocketAddr]) -> Strin
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
          {upstream}\nserver {{\n    listen 127.0.0.1:{port};\n{location}}}\n}}\n"
     )
+}
 
 /// Starts nginx in `dir` as the load balancer of [`deploy_balancer`] (the deploy site's upstream and
 /// location settings) on a free loopback port in front of the ICANN listeners `backends`, and waits
@@ -90,8 +91,11 @@ pub fn deploy_balancer(dir: &Path, port: u16, instances: &[SocketAddr]) -> Strin
 /// process (`master_process off`), so that killing it leaves no worker behind.
 pub async fn start_balancer(dir: &Path, backends: &[SocketAddr]) -> (Child, String) {
     let port = free_port();
-    let config = deploy_balancer(dir, port, backends)
-        .replacen("worker_processes 1;", "master_process off;", 1);
+    let config = deploy_balancer(dir, port, backends).replacen(
+        "worker_processes 1;",
+        "master_process off;",
+        1,
+    );
     let child = start_nginx(dir, &config);
     let url = format!("http://127.0.0.1:{port}");
     crate::eventually(
@@ -101,5 +105,4 @@ pub async fn start_balancer(dir: &Path, backends: &[SocketAddr]) -> (Child, Stri
     )
     .await;
     (child, url)
-}
 }
