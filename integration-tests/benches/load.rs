@@ -10,7 +10,11 @@
 //! Targets (`LOAD_TARGETS`, comma-separated, default all but `reference`): `sqlite-fs`, `postgres-fs`,
 //! `postgres-s3` (Homestead; PostgreSQL and S3 from `TEST_PG_ADMIN_URL` and `TEST_S3_ENDPOINT`, as
 //! `scripts/test` sets them), `reference` (the `pubky-homeserver` 0.9.3 binary at `REFERENCE_BIN`, on
-//! PostgreSQL and filesystem blobs, rate limits off), and the ceilings of the machine:
+//! PostgreSQL and filesystem blobs, rate limits off), `garage-nginx-1`, `garage-nginx-2`,
+//! `garage-nginx-3` (not in the default: 1, 2 or 3 Homestead instances sharing one PostgreSQL database
+//! and a bucket on a three-node Garage cluster from `TEST_GARAGE_BIN`, see `scripts/cluster`, driven
+//! through nginx with the deploy site's balancer settings, `TEST_NGINX_BIN`; the RSS figures are the
+//! first instance's), and the ceilings of the machine:
 //!
 //! - `hyper`: a bare hyper server answering a fixed 1 KiB body, the ceiling for small GETs;
 //! - `disk`: 1 MiB files written the way Homestead's filesystem store writes a blob (see [`disk_write`]),
@@ -70,7 +74,8 @@ use std::time::{Duration, Instant};
 
 use homestead_integration_tests::machine::{self, Environment, Limits, OutsideCpu, Verdict};
 use homestead_integration_tests::{
-    Account, Blobs, Metadata, Reference, TestDatabase, TestNet, TestServer,
+    Account, Blobs, GarageCluster, Metadata, Reference, TestDatabase, TestNet, TestServer,
+    start_balancer,
 };
 
 const KIB: usize = 1024;
@@ -143,10 +148,56 @@ impl Workload {
     }
 }
 
-/// A homeserver process: Homestead through the test harness, or the reference binary.
+/// A homeserver process: Homestead through the test harness, the reference binary, or Homestead
+/// instances behind nginx.
 enum Process {
     Homestead(TestServer),
     Reference(Reference),
+    Cluster(Cluster),
+}
+
+/// Homestead instances on one database and bucket behind nginx (dropped after nginx).
+struct Cluster {
+    url: String,
+    _nginx: tokio::process::Child,
+    _nginx_dir: tempfile::TempDir,
+    instances: Vec<TestServer>,
+}
+
+impl Cluster {
+    /// `count` instances on PostgreSQL and `garage`'s bucket, nginx in front of them.
+    async fn start(net: &TestNet, garage: &GarageCluster, count: usize) -> Self {
+        // No upload size limit, like the single-instance targets.
+        let first = net
+            .server()
+            .metadata(Metadata::Postgres)
+            .bucket(garage.bucket())
+            .drive_config("max_body_bytes = 0")
+            .start()
+            .await;
+        let mut instances = vec![first];
+        for _ in 1..count {
+            let next = net
+                .server()
+                .sharing(&instances[0])
+                .drive_config("max_body_bytes = 0")
+                .start()
+                .await;
+            instances.push(next);
+        }
+        let nginx_dir = tempfile::Builder::new()
+            .prefix("homestead-balancer-")
+            .tempdir()
+            .unwrap();
+        let addrs: Vec<_> = instances.iter().map(TestServer::icann_addr).collect();
+        let (nginx, url) = start_balancer(nginx_dir.path(), &addrs).await;
+        Self {
+            url,
+            _nginx: nginx,
+            _nginx_dir: nginx_dir,
+            instances,
+        }
+    }
 }
 
 impl Process {
@@ -154,6 +205,7 @@ impl Process {
         match self {
             Process::Homestead(server) => server.icann_url(),
             Process::Reference(reference) => reference.url().to_string(),
+            Process::Cluster(cluster) => cluster.url.clone(),
         }
     }
 
@@ -161,6 +213,7 @@ impl Process {
         match self {
             Process::Homestead(server) => server.pid(),
             Process::Reference(reference) => reference.pid(),
+            Process::Cluster(cluster) => cluster.instances[0].pid(),
         }
     }
 }
@@ -1278,6 +1331,8 @@ async fn main() {
     let users = levels.iter().copied().max().unwrap_or(1);
 
     let net = TestNet::new();
+    // One Garage cluster for every garage-nginx-N target, started with the first of them.
+    let mut garage: Option<GarageCluster> = None;
     let mut targets = Vec::new();
     for name in names.split(',').map(str::trim) {
         // `before:<target>`: the same target on the build at `LOAD_BEFORE_BIN`.
@@ -1311,6 +1366,16 @@ async fn main() {
                     .expect("REFERENCE_BIN: the pubky-homeserver 0.9.3 binary");
                 let process = Process::Reference(Reference::start(&binary, &net, None).await);
                 Target::Server(Box::new(prepare(name, process, users).await))
+            }
+            "garage-nginx-1" | "garage-nginx-2" | "garage-nginx-3" => {
+                let count = name[name.len() - 1..].parse().unwrap();
+                if garage.is_none() {
+                    garage = Some(GarageCluster::start().await);
+                }
+                let cluster = Cluster::start(&net, garage.as_ref().unwrap(), count).await;
+                Target::Server(Box::new(
+                    prepare(name, Process::Cluster(cluster), users).await,
+                ))
             }
             "hyper" => start_hyper().await,
             "disk" => Target::Disk {

@@ -14,11 +14,13 @@
 //! ```
 //!
 //! Environment (set by `scripts/test`): `TEST_HOMESTEAD_BIN` (the binary), `TEST_PG_ADMIN_URL` (a
-//! PostgreSQL connection allowed to create databases), `TEST_S3_ENDPOINT` (an S3-compatible server).
+//! PostgreSQL connection allowed to create databases), `TEST_S3_ENDPOINT` (an S3-compatible server);
+//! `TEST_GARAGE_BIN` (a Garage binary) for the tests on a Garage cluster ([`GarageCluster`]).
 
 mod accounts;
 mod bodies;
 mod browser;
+mod garage;
 pub mod machine;
 mod nginx;
 mod outages;
@@ -32,7 +34,8 @@ mod testnet;
 pub use accounts::{Account, refusal};
 pub use bodies::pseudo_random_bytes;
 pub use browser::Browser;
-pub use nginx::{deploy_balancer, free_port, nginx_user_line, start_nginx};
+pub use garage::{GARAGE_REGION, GarageCluster, garage_binary};
+pub use nginx::{deploy_balancer, free_port, nginx_user_line, start_balancer, start_nginx};
 pub use outages::{CuttableProxy, PrivatePostgres, socket_of};
 pub use reference::Reference;
 pub use relays::Relays;

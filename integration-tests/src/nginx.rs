@@ -84,3 +84,25 @@ pub fn deploy_balancer(dir: &Path, port: u16, instances: &[SocketAddr]) -> Strin
          {upstream}\nserver {{\n    listen 127.0.0.1:{port};\n{location}}}\n}}\n"
     )
 }
+
+/// Starts nginx in `dir` as the load balancer of [`deploy_balancer`] (the deploy site's upstream and
+/// location settings) on a free loopback port in front of the ICANN listeners `backends`, and waits
+/// until it accepts connections. Returns the process and `http://127.0.0.1:<port>`. It runs as one
+/// process (`master_process off`), so that killing it leaves no worker behind.
+pub async fn start_balancer(dir: &Path, backends: &[SocketAddr]) -> (Child, String) {
+    let port = free_port();
+    let config = deploy_balancer(dir, port, backends).replacen(
+        "worker_processes 1;",
+        "master_process off;",
+        1,
+    );
+    let child = start_nginx(dir, &config);
+    let url = format!("http://127.0.0.1:{port}");
+    crate::eventually(
+        "nginx accepts connections",
+        std::time::Duration::from_secs(10),
+        || tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await;
+    (child, url)
+}

@@ -97,12 +97,19 @@ fn psql(url: &str, sql: &str) {
     );
 }
 
-/// A bucket on the S3-compatible test server, created for one server.
+/// A bucket on an S3-compatible server: a fresh one on the test server, or one made elsewhere (a Garage
+/// cluster's) with its own credentials.
 pub struct TestBucket {
     /// The bucket name.
     pub name: String,
     /// The S3 endpoint URL.
     pub endpoint: String,
+    /// The access key id servers sign with.
+    pub access_key_id: String,
+    /// Its secret.
+    pub secret_access_key: String,
+    /// The region servers sign for.
+    pub region: String,
 }
 
 impl TestBucket {
@@ -120,6 +127,12 @@ impl TestBucket {
             "create bucket {name}: {}",
             response.status()
         );
-        Self { name, endpoint }
+        Self {
+            name,
+            endpoint,
+            access_key_id: "test".into(),
+            secret_access_key: "test".into(),
+            region: "us-east-1".into(),
+        }
     }
 }

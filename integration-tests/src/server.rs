@@ -72,6 +72,7 @@ pub struct TestServerBuilder {
     extra_config: String,
     database_url: Option<String>,
     s3_endpoint: Option<String>,
+    bucket: Option<Arc<TestBucket>>,
     launch: Launch,
     icann_port: u16,
 }
@@ -91,6 +92,7 @@ impl TestServerBuilder {
             extra_config: String::new(),
             database_url: None,
             s3_endpoint: None,
+            bucket: None,
             launch: Launch::default(),
             icann_port: 0,
         }
@@ -141,6 +143,14 @@ impl TestServerBuilder {
     /// Reaches the S3 test server through `url` (a proxy in front of it) instead of directly.
     pub fn s3_endpoint(mut self, url: &str) -> Self {
         self.s3_endpoint = Some(url.to_string());
+        self
+    }
+
+    /// Keeps blobs in `bucket` (made by the test, e.g. on a Garage cluster) instead of a fresh one on
+    /// the S3 test server.
+    pub fn bucket(mut self, bucket: Arc<TestBucket>) -> Self {
+        self.blobs = Blobs::S3;
+        self.bucket = Some(bucket);
         self
     }
 
@@ -217,8 +227,9 @@ impl TestServerBuilder {
             None => {
                 let database =
                     (self.metadata == Metadata::Postgres).then(|| Arc::new(TestDatabase::create()));
-                let bucket = match self.blobs {
-                    Blobs::S3 => Some(Arc::new(TestBucket::create().await)),
+                let bucket = match (self.blobs, self.bucket.clone()) {
+                    (Blobs::S3, Some(bucket)) => Some(bucket),
+                    (Blobs::S3, None) => Some(Arc::new(TestBucket::create().await)),
                     _ => None,
                 };
                 (database, bucket)
@@ -247,9 +258,12 @@ impl TestServerBuilder {
         let mut storage = match (self.blobs, bucket) {
             (Blobs::S3, Some(b)) => format!(
                 "[storage]\ntype = \"s3\"\nbucket_name = {:?}\ns3_endpoint = {:?}\ns3_path_style = true\n\
-                 s3_access_key_id = \"test\"\ns3_secret_access_key = \"test\"\n",
+                 s3_region = {:?}\ns3_access_key_id = {:?}\ns3_secret_access_key = {:?}\n",
                 b.name,
-                self.s3_endpoint.as_deref().unwrap_or(&b.endpoint)
+                self.s3_endpoint.as_deref().unwrap_or(&b.endpoint),
+                b.region,
+                b.access_key_id,
+                b.secret_access_key
             ),
             (Blobs::Memory, _) => "[storage]\ntype = \"in_memory\"\n".into(),
             _ => "[storage]\ntype = \"file_system\"\n".into(),
