@@ -39,7 +39,8 @@
 //! `LOAD_CLIENT=wrk` drives the small GET, small PUT and 1 MiB PUT cells of the servers and of `hyper`
 //! with `wrk` (`WRK`, default `wrk` on the PATH: 2 threads, `-c` the concurrency, keep-alive, the script
 //! `benches/wrk.lua`) instead of the built-in client, which is slower than a bare hyper server. PUTs
-//! overwrite `/pub/load/<n mod 1000>` like the built-in client; each wrk thread takes the run's users in
+//! overwrite `/pub/load/<n mod 1000>` like the built-in client (1 MiB PUTs `<n mod (1024 / users)>`, about
+//! 1 GiB kept per cell); each wrk thread takes the run's users in
 //! turn, one per request. Every response outside 2xx counts as an error. wrk drops the requests in flight
 //! when its time is up, so its 1 MiB cells at 256 connections need `LOAD_SECONDS` of 10 or more.
 //!
@@ -453,7 +454,13 @@ async fn homestead(
     if let Some(binary) = binary {
         builder = builder.binary(binary);
     }
-    Process::Homestead(builder.drive_config("max_body_bytes = 0").start().await)
+    // The fan-out cell opens its 256 streams from one address: above the default cap of 100 a client.
+    Process::Homestead(
+        builder
+            .drive_config("max_body_bytes = 0\nmax_event_streams_per_ip = 1000")
+            .start()
+            .await,
+    )
 }
 
 /// Starts this binary again as a bare hyper server (see [`hyper_ceiling`]) and returns its URL.
@@ -817,11 +824,18 @@ async fn by_wrk(target: &Target, workload: Workload, concurrency: usize, seconds
                     ("GET", "/pub/read/1k/", READ_SET as u64, 0, line)
                 }
                 _ => {
-                    let lines: String = server.accounts[..concurrency.min(server.accounts.len())]
+                    let users = &server.accounts[..concurrency.min(server.accounts.len())];
+                    let lines: String = users
                         .iter()
                         .map(|a| format!("{} {}\n", a.z32, a.cookie))
                         .collect();
-                    ("PUT", "/pub/load/", WRITTEN, workload.size(), lines)
+                    // wrk spreads every connection's writes over all users: 1 MiB files overwrite
+                    // fewer paths, so that a cell keeps about 1 GiB on disk, not users × 1 GiB.
+                    let paths = match workload {
+                        Workload::Put1M => (1024 / users.len() as u64).max(1),
+                        _ => WRITTEN,
+                    };
+                    ("PUT", "/pub/load/", paths, workload.size(), lines)
                 }
             };
             std::fs::write(&file, lines).unwrap();

@@ -1,7 +1,7 @@
 //! Grant management: a root session lists the grants of its user (`GET /auth/grant/sessions`) and
 //! revokes an application's grant (`DELETE /auth/grant/session/{gid}`), after which the application can
 //! no longer write; with two instances on one PostgreSQL database, a revocation through one stops the
-//! bearer at the other at once.
+//! bearer at the other at once, and so does a refresh through one for the bearer it replaces.
 
 use std::time::Duration;
 
@@ -91,6 +91,25 @@ async fn revocation_across_instances() {
     assert_eq!(status, 201, "{body}");
     let read = bearer_call(&first, Method::GET, &path, &bearer, &[], "").await;
     assert_eq!(read, (200, "via two".to_string()));
+
+    // A refresh (the grant exchanged again, with a proof of possession) kills the old bearer on the
+    // other instance at once; the new one works there.
+    let refreshed = view.force_refresh().await.expect("refresh");
+    assert_ne!(refreshed, bearer);
+    for server in [&first, &second] {
+        let (status, _) =
+            bearer_call(server, Method::GET, "/auth/grant/session", &bearer, &[], "").await;
+        assert_eq!(status, 401, "the old bearer on {}", server.icann_url());
+        let (status, body) =
+            bearer_call(server, Method::PUT, &path, &refreshed, &[], "refreshed").await;
+        assert_eq!(
+            status,
+            201,
+            "the new bearer on {}: {body}",
+            server.icann_url()
+        );
+    }
+    let bearer = refreshed;
 
     GrantManager::new(&root)
         .revoke(&view.grant_id().await)
