@@ -417,35 +417,42 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
-        let app = crate::routes::tests::TestApp::builder().build().await;
-        let state = &app.state;
-        let user = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".to_string();
-        app.sign_up(&user).await;
+    /// A live stream of `user`'s public files from the start, sending keep-alives every `keep_alive`
+    /// into a channel of `capacity` frames: the client's end and the stream's task.
+    fn live_stream(
+        state: &AppState,
+        user: &str,
+        keep_alive: Duration,
+        capacity: usize,
+    ) -> (mpsc::Receiver<Bytes>, tokio::task::JoinHandle<()>) {
         let request = StreamRequest {
-            cursors: Cursors::PerUser(vec![(user.clone(), 0)]),
+            cursors: Cursors::PerUser(vec![(user.to_string(), 0)]),
             limit: None,
             live: true,
             reverse: false,
             paths: vec!["/pub/".into()],
             guard: None,
         };
-        // A client that reads nothing: the stream can hand over one frame, then waits.
-        let (out, mut client) = mpsc::channel(1);
+        let (out, client) = mpsc::channel(capacity);
         let stream = Stream {
             store: state.store.clone(),
             metrics: state.metrics.clone(),
-            keep_alive: Duration::from_millis(20),
+            keep_alive,
             revoked: Arc::default(),
             closing: state.stream_slots.closing(),
         };
-        let task = tokio::spawn(run_stream(
-            stream,
-            request,
-            Some(state.bus.subscribe()),
-            out,
-        ));
+        let live = Some(state.bus.subscribe());
+        (client, tokio::spawn(run_stream(stream, request, live, out)))
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
+        let app = crate::routes::tests::TestApp::builder().build().await;
+        let state = &app.state;
+        let user = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".to_string();
+        app.sign_up(&user).await;
+        // A client that reads nothing: the stream can hand over one frame, then waits.
+        let (mut client, task) = live_stream(state, &user, Duration::from_millis(20), 1);
         // A keep-alive proves the (empty) history is done and the stream is live before the writes.
         assert_eq!(&client.recv().await.unwrap()[..], b":\n\n");
         let writes = homestead_backends::event_bus::BUS_CAPACITY + 50;
@@ -482,24 +489,7 @@ mod tests {
         let state = &app.state;
         let user = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".to_string();
         app.sign_up(&user).await;
-        let request = StreamRequest {
-            cursors: Cursors::PerUser(vec![(user, 0)]),
-            limit: None,
-            live: true,
-            reverse: false,
-            paths: vec!["/pub/".into()],
-            guard: None,
-        };
-        let (out, mut client) = mpsc::channel(4);
-        let live = Some(state.bus.subscribe());
-        let stream = Stream {
-            store: state.store.clone(),
-            metrics: state.metrics.clone(),
-            keep_alive: Duration::from_millis(50),
-            revoked: Arc::default(),
-            closing: state.stream_slots.closing(),
-        };
-        let task = tokio::spawn(run_stream(stream, request, live, out));
+        let (mut client, task) = live_stream(state, &user, Duration::from_millis(50), 4);
         for _ in 0..2 {
             let frame = tokio::time::timeout(Duration::from_secs(5), client.recv())
                 .await
@@ -521,28 +511,7 @@ mod tests {
         let user = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo".to_string();
         app.sign_up(&user).await;
         app.write(&user, "/pub/before", "x").await;
-        let request = StreamRequest {
-            cursors: Cursors::PerUser(vec![(user, 0)]),
-            limit: None,
-            live: true,
-            reverse: false,
-            paths: vec!["/pub/".into()],
-            guard: None,
-        };
-        let (out, mut client) = mpsc::channel(4);
-        let stream = Stream {
-            store: state.store.clone(),
-            metrics: state.metrics.clone(),
-            keep_alive: Duration::from_secs(60),
-            revoked: Arc::default(),
-            closing: state.stream_slots.closing(),
-        };
-        let task = tokio::spawn(run_stream(
-            stream,
-            request,
-            Some(state.bus.subscribe()),
-            out,
-        ));
+        let (mut client, task) = live_stream(state, &user, Duration::from_secs(60), 4);
         let first = client.recv().await.unwrap();
         assert!(first.starts_with(b"event: PUT\n"), "{first:?}");
         state.stream_slots.close_all();
