@@ -63,16 +63,7 @@ impl TestDatabase {
 impl TestDatabase {
     /// The first column of the first row of `sql`, as text.
     pub fn value(&self, sql: &str) -> String {
-        let out = Command::new("psql")
-            .args([self.url().as_str(), "-v", "ON_ERROR_STOP=1", "-tAc", sql])
-            .output()
-            .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        psql(&self.url(), sql)
     }
 }
 
@@ -85,9 +76,10 @@ impl Drop for TestDatabase {
     }
 }
 
-fn psql(url: &str, sql: &str) {
+/// Runs `sql` at `url` with psql, asserting success; what it printed (rows only, unaligned), trimmed.
+fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qtAc", sql])
         .output()
         .expect("run psql");
     assert!(
@@ -95,6 +87,7 @@ fn psql(url: &str, sql: &str) {
         "psql {sql}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A bucket on an S3-compatible server: a fresh one on the test server, or one made elsewhere (a Garage
