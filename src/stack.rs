@@ -44,7 +44,7 @@ pub fn client_service(app: &AppState) -> HostDispatch {
 
 /// What every client request passes first, outermost first: the trace span, the request metrics, the
 /// drain of unread uploads and CORS; the start of both routers' composite layer. (A macro: the
-/// composite's type names closures.)
+/// composite's type cannot be written out.)
 macro_rules! outer_layers {
     ($app:expr) => {
         tower::ServiceBuilder::new()
