@@ -20,6 +20,17 @@ pub enum Database {
     Postgres(PgPool, String),
 }
 
+/// Runs one body against whichever pool a [`Database`] holds, `$pool` bound to it: sqlx's pool types
+/// differ per engine, so the body is written once and compiled for each.
+macro_rules! with_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::database::Database::Sqlite($pool, _) => $body,
+            $crate::database::Database::Postgres($pool, _) => $body,
+        }
+    };
+}
+
 /// The newest migration this build knows for an engine.
 pub fn known_schema_version(kind: DatabaseKind) -> i64 {
     let migrator = match kind {
@@ -87,34 +98,24 @@ impl Database {
         const EXISTS_PG: &str = "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() \
              AND tablename = '_sqlx_migrations'";
         const NEWEST: &str = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
-        let query = crate::metadata::query("read the schema version");
-        match self {
-            Self::Sqlite(pool, _) => {
-                let tables: i64 = sqlx::query_scalar(EXISTS_SQLITE)
-                    .fetch_one(pool)
-                    .await
-                    .map_err(query)?;
-                if tables == 0 {
-                    return Ok(None);
-                }
-                sqlx::query_scalar::<_, Option<i64>>(NEWEST)
-                    .fetch_one(pool)
-                    .await
+        let exists = match self {
+            Self::Sqlite(..) => EXISTS_SQLITE,
+            Self::Postgres(..) => EXISTS_PG,
+        };
+        let query = || crate::metadata::query("read the schema version");
+        with_pool!(self, |pool| {
+            let tables: i64 = sqlx::query_scalar(exists)
+                .fetch_one(pool)
+                .await
+                .map_err(query())?;
+            if tables == 0 {
+                return Ok(None);
             }
-            Self::Postgres(pool, _) => {
-                let tables: i64 = sqlx::query_scalar(EXISTS_PG)
-                    .fetch_one(pool)
-                    .await
-                    .map_err(query)?;
-                if tables == 0 {
-                    return Ok(None);
-                }
-                sqlx::query_scalar::<_, Option<i64>>(NEWEST)
-                    .fetch_one(pool)
-                    .await
-            }
-        }
-        .map_err(crate::metadata::query("read the schema version"))
+            sqlx::query_scalar::<_, Option<i64>>(NEWEST)
+                .fetch_one(pool)
+                .await
+                .map_err(query())
+        })
     }
 
     /// Whether the database holds no account or file data: no users, signup tokens, entries or events
@@ -127,10 +128,9 @@ impl Database {
              + (SELECT COUNT(*) FROM (SELECT 1 FROM signup_tokens LIMIT 1) t) \
              + (SELECT COUNT(*) FROM (SELECT 1 FROM entries LIMIT 1) e) \
              + (SELECT COUNT(*) FROM (SELECT 1 FROM events LIMIT 1) v)";
-        let rows: i64 = match self {
-            Self::Sqlite(pool, _) => sqlx::query_scalar(ANY_ROW).fetch_one(pool).await,
-            Self::Postgres(pool, _) => sqlx::query_scalar(ANY_ROW).fetch_one(pool).await,
-        }
+        let rows: i64 = with_pool!(self, |pool| sqlx::query_scalar(ANY_ROW)
+            .fetch_one(pool)
+            .await)
         .map_err(crate::metadata::query("look for existing data"))?;
         Ok(rows == 0)
     }
@@ -144,9 +144,6 @@ impl Database {
 
     /// Closes the pool.
     pub async fn close(&self) {
-        match self {
-            Self::Sqlite(pool, _) => pool.close().await,
-            Self::Postgres(pool, _) => pool.close().await,
-        }
+        with_pool!(self, |pool| pool.close().await)
     }
 }

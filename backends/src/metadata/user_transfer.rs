@@ -61,6 +61,16 @@ enum SnapshotConn {
     Postgres(PoolConnection<Postgres>),
 }
 
+/// Runs one body on the snapshot's connection, `$conn` bound to it, for either engine.
+macro_rules! with_conn {
+    ($snapshot:expr, |$conn:ident| $body:expr) => {
+        match $snapshot {
+            SnapshotConn::Sqlite($conn) => $body,
+            SnapshotConn::Postgres($conn) => $body,
+        }
+    };
+}
+
 impl UserSnapshot {
     /// Opens the transaction; None when there is no such user.
     pub async fn open(db: &Database, user: &str) -> Result<Option<Self>> {
@@ -72,31 +82,21 @@ impl UserSnapshot {
                 SnapshotConn::Postgres(pool.acquire().await.map_err(query("connect"))?)
             }
         };
-        let begin = query("begin the export");
-        let count = query("look up the user");
-        let exists: i64 = match &mut conn {
-            SnapshotConn::Sqlite(c) => {
-                sqlx::query("BEGIN")
-                    .execute(&mut **c)
-                    .await
-                    .map_err(begin)?;
-                sqlx::query_scalar(COUNT_USER)
-                    .bind(user)
-                    .fetch_one(&mut **c)
-                    .await
-            }
-            SnapshotConn::Postgres(c) => {
-                sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .execute(&mut **c)
-                    .await
-                    .map_err(begin)?;
-                sqlx::query_scalar(COUNT_USER)
-                    .bind(user)
-                    .fetch_one(&mut **c)
-                    .await
-            }
-        }
-        .map_err(count)?;
+        let begin = match conn {
+            SnapshotConn::Sqlite(_) => "BEGIN",
+            SnapshotConn::Postgres(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        };
+        let exists: i64 = with_conn!(&mut conn, |c| {
+            sqlx::query(begin)
+                .execute(&mut **c)
+                .await
+                .map_err(query("begin the export"))?;
+            sqlx::query_scalar(COUNT_USER)
+                .bind(user)
+                .fetch_one(&mut **c)
+                .await
+                .map_err(query("look up the user"))?
+        });
         let snapshot = Self {
             conn,
             user: user.to_string(),
@@ -111,50 +111,33 @@ impl UserSnapshot {
     /// How many entries the user has and their bytes.
     pub async fn totals(&mut self) -> Result<(u64, u64)> {
         let user = self.user.as_str();
-        let (files, bytes): (i64, i64) = match &mut self.conn {
-            SnapshotConn::Sqlite(c) => {
-                sqlx::query_as(USER_TOTALS)
-                    .bind(user)
-                    .fetch_one(&mut **c)
-                    .await
-            }
-            SnapshotConn::Postgres(c) => {
-                sqlx::query_as(USER_TOTALS)
-                    .bind(user)
-                    .fetch_one(&mut **c)
-                    .await
-            }
-        }
-        .map_err(query("count the user's entries"))?;
+        let (files, bytes): (i64, i64) = with_conn!(&mut self.conn, |c| {
+            sqlx::query_as(USER_TOTALS)
+                .bind(user)
+                .fetch_one(&mut **c)
+                .await
+                .map_err(query("count the user's entries"))?
+        });
         Ok((files as u64, bytes as u64))
     }
 
     /// The user's entries by path; the same list each time within this snapshot.
     pub fn entries(&mut self) -> BoxStream<'_, Result<UserEntry>> {
         let user = self.user.as_str();
-        match &mut self.conn {
-            SnapshotConn::Sqlite(c) => sqlx::query_as::<_, EntryRow>(USER_ENTRIES)
-                .bind(user)
-                .fetch(&mut **c)
-                .map_ok(entry)
-                .map_err(|err| query("list the user's entries")(err))
-                .boxed(),
-            SnapshotConn::Postgres(c) => sqlx::query_as::<_, EntryRow>(USER_ENTRIES)
-                .bind(user)
-                .fetch(&mut **c)
-                .map_ok(entry)
-                .map_err(|err| query("list the user's entries")(err))
-                .boxed(),
-        }
+        with_conn!(&mut self.conn, |c| sqlx::query_as::<_, EntryRow>(USER_ENTRIES)
+            .bind(user)
+            .fetch(&mut **c)
+            .map_ok(entry)
+            .map_err(|err| query("list the user's entries")(err))
+            .boxed())
     }
 
     /// Ends the transaction.
     pub async fn close(mut self) -> Result<()> {
-        match &mut self.conn {
-            SnapshotConn::Sqlite(c) => sqlx::query("COMMIT").execute(&mut **c).await.map(drop),
-            SnapshotConn::Postgres(c) => sqlx::query("COMMIT").execute(&mut **c).await.map(drop),
-        }
-        .map_err(query("end the export"))?;
+        with_conn!(&mut self.conn, |c| sqlx::query("COMMIT")
+            .execute(&mut **c)
+            .await
+            .map_err(query("end the export"))?);
         Ok(())
     }
 }
