@@ -55,8 +55,11 @@ CREATE TABLE grant_sessions (id serial PRIMARY KEY, token_hash bytea NOT NULL UN
 CREATE TABLE pop_nonces (nonce varchar(36) PRIMARY KEY,
     created_at timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP);
 ALTER TABLE signup_codes ADD COLUMN used_at timestamp;
+CREATE TABLE entry_locks (path varchar PRIMARY KEY, token varchar(36) NOT NULL, expires_at bigint NOT NULL);
+ALTER TABLE entries ALTER COLUMN path TYPE varchar COLLATE "C";
 INSERT INTO migrations (name) VALUES ('m20260325_create_grant_sessions'),
-    ('m20260609_add_signup_code_used_at');
+    ('m20260609_add_signup_code_used_at'), ('m20260723_sanitize_capabilities'),
+    ('m20260921_create_entry_locks'), ('m20261002_entry_path_c_collation');
 "#;
 
 const ALICE: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
@@ -67,7 +70,8 @@ fn hash(body: &[u8]) -> String {
 }
 
 /// A reference database with two users, tokens, a session, three files (one of them changed on disk
-/// since), events with gaps in their ids and, on 0.17.1, a grant with two bearer sessions.
+/// since), events with gaps in their ids and, on 0.17.1, a grant with two
+/// bearer sessions (0.17.1 itself leaves one per grant; an older database might hold more).
 fn reference(schema: Schema) -> (TestDatabase, tempfile::TempDir) {
     let db = TestDatabase::new(Db::Postgres, "hs_import_ref_");
     let mut sql = SCHEMA_0_9_3.to_string();

@@ -24,10 +24,16 @@ const SCHEMA_0_9_3: &[&str] = &[
     "m20260327_add_quota_columns",
     "m20260507_add_allowed_write_paths",
 ];
-/// What the 0.17 line adds: grants with their bearer sessions and PoP nonces, token redemption times.
+/// What 0.17.1 adds, by the names its own migrator stores (read from the published crate): grants with
+/// their bearer sessions and PoP nonces, token redemption times, capabilities normalized, WebDAV locks
+/// (`entry_locks`, not imported: a lock lasts minutes and the reference is stopped for the switch) and
+/// entry paths in the "C" collation.
 const SCHEMA_0_17_ADDS: &[&str] = &[
     "m20260325_create_grant_sessions",
     "m20260609_add_signup_code_used_at",
+    "m20260723_sanitize_capabilities",
+    "m20260921_create_entry_locks",
+    "m20261002_entry_path_c_collation",
 ];
 
 /// Which reference schema a database has.
@@ -129,8 +135,8 @@ const GRANTS: &str = concat!(
     seconds!("g.created_at"),
     " FROM grants g JOIN users u ON u.id = g.\"user\" WHERE g.id > $1 ORDER BY g.id LIMIT $2"
 );
-/// The reference may keep several bearer sessions per grant; Homestead keeps one: the one that lasts
-/// longest.
+/// 0.17.1 keeps one bearer session per grant (a new one replaces the old), but its table does not enforce
+/// it; Homestead keeps one, so should a grant have several, the one that lasts longest comes over.
 const GRANT_SESSIONS: &str = concat!(
     "SELECT DISTINCT ON (grant_id) token_hash, grant_id, expires_at, ",
     seconds!("created_at"),
@@ -531,6 +537,8 @@ mod tests {
         newer.reverse();
         assert_eq!(Schema::of(&newer), Some(Schema::V0_17_1));
         assert_eq!(Schema::of(&names(&SCHEMA_0_9_3[..5])), None);
+        newer.pop();
+        assert_eq!(Schema::of(&newer), None, "one 0.17.1 migration missing");
         let mut unknown = names(SCHEMA_0_9_3);
         unknown.push("m20990101_future".into());
         assert_eq!(Schema::of(&unknown), None);
