@@ -3,8 +3,11 @@
 //   same-site   page http://localhost:P1, server http://localhost:P2 (ports do not make another site),
 //   cross-site  page http://127.0.0.1:P1 (another site) with third-party cookies blocked (this
 //               Chromium's default, set explicitly): only the server's partitioned localhost cookie works.
-// Screenshots go to $SCREENSHOT_DIR/js-sdk-<label>-<case>.png. A failed case prints the page's console
-// and every request it made; exits 1 if any case failed.
+// Two controls run in each case: an unpartitioned cookie set by http://localhost:P1 (the probe) comes back
+// only to the same-site page, and a page of a third site (http://127.0.0.2:P3) in the same browser cannot
+// write with the session cookie. Screenshots go to $SCREENSHOT_DIR/js-sdk-<label>-<case>.png. A failed or
+// hung case prints the page's console, every request it made and those still pending; exits 1 if any case
+// failed.
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
@@ -26,23 +29,48 @@ const network = {
   tokenHomeserver: process.env.PUBKY_TOKEN_HOMESERVER,
 };
 
+const CASE_TIMEOUT_MS = 75_000;
+
 const files = {
   "/": ["text/html; charset=utf-8", join(here, "page.html")],
   "/scenario.js": ["text/javascript", join(here, "scenario.js")],
   "/pubky.js": ["text/javascript", join(sdkDir, "index.js")],
+  "/blank": ["text/html; charset=utf-8", Buffer.from("<!doctype html><title>a third site</title>")],
 };
-const pages = createServer((request, response) => {
+// The probe: a cookie without `Partitioned` (otherwise as the server sets its session cookie on localhost),
+// and an echo of the cookies that came back; both answer credentialed requests of any origin.
+const probe = {
+  "/probe/set": (request) => [{ "set-cookie": "probe=1; Path=/; SameSite=None; Secure" }, "set"],
+  "/probe/echo": (request) => [{}, request.headers.cookie || ""],
+};
+const serve = (request, response) => {
   const path = new URL(request.url, "http://page").pathname;
+  if (probe[path]) {
+    const [headers, body] = probe[path](request);
+    response.writeHead(200, {
+      ...headers,
+      "access-control-allow-origin": request.headers.origin || "*",
+      "access-control-allow-credentials": "true",
+      "cache-control": "no-store",
+    });
+    response.end(body);
+    return;
+  }
   const file = files[path];
   if (!file) {
     response.writeHead(404).end("not found");
     return;
   }
   response.writeHead(200, { "content-type": file[0], "cache-control": "no-store" });
-  response.end(readFileSync(file[1]));
-});
+  response.end(typeof file[1] === "string" ? readFileSync(file[1]) : file[1]);
+};
+const pages = createServer(serve);
 await new Promise((resolve) => pages.listen(0, "127.0.0.1", resolve));
 const port = pages.address().port;
+// A third site: another loopback address is another site for a browser.
+const thirdSite = createServer(serve);
+await new Promise((resolve) => thirdSite.listen(0, "127.0.0.2", resolve));
+const thirdSiteOrigin = `http://127.0.0.2:${thirdSite.address().port}`;
 
 const profile = mkdtempSync(join(tmpdir(), "homestead-chromium-"));
 const started = Date.now();
@@ -77,6 +105,7 @@ try {
 } finally {
   await browser.close();
   pages.close();
+  thirdSite.close();
   rmSync(profile, { recursive: true, force: true });
 }
 console.log(`browser: ${cases.length - failures} of ${cases.length} cases passed in ${Date.now() - started} ms`);
@@ -88,25 +117,39 @@ async function run(each) {
   const page = await context.newPage();
   const consoleLines = [];
   const requests = [];
+  const pending = new Set();
   page.on("console", (message) => consoleLines.push(`${message.type()}: ${message.text()}`));
   page.on("pageerror", (error) => consoleLines.push(`pageerror: ${error.message}`));
-  page.on("requestfinished", (request) =>
-    requests.push(`${request.method()} ${request.url()} -> ${request.response()?.status()}`),
-  );
-  page.on("requestfailed", (request) =>
-    requests.push(`${request.method()} ${request.url()} -> failed: ${request.failure()?.errorText}`),
-  );
-  if (each.crossSite) {
-    const cdp = await page.createCDPSession();
-    await cdp.send("Network.enable");
-    await cdp.send("Network.setCookieControls", {
-      enableThirdPartyCookieRestriction: true,
-      disableThirdPartyCookieMetadata: true,
-      disableThirdPartyCookieHeuristics: true,
-    });
-  }
+  page.on("request", (request) => pending.add(request));
+  page.on("requestfinished", (request) => {
+    pending.delete(request);
+    requests.push(`${request.method()} ${request.url()} -> ${request.response()?.status()}`);
+  });
+  page.on("requestfailed", (request) => {
+    pending.delete(request);
+    requests.push(`${request.method()} ${request.url()} -> failed: ${request.failure()?.errorText}`);
+  });
+  if (each.crossSite) await blockThirdPartyCookies(page);
+  // A page of a third site in the same browser, sending the PUT with whatever cookies the browser allows.
+  await page.exposeFunction("__fromOtherSite", async (url, user) => {
+    const other = await context.newPage();
+    try {
+      await blockThirdPartyCookies(other);
+      await other.goto(`${thirdSiteOrigin}/blank`);
+      return await other.evaluate(
+        async (url, user) =>
+          (await fetch(url, { method: "PUT", body: "x", credentials: "include", headers: { "pubky-host": user } }))
+            .status,
+        url,
+        user,
+      );
+    } finally {
+      await other.close();
+    }
+  });
   const env = {
     ...network,
+    probeUrl: `http://localhost:${port}`,
     signupToken: each.token,
     tokenHomeserver: each.token ? network.tokenHomeserver : undefined,
     crossSite: each.crossSite,
@@ -116,7 +159,8 @@ async function run(each) {
   try {
     await page.setViewport({ width: 1000, height: 900 });
     await page.goto(`${each.origin}/#${encodeURIComponent(JSON.stringify(env))}`);
-    await page.waitForFunction(() => window.__result, { timeout: 120_000, polling: 100 });
+    // Two cases must fit in the test's 180 s for a node script, with room to print what a hung one did.
+    await page.waitForFunction(() => window.__result, { timeout: CASE_TIMEOUT_MS, polling: 100 });
     result = await page.evaluate(() => window.__result);
   } catch (error) {
     result = { ok: false, error: `the page did not finish: ${error.message}` };
@@ -131,10 +175,22 @@ async function run(each) {
     console.log(`browser ${each.name} (${each.origin}) FAILED after ${elapsed} ms: ${result.error}`);
     console.log(`--- console of the page:\n${consoleLines.join("\n")}`);
     console.log(`--- requests of the page:\n${requests.join("\n")}`);
+    console.log(`--- requests still pending:\n${[...pending].map((r) => `${r.method()} ${r.url()}`).join("\n")}`);
   }
   console.log(`  screenshot: ${shot}`);
   await context.close();
   return result.ok;
+}
+
+/** Third-party cookies blocked (this Chromium's default, set explicitly so the test does not depend on it). */
+async function blockThirdPartyCookies(page) {
+  const cdp = await page.createCDPSession();
+  await cdp.send("Network.enable");
+  await cdp.send("Network.setCookieControls", {
+    enableThirdPartyCookieRestriction: true,
+    disableThirdPartyCookieMetadata: true,
+    disableThirdPartyCookieHeuristics: true,
+  });
 }
 
 function required(name) {

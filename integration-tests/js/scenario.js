@@ -4,6 +4,10 @@
 //
 // env: { pkarrRelay, httpRelay, homeserver, serverUrl, tokenHomeserver?, signupToken?, crossSite }
 //   crossSite: whether the page is on another site than the server (what it may read differs).
+// io: { log, liveEvents } and, where the runner can:
+//   cookie(name), rawFetch   Node: the last value the server set for a cookie, and a fetch without the jar
+//   cookieProbe()            browser: whether an unpartitioned cookie of the server's site comes back
+//   fromOtherSite(url, user) browser: the status of a credentialed PUT from a page of a third site
 
 const APP_DIR = "/pub/js.example/";
 const APP_CAPS = "/pub/js.example.app/:rw";
@@ -137,6 +141,26 @@ export async function scenario(sdk, env, io) {
     await again.storage.putText(`${APP_DIR}signin.txt`, "signed in");
     equal(await again.storage.getText(`${APP_DIR}signin.txt`), "signed in", "written after sign-in");
   });
+  if (io.cookieProbe) {
+    await step("control: the browser's rule for unpartitioned cookies of the server's site", async () => {
+      // Third-party cookies are blocked for a page on another site: a cookie without `Partitioned` is not
+      // sent back there, so the session cookie works there only because it is partitioned.
+      equal(await io.cookieProbe(), !env.crossSite, "an unpartitioned cookie was sent back");
+    });
+  }
+  if (io.fromOtherSite) {
+    await step("the session cookie stays with the site that signed in", async () => {
+      const url = `${env.serverUrl}${APP_DIR}partition.txt`;
+      const here = await fetch(url, {
+        method: "PUT",
+        body: "here",
+        credentials: "include",
+        headers: { "pubky-host": user },
+      });
+      equal(here.status, 201, "a credentialed PUT from this page");
+      equal(await io.fromOtherSite(url, user), 401, "the same PUT from a page of a third site");
+    });
+  }
   let appSession;
   await step("a third-party app's scoped sign-in through the HTTP relay", async () => {
     const app = newFacade();
@@ -152,17 +176,29 @@ export async function scenario(sdk, env, io) {
   });
   await step("sign-out", async () => {
     const exported = appSession.export();
+    const appState = "/pub/js.example.app/state.txt";
+    // Node: the app session's cookie as the server set it, sent by hand before and after the sign-out.
+    const secret = io.cookie?.(user);
+    const byHand = async () =>
+      (
+        await io.rawFetch(`${env.serverUrl}${appState}`, {
+          method: "PUT",
+          body: "by hand",
+          headers: { cookie: `${user}=${secret}`, "pubky-host": user },
+        })
+      ).status;
+    if (secret) equal(await byHand(), 201, "the app session's cookie sent by hand");
     await appSession.signout();
-    await refused(appSession.storage.putText("/pub/js.example.app/state.txt", "gone"), 401);
+    await refused(appSession.storage.putText(appState, "gone"), 401);
     await refused(session.storage.putText(`${APP_DIR}after.txt`, "gone"), 401);
-    // The server forgot the session, not only the client: its exported secret no longer writes.
-    let revived = null;
-    try {
-      revived = await newFacade().restoreSession(exported);
-    } catch {
-      // Refused at restore: what a forgotten session should get.
-    }
-    if (revived) await refused(revived.storage.putText("/pub/js.example.app/state.txt", "revived"), 401);
+    // The server forgot the session, not only the client's jar: the same cookie sent by hand is refused.
+    if (secret) equal(await byHand(), 401, "the signed-out cookie sent by hand");
+    await refused(
+      newFacade()
+        .restoreSession(exported)
+        .then((revived) => revived.storage.putText(appState, "revived")),
+      401,
+    );
   });
   await step("a stranger's write is refused", async () => {
     const stranger = pubky.signer(sdk.Keypair.random());
@@ -174,6 +210,15 @@ export async function scenario(sdk, env, io) {
       credentials: "include",
     });
     equal(response.status, 401, "a stranger's PUT");
+    if (io.cookie) {
+      // Node: the stranger's own session secret, sent under the owner's cookie name.
+      const forged = await io.rawFetch(`${env.serverUrl}${APP_DIR}intruder.txt`, {
+        method: "PUT",
+        body: "intruder",
+        headers: { cookie: `${user}=${io.cookie(theirs.info.publicKey.z32())}`, "pubky-host": user },
+      });
+      equal(forged.status, 401, "a stranger's session under the owner's cookie name");
+    }
     equal(await newFacade().publicStorage.exists(`pubky${user}${APP_DIR}intruder.txt`), false, "nothing written");
   });
   if (env.tokenHomeserver) {

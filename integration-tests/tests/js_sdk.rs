@@ -2,10 +2,14 @@
 //! it: the scripts in `integration-tests/js/` run its Node build (`node.mjs`) and its browser build in
 //! Debian's headless Chromium (`browser.mjs`, through puppeteer-core) against Homestead on a local DHT,
 //! reached through a PKARR relay and, for a third-party app's sign-in, an HTTP relay. `scripts/test`
-//! installs the workspace (`npm ci`); a failing script fails the test with its whole output.
+//! installs the workspace (`npm ci`); a failing or hung script fails the test with its whole output.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use homestead_integration_tests::{Blobs, Metadata, Relays, TestNet, TestServer};
 
@@ -82,28 +86,62 @@ fn screenshot_dir() -> PathBuf {
 const NODE_DEADLINE: Duration = Duration::from_secs(180);
 
 /// Runs `node <script>` in the JS workspace with `env`; panics with its output unless it succeeds
-/// within [`NODE_DEADLINE`].
+/// within [`NODE_DEADLINE`]. The output is collected as it comes, so a hung script shows what it did.
 async fn node(script: &str, env: Vec<(&'static str, String)>) -> String {
     let started = Instant::now();
     let node = std::env::var("TEST_NODE_BIN").unwrap_or_else(|_| "node".into());
-    let run = tokio::process::Command::new(node)
+    let mut child = tokio::process::Command::new(node)
         .arg(script)
         .current_dir(js_dir())
         .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(NODE_DEADLINE, run)
-        .await
-        .unwrap_or_else(|_| panic!("node {script} did not finish within {NODE_DEADLINE:?}"))
+        .spawn()
         .expect("run node (scripts/test installs it)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "node {script} failed:\n{text}");
+    let text = Arc::new(Mutex::new(String::new()));
+    let readers = [
+        collect_lines(child.stdout.take().expect("piped"), text.clone()),
+        collect_lines(child.stderr.take().expect("piped"), text.clone()),
+    ];
+    let status = tokio::time::timeout(NODE_DEADLINE, child.wait()).await;
+    if status.is_err() {
+        let _ = child.kill().await;
+    }
+    for reader in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    }
+    let text = text.lock().expect("output").clone();
+    match status {
+        Err(_) => panic!("node {script} did not finish within {NODE_DEADLINE:?}; its output:\n{text}"),
+        Ok(status) => {
+            let status = status.expect("wait for node");
+            assert!(status.success(), "node {script} failed ({status}):\n{text}");
+        }
+    }
     println!("node {script}: {:?}\n{text}", started.elapsed());
     text
+}
+
+/// Appends each line `pipe` gives to `text` until it ends.
+fn collect_lines(
+    pipe: impl AsyncRead + Unpin + Send + 'static,
+    text: Arc<Mutex<String>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut text = text.lock().expect("output");
+            text.push_str(&line);
+            text.push('\n');
+        }
+    })
+}
+
+/// Asserts that `step` passed `times` times in `output`.
+fn passed(output: &str, step: &str, times: usize) {
+    let found = output.matches(&format!("ok - {step} (")).count();
+    assert_eq!(found, times, "\"ok - {step}\" {found} times, not {times}:\n{output}");
 }
 
 macro_rules! on_backends {
@@ -115,8 +153,9 @@ macro_rules! on_backends {
             async fn node_sdk_runs_an_app_end_to_end() {
                 let net = JsNet::start(Metadata::$metadata, Blobs::$blobs).await;
                 let output = node("node.mjs", net.env(stringify!($name), 1).await).await;
-                assert!(output.contains("ok - token-mode sign-up"), "{output}");
-                assert!(output.contains("ok - a stranger's write is refused"), "{output}");
+                passed(&output, "sign-out", 1);
+                passed(&output, "a stranger's write is refused", 1);
+                passed(&output, "token-mode sign-up", 1);
             }
 
             #[tokio::test(flavor = "multi_thread")]
@@ -134,6 +173,16 @@ macro_rules! on_backends {
                 }
                 let output = node("browser.mjs", env).await;
                 assert!(output.contains("browser: 2 of 2 cases passed"), "{output}");
+                // Each case ran every step, the two controls included.
+                for step in [
+                    "control: the browser's rule for unpartitioned cookies of the server's site",
+                    "the session cookie stays with the site that signed in",
+                    "sign-out",
+                    "a stranger's write is refused",
+                    "token-mode sign-up",
+                ] {
+                    passed(&output, step, 2);
+                }
                 for shot in &shots {
                     let png = std::fs::read(shot).expect("the screenshot was saved");
                     assert!(png.starts_with(b"\x89PNG") && png.len() > 1000, "{}", shot.display());
