@@ -113,7 +113,9 @@ async fn node(script: &str, env: Vec<(&'static str, String)>) -> String {
     }
     let text = text.lock().expect("output").clone();
     match status {
-        Err(_) => panic!("node {script} did not finish within {NODE_DEADLINE:?}; its output:\n{text}"),
+        Err(_) => {
+            panic!("node {script} did not finish within {NODE_DEADLINE:?}; its output:\n{text}")
+        }
         Ok(status) => {
             let status = status.expect("wait for node");
             assert!(status.success(), "node {script} failed ({status}):\n{text}");
@@ -141,7 +143,10 @@ fn collect_lines(
 /// Asserts that `step` passed `times` times in `output`.
 fn passed(output: &str, step: &str, times: usize) {
     let found = output.matches(&format!("ok - {step} (")).count();
-    assert_eq!(found, times, "\"ok - {step}\" {found} times, not {times}:\n{output}");
+    assert_eq!(
+        found, times,
+        "\"ok - {step}\" {found} times, not {times}:\n{output}"
+    );
 }
 
 macro_rules! on_backends {
