@@ -1,0 +1,322 @@
+//! `homestead import-reference` from the real pubky-homeserver 0.17.1 (the binary at
+//! `TEST_REFERENCE_0_17_BIN`, which scripts/test installs): the reference runs as a process on PostgreSQL
+//! and its file-system storage, a user signs up and in through grants with this SDK and writes public and
+//! private files, the reference is stopped, and Homestead imports it into sqlite+fs. Homestead then serves
+//! the same files under the same ETags and the same event feed, and the user's SDK session goes on as if
+//! nothing happened: the imported bearer writes and reads private data, and a refresh re-exchanges the
+//! imported grant with the same proof-of-possession key.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use homestead_sdk_0_17_tests::{
+    ADMIN_PASSWORD, TestDatabase, TestNet, bearer_call, binary, client_id, eventually, put_created,
+};
+use pubky::pkarr::ResolvePolicy;
+use pubky::{Keypair, Method, PublicKey};
+
+/// The reference binary; under CI its absence fails the test instead of skipping it.
+fn reference_binary() -> Option<String> {
+    match std::env::var("TEST_REFERENCE_0_17_BIN") {
+        Ok(bin) => Some(bin),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!(
+                "TEST_REFERENCE_0_17_BIN is not set (scripts/test installs the reference and sets it)"
+            )
+        }
+        Err(_) => {
+            eprintln!("skipped: TEST_REFERENCE_0_17_BIN is not set; run with scripts/test");
+            None
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// pubky-homeserver 0.17.1 on its own data directory and database, open sign-up.
+struct Reference {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    database: TestDatabase,
+    icann: String,
+    key: PublicKey,
+}
+
+impl Reference {
+    async fn start(binary: &str, net: &TestNet) -> Self {
+        let database = TestDatabase::create();
+        let dir = tempfile::Builder::new()
+            .prefix("reference-0.17-import-")
+            .tempdir()
+            .unwrap();
+        let keypair = Keypair::random();
+        std::fs::write(dir.path().join("secret"), hex(&keypair.secret_key())).unwrap();
+        let (icann, admin) = (free_port(), free_port());
+        let bootstrap: Vec<String> = net.bootstrap().iter().map(|b| format!("{b:?}")).collect();
+        let config = format!(
+            "[general]\ndatabase_url = {:?}\nsignup_mode = \"open\"\n\n\
+             [drive]\npubky_listen_socket = \"127.0.0.1:{}\"\nicann_listen_socket = \"127.0.0.1:{icann}\"\n\n\
+             [admin]\nenabled = true\nlisten_socket = \"127.0.0.1:{admin}\"\nadmin_password = {ADMIN_PASSWORD:?}\n\n\
+             [storage]\ntype = \"file_system\"\n\n\
+             [pkdns]\npublic_ip = \"127.0.0.1\"\ndht_bootstrap_nodes = [{}]\n",
+            database.url(),
+            free_port(),
+            bootstrap.join(", ")
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let child = Command::new(binary)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
+            .spawn()
+            .unwrap_or_else(|err| panic!("spawn {binary}: {err}"));
+        let mut reference = Self {
+            child,
+            database,
+            icann: format!("http://127.0.0.1:{icann}"),
+            key: keypair.public_key(),
+            dir,
+        };
+        let started = Instant::now();
+        while reqwest::get(&reference.icann).await.is_err() {
+            let exited = reference.child.try_wait().unwrap();
+            assert!(
+                exited.is_none() && started.elapsed() < Duration::from_secs(60),
+                "the reference did not start: {}",
+                reference.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let client = net.sdk_client();
+        let key = reference.key.clone();
+        eventually(
+            "the reference's record resolvable",
+            Duration::from_secs(30),
+            || {
+                let (client, key) = (client.clone(), key.clone());
+                async move {
+                    client
+                        .pkarr()
+                        .resolve(&key, ResolvePolicy::NetworkOnly)
+                        .await
+                }
+            },
+        )
+        .await;
+        reference
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Ends the process as an operator does (SIGINT), keeping its directory and database.
+    fn stop(&mut self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) },
+            0
+        );
+        let started = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Status, ETag and body of an anonymous GET of `user`'s `path`.
+async fn public_read(base: &str, user: &str, path: &str) -> (u16, String, String) {
+    let response = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .header("pubky-host", user)
+        .send()
+        .await
+        .expect("request");
+    let etag = response
+        .headers()
+        .get("etag")
+        .map_or(String::new(), |v| v.to_str().unwrap().to_string());
+    (
+        response.status().as_u16(),
+        etag,
+        response.text().await.unwrap(),
+    )
+}
+
+async fn feed(base: &str) -> String {
+    let response = reqwest::get(format!("{base}/events/?limit=1000"))
+        .await
+        .expect("events");
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+fn import(target: &Path, reference: &Reference) -> std::process::Output {
+    Command::new(binary())
+        .arg("--data-dir")
+        .arg(target)
+        .arg("import-reference")
+        .arg("--from")
+        .arg(reference.dir.path())
+        .args(["--from-database-url", reference.database.url().as_str()])
+        .output()
+        .expect("run homestead import-reference")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_0_17_1_reference_moves_with_its_grant_sessions() {
+    let Some(binary) = reference_binary() else {
+        return;
+    };
+    let run = async {
+        let net = TestNet::new();
+        let mut reference = Reference::start(&binary, &net).await;
+
+        // Alice signs up and in through grants; her session holds a bearer and a PoP key.
+        let alice = net.pubky().signer(Keypair::random());
+        alice
+            .signup(&reference.key, None)
+            .await
+            .expect("grant signup on the reference");
+        let session = alice
+            .signin(client_id("import.test"))
+            .await
+            .expect("grant signin on the reference");
+        let user = alice.public_key().z32();
+        let storage = session.storage();
+        put_created(&storage, "/pub/app/a.txt", "hello").await;
+        put_created(&storage, "/pub/app/dir/b.json", "{\"b\":1}").await;
+        put_created(&storage, "/pub/app/a.txt", "hello again").await;
+        put_created(&storage, "/priv/app/secret.txt", "mine").await;
+        let bearer = session
+            .as_grant()
+            .expect("a grant session")
+            .current_bearer()
+            .await;
+        let paths = ["/pub/app/a.txt", "/pub/app/dir/b.json"];
+        let mut served = Vec::new();
+        for path in paths {
+            let answer = public_read(&reference.icann, &user, path).await;
+            assert_eq!(answer.0, 200, "{path} on the reference");
+            served.push(answer);
+        }
+        let events = feed(&reference.icann).await;
+        reference.stop();
+
+        let server = net
+            .server()
+            .start_after(|dir| {
+                let out = import(dir, &reference);
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success(),
+                    "stdout {stdout}\nstderr {}\nreference log {}",
+                    String::from_utf8_lossy(&out.stderr),
+                    reference.log()
+                );
+                for part in [
+                    "users 1",
+                    "grants 1",
+                    "bearer sessions 1",
+                    "files 3",
+                    "mismatches 0",
+                ] {
+                    assert!(stdout.contains(part), "{part:?} missing from {stdout}");
+                }
+            })
+            .await;
+        assert_eq!(server.public_key(), reference.key, "the reference's key");
+        for (path, theirs) in paths.iter().zip(&served) {
+            let mine = public_read(&server.icann_url(), &user, path).await;
+            assert_eq!(&mine, theirs, "{path}");
+        }
+        assert_eq!(feed(&server.icann_url()).await, events, "the event feed");
+
+        // The reference's bearer is Homestead's now: it reads Alice's private file.
+        let secret_path = format!("/storage/{user}/priv/app/secret.txt");
+        let (status, body) =
+            bearer_call(&server, Method::GET, &secret_path, &bearer, &[], "").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "mine"),
+            "the imported bearer"
+        );
+        // The app keeps its grant: restored on a fresh client (the old one caches the reference's
+        // record), the SDK re-exchanges the imported grant with its PoP key and goes on through the
+        // server record, which now leads to Homestead.
+        net.wait_until_resolvable(&server).await;
+        let grant = session
+            .as_grant()
+            .expect("a grant session")
+            .export_local_secret()
+            .await
+            .expect("a local PoP key");
+        let restored = net
+            .pubky()
+            .restore_session(&grant)
+            .await
+            .expect("the imported grant restored on Homestead");
+        let storage = restored.storage();
+        let private = storage
+            .get("/priv/app/secret.txt")
+            .await
+            .expect("private read")
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(private, "mine");
+        put_created(&storage, "/pub/app/after.txt", "after the switch").await;
+        let view = restored.as_grant().expect("a grant session");
+        let before = view.current_bearer().await;
+        let refreshed = view
+            .force_refresh()
+            .await
+            .expect("a refresh of the imported grant");
+        assert_ne!(refreshed, before);
+        put_created(&storage, "/pub/app/refreshed.txt", "refreshed").await;
+        // New events follow the imported ones, whose ids and order stayed.
+        let lines = |feed: &str| -> Vec<String> {
+            feed.lines()
+                .filter(|l| !l.starts_with("cursor:"))
+                .map(str::to_string)
+                .collect()
+        };
+        let (imported, now) = (lines(&events), lines(&feed(&server.icann_url()).await));
+        assert_eq!(now[..imported.len()], imported[..]);
+        let new: Vec<&str> = now[imported.len()..].iter().map(String::as_str).collect();
+        assert_eq!(
+            new,
+            [
+                format!("PUT pubky://{user}/pub/app/after.txt"),
+                format!("PUT pubky://{user}/pub/app/refreshed.txt"),
+            ]
+        );
+    };
+    tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("within 240 s");
+}
