@@ -75,8 +75,8 @@ use std::time::{Duration, Instant};
 
 use homestead_integration_tests::machine::{self, Environment, Limits, OutsideCpu, Verdict};
 use homestead_integration_tests::{
-    Account, Blobs, GarageCluster, Metadata, Reference, TestDatabase, TestNet, TestServer,
-    start_balancer,
+    Account, Blobs, GarageCluster, Metadata, Reference, ReferenceOptions, TestDatabase, TestNet,
+    TestServer, start_balancer,
 };
 
 const KIB: usize = 1024;
@@ -1378,7 +1378,9 @@ async fn main() {
             "reference" => {
                 let binary = std::env::var("REFERENCE_BIN")
                     .expect("REFERENCE_BIN: the pubky-homeserver 0.9.3 binary");
-                let process = Process::Reference(Reference::start(&binary, &net, None).await);
+                let process = Process::Reference(
+                    Reference::start(&binary, net.bootstrap(), ReferenceOptions::default()).await,
+                );
                 Target::Server(Box::new(prepare(name, process, users).await))
             }
             "garage-nginx-1" | "garage-nginx-2" | "garage-nginx-3" => {

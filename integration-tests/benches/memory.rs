@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use homestead_integration_tests::machine::Environment;
-use homestead_integration_tests::{Account, Metadata, Reference, TestNet, TestServer, memory_kib};
+use homestead_integration_tests::{
+    Account, Metadata, Reference, ReferenceOptions, TestNet, TestServer, memory_kib,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -60,7 +62,7 @@ fn raise_open_files() -> u64 {
 }
 
 enum Server {
-    Homestead(TestServer),
+    Homestead(Box<TestServer>),
     Reference(Reference),
 }
 
@@ -213,7 +215,11 @@ async fn start(
                 println!("reference: skipped, REFERENCE_BIN is not set");
                 return None;
             };
-            let reference = Reference::start(&binary, net, open_files).await;
+            let options = ReferenceOptions {
+                open_files,
+                ..ReferenceOptions::default()
+            };
+            let reference = Reference::start(&binary, net.bootstrap(), options).await;
             return Some(Server::Reference(reference));
         }
         other => panic!("unknown target {other}"),
@@ -225,7 +231,7 @@ async fn start(
     if let Some(limit) = open_files {
         builder = builder.open_files(limit);
     }
-    Some(Server::Homestead(builder.start().await))
+    Some(Server::Homestead(Box::new(builder.start().await)))
 }
 
 /// A state a fresh server is measured in.

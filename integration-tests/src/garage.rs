@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::nginx::free_port;
 use crate::resources::TestBucket;
+use crate::resources::free_port;
 use crate::support::eventually;
 
 /// The region the cluster signs for (Garage's `s3_api.s3_region`).

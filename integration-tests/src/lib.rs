@@ -35,11 +35,11 @@ pub use accounts::{Account, refusal};
 pub use bodies::pseudo_random_bytes;
 pub use browser::Browser;
 pub use garage::{GARAGE_REGION, GarageCluster, garage_binary};
-pub use nginx::{deploy_balancer, free_port, nginx_user_line, start_balancer, start_nginx};
+pub use nginx::{deploy_balancer, nginx_user_line, start_balancer, start_nginx};
 pub use outages::{CuttableProxy, PrivatePostgres, socket_of};
-pub use reference::Reference;
+pub use reference::{Reference, ReferenceOptions};
 pub use relays::Relays;
-pub use resources::{TestBucket, TestDatabase};
+pub use resources::{TestBucket, TestDatabase, free_port};
 pub use server::{
     ADMIN_PASSWORD, Blobs, Metadata, PreparedServer, TestServer, TestServerBuilder, binary,
 };

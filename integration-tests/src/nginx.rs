@@ -6,13 +6,7 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
-/// A loopback port free at the time of the call (for a process that binds it itself).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
+use crate::resources::free_port;
 
 /// The `user` directive nginx needs when the tests run as root (its workers would drop to `nobody`
 /// otherwise and could not read the test's files); empty for anyone else.

@@ -1,72 +1,109 @@
-//! [`Reference`]: the reference homeserver (`pubky-homeserver` 0.9.3) as a process of a bench, on
-//! PostgreSQL metadata and filesystem blobs like Homestead's postgres-fs, open sign-up and no rate limits.
+//! [`Reference`]: the reference homeserver (`pubky-homeserver` 0.9.3, or 0.17.1) as a process on its own
+//! data directory and PostgreSQL database with file-system storage, like Homestead's postgres-fs: for the
+//! benches (open sign-up, no admin API) and the import tests (a key of their choosing, token sign-up, the
+//! admin API). The SDK 0.17.1 suite includes this file too, so it names nothing of either SDK: the key is
+//! its secret's bytes and the DHT is its bootstrap list.
 
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{TestDatabase, TestNet, free_port};
+use crate::resources::{TestDatabase, free_port};
 
-/// A running reference homeserver on its own data directory and database, killed when dropped.
+/// How a [`Reference`] is set up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReferenceOptions {
+    /// The server key's secret (written to `secret`); None lets the reference make one.
+    pub secret: Option<[u8; 32]>,
+    /// `signup_mode = "token_required"` instead of `"open"`.
+    pub token_required: bool,
+    /// The admin API on a loopback port, with the harness's admin password.
+    pub admin: bool,
+    /// An open-file limit (soft and hard, through `prlimit`).
+    pub open_files: Option<u64>,
+}
+
+/// A running reference homeserver, killed when dropped (its directory and database go with it).
 pub struct Reference {
+    child: Child,
     url: String,
-    child: tokio::process::Child,
-    _database: TestDatabase,
-    _data_dir: tempfile::TempDir,
+    admin_url: Option<String>,
+    database: TestDatabase,
+    dir: tempfile::TempDir,
 }
 
 impl Reference {
-    /// Starts `binary` on a fresh database and data directory, its DHT `net`; with `open_files`, under
-    /// that open-file limit (soft and hard, through `prlimit`). Waits until its ICANN listener answers.
-    pub async fn start(binary: &str, net: &TestNet, open_files: Option<u64>) -> Self {
+    /// Starts `binary` on a fresh database and data directory, on the DHT of `bootstrap`, and waits
+    /// until its ICANN listener answers.
+    pub async fn start(binary: &str, bootstrap: &[String], options: ReferenceOptions) -> Self {
         let database = TestDatabase::create();
-        let data_dir = tempfile::Builder::new()
+        let dir = tempfile::Builder::new()
             .prefix("reference-homeserver-")
             .tempdir()
             .unwrap();
-        let icann = free_port();
-        let bootstrap: Vec<String> = net.bootstrap().iter().map(|b| format!("{b:?}")).collect();
+        if let Some(secret) = options.secret {
+            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(dir.path().join("secret"), hex).unwrap();
+        }
+        let (icann, admin) = (free_port(), free_port());
+        let signup = if options.token_required {
+            "token_required"
+        } else {
+            "open"
+        };
+        let admin_section = if options.admin {
+            format!(
+                "enabled = true\nlisten_socket = \"127.0.0.1:{admin}\"\nadmin_password = {:?}",
+                crate::server::ADMIN_PASSWORD
+            )
+        } else {
+            "enabled = false".to_string()
+        };
+        let bootstrap: Vec<String> = bootstrap.iter().map(|b| format!("{b:?}")).collect();
         let config = format!(
-            "[general]\ndatabase_url = {:?}\nsignup_mode = \"open\"\n\n\
+            "[general]\ndatabase_url = {:?}\nsignup_mode = \"{signup}\"\n\n\
              [drive]\npubky_listen_socket = \"127.0.0.1:{}\"\nicann_listen_socket = \"127.0.0.1:{icann}\"\n\n\
-             [admin]\nenabled = false\n\n[metrics]\nenabled = false\n\n\
+             [admin]\n{admin_section}\n\n[metrics]\nenabled = false\n\n\
              [storage]\ntype = \"file_system\"\n\n\
              [pkdns]\npublic_ip = \"127.0.0.1\"\ndht_bootstrap_nodes = [{}]\n",
             database.url(),
             free_port(),
             bootstrap.join(", ")
         );
-        std::fs::write(data_dir.path().join("config.toml"), config).unwrap();
-        let mut command = match open_files {
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let mut command = match options.open_files {
             Some(limit) => {
-                let mut prlimit = tokio::process::Command::new("prlimit");
+                let mut prlimit = Command::new("prlimit");
                 prlimit.arg(format!("--nofile={limit}:{limit}")).arg(binary);
                 prlimit
             }
-            None => tokio::process::Command::new(binary),
+            None => Command::new(binary),
         };
         let child = command
             .arg("--data-dir")
-            .arg(data_dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(data_dir.path().join("server.log")).unwrap())
-            .kill_on_drop(true)
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
             .spawn()
             .unwrap_or_else(|err| panic!("spawn {binary}: {err}"));
-        let url = format!("http://127.0.0.1:{icann}");
+        let mut reference = Self {
+            child,
+            url: format!("http://127.0.0.1:{icann}"),
+            admin_url: options.admin.then(|| format!("http://127.0.0.1:{admin}")),
+            database,
+            dir,
+        };
         let started = Instant::now();
-        while reqwest::get(&url).await.is_err() {
-            let log = std::fs::read_to_string(data_dir.path().join("server.log"));
+        while reqwest::get(&reference.url).await.is_err() {
+            let exited = reference.child.try_wait().unwrap();
             assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the reference did not start: {log:?}"
+                exited.is_none() && started.elapsed() < Duration::from_secs(60),
+                "the reference did not start: {}",
+                reference.log()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Self {
-            url,
-            child,
-            _database: database,
-            _data_dir: data_dir,
-        }
+        reference
     }
 
     /// `http://127.0.0.1:<port>` of its ICANN listener.
@@ -74,8 +111,53 @@ impl Reference {
         &self.url
     }
 
-    /// Its process id (0 once it has exited).
+    /// `http://127.0.0.1:<port>` of its admin API; panics unless started with one.
+    pub fn admin_url(&self) -> &str {
+        self.admin_url
+            .as_deref()
+            .expect("started with the admin API")
+    }
+
+    /// Its data directory (`secret`, `config.toml`, `data/files/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Its database.
+    pub fn database(&self) -> &TestDatabase {
+        &self.database
+    }
+
+    /// Its process id.
     pub fn pid(&self) -> u32 {
-        self.child.id().unwrap_or(0)
+        self.child.id()
+    }
+
+    /// What it logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Ends the process as an operator does (SIGINT), keeping its directory and database.
+    pub fn stop(&mut self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        assert_eq!(sent, 0, "signal the reference");
+        let started = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }

@@ -1,7 +1,15 @@
-//! Per-server backing resources: a fresh PostgreSQL database, a fresh S3 bucket.
+//! Per-server backing resources: a fresh PostgreSQL database, a fresh S3 bucket, a free port.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A loopback port free at the time of the call (for a process that binds it itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

@@ -7,11 +7,11 @@
 //! imported grant with the same proof-of-possession key.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use homestead_sdk_0_17_tests::{
-    ADMIN_PASSWORD, TestDatabase, TestNet, bearer_call, binary, client_id, eventually, put_created,
+    Reference, ReferenceOptions, TestNet, bearer_call, binary, client_id, eventually, put_created,
 };
 use pubky::pkarr::ResolvePolicy;
 use pubky::{Keypair, Method, PublicKey};
@@ -32,120 +32,23 @@ fn reference_binary() -> Option<String> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// pubky-homeserver 0.17.1 on its own data directory and database, open sign-up.
-struct Reference {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-    database: TestDatabase,
-    icann: String,
-    key: PublicKey,
-}
-
-impl Reference {
-    async fn start(binary: &str, net: &TestNet) -> Self {
-        let database = TestDatabase::create();
-        let dir = tempfile::Builder::new()
-            .prefix("reference-0.17-import-")
-            .tempdir()
-            .unwrap();
-        let keypair = Keypair::random();
-        std::fs::write(dir.path().join("secret"), hex(&keypair.secret_key())).unwrap();
-        let (icann, admin) = (free_port(), free_port());
-        let bootstrap: Vec<String> = net.bootstrap().iter().map(|b| format!("{b:?}")).collect();
-        let config = format!(
-            "[general]\ndatabase_url = {:?}\nsignup_mode = \"open\"\n\n\
-             [drive]\npubky_listen_socket = \"127.0.0.1:{}\"\nicann_listen_socket = \"127.0.0.1:{icann}\"\n\n\
-             [admin]\nenabled = true\nlisten_socket = \"127.0.0.1:{admin}\"\nadmin_password = {ADMIN_PASSWORD:?}\n\n\
-             [storage]\ntype = \"file_system\"\n\n\
-             [pkdns]\npublic_ip = \"127.0.0.1\"\ndht_bootstrap_nodes = [{}]\n",
-            database.url(),
-            free_port(),
-            bootstrap.join(", ")
-        );
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        let child = Command::new(binary)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
-            .spawn()
-            .unwrap_or_else(|err| panic!("spawn {binary}: {err}"));
-        let mut reference = Self {
-            child,
-            database,
-            icann: format!("http://127.0.0.1:{icann}"),
-            key: keypair.public_key(),
-            dir,
-        };
-        let started = Instant::now();
-        while reqwest::get(&reference.icann).await.is_err() {
-            let exited = reference.child.try_wait().unwrap();
-            assert!(
-                exited.is_none() && started.elapsed() < Duration::from_secs(60),
-                "the reference did not start: {}",
-                reference.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let client = net.sdk_client();
-        let key = reference.key.clone();
-        eventually(
-            "the reference's record resolvable",
-            Duration::from_secs(30),
-            || {
-                let (client, key) = (client.clone(), key.clone());
-                async move {
-                    client
-                        .pkarr()
-                        .resolve(&key, ResolvePolicy::NetworkOnly)
-                        .await
-                }
-            },
-        )
-        .await;
-        reference
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    /// Ends the process as an operator does (SIGINT), keeping its directory and database.
-    fn stop(&mut self) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        assert_eq!(
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) },
-            0
-        );
-        let started = Instant::now();
-        while self.child.try_wait().unwrap().is_none() {
-            if started.elapsed() > Duration::from_secs(20) {
-                let _ = self.child.kill();
+/// Waits until `key`'s record resolves on `net`.
+async fn resolvable(net: &TestNet, key: &PublicKey) {
+    let client = net.sdk_client();
+    eventually(
+        "the reference's record resolvable",
+        Duration::from_secs(30),
+        || {
+            let (client, key) = (client.clone(), key.clone());
+            async move {
+                client
+                    .pkarr()
+                    .resolve(&key, ResolvePolicy::NetworkOnly)
+                    .await
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Reference {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        },
+    )
+    .await;
 }
 
 /// Status, ETag and body of an anonymous GET of `user`'s `path`.
@@ -181,8 +84,8 @@ fn import(target: &Path, reference: &Reference) -> std::process::Output {
         .arg(target)
         .arg("import-reference")
         .arg("--from")
-        .arg(reference.dir.path())
-        .args(["--from-database-url", reference.database.url().as_str()])
+        .arg(reference.dir())
+        .args(["--from-database-url", reference.database().url().as_str()])
         .output()
         .expect("run homestead import-reference")
 }
@@ -194,12 +97,19 @@ async fn a_0_17_1_reference_moves_with_its_grant_sessions() {
     };
     let run = async {
         let net = TestNet::new();
-        let mut reference = Reference::start(&binary, &net).await;
+        let keypair = Keypair::random();
+        let options = ReferenceOptions {
+            secret: Some(keypair.secret_key()),
+            ..ReferenceOptions::default()
+        };
+        let mut reference = Reference::start(&binary, net.bootstrap(), options).await;
+        let key = keypair.public_key();
+        resolvable(&net, &key).await;
 
         // Alice signs up and in through grants; her session holds a bearer and a PoP key.
         let alice = net.pubky().signer(Keypair::random());
         alice
-            .signup(&reference.key, None)
+            .signup(&key, None)
             .await
             .expect("grant signup on the reference");
         let session = alice
@@ -220,11 +130,11 @@ async fn a_0_17_1_reference_moves_with_its_grant_sessions() {
         let paths = ["/pub/app/a.txt", "/pub/app/dir/b.json"];
         let mut served = Vec::new();
         for path in paths {
-            let answer = public_read(&reference.icann, &user, path).await;
+            let answer = public_read(reference.url(), &user, path).await;
             assert_eq!(answer.0, 200, "{path} on the reference");
             served.push(answer);
         }
-        let events = feed(&reference.icann).await;
+        let events = feed(reference.url()).await;
         reference.stop();
 
         let server = net
@@ -249,7 +159,7 @@ async fn a_0_17_1_reference_moves_with_its_grant_sessions() {
                 }
             })
             .await;
-        assert_eq!(server.public_key(), reference.key, "the reference's key");
+        assert_eq!(server.public_key(), key, "the reference's key");
         for (path, theirs) in paths.iter().zip(&served) {
             let mine = public_read(&server.icann_url(), &user, path).await;
             assert_eq!(&mine, theirs, "{path}");
