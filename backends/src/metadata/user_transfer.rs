@@ -124,12 +124,14 @@ impl UserSnapshot {
     /// The user's entries by path; the same list each time within this snapshot.
     pub fn entries(&mut self) -> BoxStream<'_, Result<UserEntry>> {
         let user = self.user.as_str();
-        with_conn!(&mut self.conn, |c| sqlx::query_as::<_, EntryRow>(USER_ENTRIES)
-            .bind(user)
-            .fetch(&mut **c)
-            .map_ok(entry)
-            .map_err(|err| query("list the user's entries")(err))
-            .boxed())
+        with_conn!(&mut self.conn, |c| sqlx::query_as::<_, EntryRow>(
+            USER_ENTRIES
+        )
+        .bind(user)
+        .fetch(&mut **c)
+        .map_ok(entry)
+        .map_err(|err| query("list the user's entries")(err))
+        .boxed())
     }
 
     /// Ends the transaction.
@@ -137,6 +139,7 @@ impl UserSnapshot {
         with_conn!(&mut self.conn, |c| sqlx::query("COMMIT")
             .execute(&mut **c)
             .await
+            .map(drop)
             .map_err(query("end the export"))?);
         Ok(())
     }
