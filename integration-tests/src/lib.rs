@@ -28,6 +28,7 @@ mod reference;
 mod relays;
 mod resources;
 mod server;
+mod small_disk;
 mod support;
 mod testnet;
 
@@ -43,6 +44,7 @@ pub use resources::{TestBucket, TestDatabase};
 pub use server::{
     ADMIN_PASSWORD, Blobs, Metadata, PreparedServer, TestServer, TestServerBuilder, binary,
 };
+pub use small_disk::SmallDisk;
 pub use support::eventually;
 pub use testnet::TestNet;
 
