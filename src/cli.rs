@@ -1,6 +1,6 @@
 //! The command line: `homestead [--data-dir DIR] [--config FILE] [run | init | backup DEST | restore SRC |
-//! export-user KEY | import-user | import-reference ...]`, `run` being the default, like the reference
-//! binary's `pubky-homeserver --data-dir DIR`.
+//! export-user KEY [-o FILE] | import-user | import-reference ...]`, `run` being the default, like the
+//! reference binary's `pubky-homeserver --data-dir DIR`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,10 +50,15 @@ pub enum Command {
         /// A directory written by `homestead backup`.
         src: PathBuf,
     },
-    /// Write one user's files to stdout as a user archive (format: see the README's "Operating").
+    /// Write one user's files to stdout, or to a file, as a user archive (format: see the README's
+    /// "Operating").
     ExportUser {
         /// The user's public key (z-base-32).
         key: String,
+        /// Write the archive to this new file instead of stdout (written under a temporary name and
+        /// renamed when complete; a failed export leaves nothing)
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Read a user archive from stdin into this server: all of it, or nothing. The user must be
     /// absent here or have no files.
@@ -102,9 +107,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let ctx = CommandContext::target(data_dir, config)?;
             crate::backup::restore(&ctx, &src).await
         }),
-        Command::ExportUser { key } => block_on(async {
+        Command::ExportUser { key, output } => block_on(async {
             let ctx = CommandContext::existing(data_dir, config)?;
-            crate::user_archive::export_user(&ctx, &key, tokio::io::stdout()).await
+            match output {
+                Some(file) => crate::user_archive::export_user_to_file(&ctx, &key, &file).await,
+                None => {
+                    let out = tokio::io::stdout();
+                    crate::user_archive::export_user(&ctx, &key, out, "stdout").await
+                }
+            }
         }),
         Command::ImportUser { signup_token } => block_on(async {
             let ctx = CommandContext::existing(data_dir, config)?;

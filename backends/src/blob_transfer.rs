@@ -19,16 +19,17 @@ const READ_BYTES: usize = 256 * 1024;
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
-    /// The blob store failed (a missing blob included).
-    #[error("blob {key}: {source}")]
+    /// The blob store failed (a missing blob included). The cause is part of the message, not a
+    /// `source`: object_store's errors already spell out their own causes, which a chain would repeat.
+    #[error("blob {key}: {cause}")]
     Blob {
         /// The blob.
         key: String,
         /// The cause.
-        source: Box<object_store::Error>,
+        cause: Box<object_store::Error>,
     },
     /// Reading the source or writing the destination failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// The source ended before the promised length.
     #[error("ended after {read} of {expected} bytes")]
@@ -56,9 +57,9 @@ pub async fn download<W: AsyncWrite + Unpin>(
     out: &mut W,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Transferred, TransferError> {
-    let blob_error = |source| TransferError::Blob {
+    let blob_error = |cause| TransferError::Blob {
         key: key.to_string(),
-        source: Box::new(source),
+        cause: Box::new(cause),
     };
     let path = BlobPath::from(key);
     let mut body = store.get(&path).await.map_err(blob_error)?.into_stream();
@@ -87,9 +88,9 @@ pub async fn upload<R: AsyncRead + Unpin>(
     length: u64,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Transferred, TransferError> {
-    let blob_error = |source| TransferError::Blob {
+    let blob_error = |cause| TransferError::Blob {
         key: key.to_string(),
-        source: Box::new(source),
+        cause: Box::new(cause),
     };
     let path = BlobPath::from(key);
     let mut hasher = blake3::Hasher::new();
@@ -161,7 +162,7 @@ pub async fn delete_all(
             Err(source) => {
                 first.get_or_insert(TransferError::Blob {
                     key,
-                    source: Box::new(source),
+                    cause: Box::new(source),
                 });
             }
         }

@@ -15,7 +15,8 @@
 //!
 //! Environment (set by `scripts/test`): `TEST_HOMESTEAD_BIN` (the binary), `TEST_PG_ADMIN_URL` (a
 //! PostgreSQL connection allowed to create databases), `TEST_S3_ENDPOINT` (an S3-compatible server);
-//! `TEST_GARAGE_BIN` (a Garage binary) for the tests on a Garage cluster ([`GarageCluster`]).
+//! `TEST_GARAGE_BIN` (a Garage binary) for the tests on a Garage cluster ([`GarageCluster`]);
+//! `TEST_ALLOW_NO_TMPFS=1` lets the full-disk tests skip where a tmpfs cannot be mounted ([`SmallDisk`]).
 
 mod accounts;
 mod bodies;
@@ -28,6 +29,7 @@ mod reference;
 mod relays;
 mod resources;
 mod server;
+mod small_disk;
 mod support;
 mod testnet;
 
@@ -43,6 +45,7 @@ pub use resources::{TestBucket, TestDatabase, free_port};
 pub use server::{
     ADMIN_PASSWORD, Blobs, Metadata, PreparedServer, TestServer, TestServerBuilder, binary,
 };
+pub use small_disk::SmallDisk;
 pub use support::eventually;
 pub use testnet::TestNet;
 

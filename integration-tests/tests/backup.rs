@@ -1,17 +1,18 @@
 //! `homestead backup` of a server under a concurrent write load, `homestead restore` into a fresh data
 //! directory, database and bucket, and a server started there that serves every file the snapshot
-//! lists with a body that was written to that path; and the bad inputs, each refused with one line
-//! and nothing left behind. On sqlite+fs and postgres+s3.
+//! lists with a body that was written to that path; and the bad inputs (a wrong database URL, a
+//! backup newer than this build, a damaged one, a full disk), each refused with one line and nothing
+//! left behind. On sqlite+fs and postgres+s3.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::Output;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use homestead_integration_tests::{
-    Account, Blobs, Metadata, TestNet, TestServer, binary, on_main_backend_pairs,
+    Account, Blobs, Metadata, SmallDisk, TestNet, TestServer, binary, on_main_backend_pairs,
     pseudo_random_bytes,
 };
 use tokio::process::Command;
@@ -48,12 +49,13 @@ async fn put(server: &TestServer, user: &Account, written: &Written, path: &str,
     assert!(status == 201 || status == 204, "PUT {path}: {status}");
 }
 
-/// Overwrites, creates and deletes files of `user` until `stop`; returns the number of writes.
+/// Overwrites, creates and deletes files of `user` until `stop`, counting each completed write in
+/// `completed`; returns the number of writes.
 async fn write_load(
     server: Arc<TestServer>,
     user: Account,
     written: Written,
-    stop: Arc<AtomicBool>,
+    (stop, completed): (Arc<AtomicBool>, Arc<AtomicU64>),
     worker: u64,
 ) -> u64 {
     let mut n = 0u64;
@@ -75,8 +77,38 @@ async fn write_load(
             )
             .await;
         }
+        completed.fetch_add(1, Ordering::Relaxed);
     }
     n
+}
+
+/// The files under `dir`, as paths relative to it.
+fn files_under(dir: &Path) -> HashSet<String> {
+    let mut files = HashSet::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(next) = dirs.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).unwrap();
+                files.insert(relative.to_str().unwrap().to_string());
+            }
+        }
+    }
+    files
+}
+
+/// `cp -a FROM TO`.
+fn copy_dir(from: &Path, to: &Path) {
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(copied.success());
 }
 
 /// The base64 ETag of a body, as the server computes it.
@@ -144,6 +176,7 @@ async fn backup_under_load_restores_elsewhere(metadata: Metadata, blobs: Blobs) 
     .await;
 
     let stop = Arc::new(AtomicBool::new(false));
+    let completed = Arc::new(AtomicU64::new(0));
     let source = Arc::new(source);
     let load: Vec<_> = (0..4u64)
         .map(|worker| {
@@ -152,7 +185,7 @@ async fn backup_under_load_restores_elsewhere(metadata: Metadata, blobs: Blobs) 
                 Arc::clone(&source),
                 user,
                 written.clone(),
-                stop.clone(),
+                (stop.clone(), completed.clone()),
                 worker,
             ))
         })
@@ -161,9 +194,12 @@ async fn backup_under_load_restores_elsewhere(metadata: Metadata, blobs: Blobs) 
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("backup");
     let dest_arg = dest.to_str().unwrap();
+    let before = completed.load(Ordering::Relaxed);
     let backup = homestead(source.data_dir(), &["backup", dest_arg], &[]).await;
+    let during = completed.load(Ordering::Relaxed) - before;
     let log = String::from_utf8_lossy(&backup.stderr).into_owned();
     assert!(backup.status.success(), "backup failed: {log}");
+    assert!(during > 0, "no write completed while the backup ran");
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let mut writes = 0;
@@ -175,6 +211,15 @@ async fn backup_under_load_restores_elsewhere(metadata: Metadata, blobs: Blobs) 
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dest.join("BACKUP.json")).unwrap()).unwrap();
     assert_eq!(manifest["server_public_key"], source.public_key().z32());
+    // The blobs directory holds exactly the bodies the list names, one per listed file.
+    let listed: Vec<String> = std::fs::read_to_string(dest.join("blobs.tsv"))
+        .unwrap()
+        .lines()
+        .map(|line| line.split('\t').next().unwrap().to_string())
+        .collect();
+    assert_eq!(manifest["files"], listed.len());
+    let listed: HashSet<String> = listed.into_iter().collect();
+    assert_eq!(files_under(&dest.join("blobs")), listed);
 
     // Refusals: one line each, nothing left beside DEST.
     refused(
@@ -221,16 +266,56 @@ async fn backup_under_load_restores_elsewhere(metadata: Metadata, blobs: Blobs) 
         .await,
         "is not a backup",
     );
+    // A database nobody serves, and a backup newer than this build: refused before anything is written.
+    let (wrong_url, says) = match metadata {
+        Metadata::Postgres => (
+            "postgres://postgres@127.0.0.1:1/nowhere".to_string(),
+            "cannot connect to postgres://postgres@127.0.0.1:1/nowhere".to_string(),
+        ),
+        _ => {
+            let missing = dir.path().join("missing-dir");
+            (
+                format!("sqlite://{}/homestead.db", missing.display()),
+                format!("{} does not exist", missing.display()),
+            )
+        }
+    };
+    refused(
+        &homestead(
+            target.data_dir(),
+            &["restore", dest_arg],
+            &[("HOMESTEAD_GENERAL__DATABASE_URL", wrong_url.as_str())],
+        )
+        .await,
+        &says,
+    );
+    let future = dir.path().join("future");
+    copy_dir(&dest, &future);
+    let mut newer = manifest.clone();
+    newer["schema_version"] = 99_999_999.into();
+    std::fs::write(
+        future.join("BACKUP.json"),
+        serde_json::to_vec_pretty(&newer).unwrap(),
+    )
+    .unwrap();
+    refused(
+        &homestead(
+            target.data_dir(),
+            &["restore", future.to_str().unwrap()],
+            &[],
+        )
+        .await,
+        "the backup has schema version 99999999",
+    );
+    assert_eq!(
+        files_under(target.data_dir()),
+        HashSet::from(["config.toml".to_string()]),
+        "the target's data directory is as it was"
+    );
     // A damaged backup (a body changed after the backup) is refused, and leaves the target as it was:
     // the whole backup restores into it afterwards.
     let damaged = dir.path().join("damaged");
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&dest)
-        .arg(&damaged)
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    copy_dir(&dest, &damaged);
     let list = std::fs::read_to_string(damaged.join("blobs.tsv")).unwrap();
     let biggest = list
         .lines()
@@ -303,10 +388,11 @@ async fn backup_under_load_restores_elsewhere(metadata: Metadata, blobs: Blobs) 
 
 on_main_backend_pairs!(backup_under_load_restores_elsewhere: backup_restore_sqlite_fs, backup_restore_postgres_s3);
 
-/// A backup onto a disk that fills up stops with one line naming the file it could not write, and
-/// leaves nothing behind. Needs a small tmpfs, so root (as in CI); elsewhere the test says so and ends.
+/// A backup onto a disk that fills up, and a restore into a data directory on one, each stop with one
+/// line naming what and where and leave nothing behind; with room, the same restore then completes.
+/// Needs small tmpfs mounts, so root (as in CI): see [`SmallDisk`].
 #[tokio::test(flavor = "multi_thread")]
-async fn a_backup_onto_a_full_disk_fails_and_leaves_nothing() {
+async fn backup_and_restore_on_a_full_disk_fail_and_leave_nothing() {
     let net = TestNet::new();
     let source = net.server().start().await;
     let user = Account::signup(&source).await;
@@ -319,34 +405,58 @@ async fn a_backup_onto_a_full_disk_fails_and_leaves_nothing() {
         );
     }
     let disk = tempfile::tempdir().unwrap();
-    let mount = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(disk.path())
-        .output()
-        .expect("run mount");
-    if !mount.status.success() {
-        eprintln!(
-            "SKIPPED: cannot mount a small tmpfs: {}",
-            String::from_utf8_lossy(&mount.stderr)
-        );
+    let Some(small) = SmallDisk::mount(disk.path(), "4m") else {
         return;
-    }
+    };
     let dest = disk.path().join("backup");
     let output = homestead(source.data_dir(), &["backup", dest.to_str().unwrap()], &[]).await;
-    let left: Vec<_> = std::fs::read_dir(disk.path())
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name())
-        .collect();
-    let unmount = std::process::Command::new("umount")
-        .arg(disk.path())
-        .status()
-        .expect("run umount");
-    assert!(unmount.success());
     refused(&output, "No space left on device");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&disk.path().display().to_string()),
         "names where: {stderr}"
     );
-    assert!(left.is_empty(), "left behind: {left:?}");
+    eprintln!("refused as expected: {stderr}");
+    assert_eq!(small.files(), Vec::<String>::new(), "left behind");
+    drop(small);
+
+    // A whole backup elsewhere, restored into a data directory on a 4 MiB disk: the bodies do not fit.
+    let whole = disk.path().join("whole");
+    let whole = whole.to_str().unwrap();
+    let backup = homestead(source.data_dir(), &["backup", whole], &[]).await;
+    assert!(backup.status.success());
+    let target = net.server().prepare().await;
+    let config = std::fs::read(target.data_dir().join("config.toml")).unwrap();
+    let Some(small) = SmallDisk::mount(target.data_dir(), "4m") else {
+        return;
+    };
+    std::fs::write(target.data_dir().join("config.toml"), config).unwrap();
+    let output = homestead(target.data_dir(), &["restore", whole], &[]).await;
+    refused(&output, "No space left on device");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let blobs_dir = target.data_dir().join("blobs").display().to_string();
+    assert!(stderr.contains(&blobs_dir), "names where: {stderr}");
+    eprintln!("refused as expected: {stderr}");
+    assert_eq!(
+        small.files(),
+        ["config.toml"],
+        "no body, key or database is left"
+    );
+    small.resize("64m");
+    let restore = homestead(target.data_dir(), &["restore", whole], &[]).await;
+    assert!(
+        restore.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    let restored = target.start().await;
+    for i in 0..4u64 {
+        let response = user.get(&restored, &format!("/pub/big-{i}.bin")).await;
+        assert_eq!(response.status(), 200);
+        let body = response.bytes().await.unwrap();
+        assert_eq!(body.as_ref(), pseudo_random_bytes(i, 2 << 20).as_slice());
+    }
+    // Unmounted first, so that the data directory can be removed with the server.
+    drop(small);
+    drop(restored);
 }

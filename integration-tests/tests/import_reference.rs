@@ -4,16 +4,19 @@
 //! and is stopped; then Homestead imports it (into sqlite+fs and into postgres+s3, the second run cut
 //! off midway and resumed), starts with the same key, and must serve the same files, ETags, listings and
 //! event pages, keep the reference's sessions signed in, and publish the same server key. Running the
-//! import again changes nothing, a tampered body is reported and left out, bad inputs end with one line
-//! and leave nothing behind, and the reference's own data stays untouched throughout.
+//! import again changes nothing; `--hard-link` links each body (two links) and serves it the same; a blob
+//! store on a full disk stops the run with one line and a run with room finishes it; a tampered body is
+//! reported and left out, bad inputs end with one line and leave nothing behind, and the reference's own
+//! data stays untouched throughout.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use homestead_integration_tests::{
-    ADMIN_PASSWORD, Blobs, Metadata, TestBucket, TestDatabase, TestNet, TestServer, binary,
-    eventually, free_port,
+    ADMIN_PASSWORD, Blobs, Metadata, SmallDisk, TestBucket, TestDatabase, TestNet, TestServer,
+    binary, eventually, free_port,
 };
 use pubky::{Keypair, PubkySession, PublicKey};
 
@@ -742,6 +745,71 @@ async fn the_reference_is_imported_in_place_on_both_backend_pairs() {
             .await;
         serves_what_the_reference_served(&net, &server, &recorded).await;
         drop(server);
+
+        // sqlite+fs with --hard-link: each blob is the reference's file (two links), served as before.
+        let server = net
+            .server()
+            .token_required()
+            .start_after(|dir| {
+                let out = import(dir, &reference_dir, database, &["--hard-link"]);
+                assert_summary(&out, &counts);
+                assert_summary(&out, &["0 copied", &format!("{files} hard-linked")]);
+                let mut blobs = Vec::new();
+                collect_files(&dir.join("blobs"), &mut blobs);
+                assert_eq!(blobs.len(), files, "one blob per file");
+                for blob in blobs {
+                    let links = std::fs::metadata(&blob).unwrap().nlink();
+                    assert_eq!(links, 2, "{}", blob.display());
+                }
+            })
+            .await;
+        for (what, theirs) in &recorded.answers {
+            let Some((user, path)) = what
+                .strip_prefix("GET ")
+                .and_then(|user_path| user_path.split_at_checked(52))
+            else {
+                continue;
+            };
+            let mine = ask(&server.icann_url(), path, Some(user), None).await;
+            assert_eq!(
+                (mine.status, &mine.etag, text(&mine.body)),
+                (theirs.status, &theirs.etag, text(&theirs.body)),
+                "{what}"
+            );
+        }
+        drop(server);
+
+        // sqlite+fs with the blob store on a 1 MiB disk: the run stops at Bob's 1.3 MB body with one
+        // line naming the store, leaves no partial blob, and a run with room finishes the import.
+        let target = net.server().prepare().await;
+        let blobs = target.data_dir().join("blobs");
+        std::fs::create_dir(&blobs).unwrap();
+        if let Some(disk) = SmallDisk::mount(&blobs, "1m") {
+            let full = import(target.data_dir(), &reference_dir, database, &[]);
+            assert!(!full.status.success());
+            let stderr = text(&full.stderr);
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+            assert!(
+                stderr.contains("No space left on device")
+                    && stderr.contains(&format!("filesystem ({})", blobs.display()))
+                    && stderr.contains("/pub/app/big.bin"),
+                "{stderr}"
+            );
+            eprintln!("refused as expected: {stderr}");
+            let partial: Vec<_> = disk
+                .files()
+                .into_iter()
+                .filter(|f| f.contains('#'))
+                .collect();
+            assert!(partial.is_empty(), "partial uploads left: {partial:?}");
+            let before = disk.files().len();
+            disk.resize("16m");
+            let resumed = import(target.data_dir(), &reference_dir, database, &[]);
+            assert_summary(&resumed, &counts);
+            assert_summary(&resumed, &[&format!("{before} already imported")]);
+            assert_eq!(disk.files().len(), files);
+        }
+        drop(target);
 
         // A body changed on disk behind the reference's back is reported and left out.
         let tampered = tempfile::tempdir().unwrap();

@@ -22,8 +22,9 @@ pub use restore::restore;
 pub use take::backup;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use homestead_backends::snapshot::{self, BlobRef};
 use serde::{Deserialize, Serialize};
 
@@ -66,18 +67,35 @@ pub struct BackupManifest {
 /// Blobs copied or uploaded at once (S3 latency is hidden behind this many requests).
 const BLOBS_IN_FLIGHT: usize = 8;
 
-/// Runs `each` on every blob a blob list names, [`BLOBS_IN_FLIGHT`] at a time; the first error ends it.
+/// Runs `each` on every blob a blob list names, [`BLOBS_IN_FLIGHT`] at a time. After the first error
+/// no new blob is started, but those in flight run to their end, so that nothing is still writing when
+/// the caller cleans up; that first error is returned.
 async fn for_each_blob<F, Fut>(blob_list: &Path, each: F) -> anyhow::Result<()>
 where
     F: Fn(BlobRef) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    futures_util::stream::iter(snapshot::read_blob_list(blob_list)?)
+    let failed = AtomicBool::new(false);
+    let mut first = None;
+    let mut results = futures_util::stream::iter(snapshot::read_blob_list(blob_list)?)
         .map(|blob| async {
-            let blob = blob?;
-            each(blob).await
+            if failed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let done = match blob {
+                Ok(blob) => each(blob).await,
+                Err(err) => Err(err.into()),
+            };
+            if done.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            done
         })
-        .buffer_unordered(BLOBS_IN_FLIGHT)
-        .try_collect::<()>()
-        .await
+        .buffer_unordered(BLOBS_IN_FLIGHT);
+    while let Some(result) = results.next().await {
+        if let Err(err) = result {
+            first.get_or_insert(err);
+        }
+    }
+    first.map_or(Ok(()), Err)
 }

@@ -52,7 +52,7 @@ pub async fn restore(ctx: &CommandContext, src: &Path) -> anyhow::Result<()> {
         );
     }
     let blob_list = src.join(BLOB_LIST);
-    let uploaded = upload_all(&store, src, &blob_list, &manifest).await;
+    let uploaded = upload_all(&store, blobs.describe(), src, &blob_list, &manifest).await;
     let restored = match uploaded {
         Ok(progress) => finish(ctx, src, &manifest, write_secret, &backup_secret)
             .await
@@ -114,6 +114,7 @@ async fn first_blob(store: &Arc<dyn ObjectStore>) -> anyhow::Result<Option<Strin
 
 async fn upload_all(
     store: &Arc<dyn ObjectStore>,
+    described: &str,
     src: &Path,
     blob_list: &Path,
     manifest: &BackupManifest,
@@ -122,7 +123,7 @@ async fn upload_all(
     let blobs_dir = src.join(BLOBS_DIR);
     for_each_blob(blob_list, |blob| {
         let (blobs_dir, progress) = (&blobs_dir, &progress);
-        async move { upload_one(store, &blob, blobs_dir, progress).await }
+        async move { upload_one(store, described, &blob, blobs_dir, progress).await }
     })
     .await?;
     Ok(progress)
@@ -130,6 +131,7 @@ async fn upload_all(
 
 async fn upload_one(
     store: &Arc<dyn ObjectStore>,
+    described: &str,
     blob: &BlobRef,
     blobs_dir: &Path,
     progress: &Progress,
@@ -143,7 +145,12 @@ async fn upload_one(
         progress.bytes(n)
     })
     .await
-    .with_context(|| format!("restoring {}", path.display()))?;
+    .with_context(|| {
+        format!(
+            "restoring {} into the {described} blob store",
+            path.display()
+        )
+    })?;
     if sent.hash != blob.hash {
         let _ = delete_all(store, [blob.key.clone()]).await;
         bail!(

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 use homestead_backends::BlobStore;
-use homestead_backends::import::{self, Bodies, ReferenceDb, Tally, TargetDb};
+use homestead_backends::import::{self, Bodies, ImportError, ReferenceDb, Tally, TargetDb};
 use homestead_config::{Config, DataDir, DatabaseUrl, StorageType, redact_url};
 
 use crate::server_key;
@@ -118,7 +118,12 @@ async fn import_into(
             std::process::abort();
         }
     })
-    .await?;
+    .await
+    .map_err(|err| match err {
+        // Its text begins "blob store: writing ...": say which store.
+        ImportError::Blob { .. } => anyhow::anyhow!("the {} {err}", blobs.describe()),
+        err => err.into(),
+    })?;
     progress.set(counts(&tally));
     progress.finish();
     let version = source.schema().version();

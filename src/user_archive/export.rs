@@ -1,4 +1,6 @@
-//! `homestead export-user KEY`: the archive of one user's files on stdout.
+//! `homestead export-user KEY [-o FILE]`: the archive of one user's files on stdout or in a new file.
+
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use futures_util::TryStreamExt;
@@ -12,11 +14,59 @@ use super::format::{ArchiveWriter, Header};
 use crate::command_context::CommandContext;
 use crate::transfer_progress::Progress;
 
-/// Writes the archive of `key`'s files to `out`.
+/// Writes the archive of `key`'s files to the new file `file`: under a temporary sibling name
+/// (`.<name>.partial-<pid>`), flushed to disk and renamed when complete; removed on failure.
+pub async fn export_user_to_file(
+    ctx: &CommandContext,
+    key: &str,
+    file: &Path,
+) -> anyhow::Result<()> {
+    if file.exists() {
+        bail!("{} already exists: export into a new file", file.display());
+    }
+    let (Some(name), Some(parent)) = (file.file_name(), file.parent()) else {
+        bail!("{} does not name a file to create", file.display());
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let staging = parent.join(format!(
+        ".{}.partial-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&staging)
+        .await
+        .with_context(|| format!("cannot create {}", staging.display()))?;
+    let shown = file.display().to_string();
+    let written = async {
+        let mut out = out;
+        export_user(ctx, key, &mut out, &shown).await?;
+        out.sync_all()
+            .await
+            .with_context(|| format!("writing the archive to {shown}"))?;
+        tokio::fs::rename(&staging, file)
+            .await
+            .with_context(|| format!("cannot rename {} to {shown}", staging.display()))
+    }
+    .await;
+    if written.is_err() {
+        let _ = tokio::fs::remove_file(&staging).await;
+    }
+    written
+}
+
+/// Writes the archive of `key`'s files to `out`; `shown` names it in errors (a file, or stdout).
 pub async fn export_user<W: AsyncWrite + Unpin>(
     ctx: &CommandContext,
     key: &str,
     out: W,
+    shown: &str,
 ) -> anyhow::Result<()> {
     let user = pkarr::PublicKey::try_from(key)
         .map_err(|_| anyhow::anyhow!("{key:?} is not a public key (52 characters of z-base-32)"))?
@@ -43,10 +93,10 @@ pub async fn export_user<W: AsyncWrite + Unpin>(
             bytes,
             exported_at: now_micros(),
         };
-        writer.header(&header).await.context("writing the archive")?;
+        writer.header(&header).await.with_context(|| format!("writing the archive to {shown}"))?;
         let mut entries = snapshot.entries();
         while let Some(entry) = entries.try_next().await? {
-            writer.manifest_line(&entry).await.context("writing the archive")?;
+            writer.manifest_line(&entry).await.with_context(|| format!("writing the archive to {shown}"))?;
         }
         drop(entries);
         let progress = Progress::new("export-user", files, bytes);
@@ -54,7 +104,7 @@ pub async fn export_user<W: AsyncWrite + Unpin>(
         while let Some(entry) = entries.try_next().await? {
             let sent = download(&store, &entry.blob_key, &mut writer, &|n| progress.bytes(n))
                 .await
-                .with_context(|| format!("exporting {}", entry.path))?;
+                .with_context(|| format!("exporting {} to {shown}", entry.path))?;
             if sent.length != entry.length || sent.hash != entry.hash {
                 bail!(
                     "{}: the body in the blob store does not match its recorded hash and length: the blob store is damaged",
@@ -64,7 +114,7 @@ pub async fn export_user<W: AsyncWrite + Unpin>(
             progress.file_done();
         }
         drop(entries);
-        writer.finish().await.context("writing the archive")?;
+        writer.finish().await.with_context(|| format!("writing the archive to {shown}"))?;
         progress.finish();
         snapshot.close().await?;
         Ok(())

@@ -69,7 +69,12 @@ pub async fn import_user<R: AsyncRead + Unpin>(
     };
     let mut staged = Vec::with_capacity(entries.len());
     let imported = async {
-        let progress = stage(&mut reader, &store, &user, &header, entries, &mut staged).await?;
+        let target = Target {
+            store: &store,
+            described: blobs.describe(),
+            user: &user,
+        };
+        let progress = stage(&mut reader, &target, &header, entries, &mut staged).await?;
         let default_quota = ctx
             .config
             .storage
@@ -134,30 +139,39 @@ fn needs_token<T>(user: &str) -> anyhow::Result<T> {
     )
 }
 
-/// Streams each body into a fresh blob of `user`, checking it against the manifest; then the trailer.
+/// Where staged bodies go: the blob store, described for errors, and the user whose blobs they are.
+struct Target<'a> {
+    store: &'a Arc<dyn ObjectStore>,
+    described: &'a str,
+    user: &'a str,
+}
+
+/// Streams each body into a fresh blob of the user, checking it against the manifest; then the trailer.
 async fn stage<R: AsyncRead + Unpin>(
     reader: &mut ArchiveReader<R>,
-    store: &Arc<dyn ObjectStore>,
-    user: &str,
+    target: &Target<'_>,
     header: &Header,
     entries: Vec<UserEntry>,
     staged: &mut Vec<UserEntry>,
 ) -> anyhow::Result<Progress> {
     let progress = Progress::new("import-user", header.files, header.bytes);
     for mut entry in entries {
-        entry.blob_key = format!("{user}/{:032x}", rand::random::<u128>());
+        entry.blob_key = format!("{}/{:032x}", target.user, rand::random::<u128>());
         let key = entry.blob_key.clone();
         let path = entry.path.clone();
         let hash = entry.hash;
         staged.push(entry);
         let length = staged.last().map_or(0, |e| e.length);
-        let sent = upload(store, &key, reader, length, &|n| progress.bytes(n))
+        let sent = upload(target.store, &key, reader, length, &|n| progress.bytes(n))
             .await
             .map_err(|err| match err {
                 TransferError::Truncated { .. } => {
                     anyhow::anyhow!("the archive ends inside the body of {path} (truncated)")
                 }
-                err => anyhow::Error::new(err).context(format!("staging the body of {path}")),
+                err => anyhow::Error::new(err).context(format!(
+                    "staging the body of {path} in the {} blob store",
+                    target.described
+                )),
             })?;
         if sent.hash != hash {
             bail!(

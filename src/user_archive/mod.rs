@@ -1,5 +1,5 @@
-//! `homestead export-user KEY > archive` and `homestead import-user < archive`: one user's files moved
-//! between homeservers as a single stream.
+//! `homestead export-user KEY > archive` (or `-o archive`) and `homestead import-user < archive`: one
+//! user's files moved between homeservers as a single stream.
 //!
 //! The archive format (version 1), every line ending in `\n`:
 //!
@@ -24,5 +24,5 @@ mod export;
 mod format;
 mod import;
 
-pub use export::export_user;
+pub use export::{export_user, export_user_to_file};
 pub use import::import_user;

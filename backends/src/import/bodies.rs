@@ -165,6 +165,7 @@ impl Bodies {
             }
             hasher.update(&buffer[..read]);
             if let Err(err) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                let _ = writer.abort().await;
                 return Err(ImportError::blob(key, err));
             }
             writer.write(&buffer[..read]);

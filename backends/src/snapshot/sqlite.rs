@@ -104,6 +104,16 @@ pub(super) async fn check_target(url: &DatabaseUrl, schema_version: i64) -> Resu
             target.display()
         )));
     }
+    if let Some(dir) = target.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.is_dir()
+    {
+        return Err(SnapshotError::Refused(format!(
+            "{} does not exist: the database {} cannot be created there",
+            dir.display(),
+            target.display()
+        )));
+    }
     super::check_version(homestead_config::DatabaseKind::Sqlite, schema_version)
 }
 
