@@ -348,6 +348,15 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
 
     // Users by storage used: `user` (two files) before `other_user` (one), and the other way round.
     browser.click("nav a[href='#users']");
+    // The page's own load (the search still typed in) must end first, or it could land after ours.
+    browser.wait_for(
+        "the users page's search",
+        &format!(
+            "{} && {}",
+            focused("#users-title"),
+            contains("#users-note", "1 user(s)")
+        ),
+    );
     browser.type_into("#users-prefix", "");
     choose(&mut browser, "#users-sort", "used_bytes");
     choose(&mut browser, "#users-order", "asc");
