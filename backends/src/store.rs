@@ -349,6 +349,11 @@ impl Store {
         self.inner.blob_store.objects()
     }
 
+    /// The blob store (what it is, and the volume space of a filesystem one).
+    pub fn blob_store(&self) -> &BlobStore {
+        &self.inner.blob_store
+    }
+
     /// Whether the database and the blob store answer, as last probed.
     pub fn health(&self) -> &Health {
         &self.inner.health

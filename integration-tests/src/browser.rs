@@ -35,6 +35,10 @@ pub struct Browser {
     next_id: u64,
     width: u32,
     height: u32,
+    /// Whether [`Browser::watch`] was called: requests are recorded, uncaught page errors fail the test.
+    watching: bool,
+    /// The URLs the page requested since [`Browser::watch`] or the last [`Browser::take_requests`].
+    requests: Vec<String>,
     _profile: TempDir,
 }
 
@@ -80,6 +84,8 @@ impl Browser {
             next_id: 0,
             width,
             height,
+            watching: false,
+            requests: Vec::new(),
             _profile: profile,
         };
         let target = browser.call("Target.createTarget", json!({ "url": "about:blank" }));
@@ -123,7 +129,11 @@ impl Browser {
                 _ => continue,
             };
             let answer: Value = serde_json::from_str(text.as_str()).expect("DevTools JSON");
-            // Events and answers to other commands are not waited for.
+            if let Some(event) = answer["method"].as_str() {
+                self.observe(event, &answer["params"]);
+                continue;
+            }
+            // Answers to other commands are not waited for.
             if answer["id"] != json!(id) {
                 continue;
             }
@@ -133,6 +143,43 @@ impl Browser {
             return Ok(answer["result"].clone());
         }
         panic!("{method}: no answer within {ANSWER_TIMEOUT:?}");
+    }
+
+    /// From now on records every request the page makes ([`Browser::take_requests`]) and fails the
+    /// test on an uncaught error or unhandled rejection in the page.
+    pub fn watch(&mut self) {
+        self.call("Network.enable", json!({}));
+        self.call("Runtime.enable", json!({}));
+        self.watching = true;
+    }
+
+    /// The URLs the page requested since the last call (or [`Browser::watch`]), in order.
+    pub fn take_requests(&mut self) -> Vec<String> {
+        // A round trip first, so that the events sent before it have been read.
+        self.eval("0");
+        std::mem::take(&mut self.requests)
+    }
+
+    /// Notes one DevTools event of a watched page.
+    fn observe(&mut self, event: &str, params: &Value) {
+        if !self.watching {
+            return;
+        }
+        match event {
+            "Network.requestWillBeSent" => {
+                let url = params["request"]["url"].as_str().unwrap_or_default();
+                self.requests.push(url.to_string());
+            }
+            "Runtime.exceptionThrown" => {
+                let details = &params["exceptionDetails"];
+                let message = details["exception"]["description"]
+                    .as_str()
+                    .or(details["text"].as_str())
+                    .unwrap_or_default();
+                panic!("uncaught error in the page: {message}\n{details}");
+            }
+            _ => {}
+        }
     }
 
     /// Sets the page's viewport: phones (under 500 pixels) get the mobile layout.
@@ -228,21 +275,51 @@ impl Browser {
         }
     }
 
-    /// Presses a key on the focused element (`"Enter"`, `"Tab"`).
+    /// Presses a key on the focused element (`"Enter"`, `"Tab"`, `" "`).
     pub fn press(&mut self, key: &str) {
-        let (code, text) = match key {
-            "Enter" => (13, "\r"),
-            "Tab" => (9, ""),
+        let (code, text, key_code) = match key {
+            "Enter" => (13, "\r", "Enter"),
+            "Tab" => (9, "", "Tab"),
+            " " => (32, " ", "Space"),
             other => panic!("no key code for {other}"),
         };
         for kind in ["keyDown", "keyUp"] {
-            let mut event =
-                json!({ "type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code });
+            let mut event = json!({ "type": kind, "key": key, "code": key_code, "windowsVirtualKeyCode": code });
             if kind == "keyDown" && !text.is_empty() {
                 event["text"] = json!(text);
             }
             self.call("Input.dispatchKeyEvent", event);
         }
+    }
+
+    /// Asserts that the page does not overflow its viewport sideways, naming the elements that reach
+    /// past its right edge when it does.
+    pub fn assert_no_sideways_overflow(&mut self, what: &str) {
+        let answer = self.eval(&format!(
+            "(() => {{ const root = document.documentElement; \
+             const wide = [...document.querySelectorAll('body *')] \
+               .filter((el) => el.getBoundingClientRect().right > {} + 0.5) \
+               .slice(0, 8).map((el) => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') \
+                 + (el.className && typeof el.className === 'string' ? '.' + el.className.trim().replace(/ +/g, '.') : '') \
+                 + ' right=' + Math.round(el.getBoundingClientRect().right)); \
+             return [root.scrollWidth, window.innerWidth, wide]; }})()",
+            self.width
+        ));
+        let widths = (answer[0].as_f64(), answer[1].as_f64());
+        let (Some(scroll_width), Some(inner_width)) = widths else {
+            panic!("{what}: no widths in {answer}");
+        };
+        assert_eq!(
+            inner_width,
+            f64::from(self.width),
+            "{what}: the viewport is not {} pixels wide: {answer}",
+            self.width
+        );
+        assert!(
+            scroll_width <= inner_width,
+            "{what} overflows sideways at {} pixels (scrollWidth, innerWidth, widest elements): {answer}",
+            self.width
+        );
     }
 
     /// Saves a PNG of the whole page (not only the viewport) to `path`, creating its directory.

@@ -1,16 +1,20 @@
 //! The operator console in a real browser: headless Chromium (scripts/test installs it) driven over the
-//! DevTools protocol signs in, mints a token that the official SDK signs a user up with, finds that
-//! user, sets their quota and sees a PUT over it refused, follows their events live, disables them and
-//! signs out; a form on another origin cannot act. Screenshots of every page land in
+//! DevTools protocol signs in, mints tokens (one that the official SDK signs a user up with, three with
+//! a quota), filters them, finds that user, sets their quota by keyboard and sees a PUT over it refused,
+//! follows their events live, sorts the users by usage, disables and enables them, checks the
+//! overview's cards and charts and signs out; a form on another origin cannot act. Every page must fit
+//! 390 pixels without scrolling sideways, every request must go to the admin listener and an uncaught
+//! error in the page fails the test. Screenshots of every page at 1280 and 390 pixels land in
 //! `<target dir>/screenshots/console/` (named in the README) for a reviewer to look at.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use homestead_integration_tests::{
     ADMIN_PASSWORD, Blobs, Browser, CuttableProxy, Metadata, TestNet, refusal, socket_of,
 };
 use pubky::{Keypair, PubkySession};
+use serde_json::json;
 
 /// `<target dir>/screenshots/console/`: the test binary is `<target dir>/<profile>/deps/console-*`.
 fn screenshots() -> PathBuf {
@@ -33,6 +37,53 @@ fn contains(selector: &str, text: &str) -> String {
     )
 }
 
+/// Whether the focused element is the one matching `selector`.
+fn focused(selector: &str) -> String {
+    format!("document.activeElement === document.querySelector({selector:?})")
+}
+
+/// Whether the charts shown were drawn for the viewport's width: at most 390 pixels wide on a phone,
+/// wider on a desktop.
+fn charts_fit(narrow: bool) -> String {
+    let test = if narrow { "<= 390" } else { "> 390" };
+    format!(
+        "[...document.querySelectorAll('.chart svg')].every((svg) => \
+         svg.getBoundingClientRect().width === 0 || svg.viewBox.baseVal.width {test})"
+    )
+}
+
+/// Screenshots of the page at 1280 and 390 pixels wide (`<name>-1280.png`, `<name>-390.png`), with
+/// the assertion at each width that nothing overflows sideways; the browser is left at 1280.
+fn at_both_widths(browser: &mut Browser, dir: &Path, name: &str) {
+    browser.wait_for("the desktop layout", &charts_fit(false));
+    browser.assert_no_sideways_overflow(&format!("{name} at 1280"));
+    browser.screenshot(&dir.join(format!("{name}-1280.png")));
+    browser.resize(390, 844);
+    browser.wait_for(
+        "the phone layout",
+        &format!("screen.width === 390 && {}", charts_fit(true)),
+    );
+    browser.assert_no_sideways_overflow(&format!("{name} at 390"));
+    browser.screenshot(&dir.join(format!("{name}-390.png")));
+    browser.resize(1280, 860);
+    browser.wait_for(
+        "the desktop layout again",
+        &format!("window.innerWidth === 1280 && {}", charts_fit(false)),
+    );
+}
+
+/// Chooses `value` in the `<select>` matching `selector`.
+fn choose(browser: &mut Browser, selector: &str, value: &str) {
+    let chosen = browser.eval(&format!(
+        "(() => {{ const el = document.querySelector({selector:?}); el.value = {value:?}; \
+         return el.value; }})()"
+    ));
+    assert_eq!(chosen, json!(value), "{selector}");
+}
+
+/// The keys of the user rows, in order, as a JSON array.
+const USER_ROWS: &str = "JSON.stringify([...document.querySelectorAll('#users-table tbody tr[data-key]')].map((tr) => tr.dataset.key))";
+
 async fn console_story(metadata: Metadata, blobs: Blobs) {
     let net = TestNet::new();
     let server = net
@@ -48,11 +99,13 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
     let shots = screenshots().join(format!("{metadata:?}-{blobs:?}").to_lowercase());
     let shot = |browser: &mut Browser, name: &str| browser.screenshot(&shots.join(name));
     let mut browser = Browser::launch(1280, 860);
+    // Every request is recorded, and an uncaught error in the page fails the test.
+    browser.watch();
 
     // Sign in: a wrong password is refused in the form, the right one opens the overview.
     browser.navigate(&console);
     browser.wait_for("the sign-in form", &shown("#password"));
-    shot(&mut browser, "01-sign-in.png");
+    at_both_widths(&mut browser, &shots, "01-sign-in");
     browser.type_into("#password", "guess");
     browser.press("Enter");
     browser.wait_for(
@@ -64,11 +117,32 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
     browser.type_into("#password", ADMIN_PASSWORD);
     browser.press("Enter");
     browser.wait_for("the overview", &contains("#overview-cards", "Uptime"));
-    browser.wait_for("the rate chart", &shown("#rate-chart svg"));
+    browser.wait_for(
+        "the rate chart",
+        "!!document.querySelector('#rate-chart polyline')",
+    );
     let cookie = browser.eval("document.cookie");
     assert_eq!(cookie, "", "the session cookie is HttpOnly");
 
-    // The keyboard reaches everything: after the skip link come the page links, and Enter follows one.
+    // A failure's reason is one line: JSON without an error string, or no body, gives a sentence
+    // with the status instead of the raw body.
+    let reasons = browser.eval(
+        r#"[oneLine('{"error":{"code":7}}', 502, "Bad Gateway"), oneLine('{"message":"Try later"}', 503, "Service Unavailable"),
+            oneLine("", 500, ""), oneLine("<h1>Bad  gateway</h1>", 502, "Bad Gateway"), oneLine("Wrong password", 401, "Unauthorized")]"#,
+    );
+    assert_eq!(
+        reasons,
+        json!([
+            "The server answered 502 Bad Gateway.",
+            "Try later",
+            "The server answered 500.",
+            "Bad gateway",
+            "Wrong password"
+        ])
+    );
+
+    // The keyboard reaches everything: after the skip link come the page links, and Enter follows one;
+    // the new page's heading takes the focus.
     browser.eval("document.querySelector('.skip').focus()");
     let mut order = Vec::new();
     for _ in 0..4 {
@@ -78,16 +152,17 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
     assert_eq!(order, ["Overview", "Users", "Signup tokens", "Live events"]);
     browser.press("Enter");
     browser.wait_for("the events page by keyboard", &shown("#events-form"));
+    browser.wait_for("the events heading focused", &focused("#events-title"));
 
     // Mint a token in the page; the SDK signs a user up with it.
     browser.click("nav a[href='#tokens']");
     browser.wait_for("the tokens page", &shown("#mint-form"));
+    browser.wait_for("the tokens heading focused", &focused("#tokens-title"));
     browser.click("#mint-form button[type=submit]");
     browser.wait_for("a minted token", &shown("#minted code"));
     let token = browser.text("#minted code");
     assert_eq!(token.len(), 14, "{token}");
     browser.wait_for("the token listed", &contains("#tokens-table", &token));
-    shot(&mut browser, "03-tokens.png");
     let keypair = Keypair::random();
     let user = keypair.public_key().z32();
     let session: PubkySession = net
@@ -99,8 +174,58 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
     browser.click("#tokens-form button[type=submit]");
     browser.wait_for("who used the token", &contains("#tokens-table", &user));
 
+    // Three more at once with a 5 MB quota: three new rows; Copy says it copied.
+    browser.type_into("#mint-count", "3");
+    browser.type_into("#mint-quota", "5");
+    browser.click("#mint-form button[type=submit]");
+    browser.wait_for(
+        "three minted tokens",
+        "document.querySelectorAll('#minted code').length === 3",
+    );
+    let minted: Vec<String> = serde_json::from_value(
+        browser.eval("[...document.querySelectorAll('#minted code')].map((c) => c.textContent)"),
+    )
+    .unwrap();
+    let rows_of = |tokens: &[String]| {
+        format!(
+            "(() => {{ const rows = [...document.querySelectorAll('#tokens-table tbody tr')].map((tr) => tr.textContent); \
+             return {tokens:?}.every((t) => rows.some((row) => row.includes(t) && row.includes('5 MB'))); }})()"
+        )
+    };
+    browser.wait_for("three rows of 5 MB tokens", &rows_of(&minted));
+    let rows = browser.eval("document.querySelectorAll('#tokens-table tbody tr').length");
+    assert_eq!(rows, json!(4), "one row per token");
+    browser.click("#minted li:first-child button");
+    browser.wait_for(
+        "the copy confirmed",
+        "document.querySelector('#minted li:first-child button').textContent === 'Copied'",
+    );
+    at_both_widths(&mut browser, &shots, "03-tokens");
+    // The used/unused filter.
+    let table_has = |present: &[&str], absent: &[&str]| {
+        format!(
+            "(() => {{ const text = document.querySelector('#tokens-table tbody').textContent; \
+             return {present:?}.every((t) => text.includes(t)) && !{absent:?}.some((t) => text.includes(t)); }})()"
+        )
+    };
+    let minted_refs: Vec<&str> = minted.iter().map(String::as_str).collect();
+    choose(&mut browser, "#tokens-state", "used");
+    browser.click("#tokens-form button[type=submit]");
+    browser.wait_for(
+        "only the used token",
+        &table_has(&[&token, &user], &minted_refs),
+    );
+    choose(&mut browser, "#tokens-state", "unused");
+    browser.click("#tokens-form button[type=submit]");
+    browser.wait_for(
+        "only the unused tokens",
+        &table_has(&minted_refs, &[&token]),
+    );
+    choose(&mut browser, "#tokens-state", "all");
+
     // The user appears in the list, found by a key prefix too.
     browser.click("nav a[href='#users']");
+    browser.wait_for("the users heading focused", &focused("#users-title"));
     let row = format!("tr[data-key='{user}']");
     browser.wait_for("the new user", &shown(&row));
     browser.type_into("#users-prefix", &user[..8]);
@@ -108,9 +233,31 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
     browser.wait_for("the search result", &contains("#users-note", "1 user(s)"));
     assert!(browser.eval(&shown(&row)).as_bool().unwrap());
 
-    // Quota: a bad value gets the server's reason in the form; 1 MB is saved and enforced.
-    browser.click(&format!("{row} .actions button:nth-child(2)"));
+    // Quota, by keyboard: Tab from the search's Apply reaches the row's Disable, then its Edit quota,
+    // which Space opens. A bad value gets the server's reason in the form; 1 MB is saved and enforced.
+    browser.eval("document.querySelector('#users-form button[type=submit]').focus()");
+    browser.press("Tab");
+    assert!(
+        browser
+            .eval(&focused(&format!("{row} .actions button:first-child")))
+            .as_bool()
+            .unwrap()
+    );
+    browser.press("Tab");
+    assert!(
+        browser
+            .eval(&focused(&format!("{row} .actions button:nth-child(2)")))
+            .as_bool()
+            .unwrap()
+    );
+    browser.press(" ");
     browser.wait_for("the quota editor", &shown("tr.editor form"));
+    assert!(
+        browser
+            .eval(&focused("tr.editor input[name=storage_quota_mb]"))
+            .as_bool()
+            .unwrap()
+    );
     browser.type_into("tr.editor input[name=storage_quota_mb]", "lots");
     browser.press("Enter");
     browser.wait_for(
@@ -127,7 +274,7 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
         "the quota saved",
         &contains("tr.editor .status", "Saved: storage 1 MB."),
     );
-    shot(&mut browser, "05-users-quota-saved.png");
+    at_both_widths(&mut browser, &shots, "05-users-quota-saved");
     let over = session
         .storage()
         .put("/pub/big.bin", vec![7u8; 1_048_576])
@@ -155,9 +302,11 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
         .admin(reqwest::Method::GET, "/generate_signup_token")
         .await;
     assert_eq!(status, 200, "{other_token}");
+    let other_keypair = Keypair::random();
+    let other_user = other_keypair.public_key().z32();
     let other: PubkySession = net
         .pubky()
-        .signer(Keypair::random())
+        .signer(other_keypair)
         .signup(&server.public_key(), Some(other_token.trim()))
         .await
         .expect("sign-up of another user");
@@ -177,7 +326,7 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
         !list.contains("other-user"),
         "another user's event in a filtered tail:\n{list}"
     );
-    shot(&mut browser, "06-events.png");
+    at_both_widths(&mut browser, &shots, "06-events");
     browser.click("#events-pause");
     browser.wait_for("paused", &contains("#events-status", "Paused"));
     session
@@ -197,29 +346,143 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
         &contains("#events-list", "/pub/while-paused.txt"),
     );
 
-    // Disable: the row says so and the user can no longer write.
+    // Users by storage used: `user` (two files) before `other_user` (one), and the other way round.
     browser.click("nav a[href='#users']");
-    browser.wait_for("the user row", &shown(&row));
+    // The page's own load (the search still typed in) must end first, or it could land after ours.
+    browser.wait_for(
+        "the users page's search",
+        &format!(
+            "{} && {}",
+            focused("#users-title"),
+            contains("#users-note", "1 user(s)")
+        ),
+    );
+    browser.type_into("#users-prefix", "");
+    choose(&mut browser, "#users-sort", "used_bytes");
+    choose(&mut browser, "#users-order", "asc");
+    browser.click("#users-form button[type=submit]");
+    let ascending = json!([&other_user, &user]).to_string();
+    browser.wait_for(
+        "the users by usage, smallest first",
+        &format!("{USER_ROWS} === {ascending:?}"),
+    );
+    choose(&mut browser, "#users-order", "desc");
+    browser.click("#users-form button[type=submit]");
+    let descending = json!([&user, &other_user]).to_string();
+    browser.wait_for(
+        "the users by usage, largest first",
+        &format!("{USER_ROWS} === {descending:?}"),
+    );
+
+    // A refused disable is told in its row.
+    browser.eval("window.goodCsrf = csrfToken; csrfToken = 'wrong'");
     browser.click(&format!("{row} .actions button:first-child"));
+    browser.wait_for(
+        "the refusal in the row",
+        &contains(
+            &format!("{row} .actions .error"),
+            "Disable failed: Missing or wrong CSRF token: reload the console",
+        ),
+    );
+    assert_eq!(browser.text("#users-error"), "");
+    browser.eval("csrfToken = window.goodCsrf");
+
+    // Disable by keyboard (Tab from Apply reaches the first row's Disable, Enter presses it), Enable
+    // and Disable again by mouse: the row follows, and a disabled user can no longer write.
+    browser.eval("document.querySelector('#users-form button[type=submit]').focus()");
+    browser.press("Tab");
+    assert!(
+        browser
+            .eval(&focused(&format!("{row} .actions button:first-child")))
+            .as_bool()
+            .unwrap()
+    );
+    browser.press("Enter");
     browser.wait_for("the user disabled", &contains(&row, "Disabled"));
-    shot(&mut browser, "07-users-disabled.png");
+    browser.wait_for(
+        "the focus on Enable",
+        &format!(
+            "{} && document.activeElement.textContent === 'Enable'",
+            focused(&format!("{row} .actions button:first-child"))
+        ),
+    );
+    let refused = session.storage().put("/pub/after.txt", "x").await;
+    assert_eq!(refusal(refused), (403, "User is disabled".to_string()));
+    browser.click(&format!("{row} .actions button:first-child"));
+    browser.wait_for("the user enabled", &contains(&row, "Enabled"));
+    session
+        .storage()
+        .put("/pub/enabled.txt", "x")
+        .await
+        .expect("a write once enabled again");
+    browser.click(&format!("{row} .actions button:first-child"));
+    browser.wait_for("the user disabled again", &contains(&row, "Disabled"));
+    at_both_widths(&mut browser, &shots, "07-users-disabled");
     let refused = session.storage().put("/pub/after.txt", "x").await;
     assert_eq!(refusal(refused), (403, "User is disabled".to_string()));
 
-    // The overview counts them, at desktop and phone widths.
+    // The overview counts them: users, tokens (2 used of 5), storage against the blob volume (a
+    // filesystem's; S3 has no fixed total); the charts have a bar per user and the requests made.
     browser.click("nav a[href='#overview']");
     browser.wait_for("the counts", &contains("#overview-cards", "1 disabled"));
-    browser.wait_for("the storage chart", &shown("#storage-chart svg"));
-    shot(&mut browser, "08-overview-1280.png");
-    browser.resize(390, 844);
-    browser.navigate(&format!("{console}#overview"));
-    browser.wait_for("the counts", &contains("#overview-cards", "1 disabled"));
-    browser.wait_for("the storage chart", &shown("#storage-chart svg"));
-    shot(&mut browser, "09-overview-390.png");
-    browser.navigate(&format!("{console}#users"));
-    browser.wait_for("the user row", &shown(&row));
-    shot(&mut browser, "10-users-390.png");
-    browser.resize(1280, 860);
+    let tokens_card = "#overview-cards section[aria-label='Signup tokens']";
+    assert_eq!(browser.text(&format!("{tokens_card} .value")), "3 unused");
+    assert_eq!(
+        browser.text(&format!("{tokens_card} .detail")),
+        "2 used of 5 minted"
+    );
+    let storage_card = browser.text("#overview-cards section[aria-label='Storage used']");
+    match blobs {
+        Blobs::Fs => assert!(
+            storage_card.contains("on the blob volume") && storage_card.contains(" free"),
+            "{storage_card}"
+        ),
+        _ => assert!(
+            storage_card.contains("has no fixed total"),
+            "{storage_card}"
+        ),
+    }
+    browser.wait_for(
+        "a bar per user",
+        "document.querySelectorAll('#storage-chart svg > g').length === 2",
+    );
+    let labels = browser.eval(
+        "[...document.querySelectorAll('#storage-chart svg > g')].map((g) => g.querySelector('text').textContent)",
+    );
+    assert_eq!(
+        labels,
+        json!([
+            format!("{}…", &user[..12]),
+            format!("{}…", &other_user[..12])
+        ]),
+        "largest first, named by key prefix"
+    );
+    let rate = browser.eval(
+        "[document.querySelector('#rate-chart polyline').points.numberOfItems, \
+         document.querySelector('#rate-chart title').textContent]",
+    );
+    assert_eq!(rate[0], json!(60), "a point per 10 s of 10 minutes: {rate}");
+    let peak: f64 = rate[1]
+        .as_str()
+        .and_then(|title| title.rsplit_once("peak "))
+        .and_then(|(_, peak)| peak.parse().ok())
+        .unwrap_or_else(|| panic!("no peak in the chart's title: {rate}"));
+    assert!(peak > 0.0, "{rate}");
+    at_both_widths(&mut browser, &shots, "08-overview");
+
+    // Every request of the page went to the admin listener: nothing is fetched from elsewhere.
+    let requests = browser.take_requests();
+    assert!(
+        requests
+            .iter()
+            .any(|url| url.ends_with("/console/api/overview")),
+        "{requests:#?}"
+    );
+    let elsewhere: Vec<&String> = requests
+        .iter()
+        .filter(|url| !url.starts_with(&format!("{admin}/")))
+        .collect();
+    assert!(elsewhere.is_empty(), "requests elsewhere: {elsewhere:#?}");
 
     // A form on another origin (here a data: page) cannot act, even as a top-level form post.
     let form = format!(
@@ -231,6 +494,7 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
         "the cross-site refusal",
         &contains("body", "Cross-site request refused"),
     );
+    browser.take_requests();
     let (status, body) = server
         .admin(reqwest::Method::GET, &format!("/users/{user}"))
         .await;
@@ -269,6 +533,13 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
     browser.wait_for("the sign-in form", &shown("#password"));
     assert!(!browser.eval(&shown("#nav")).as_bool().unwrap());
     shot(&mut browser, "11-signed-out.png");
+    let requests = browser.take_requests();
+    assert!(
+        requests
+            .iter()
+            .all(|url| url.starts_with(&format!("{admin}/"))),
+        "requests elsewhere: {requests:#?}"
+    );
 
     // The header-based admin API is unchanged beside the console.
     let (status, info) = server.admin(reqwest::Method::GET, "/info").await;
@@ -282,6 +553,7 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
 /// Signs in on a fresh page of `console`.
 fn signed_in(console: &str) -> Browser {
     let mut browser = Browser::launch(1280, 860);
+    browser.watch();
     browser.navigate(console);
     browser.wait_for("the sign-in form", &shown("#password"));
     browser.type_into("#password", ADMIN_PASSWORD);

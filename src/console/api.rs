@@ -130,6 +130,7 @@ pub async fn overview(State(console): State<Console>) -> Response {
         .republisher
         .lock()
         .unwrap_or_else(|p| p.into_inner());
+    let blob_store = blob_store_space(&console).await;
     let default_quota_mb = match app.store.default_quota() {
         Quota::Unlimited => json!("unlimited"),
         Quota::Bytes(bytes) => json!(bytes >> 20),
@@ -142,6 +143,7 @@ pub async fn overview(State(console): State<Console>) -> Response {
         "uptime_secs": console.started.elapsed().as_secs(),
         "counts": counts,
         "default_quota_mb": default_quota_mb,
+        "blob_store": blob_store,
         "health": { "database": health.database_up(), "blobs": health.blobs_up() },
         "publish": {
             "published": publish.published,
@@ -160,6 +162,31 @@ pub async fn overview(State(console): State<Console>) -> Response {
         "request_rate": { "slot_secs": SLOT_SECS, "counts": app.metrics.request_rate.recent() },
     });
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+/// What the blob store is, and for a filesystem store its volume's `total_bytes` and `free_bytes`
+/// (`null` for memory and S3, which have no fixed total; an `error` when `statvfs` fails).
+async fn blob_store_space(console: &Console) -> Value {
+    let blobs = console.app.store.blob_store().clone();
+    let describe = blobs.describe().to_string();
+    // One statvfs call, off the runtime's threads: a hung network mount must not stall them.
+    let space = tokio::task::spawn_blocking(move || blobs.volume_space())
+        .await
+        .unwrap_or_else(|err| Some(Err(std::io::Error::other(err))));
+    match space {
+        None => json!({ "describe": describe, "total_bytes": null, "free_bytes": null }),
+        Some(Ok(space)) => json!({
+            "describe": describe,
+            "total_bytes": space.total_bytes,
+            "free_bytes": space.free_bytes,
+        }),
+        Some(Err(err)) => json!({
+            "describe": describe,
+            "total_bytes": null,
+            "free_bytes": null,
+            "error": format!("Volume size unavailable: {err}"),
+        }),
+    }
 }
 
 /// `POST /console/api/mint` with `{"count": n, "quota": {UserQuota} | null}`: `n` tokens (1 to

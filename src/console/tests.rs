@@ -2,11 +2,14 @@
 //! one-line refusals of bad input.
 
 use axum::body::Body;
+use homestead_config::StorageType;
 use http::{Method, StatusCode, header};
 use pubky_common::crypto::Keypair;
 use serde_json::{Value, json};
 
+use crate::pkarr_record::PublishStatus;
 use crate::routes::tests::{Answer, TestApp, expect, request};
+use crate::user_republisher::{FinishedRun, RunSummary};
 
 const HOST: &str = "127.0.0.1:6288";
 const ORIGIN: &str = "http://127.0.0.1:6288";
@@ -341,6 +344,114 @@ async fn overview_reports_counts_health_publishing_and_request_rate() {
     assert_eq!(overview["request_rate"]["slot_secs"], 10);
     let counts = overview["request_rate"]["counts"].as_array().unwrap();
     assert_eq!(counts.iter().filter_map(Value::as_u64).sum::<u64>(), 1);
+    // Memory (like S3) has no fixed total.
+    assert_eq!(
+        overview["blob_store"],
+        json!({"describe": "in-memory", "total_bytes": null, "free_bytes": null})
+    );
+}
+
+#[tokio::test]
+async fn overview_gives_the_blob_volume_of_a_filesystem_store() {
+    let app = TestApp::builder()
+        .blobs(StorageType::FileSystem)
+        .build()
+        .await;
+    let browser = browser(&app).await;
+    let store = browser.json(&app, "/console/api/overview").await["blob_store"].clone();
+    assert!(
+        store["describe"]
+            .as_str()
+            .unwrap()
+            .starts_with("filesystem ("),
+        "{store}"
+    );
+    let volume = app.store().blob_store().volume_space().unwrap().unwrap();
+    assert_eq!(store["total_bytes"], volume.total_bytes, "{store}");
+    let free = store["free_bytes"].as_u64().unwrap();
+    assert!(0 < free && free <= volume.total_bytes, "{store}");
+    assert_eq!(store.get("error"), None, "{store}");
+}
+
+#[tokio::test]
+async fn overview_reports_publishing_the_republisher_and_token_use() {
+    let app = TestApp::builder().build().await;
+    let browser = browser(&app).await;
+    let overview = || {
+        let (browser, app) = (&browser, &app);
+        async move { browser.json(app, "/console/api/overview").await }
+    };
+    *app.state.admin.publish.lock().unwrap() = PublishStatus {
+        published: 3,
+        failed: 1,
+        last_error: None,
+        last_attempt_micros: Some(1_700_000_000_123_456),
+    };
+    assert_eq!(
+        overview().await["publish"],
+        json!({
+            "published": 3, "failed": 1, "last_error": null,
+            "last_attempt": "2023-11-14T22:13:20.123456",
+        })
+    );
+    *app.state.admin.publish.lock().unwrap() = PublishStatus {
+        published: 3,
+        failed: 2,
+        last_error: Some("no DHT node answered".into()),
+        last_attempt_micros: Some(1_700_000_060_000_001),
+    };
+    assert_eq!(
+        overview().await["publish"],
+        json!({
+            "published": 3, "failed": 2, "last_error": "no DHT node answered",
+            "last_attempt": "2023-11-14T22:14:20.000001",
+        })
+    );
+    *app.state.admin.republisher.lock().unwrap() = Some(FinishedRun {
+        summary: RunSummary {
+            republished: 5,
+            restored: 2,
+            elsewhere: 1,
+            missing: 0,
+            failed: 3,
+        },
+        finished_micros: 1_700_000_000_000_000,
+    });
+    assert_eq!(
+        overview().await["republisher"],
+        json!({
+            "republished": 5, "restored": 2, "elsewhere": 1, "missing": 0, "failed": 3,
+            "finished_at": "2023-11-14T22:13:20",
+        })
+    );
+    let minted = browser
+        .send(
+            &app,
+            Method::POST,
+            "/console/api/mint",
+            Some(json!({"count": 3})),
+            true,
+        )
+        .await;
+    let minted: Value = serde_json::from_slice(&minted.body).unwrap();
+    let token = minted["tokens"][0].as_str().unwrap();
+    let user = Keypair::random().public_key().z32();
+    let store = app.store();
+    store
+        .accounts()
+        .create_user(&user, Some(token), 1)
+        .await
+        .unwrap();
+    let counts = overview().await["counts"].clone();
+    assert_eq!(
+        (
+            &counts["users"],
+            &counts["signup_tokens"],
+            &counts["unused_signup_tokens"]
+        ),
+        (&json!(1), &json!(3), &json!(2)),
+        "{counts}"
+    );
 }
 
 #[tokio::test]

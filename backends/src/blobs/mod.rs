@@ -9,6 +9,7 @@
 mod chunked_reads;
 mod staging;
 mod uncached_writes;
+mod volume;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, Retry
 
 pub use chunked_reads::{ChunkedReads, FILE_CHUNK};
 pub use uncached_writes::{UNCACHED_BLOB_BYTES, UncachedWrites};
+pub use volume::VolumeSpace;
 
 use crate::small_blobs::SmallBlobCache;
 
@@ -225,6 +227,12 @@ impl BlobStore {
     pub fn describe(&self) -> &str {
         &self.what
     }
+
+    /// The size and free space of the volume holding a filesystem store's directory; `None` for
+    /// memory and S3, which have no fixed total. Blocks for one `statvfs` call.
+    pub fn volume_space(&self) -> Option<std::io::Result<VolumeSpace>> {
+        self.fs_root.as_deref().map(volume::of)
+    }
 }
 
 /// The filesystem store under `dir` (created if missing), durable and wrapped.
@@ -312,6 +320,25 @@ mod tests {
         };
         let store = BlobStore::open(&memory, dir.path()).unwrap();
         assert_eq!(store.sweep_staging(Duration::ZERO).await.unwrap(), 0);
+    }
+
+    #[test]
+    fn only_a_filesystem_store_has_a_volume_with_a_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&Storage::default(), &dir.path().join("blobs")).unwrap();
+        let space = store.volume_space().unwrap().unwrap();
+        assert!(space.total_bytes > 0, "{space:?}");
+        assert!(space.free_bytes <= space.total_bytes, "{space:?}");
+        let memory = Storage {
+            kind: StorageType::InMemory,
+            ..Storage::default()
+        };
+        let store = BlobStore::open(&memory, dir.path()).unwrap();
+        assert!(store.volume_space().is_none());
+        // A directory that went away is an error, not a made-up size.
+        let gone = BlobStore::open(&Storage::default(), &dir.path().join("gone")).unwrap();
+        std::fs::remove_dir(dir.path().join("gone")).unwrap();
+        assert!(gone.volume_space().unwrap().is_err());
     }
 
     #[test]

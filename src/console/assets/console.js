@@ -7,6 +7,7 @@ const PAGE_SIZE = 20;
 const SVG = "http://www.w3.org/2000/svg";
 let csrfToken = "";
 let refreshTimer = 0;
+let resizeTimer = 0;
 
 const $ = (id) => document.getElementById(id);
 
@@ -47,7 +48,7 @@ async function api(method, path, body) {
   }
   const text = await response.text();
   if (!response.ok) {
-    const reason = oneLine(text) || response.statusText || "Request failed";
+    const reason = oneLine(text, response.status, response.statusText);
     if (response.status === 401 && path !== "sign-in") showSignIn(reason);
     throw new ApiError(response.status, reason);
   }
@@ -55,17 +56,21 @@ async function api(method, path, body) {
   return type.includes("application/json") && text ? JSON.parse(text) : text;
 }
 
-/** A server reason as one readable line, even if some proxy answered with a page or JSON. */
-function oneLine(text) {
+/** A failure's reason as one readable line, even if some proxy answered with a page or JSON: JSON
+ * without an `error` or `message` string, or an empty body, gives a sentence naming the status. */
+function oneLine(text, status, statusText) {
+  const plain = `The server answered ${status}${statusText ? " " + statusText : ""}.`;
   let line = text.trim();
   if (line.startsWith("<")) line = line.replace(/<[^>]*>/g, " ");
-  if (line.startsWith("{")) {
-    try {
-      const parsed = JSON.parse(line);
-      line = parsed.error || parsed.message || line;
-    } catch (_) { /* plain text after all */ }
+  if (line.startsWith("{") || line.startsWith("[")) {
+    let parsed;
+    try { parsed = JSON.parse(line); } catch (_) { parsed = undefined; /* plain text after all */ }
+    if (parsed !== undefined) {
+      const reason = [parsed && parsed.error, parsed && parsed.message].find((r) => typeof r === "string" && r.trim());
+      line = reason || plain;
+    }
   }
-  return line.replace(/\s+/g, " ").slice(0, 300);
+  return line.replace(/\s+/g, " ").trim().slice(0, 300) || plain;
 }
 
 function showError(id, err) { $(id).textContent = err ? (err.message || String(err)) : ""; }
@@ -108,10 +113,12 @@ function showPage(name) {
   document.title = title[name] + " · Homestead console";
 }
 
-function route() {
+/** Shows the page the hash names; `focusHeading` moves the focus to its heading (a route change). */
+function route(focusHeading) {
   if (!csrfToken) return;
   const name = currentPage();
   showPage(name);
+  if (focusHeading === true) $(name + "-title").focus();
   if (name === "overview") {
     loadOverview();
     refreshTimer = setInterval(loadOverview, 5000);
@@ -158,6 +165,22 @@ function card(title, value, detail, extra) {
     h("h2", {}, title), h("p", { class: "value" }, value), detail ? h("p", { class: "detail" }, detail) : null, extra || null);
 }
 
+/** Users' bytes of the blob volume's total, with its free space; memory and S3 have no fixed total. */
+function storageCard(used, store, defaultQuota) {
+  const quota = h("p", { class: "detail" }, `Default quota: ${fmtQuota(defaultQuota)} per user`);
+  if (store.total_bytes === null) {
+    const why = store.error || `The blob store, ${store.describe}, has no fixed total.`;
+    return card("Storage used", fmtBytes(used), why, quota);
+  }
+  const taken = store.total_bytes - store.free_bytes;
+  const share = store.total_bytes ? 100 * taken / store.total_bytes : 0;
+  const bar = h("span");
+  bar.style.width = Math.min(100, share).toFixed(1) + "%";
+  const meter = h("div", { class: "meter", role: "img", "aria-label": `${share.toFixed(1)}% of the blob volume in use` }, bar);
+  return card("Storage used", fmtBytes(used),
+    `of ${fmtBytes(store.total_bytes)} on the blob volume · ${fmtBytes(store.free_bytes)} free`, [meter, quota]);
+}
+
 function status(ok, yes, no) { return h("span", { class: ok ? "ok" : "bad" }, ok ? yes : no); }
 
 async function loadOverview() {
@@ -175,15 +198,7 @@ async function loadOverview() {
     cards.push(card("Users", "–", c.error));
   } else {
     cards.push(card("Users", String(c.users), `${c.disabled_users} disabled`));
-    const quota = o.default_quota_mb === "unlimited" ? null : o.default_quota_mb * 1048576 * Math.max(c.users, 1);
-    let meter = null, detail = `Default quota: ${fmtQuota(o.default_quota_mb)} per user`;
-    if (quota) {
-      const bar = h("span");
-      bar.style.width = Math.min(100, 100 * c.used_bytes / quota).toFixed(1) + "%";
-      meter = h("div", { class: "meter", role: "img", "aria-label": `${(100 * c.used_bytes / quota).toFixed(1)}% of the users' default quotas` }, bar);
-      detail = `of ${fmtBytes(quota)} (${c.users} × ${fmtQuota(o.default_quota_mb)} default quota)`;
-    }
-    cards.push(card("Storage used", fmtBytes(c.used_bytes), detail, meter));
+    cards.push(storageCard(c.used_bytes, o.blob_store, o.default_quota_mb));
     cards.push(card("Signup tokens", `${c.unused_signup_tokens} unused`, `${c.signup_tokens - c.unused_signup_tokens} used of ${c.signup_tokens} minted`));
   }
   const down = [o.health.database ? null : "Database", o.health.blobs ? null : "Blob store"].filter(Boolean);
@@ -315,9 +330,11 @@ function userRow(u) {
     h("td", { "data-label": "Quota" }, fmtQuota(u.quota.effective.storage_quota_mb),
       u.quota.overrides.storage_quota_mb === undefined ? null : h("span", { class: "muted" }, " (own)")),
     h("td", { "data-label": "Status" }, u.disabled ? h("span", { class: "bad" }, "Disabled") : h("span", { class: "ok" }, "Enabled")),
-    h("td", { class: "actions" }, toggle, edit));
+    h("td", { class: "actions" }, toggle, edit, h("p", { class: "error", role: "alert" })));
   toggle.addEventListener("click", async () => {
     toggle.disabled = true;
+    const error = row.querySelector(".actions .error");
+    error.textContent = "";
     try {
       await api("POST", `users/${u.pubky}/${u.disabled ? "enable" : "disable"}`);
       const fresh = await api("GET", `users/${u.pubky}`);
@@ -325,7 +342,7 @@ function userRow(u) {
       row.replaceWith(replacement);
       replacement.querySelector(".actions button").focus();
     } catch (err) {
-      showError("users-error", err);
+      error.textContent = `${u.disabled ? "Enable" : "Disable"} failed: ${err.message}`;
       toggle.disabled = false;
     }
   });
@@ -594,7 +611,12 @@ document.addEventListener("DOMContentLoaded", async () => {
   });
   $("events-pause").addEventListener("click", togglePause);
   $("events-clear").addEventListener("click", () => $("events-list").replaceChildren());
-  window.addEventListener("hashchange", route);
+  window.addEventListener("hashchange", () => route(true));
+  window.addEventListener("resize", () => {
+    // The charts are drawn for their box's width: drawn again once the window stops changing.
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => { if (csrfToken && currentPage() === "overview") loadOverview(); }, 150);
+  });
   try {
     csrfToken = (await api("GET", "session")).csrf_token;
     route();

@@ -1,5 +1,5 @@
 //! Router tests on a [`TestApp`]: the real client service (host dispatch, layers, routes) and the admin
-//! router over a Store on a temporary SQLite file and in-memory blobs.
+//! router over a Store on a temporary SQLite file and (unless told) in-memory blobs.
 
 mod admin;
 mod admin_lists;
@@ -47,6 +47,7 @@ pub(crate) struct TestAppBuilder {
     signup_mode: SignupMode,
     websites: bool,
     rate_limits: Vec<homestead_config::RateLimit>,
+    blobs: StorageType,
 }
 
 impl TestApp {
@@ -56,6 +57,7 @@ impl TestApp {
             signup_mode: SignupMode::Open,
             websites: true,
             rate_limits: Vec::new(),
+            blobs: StorageType::InMemory,
         }
     }
 
@@ -116,14 +118,20 @@ impl TestAppBuilder {
         self
     }
 
-    /// A server state on a temporary SQLite file and in-memory blobs: admin password `secret`, uploads of
-    /// at most 1024 bytes.
+    /// The blob store: in memory unless told (a filesystem one lives in the temporary directory).
+    pub(crate) fn blobs(mut self, kind: StorageType) -> Self {
+        self.blobs = kind;
+        self
+    }
+
+    /// A server state on a temporary SQLite file and (unless told) in-memory blobs: admin password
+    /// `secret`, uploads of at most 1024 bytes.
     pub(crate) async fn build(self) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let url = DatabaseUrl::sqlite_file(&dir.path().join("test.db"));
         let metadata = metadata::open(&url).await.unwrap();
         let storage = Storage {
-            kind: StorageType::InMemory,
+            kind: self.blobs,
             ..Storage::default()
         };
         let blobs = BlobStore::open(&storage, &dir.path().join("blobs")).unwrap();
