@@ -11,12 +11,12 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use homestead_integration_tests::{
-    ADMIN_PASSWORD, Blobs, Metadata, SmallDisk, TestBucket, TestDatabase, TestNet, TestServer,
-    binary, eventually, free_port,
+    ADMIN_PASSWORD, Blobs, Metadata, Reference, ReferenceOptions, SmallDisk, TestBucket,
+    TestDatabase, TestNet, TestServer, binary, eventually,
 };
 use pubky::{Keypair, PubkySession, PublicKey};
 
@@ -36,65 +36,25 @@ fn reference_binary() -> Option<String> {
     }
 }
 
-/// pubky-homeserver 0.9.3 as a process on its own data directory and PostgreSQL database.
-struct Reference {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-    database: TestDatabase,
-    icann: String,
-    admin: String,
+/// pubky-homeserver 0.9.3 (the harness's [`Reference`]) under a key of the test's choosing, with token
+/// sign-up and its admin API, once its record resolves.
+struct Started {
+    process: Reference,
     key: PublicKey,
 }
 
-impl Reference {
+impl Started {
     async fn start(binary: &str, net: &TestNet) -> Self {
-        let database = TestDatabase::create();
-        let dir = tempfile::Builder::new()
-            .prefix("reference-import-")
-            .tempdir()
-            .unwrap();
         let keypair = Keypair::random();
-        std::fs::write(dir.path().join("secret"), hex(&keypair.secret_key())).unwrap();
-        let (icann, admin) = (free_port(), free_port());
-        let bootstrap: Vec<String> = net.bootstrap().iter().map(|b| format!("{b:?}")).collect();
-        let config = format!(
-            "[general]\ndatabase_url = {:?}\nsignup_mode = \"token_required\"\n\n\
-             [drive]\npubky_listen_socket = \"127.0.0.1:{}\"\nicann_listen_socket = \"127.0.0.1:{icann}\"\n\n\
-             [admin]\nenabled = true\nlisten_socket = \"127.0.0.1:{admin}\"\nadmin_password = {ADMIN_PASSWORD:?}\n\n\
-             [storage]\ntype = \"file_system\"\n\n\
-             [pkdns]\npublic_ip = \"127.0.0.1\"\ndht_bootstrap_nodes = [{}]\n",
-            database.url(),
-            free_port(),
-            bootstrap.join(", ")
-        );
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        let child = Command::new(binary)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
-            .spawn()
-            .unwrap_or_else(|err| panic!("spawn {binary}: {err}"));
-        let mut reference = Self {
-            child,
-            database,
-            icann: format!("http://127.0.0.1:{icann}"),
-            admin: format!("http://127.0.0.1:{admin}"),
-            key: keypair.public_key(),
-            dir,
+        let options = ReferenceOptions {
+            secret: Some(keypair.secret_key()),
+            token_required: true,
+            admin: true,
+            open_files: None,
         };
-        let started = Instant::now();
-        while reqwest::get(&reference.icann).await.is_err() {
-            let exited = reference.child.try_wait().unwrap();
-            assert!(
-                exited.is_none() && started.elapsed() < Duration::from_secs(60),
-                "the reference did not start: {}",
-                reference.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let process = Reference::start(binary, net.bootstrap(), options).await;
         let client = net.sdk_client();
-        let key = reference.key.clone();
+        let key = keypair.public_key();
         eventually(
             "the reference's record resolvable",
             Duration::from_secs(30),
@@ -104,16 +64,12 @@ impl Reference {
             },
         )
         .await;
-        reference
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        Self { process, key }
     }
 
     async fn admin(&self, method: reqwest::Method, path: &str, json: Option<&str>) -> String {
         let mut request = reqwest::Client::new()
-            .request(method, format!("{}{path}", self.admin))
+            .request(method, format!("{}{path}", self.process.admin_url()))
             .header("x-admin-password", ADMIN_PASSWORD);
         if let Some(json) = json {
             request = request
@@ -126,35 +82,6 @@ impl Reference {
         assert!(status.is_success(), "{path}: {status} {text}");
         text
     }
-
-    /// Ends the process as an operator does (SIGINT), keeping its directory and database.
-    fn stop(&mut self) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        assert_eq!(
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) },
-            0
-        );
-        let started = Instant::now();
-        while self.child.try_wait().unwrap().is_none() {
-            if started.elapsed() > Duration::from_secs(20) {
-                let _ = self.child.kill();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Reference {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a server answers, by request, for comparing the reference with Homestead.
@@ -213,7 +140,7 @@ fn body_of(length: usize, seed: u8) -> Vec<u8> {
 }
 
 /// Fills the reference through the SDK and its admin API.
-async fn fill(reference: &Reference, net: &TestNet) -> Filled {
+async fn fill(reference: &Started, net: &TestNet) -> Filled {
     use reqwest::Method;
     let get = Method::GET;
     let token_alice = reference
@@ -466,7 +393,7 @@ fn assert_summary(out: &Output, expected: &[&str]) {
 
 /// The reference, filled and recorded, then stopped.
 struct Recorded {
-    reference: Reference,
+    reference: Started,
     filled: Filled,
     mid_cursor: String,
     answers: Vec<(String, Answer)>,
@@ -477,19 +404,19 @@ struct Recorded {
 }
 
 async fn recorded(binary: &str, net: &TestNet) -> Recorded {
-    let reference = Reference::start(binary, net).await;
+    let reference = Started::start(binary, net).await;
     let filled = fill(&reference, net).await;
-    let mid_cursor = mid_cursor(&reference.icann).await;
-    let answers = observe(&reference.icann, &filled, &mid_cursor).await;
+    let mid_cursor = mid_cursor(reference.process.url()).await;
+    let answers = observe(reference.process.url(), &filled, &mid_cursor).await;
     let session = ask(
-        &reference.icann,
+        reference.process.url(),
         "/session",
         Some(&filled.alice),
         Some(&cookie(&filled.alice_session)),
     )
     .await;
     assert_eq!(session.status, 200, "{:?}", text(&session.body));
-    let all = ask(&reference.icann, "/events/?limit=1000", None, None).await;
+    let all = ask(reference.process.url(), "/events/?limit=1000", None, None).await;
     let events = text(&all.body)
         .lines()
         .filter(|l| !l.starts_with("cursor:"))
@@ -526,8 +453,8 @@ async fn recorded(binary: &str, net: &TestNet) -> Recorded {
         text(&stream.body)
     );
     let mut reference = reference;
-    reference.stop();
-    let fingerprint = fingerprint(reference.dir.path(), &reference.database);
+    reference.process.stop();
+    let fingerprint = fingerprint(reference.process.dir(), reference.process.database());
     Recorded {
         reference,
         filled,
@@ -677,8 +604,8 @@ async fn the_reference_is_imported_in_place_on_both_backend_pairs() {
     let run = async {
         let net = TestNet::new();
         let recorded = recorded(&binary, &net).await;
-        let reference_dir = recorded.reference.dir.path().to_path_buf();
-        let database = &recorded.reference.database;
+        let reference_dir = recorded.reference.process.dir().to_path_buf();
+        let database = recorded.reference.process.database();
         let files = recorded.filled.paths.len() - 1; // b.bin was deleted
         let counts = [
             "users 3".to_string(),
@@ -998,7 +925,7 @@ async fn a_gib_is_imported_with_bounded_memory() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
     let net = TestNet::new();
-    let mut reference = Reference::start(&reference_bin, &net).await;
+    let mut reference = Started::start(&reference_bin, &net).await;
     let token = reference
         .admin(reqwest::Method::GET, "/generate_signup_token", None)
         .await;
@@ -1025,7 +952,7 @@ async fn a_gib_is_imported_with_bounded_memory() {
             .await
             .unwrap();
     }
-    reference.stop();
+    reference.process.stop();
     let files = big + small;
     let mut targets = vec![
         (
@@ -1063,8 +990,11 @@ async fn a_gib_is_imported_with_bounded_memory() {
             .arg(target.path())
             .arg("import-reference")
             .arg("--from")
-            .arg(reference.dir.path())
-            .args(["--from-database-url", reference.database.url().as_str()])
+            .arg(reference.process.dir())
+            .args([
+                "--from-database-url",
+                reference.process.database().url().as_str(),
+            ])
             .args(hard_link.then_some("--hard-link"))
             .output()
             .unwrap();
