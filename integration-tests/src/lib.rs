@@ -39,7 +39,7 @@ pub use browser::Browser;
 pub use garage::{GARAGE_REGION, GarageCluster, garage_binary};
 pub use nginx::{deploy_balancer, nginx_user_line, start_balancer, start_nginx};
 pub use outages::{CuttableProxy, PrivatePostgres, socket_of};
-pub use reference::{Reference, ReferenceOptions};
+pub use reference::{Reference, ReferenceOptions, reference_binary};
 pub use relays::Relays;
 pub use resources::{TestBucket, TestDatabase, free_port};
 pub use server::{

@@ -10,6 +10,21 @@ use std::time::{Duration, Instant};
 
 use crate::resources::{TestDatabase, free_port};
 
+/// The reference binary the environment variable `var` names (scripts/test installs it and sets it); None,
+/// with a note, when it is unset outside CI (`CI=true`), where its absence fails the test instead.
+pub fn reference_binary(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(bin) => Some(bin),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{var} is not set (scripts/test installs the reference and sets it)")
+        }
+        Err(_) => {
+            eprintln!("skipped: {var} is not set; run with scripts/test");
+            None
+        }
+    }
+}
+
 /// How a [`Reference`] is set up.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReferenceOptions {

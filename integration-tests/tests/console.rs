@@ -42,6 +42,13 @@ fn focused(selector: &str) -> String {
     format!("document.activeElement === document.querySelector({selector:?})")
 }
 
+/// Presses Tab and asserts that the focus lands on `selector`.
+fn tab_to(browser: &mut Browser, selector: &str) {
+    browser.press("Tab");
+    let there = browser.eval(&focused(selector)).as_bool().unwrap();
+    assert!(there, "Tab should reach {selector}");
+}
+
 /// Whether the charts shown were drawn for the viewport's width: at most 390 pixels wide on a phone,
 /// wider on a desktop.
 fn charts_fit(narrow: bool) -> String {
@@ -236,20 +243,8 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
     // Quota, by keyboard: Tab from the search's Apply reaches the row's Disable, then its Edit quota,
     // which Space opens. A bad value gets the server's reason in the form; 1 MB is saved and enforced.
     browser.eval("document.querySelector('#users-form button[type=submit]').focus()");
-    browser.press("Tab");
-    assert!(
-        browser
-            .eval(&focused(&format!("{row} .actions button:first-child")))
-            .as_bool()
-            .unwrap()
-    );
-    browser.press("Tab");
-    assert!(
-        browser
-            .eval(&focused(&format!("{row} .actions button:nth-child(2)")))
-            .as_bool()
-            .unwrap()
-    );
+    tab_to(&mut browser, &format!("{row} .actions button:first-child"));
+    tab_to(&mut browser, &format!("{row} .actions button:nth-child(2)"));
     browser.press(" ");
     browser.wait_for("the quota editor", &shown("tr.editor form"));
     assert!(
@@ -390,13 +385,7 @@ async fn console_story(metadata: Metadata, blobs: Blobs) {
     // Disable by keyboard (Tab from Apply reaches the first row's Disable, Enter presses it), Enable
     // and Disable again by mouse: the row follows, and a disabled user can no longer write.
     browser.eval("document.querySelector('#users-form button[type=submit]').focus()");
-    browser.press("Tab");
-    assert!(
-        browser
-            .eval(&focused(&format!("{row} .actions button:first-child")))
-            .as_bool()
-            .unwrap()
-    );
+    tab_to(&mut browser, &format!("{row} .actions button:first-child"));
     browser.press("Enter");
     browser.wait_for("the user disabled", &contains(&row, "Disabled"));
     browser.wait_for(

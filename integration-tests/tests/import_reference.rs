@@ -16,25 +16,9 @@ use std::time::{Duration, Instant};
 
 use homestead_integration_tests::{
     ADMIN_PASSWORD, Blobs, Metadata, Reference, ReferenceOptions, SmallDisk, TestBucket,
-    TestDatabase, TestNet, TestServer, binary, eventually,
+    TestDatabase, TestNet, TestServer, binary, eventually, reference_binary,
 };
 use pubky::{Keypair, PubkySession, PublicKey};
-
-/// The reference binary; under CI its absence fails the test instead of skipping it.
-fn reference_binary() -> Option<String> {
-    match std::env::var("TEST_REFERENCE_BIN") {
-        Ok(bin) => Some(bin),
-        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!(
-                "TEST_REFERENCE_BIN is not set (scripts/test installs the reference and sets it)"
-            )
-        }
-        Err(_) => {
-            eprintln!("skipped: TEST_REFERENCE_BIN is not set; run with scripts/test");
-            None
-        }
-    }
-}
 
 /// pubky-homeserver 0.9.3 (the harness's [`Reference`]) under a key of the test's choosing, with token
 /// sign-up and its admin API, once its record resolves.
@@ -598,7 +582,7 @@ async fn serves_what_the_reference_served(net: &TestNet, server: &TestServer, re
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_reference_is_imported_in_place_on_both_backend_pairs() {
-    let Some(binary) = reference_binary() else {
+    let Some(binary) = reference_binary("TEST_REFERENCE_BIN") else {
         return;
     };
     let run = async {
@@ -917,7 +901,7 @@ fn bad_inputs_end_with_one_line_and_leave_nothing_behind() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a benchmark: run it with --run-ignored only"]
 async fn a_gib_is_imported_with_bounded_memory() {
-    let Some(reference_bin) = reference_binary() else {
+    let Some(reference_bin) = reference_binary("TEST_REFERENCE_BIN") else {
         return;
     };
     let mib: usize = std::env::var("IMPORT_BENCH_MIB")

@@ -77,9 +77,8 @@ async fn files_of(
     files
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_user_moves_from_sqlite_to_postgres_and_s3() {
-    let net = TestNet::new();
+/// A sqlite+fs server on `net` with one signed-up user, where a move starts.
+async fn source_with_user(net: &TestNet) -> (TestServer, Account) {
     let source = net
         .server()
         .metadata(Metadata::Sqlite)
@@ -87,6 +86,13 @@ async fn a_user_moves_from_sqlite_to_postgres_and_s3() {
         .start()
         .await;
     let user = Account::signup(&source).await;
+    (source, user)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_moves_from_sqlite_to_postgres_and_s3() {
+    let net = TestNet::new();
+    let (source, user) = source_with_user(&net).await;
     let other = Account::signup(&source).await;
     for (path, body) in [
         ("/pub/app/profile.json", b"{\"name\":\"a\"}".to_vec()),
@@ -263,13 +269,7 @@ async fn a_user_moves_from_sqlite_to_postgres_and_s3() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sweep_during_an_import_deletes_no_staged_body() {
     let net = TestNet::new();
-    let source = net
-        .server()
-        .metadata(Metadata::Sqlite)
-        .blobs(Blobs::Fs)
-        .start()
-        .await;
-    let user = Account::signup(&source).await;
+    let (source, user) = source_with_user(&net).await;
     for i in 0..3u8 {
         let path = format!("/pub/app/{i}");
         assert_eq!(user.put(&source, &path, vec![i; 1000]).await, 201);
@@ -322,13 +322,7 @@ async fn a_sweep_during_an_import_deletes_no_staged_body() {
 #[tokio::test(flavor = "multi_thread")]
 async fn export_and_import_on_a_full_disk_fail_and_leave_nothing() {
     let net = TestNet::new();
-    let source = net
-        .server()
-        .metadata(Metadata::Sqlite)
-        .blobs(Blobs::Fs)
-        .start()
-        .await;
-    let user = Account::signup(&source).await;
+    let (source, user) = source_with_user(&net).await;
     assert_eq!(
         user.put(&source, "/pub/app/big.bin", pseudo_random_bytes(1, 3 << 20))
             .await,

@@ -24,7 +24,7 @@ mod testnet;
 pub use calls::{
     bearer_call, client_id, keyless_app, put_created, refresh_status, server_error, sign_out,
 };
-pub use reference::{Reference, ReferenceOptions};
+pub use reference::{Reference, ReferenceOptions, reference_binary};
 pub use resources::{TestBucket, TestDatabase, free_port};
 pub use server::{
     ADMIN_PASSWORD, Blobs, Metadata, PreparedServer, TestServer, TestServerBuilder, binary,

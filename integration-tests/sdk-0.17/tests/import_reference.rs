@@ -12,25 +12,10 @@ use std::time::Duration;
 
 use homestead_sdk_0_17_tests::{
     Reference, ReferenceOptions, TestNet, bearer_call, binary, client_id, eventually, put_created,
+    reference_binary,
 };
 use pubky::pkarr::ResolvePolicy;
 use pubky::{Keypair, Method, PublicKey};
-
-/// The reference binary; under CI its absence fails the test instead of skipping it.
-fn reference_binary() -> Option<String> {
-    match std::env::var("TEST_REFERENCE_0_17_BIN") {
-        Ok(bin) => Some(bin),
-        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!(
-                "TEST_REFERENCE_0_17_BIN is not set (scripts/test installs the reference and sets it)"
-            )
-        }
-        Err(_) => {
-            eprintln!("skipped: TEST_REFERENCE_0_17_BIN is not set; run with scripts/test");
-            None
-        }
-    }
-}
 
 /// Waits until `key`'s record resolves on `net`.
 async fn resolvable(net: &TestNet, key: &PublicKey) {
@@ -92,7 +77,7 @@ fn import(target: &Path, reference: &Reference) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_0_17_1_reference_moves_with_its_grant_sessions() {
-    let Some(binary) = reference_binary() else {
+    let Some(binary) = reference_binary("TEST_REFERENCE_0_17_BIN") else {
         return;
     };
     let run = async {
