@@ -177,8 +177,10 @@ function storageCard(used, store, defaultQuota) {
   const bar = h("span");
   bar.style.width = Math.min(100, share).toFixed(1) + "%";
   const meter = h("div", { class: "meter", role: "img", "aria-label": `${share.toFixed(1)}% of the blob volume in use` }, bar);
+  // The meter is the volume's fill (other data on it included), not the users' share: the text says so.
   return card("Storage used", fmtBytes(used),
-    `of ${fmtBytes(store.total_bytes)} on the blob volume · ${fmtBytes(store.free_bytes)} free`, [meter, quota]);
+    `by users' files; on the blob volume: ${share.toFixed(0)}% of ${fmtBytes(store.total_bytes)} in use, ` +
+    `${fmtBytes(store.free_bytes)} free`, [meter, quota]);
 }
 
 function status(ok, yes, no) { return h("span", { class: ok ? "ok" : "bad" }, ok ? yes : no); }
