@@ -96,6 +96,7 @@ async fn node(script: &str, env: Vec<(&'static str, String)>) -> String {
         .envs(env)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .expect("run node (scripts/test installs it)");
@@ -106,6 +107,11 @@ async fn node(script: &str, env: Vec<(&'static str, String)>) -> String {
     ];
     let status = tokio::time::timeout(NODE_DEADLINE, child.wait()).await;
     if status.is_err() {
+        // The whole group, so that a hung browser script leaves no Chromium running.
+        if let Some(pid) = child.id() {
+            // SAFETY: kill(2) on the process group our own child leads.
+            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+        }
         let _ = child.kill().await;
     }
     for reader in readers {
