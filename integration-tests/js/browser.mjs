@@ -40,7 +40,7 @@ const files = {
 // The probe: a cookie without `Partitioned` (otherwise as the server sets its session cookie on localhost),
 // and an echo of the cookies that came back; both answer credentialed requests of any origin.
 const probe = {
-  "/probe/set": (request) => [{ "set-cookie": "probe=1; Path=/; SameSite=None; Secure" }, "set"],
+  "/probe/set": () => [{ "set-cookie": "probe=1; Path=/; SameSite=None; Secure" }, "set"],
   "/probe/echo": (request) => [{}, request.headers.cookie || ""],
 };
 const serve = (request, response) => {

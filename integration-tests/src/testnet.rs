@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use pubky::pkarr::mainline::Testnet;
-use pubky::{Pubky, PubkyHttpClient};
+use pubky::{Pubky, PubkyHttpClient, PublicKey};
 
 use crate::eventually;
 use crate::server::{TestServer, TestServerBuilder};
@@ -53,8 +53,12 @@ impl TestNet {
     /// Waits until `server`'s PKARR record resolves on this network, so that the SDK can find it. A
     /// freshly started server publishes within moments, but not before it reports ready.
     pub async fn wait_until_resolvable(&self, server: &TestServer) -> pubky::pkarr::SignedPacket {
+        self.wait_until_key_resolvable(&server.public_key()).await
+    }
+
+    /// Waits until the PKARR record of `key` (a server's, not necessarily one of ours) resolves here.
+    pub async fn wait_until_key_resolvable(&self, key: &PublicKey) -> pubky::pkarr::SignedPacket {
         let client = self.sdk_client();
-        let key = server.public_key();
         eventually(
             "server record resolvable on the DHT",
             Duration::from_secs(30),

@@ -37,17 +37,8 @@ impl Started {
             open_files: None,
         };
         let process = Reference::start(binary, net.bootstrap(), options).await;
-        let client = net.sdk_client();
         let key = keypair.public_key();
-        eventually(
-            "the reference's record resolvable",
-            Duration::from_secs(30),
-            || {
-                let (client, key) = (client.clone(), key.clone());
-                async move { client.pkarr().resolve(&key).await.ok_or("not found") }
-            },
-        )
-        .await;
+        net.wait_until_key_resolvable(&key).await;
         Self { process, key }
     }
 

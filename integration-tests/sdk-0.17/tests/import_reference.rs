@@ -11,30 +11,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use homestead_sdk_0_17_tests::{
-    Reference, ReferenceOptions, TestNet, bearer_call, binary, client_id, eventually, put_created,
+    Reference, ReferenceOptions, TestNet, bearer_call, binary, client_id, put_created,
     reference_binary,
 };
-use pubky::pkarr::ResolvePolicy;
-use pubky::{Keypair, Method, PublicKey};
-
-/// Waits until `key`'s record resolves on `net`.
-async fn resolvable(net: &TestNet, key: &PublicKey) {
-    let client = net.sdk_client();
-    eventually(
-        "the reference's record resolvable",
-        Duration::from_secs(30),
-        || {
-            let (client, key) = (client.clone(), key.clone());
-            async move {
-                client
-                    .pkarr()
-                    .resolve(&key, ResolvePolicy::NetworkOnly)
-                    .await
-            }
-        },
-    )
-    .await;
-}
+use pubky::{Keypair, Method};
 
 /// Status, ETag and body of an anonymous GET of `user`'s `path`.
 async fn public_read(base: &str, user: &str, path: &str) -> (u16, String, String) {
@@ -89,7 +69,7 @@ async fn a_0_17_1_reference_moves_with_its_grant_sessions() {
         };
         let mut reference = Reference::start(&binary, net.bootstrap(), options).await;
         let key = keypair.public_key();
-        resolvable(&net, &key).await;
+        net.wait_until_key_resolvable(&key).await;
 
         // Alice signs up and in through grants; her session holds a bearer and a PoP key.
         let alice = net.pubky().signer(Keypair::random());
