@@ -27,6 +27,7 @@ pub mod server_key;
 pub mod session_cookie;
 pub mod signup_token;
 pub mod stack;
+pub mod staging;
 pub mod stream_slots;
 pub mod telemetry;
 pub mod transfer_progress;

@@ -71,21 +71,7 @@ fn staging_dir(dest: &Path) -> anyhow::Result<PathBuf> {
             );
         }
     }
-    let Some(name) = dest.file_name() else {
-        bail!("{} does not name a directory to create", dest.display());
-    };
-    let parent = match dest.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    if !parent.is_dir() {
-        bail!("{} does not exist", parent.display());
-    }
-    Ok(parent.join(format!(
-        ".{}.partial-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
+    crate::staging::staging_sibling(dest, "directory")
 }
 
 fn sync_dir(dir: &Path) {

@@ -24,19 +24,7 @@ pub async fn export_user_to_file(
     if file.exists() {
         bail!("{} already exists: export into a new file", file.display());
     }
-    let (Some(name), Some(parent)) = (file.file_name(), file.parent()) else {
-        bail!("{} does not name a file to create", file.display());
-    };
-    let parent = if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
-    };
-    let staging = parent.join(format!(
-        ".{}.partial-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let staging = crate::staging::staging_sibling(file, "file")?;
     let out = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
