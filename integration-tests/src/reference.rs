@@ -26,7 +26,7 @@ pub fn reference_binary(var: &str) -> Option<String> {
 }
 
 /// How a [`Reference`] is set up.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ReferenceOptions {
     /// The server key's secret (written to `secret`); None lets the reference make one.
     pub secret: Option<[u8; 32]>,
@@ -36,6 +36,8 @@ pub struct ReferenceOptions {
     pub admin: bool,
     /// An open-file limit (soft and hard, through `prlimit`).
     pub open_files: Option<u64>,
+    /// A PKARR relay for `pkdns.dht_relay_nodes`; None keeps the reference's default (public) relays.
+    pub pkarr_relay: Option<String>,
 }
 
 /// A running reference homeserver, killed when dropped (its directory and database go with it).
@@ -75,12 +77,16 @@ impl Reference {
             "enabled = false".to_string()
         };
         let bootstrap: Vec<String> = bootstrap.iter().map(|b| format!("{b:?}")).collect();
+        let relays = options
+            .pkarr_relay
+            .map(|url| format!("dht_relay_nodes = [{url:?}]\n"))
+            .unwrap_or_default();
         let config = format!(
             "[general]\ndatabase_url = {:?}\nsignup_mode = \"{signup}\"\n\n\
              [drive]\npubky_listen_socket = \"127.0.0.1:{}\"\nicann_listen_socket = \"127.0.0.1:{icann}\"\n\n\
              [admin]\n{admin_section}\n\n[metrics]\nenabled = false\n\n\
              [storage]\ntype = \"file_system\"\n\n\
-             [pkdns]\npublic_ip = \"127.0.0.1\"\ndht_bootstrap_nodes = [{}]\n",
+             [pkdns]\npublic_ip = \"127.0.0.1\"\ndht_bootstrap_nodes = [{}]\n{relays}",
             database.url(),
             free_port(),
             bootstrap.join(", ")

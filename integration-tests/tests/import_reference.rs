@@ -1,8 +1,9 @@
 //! `homestead import-reference` against the real reference homeserver: pubky-homeserver 0.9.3 (the
 //! binary at `TEST_REFERENCE_BIN`, which scripts/test installs) runs as a process on PostgreSQL and its
 //! file-system storage, is filled through the official SDK and its admin API, records what it serves,
-//! and is stopped; then Homestead imports it (into sqlite+fs and into postgres+s3, the second run cut
-//! off midway and resumed), starts with the same key, and must serve the same files, ETags, listings and
+//! and is stopped; then Homestead imports it (into sqlite+fs on the reference's own `config.toml` as the
+//! README's walk-through says, and into postgres+s3, that run cut off midway and resumed), starts with
+//! the same key, and must serve the same files, ETags, listings and
 //! event pages, keep the reference's sessions signed in, and publish the same server key. Running the
 //! import again changes nothing; `--hard-link` links each body (two links) and serves it the same; a blob
 //! store on a full disk stops the run with one line and a run with room finishes it; a tampered body is
@@ -15,31 +16,39 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use homestead_integration_tests::{
-    ADMIN_PASSWORD, Blobs, Metadata, Reference, ReferenceOptions, SmallDisk, TestBucket,
+    ADMIN_PASSWORD, Blobs, Metadata, Reference, ReferenceOptions, Relays, SmallDisk, TestBucket,
     TestDatabase, TestNet, TestServer, binary, eventually, reference_binary,
 };
 use pubky::{Keypair, PubkySession, PublicKey};
 
 /// pubky-homeserver 0.9.3 (the harness's [`Reference`]) under a key of the test's choosing, with token
-/// sign-up and its admin API, once its record resolves.
+/// sign-up, its admin API and a PKARR relay on loopback, once its record resolves.
 struct Started {
     process: Reference,
     key: PublicKey,
+    /// The relay its `config.toml` names, which Homestead started on that config uses too.
+    _relays: Relays,
 }
 
 impl Started {
     async fn start(binary: &str, net: &TestNet) -> Self {
         let keypair = Keypair::random();
+        let relays = Relays::start(net).await;
         let options = ReferenceOptions {
             secret: Some(keypair.secret_key()),
             token_required: true,
             admin: true,
             open_files: None,
+            pkarr_relay: Some(relays.pkarr_url()),
         };
         let process = Reference::start(binary, net.bootstrap(), options).await;
         let key = keypair.public_key();
         net.wait_until_key_resolvable(&key).await;
-        Self { process, key }
+        Self {
+            process,
+            key,
+            _relays: relays,
+        }
     }
 
     async fn admin(&self, method: reqwest::Method, path: &str, json: Option<&str>) -> String {
@@ -592,12 +601,27 @@ async fn the_reference_is_imported_in_place_on_both_backend_pairs() {
         ];
         let counts: Vec<&str> = counts.iter().map(String::as_str).collect();
 
-        // sqlite+fs: import, import again (nothing changes, nothing doubles), serve.
+        // sqlite+fs as the README's walk-through has it: the reference's own config.toml without its
+        // database_url (so embedded SQLite; everything else as the reference had it, its relay and
+        // listeners included), `import-reference --from` alone, then Homestead on that directory. Import
+        // again (nothing changes, nothing doubles), serve.
         let mut server = net
             .server()
-            .token_required()
             .start_after(|dir| {
-                let out = import(dir, &reference_dir, database, &[]);
+                let config = std::fs::read_to_string(reference_dir.join("config.toml")).unwrap();
+                let config: Vec<&str> = config
+                    .lines()
+                    .filter(|line| !line.starts_with("database_url"))
+                    .collect();
+                std::fs::write(dir.join("config.toml"), config.join("\n")).unwrap();
+                let out = Command::new(homestead_integration_tests::binary())
+                    .arg("--data-dir")
+                    .arg(dir)
+                    .arg("import-reference")
+                    .arg("--from")
+                    .arg(&reference_dir)
+                    .output()
+                    .expect("run homestead import-reference");
                 assert_summary(&out, &counts);
                 assert_summary(&out, &[&format!("{files} copied")]);
                 assert!(
@@ -612,6 +636,11 @@ async fn the_reference_is_imported_in_place_on_both_backend_pairs() {
                 assert_eq!(count_files(&dir.join("blobs")), blobs, "nothing duplicated");
             })
             .await;
+        assert_eq!(
+            server.icann_url(),
+            recorded.reference.process.url(),
+            "Homestead listens where the reference's config.toml says"
+        );
         serves_what_the_reference_served(&net, &server, &recorded).await;
         // Once Homestead has written events of its own, the import refuses to run again.
         server.kill().await;
