@@ -5,7 +5,7 @@
 //! installs the workspace (`npm ci`); a failing or hung script fails the test with its whole output.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,14 +86,36 @@ fn screenshot_dir() -> PathBuf {
 const NODE_DEADLINE: Duration = Duration::from_secs(180);
 
 /// Runs `node <script>` in the JS workspace with `env`; panics with its output unless it succeeds
-/// within [`NODE_DEADLINE`]. The output is collected as it comes, so a hung script shows what it did.
+/// within [`NODE_DEADLINE`].
 async fn node(script: &str, env: Vec<(&'static str, String)>) -> String {
     let started = Instant::now();
     let node = std::env::var("TEST_NODE_BIN").unwrap_or_else(|_| "node".into());
-    let mut child = tokio::process::Command::new(node)
-        .arg(script)
-        .current_dir(js_dir())
-        .envs(env)
+    let mut command = tokio::process::Command::new(node);
+    command.arg(script).current_dir(js_dir()).envs(env);
+    match run_within(command, NODE_DEADLINE).await {
+        Ran::Overran(text) => {
+            panic!("node {script} did not finish within {NODE_DEADLINE:?}; its output:\n{text}")
+        }
+        Ran::Finished(status, text) => {
+            assert!(status.success(), "node {script} failed ({status}):\n{text}");
+            println!("node {script}: {:?}\n{text}", started.elapsed());
+            text
+        }
+    }
+}
+
+/// How a [`run_within`] ended, with the process's stdout and stderr lines.
+enum Ran {
+    Finished(ExitStatus, String),
+    /// Killed at the deadline, its whole process group with it.
+    Overran(String),
+}
+
+/// Runs `command` in a process group of its own. At `deadline` the whole group is killed, so that a
+/// hung browser script leaves no Chromium running. The output is collected as it comes, so a hung
+/// script still shows what it did.
+async fn run_within(mut command: tokio::process::Command, deadline: Duration) -> Ran {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -105,9 +127,8 @@ async fn node(script: &str, env: Vec<(&'static str, String)>) -> String {
         collect_lines(child.stdout.take().expect("piped"), text.clone()),
         collect_lines(child.stderr.take().expect("piped"), text.clone()),
     ];
-    let status = tokio::time::timeout(NODE_DEADLINE, child.wait()).await;
+    let status = tokio::time::timeout(deadline, child.wait()).await;
     if status.is_err() {
-        // The whole group, so that a hung browser script leaves no Chromium running.
         if let Some(pid) = child.id() {
             // SAFETY: kill(2) on the process group our own child leads.
             unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
@@ -119,16 +140,50 @@ async fn node(script: &str, env: Vec<(&'static str, String)>) -> String {
     }
     let text = text.lock().expect("output").clone();
     match status {
-        Err(_) => {
-            panic!("node {script} did not finish within {NODE_DEADLINE:?}; its output:\n{text}")
-        }
-        Ok(status) => {
-            let status = status.expect("wait for node");
-            assert!(status.success(), "node {script} failed ({status}):\n{text}");
-        }
+        Err(_) => Ran::Overran(text),
+        Ok(status) => Ran::Finished(status.expect("wait for the process"), text),
     }
-    println!("node {script}: {:?}\n{text}", started.elapsed());
-    text
+}
+
+/// A script that hangs is killed at the deadline with the child it started, and what it printed
+/// before is kept for the failure message.
+#[tokio::test]
+async fn a_hung_script_is_killed_with_its_children_and_its_output_kept() {
+    let mut command = tokio::process::Command::new("sh");
+    command.args([
+        "-c",
+        "echo started; sleep 300 & echo child $!; echo to stderr >&2; wait",
+    ]);
+    let Ran::Overran(text) = run_within(command, Duration::from_secs(2)).await else {
+        panic!("the script ended by itself");
+    };
+    assert!(
+        text.contains("started\n") && text.contains("to stderr\n"),
+        "{text}"
+    );
+    let child: u32 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("child "))
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no child pid in {text}"));
+    // Killed, then reaped by whoever inherited it: gone, or a zombie for a moment.
+    let stat = format!("/proc/{child}/stat");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let alive = std::fs::read_to_string(&stat).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        });
+        if !alive {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the script's child {child} outlived it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Appends each line `pipe` gives to `text` until it ends.
