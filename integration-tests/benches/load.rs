@@ -75,8 +75,8 @@ use std::time::{Duration, Instant};
 
 use homestead_integration_tests::machine::{self, Environment, Limits, OutsideCpu, Verdict};
 use homestead_integration_tests::{
-    Account, Blobs, GarageCluster, Metadata, Reference, ReferenceOptions, TestDatabase, TestNet,
-    TestServer, start_balancer,
+    Account, Blobs, GarageCluster, Metadata, Reference, ReferenceOptions, Relays, TestDatabase,
+    TestNet, TestServer, start_balancer,
 };
 
 const KIB: usize = 1024;
@@ -153,7 +153,11 @@ impl Workload {
 /// instances behind nginx.
 enum Process {
     Homestead(TestServer),
-    Reference(Reference),
+    /// With the PKARR relay on loopback that its config names.
+    Reference {
+        process: Reference,
+        _relays: Box<Relays>,
+    },
     Cluster(Cluster),
 }
 
@@ -205,7 +209,9 @@ impl Process {
     fn url(&self) -> String {
         match self {
             Process::Homestead(server) => server.icann_url(),
-            Process::Reference(reference) => reference.url().to_string(),
+            Process::Reference {
+                process: reference, ..
+            } => reference.url().to_string(),
             Process::Cluster(cluster) => cluster.url.clone(),
         }
     }
@@ -213,7 +219,9 @@ impl Process {
     fn pid(&self) -> u32 {
         match self {
             Process::Homestead(server) => server.pid(),
-            Process::Reference(reference) => reference.pid(),
+            Process::Reference {
+                process: reference, ..
+            } => reference.pid(),
             Process::Cluster(cluster) => cluster.instances[0].pid(),
         }
     }
@@ -1378,9 +1386,16 @@ async fn main() {
             "reference" => {
                 let binary = std::env::var("REFERENCE_BIN")
                     .expect("REFERENCE_BIN: the pubky-homeserver 0.9.3 binary");
-                let process = Process::Reference(
-                    Reference::start(&binary, net.bootstrap(), ReferenceOptions::default()).await,
-                );
+                let relays = Relays::start(&net).await;
+                let options = ReferenceOptions {
+                    pkarr_relay: Some(relays.pkarr_url()),
+                    ..ReferenceOptions::default()
+                };
+                let reference = Reference::start(&binary, net.bootstrap(), options).await;
+                let process = Process::Reference {
+                    process: reference,
+                    _relays: Box::new(relays),
+                };
                 Target::Server(Box::new(prepare(name, process, users).await))
             }
             "garage-nginx-1" | "garage-nginx-2" | "garage-nginx-3" => {

@@ -33,7 +33,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use homestead_integration_tests::machine::Environment;
 use homestead_integration_tests::{
-    Account, Metadata, Reference, ReferenceOptions, TestNet, TestServer, memory_kib,
+    Account, Metadata, Reference, ReferenceOptions, Relays, TestNet, TestServer, memory_kib,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -63,21 +63,25 @@ fn raise_open_files() -> u64 {
 
 enum Server {
     Homestead(Box<TestServer>),
-    Reference(Reference),
+    /// With the PKARR relay on loopback that its config names.
+    Reference {
+        process: Reference,
+        _relays: Box<Relays>,
+    },
 }
 
 impl Server {
     fn url(&self) -> String {
         match self {
             Server::Homestead(s) => s.icann_url(),
-            Server::Reference(r) => r.url().to_string(),
+            Server::Reference { process: r, .. } => r.url().to_string(),
         }
     }
 
     fn pid(&self) -> u32 {
         match self {
             Server::Homestead(s) => s.pid(),
-            Server::Reference(r) => r.pid(),
+            Server::Reference { process: r, .. } => r.pid(),
         }
     }
 }
@@ -215,12 +219,17 @@ async fn start(
                 println!("reference: skipped, REFERENCE_BIN is not set");
                 return None;
             };
+            let relays = Relays::start(net).await;
             let options = ReferenceOptions {
                 open_files,
+                pkarr_relay: Some(relays.pkarr_url()),
                 ..ReferenceOptions::default()
             };
             let reference = Reference::start(&binary, net.bootstrap(), options).await;
-            return Some(Server::Reference(reference));
+            return Some(Server::Reference {
+                process: reference,
+                _relays: Box::new(relays),
+            });
         }
         other => panic!("unknown target {other}"),
     };
