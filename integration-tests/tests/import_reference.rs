@@ -3,12 +3,12 @@
 //! file-system storage, is filled through the official SDK and its admin API, records what it serves,
 //! and is stopped; then Homestead imports it (into sqlite+fs on the reference's own `config.toml` as the
 //! README's walk-through says, and into postgres+s3, that run cut off midway and resumed), starts with
-//! the same key, and must serve the same files, ETags, listings and
-//! event pages, keep the reference's sessions signed in, and publish the same server key. Running the
-//! import again changes nothing; `--hard-link` links each body (two links) and serves it the same; a blob
-//! store on a full disk stops the run with one line and a run with room finishes it; a tampered body is
-//! reported and left out, bad inputs end with one line and leave nothing behind, and the reference's own
-//! data stays untouched throughout.
+//! the same key, and must serve the same files, ETags, listings and event pages, keep the reference's
+//! sessions signed in, and publish the same server key. Running the import again changes nothing;
+//! `--hard-link` links each body (two links) and serves it the same; a blob store on a full disk stops
+//! the run with one line and a run with room finishes it; a tampered body is reported and left out, bad
+//! inputs end with one line and leave nothing behind, and the reference's own data stays untouched
+//! throughout.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -121,7 +121,7 @@ async fn run_within(mut command: tokio::process::Command, deadline: Duration) ->
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .expect("run node (scripts/test installs it)");
+        .expect("spawn the script (scripts/test installs node)");
     let text = Arc::new(Mutex::new(String::new()));
     let readers = [
         collect_lines(child.stdout.take().expect("piped"), text.clone()),
