@@ -345,17 +345,27 @@ fn collect_files(dir: &Path, into: &mut Vec<PathBuf>) {
 }
 
 /// Runs `homestead --data-dir <target> import-reference --from <reference> ...`.
-fn import(target: &Path, reference: &Path, database: &TestDatabase, extra: &[&str]) -> Output {
+/// `homestead --data-dir <target> import-reference --from <reference>` with `args`, as the README has it.
+fn import_with(target: &Path, reference: &Path, args: &[&str]) -> Output {
     Command::new(binary())
         .arg("--data-dir")
         .arg(target)
         .arg("import-reference")
         .arg("--from")
         .arg(reference)
-        .args(["--from-database-url", database.url().as_str()])
-        .args(extra)
+        .args(args)
         .output()
         .expect("run homestead import-reference")
+}
+
+/// [`import_with`] naming the reference's `database` outright, and `extra`.
+fn import(target: &Path, reference: &Path, database: &TestDatabase, extra: &[&str]) -> Output {
+    let url = database.url();
+    import_with(
+        target,
+        reference,
+        &[&["--from-database-url", url.as_str()], extra].concat(),
+    )
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -614,14 +624,7 @@ async fn the_reference_is_imported_in_place_on_both_backend_pairs() {
                     .filter(|line| !line.starts_with("database_url"))
                     .collect();
                 std::fs::write(dir.join("config.toml"), config.join("\n")).unwrap();
-                let out = Command::new(homestead_integration_tests::binary())
-                    .arg("--data-dir")
-                    .arg(dir)
-                    .arg("import-reference")
-                    .arg("--from")
-                    .arg(&reference_dir)
-                    .output()
-                    .expect("run homestead import-reference");
+                let out = import_with(dir, &reference_dir, &[]);
                 assert_summary(&out, &counts);
                 assert_summary(&out, &[&format!("{files} copied")]);
                 assert!(
